@@ -1,0 +1,100 @@
+//! The finite-sample engine: sums over atoms with squared-L2 softmax weights.
+//!
+//! For a batch of particles x_b (B × D), diffusion scalars s, v and a bias vector β over the
+//! atoms (zero for the prior, b_i = log p(y | a_i) for the posterior), the logits are
+//!
+//!   ℓ_bi = −‖x_b − s a_i‖² / (2v) + β_i,   w_bi = softmax_i(ℓ_b·).
+//!
+//! A [`Backend`] answers, per row: the log-normaliser log Σ_i exp ℓ_bi, the effective sample
+//! size 1/Σ w², the largest weight, the entropy −Σ w log w, the weighted mean Σ w_i a_i (for
+//! several bias sets in one pass over the atoms), the nearest atom, and the covariance product
+//! C·g = Σ_i w_i (a_i − m)⟨a_i − m, g⟩ (design §3). It knows nothing of samplers.
+
+pub mod cpu;
+pub mod reference;
+
+use crate::Result;
+
+/// Which weights a pass uses: the prior (no bias) or a registered bias vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Weights {
+    Prior,
+    Biased(BiasId),
+}
+
+/// Handle of a bias vector registered with [`Backend::add_bias`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BiasId(pub usize);
+
+/// Statistics of one row's weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RowStats {
+    /// log Σ_i exp ℓ_i (with the bias as registered: a shifted bias shifts this too).
+    pub log_norm: f64,
+    /// 1 / Σ_i w_i², between 1 and N.
+    pub ess: f64,
+    /// max_i w_i.
+    pub max_weight: f64,
+    /// −Σ_i w_i log w_i, in nats.
+    pub entropy: f64,
+}
+
+/// The nearest atom to x/s: argmin_i ‖x − s a_i‖², with that squared distance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Neighbor {
+    pub index: usize,
+    pub dist2: f64,
+}
+
+/// The weighted mean and statistics of one bias set over a batch.
+#[derive(Clone, Debug)]
+pub struct WeightedMean {
+    /// B × D, row b = Σ_i w_bi a_i.
+    pub means: Vec<f32>,
+    /// B rows.
+    pub stats: Vec<RowStats>,
+}
+
+/// Everything one pass over the atoms returns.
+#[derive(Clone, Debug)]
+pub struct PassOutput {
+    /// One entry per requested weight set, in request order.
+    pub sets: Vec<WeightedMean>,
+    /// Nearest atom of each row (independent of the bias).
+    pub nearest: Vec<Neighbor>,
+}
+
+/// The diffusion scalars of a pass: x_t = s x_0 + √v ε.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Noise {
+    pub s: f64,
+    pub v: f64,
+}
+
+/// A compute backend over one fixed atom set. Both the CPU and the GPU implement it; tests
+/// run the same case on each and compare with the float64 reference in [`reference`].
+pub trait Backend: Send + Sync {
+    /// e.g. `cpu (2 threads)` or `gpu: NVIDIA H100 (Vulkan)`.
+    fn describe(&self) -> String;
+    /// N.
+    fn atoms(&self) -> usize;
+    /// D.
+    fn dim(&self) -> usize;
+    /// Registers a bias vector β (N values, finite) for later passes. Softmax weights do not
+    /// change when β is shifted by a constant, and backends may store it shifted by max β
+    /// (keeps float32 exact near the weights that matter); log_norm is then relative to that.
+    fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId>;
+    /// One pass over the atoms for the B = x.len()/D rows of x: for each requested weight set
+    /// the weighted means and row statistics, and the nearest atom of each row.
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput>;
+    /// C·g per row: Σ_i w_bi (a_i − m_b)⟨a_i − m_b, g_b⟩ with the weights of `set`, where
+    /// m_b = `means` row b (the weighted mean of the same weights, from a previous pass).
+    fn covariance_products(
+        &self,
+        x: &[f32],
+        noise: Noise,
+        set: Weights,
+        means: &[f32],
+        g: &[f32],
+    ) -> Result<Vec<f32>>;
+}

@@ -1,0 +1,160 @@
+//! The float64 reference backend: direct differences, no expansion, no chunking, no tricks.
+//!
+//! It is the oracle every test compares the fast backends with, and it is slow on purpose:
+//! O(B·N·D) float64 work per pass with the plainest possible loops. Do not optimise it.
+
+use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights};
+use crate::{Error, Result};
+
+pub struct ReferenceBackend {
+    atoms: Vec<f64>,
+    n: usize,
+    d: usize,
+    biases: Vec<Vec<f64>>,
+}
+
+impl ReferenceBackend {
+    /// `atoms` is N × D row-major.
+    pub fn new(atoms: &[f32], d: usize) -> Result<Self> {
+        if d == 0 || atoms.is_empty() || atoms.len() % d != 0 {
+            return Err(Error::input(format!(
+                "reference backend: {} atom values do not split into rows of D = {d}",
+                atoms.len()
+            )));
+        }
+        Ok(ReferenceBackend {
+            atoms: atoms.iter().map(|&a| a as f64).collect(),
+            n: atoms.len() / d,
+            d,
+            biases: Vec::new(),
+        })
+    }
+
+    fn atom(&self, i: usize) -> &[f64] {
+        &self.atoms[i * self.d..(i + 1) * self.d]
+    }
+
+    /// ‖x − s a_i‖² by direct differences.
+    pub fn dist2(&self, x: &[f32], s: f64, i: usize) -> f64 {
+        x.iter()
+            .zip(self.atom(i))
+            .map(|(&xv, &a)| {
+                let e = xv as f64 - s * a;
+                e * e
+            })
+            .sum()
+    }
+
+    /// The logits ℓ_i = −‖x − s a_i‖²/(2v) + β_i of one row, in float64.
+    pub fn logits(&self, x: &[f32], noise: Noise, set: Weights) -> Vec<f64> {
+        (0..self.n)
+            .map(|i| {
+                let bias = match set {
+                    Weights::Prior => 0.0,
+                    Weights::Biased(BiasId(k)) => self.biases[k][i],
+                };
+                -self.dist2(x, noise.s, i) / (2.0 * noise.v) + bias
+            })
+            .collect()
+    }
+
+    /// The normalised weights of one row, in float64.
+    pub fn weights(&self, x: &[f32], noise: Noise, set: Weights) -> Vec<f64> {
+        let l = self.logits(x, noise, set);
+        let max = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = l.iter().map(|&li| (li - max).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|ei| ei / z).collect()
+    }
+
+    fn mean_of(&self, w: &[f64]) -> Vec<f64> {
+        let mut m = vec![0.0; self.d];
+        for (i, &wi) in w.iter().enumerate() {
+            for (mj, &a) in m.iter_mut().zip(self.atom(i)) {
+                *mj += wi * a;
+            }
+        }
+        m
+    }
+}
+
+impl Backend for ReferenceBackend {
+    fn describe(&self) -> String {
+        "reference (float64, direct differences)".into()
+    }
+    fn atoms(&self) -> usize {
+        self.n
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+    fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
+        if bias.len() != self.n {
+            return Err(Error::input(format!(
+                "bias has {} values but there are {} atoms",
+                bias.len(),
+                self.n
+            )));
+        }
+        self.biases.push(bias.to_vec());
+        Ok(BiasId(self.biases.len() - 1))
+    }
+
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput> {
+        let rows = x.len() / self.d;
+        let mut out: Vec<WeightedMean> = sets
+            .iter()
+            .map(|_| WeightedMean { means: Vec::new(), stats: Vec::new() })
+            .collect();
+        let mut nearest = Vec::with_capacity(rows);
+        for xb in x.chunks(self.d) {
+            for (k, &set) in sets.iter().enumerate() {
+                let l = self.logits(xb, noise, set);
+                let max = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = l.iter().map(|&li| (li - max).exp()).sum();
+                let log_norm = max + z.ln();
+                let w: Vec<f64> = l.iter().map(|&li| (li - log_norm).exp()).collect();
+                let ess = 1.0 / w.iter().map(|wi| wi * wi).sum::<f64>();
+                let max_weight = w.iter().cloned().fold(0.0, f64::max);
+                let entropy = -w
+                    .iter()
+                    .filter(|&&wi| wi > 0.0)
+                    .map(|&wi| wi * wi.ln())
+                    .sum::<f64>();
+                out[k].means.extend(self.mean_of(&w).into_iter().map(|v| v as f32));
+                out[k].stats.push(RowStats { log_norm, ess, max_weight, entropy });
+            }
+            let (index, dist2) = (0..self.n)
+                .map(|i| (i, self.dist2(xb, noise.s, i)))
+                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
+            nearest.push(Neighbor { index, dist2 });
+        }
+        Ok(PassOutput { sets: out, nearest })
+    }
+
+    fn covariance_products(
+        &self,
+        x: &[f32],
+        noise: Noise,
+        set: Weights,
+        _means: &[f32],
+        g: &[f32],
+    ) -> Result<Vec<f32>> {
+        // The reference ignores the caller's means and uses its own float64 ones.
+        let mut out = Vec::with_capacity(x.len());
+        for (xb, gb) in x.chunks(self.d).zip(g.chunks(self.d)) {
+            let w = self.weights(xb, noise, set);
+            let m = self.mean_of(&w);
+            let mut cg = vec![0.0f64; self.d];
+            for (i, &wi) in w.iter().enumerate() {
+                let a = self.atom(i);
+                let proj: f64 = a.iter().zip(&m).zip(gb).map(|((&a, &m), &g)| (a - m) * g as f64).sum();
+                for ((c, &a), &m) in cg.iter_mut().zip(a).zip(&m) {
+                    *c += wi * (a - m) * proj;
+                }
+            }
+            out.extend(cg.into_iter().map(|v| v as f32));
+        }
+        Ok(out)
+    }
+}

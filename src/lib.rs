@@ -1,0 +1,24 @@
+//! fslens: the finite-sample lens on diffusion posterior samplers.
+//!
+//! Replace the prior of a diffusion model by the empirical measure of a training set
+//! {a_1 … a_N}; then the exact posterior at every diffusion time is a finite sum over the
+//! atoms (`../shared/design.md` §3). This crate computes those sums fast (the [`engine`]),
+//! runs the exact reference and the approximate samplers on the same prior ([`samplers`]),
+//! and writes what they did ([`report`]).
+//!
+//! Imports run downward only: `cli` → `experiment` → `samplers` → `engine`, `diffusion`,
+//! `operators` → `data`. The engine knows no sampler; samplers print nothing.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod diffusion;
+pub mod engine;
+pub mod error;
+pub mod experiment;
+pub mod operators;
+pub mod report;
+pub mod samplers;
+
+pub use error::{Error, Result};
