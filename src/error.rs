@@ -30,13 +30,22 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn data(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
-        Error::Data { path: path.into(), problem: problem.into() }
+        Error::Data {
+            path: path.into(),
+            problem: problem.into(),
+        }
     }
     pub fn config(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        Error::Config { key: key.into(), problem: problem.into() }
+        Error::Config {
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
     pub fn input(problem: impl Into<String>) -> Self {
         Error::Input(problem.into())

@@ -9,6 +9,7 @@
 //! Imports run downward only: `cli` → `experiment` → `samplers` → `engine`, `diffusion`,
 //! `operators` → `data`. The engine knows no sampler; samplers print nothing.
 
+pub mod arrays;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -14,7 +14,11 @@ pub struct ImageShape {
 
 impl ImageShape {
     pub fn new(height: usize, width: usize, channels: usize) -> Self {
-        ImageShape { height, width, channels }
+        ImageShape {
+            height,
+            width,
+            channels,
+        }
     }
     /// D = H·W·C.
     pub fn dim(&self) -> usize {

@@ -18,14 +18,20 @@ pub struct Schedule {
 impl Default for Schedule {
     /// β_min = 0.01, β_max = 20: the seed paper's code defaults.
     fn default() -> Self {
-        Schedule { beta_min: 0.01, beta_max: 20.0 }
+        Schedule {
+            beta_min: 0.01,
+            beta_max: 20.0,
+        }
     }
 }
 
 impl Schedule {
     pub fn new(beta_min: f64, beta_max: f64) -> Result<Self> {
         if !(beta_min.is_finite() && beta_min > 0.0) {
-            return Err(Error::config("beta_min", format!("must be > 0, got {beta_min}")));
+            return Err(Error::config(
+                "beta_min",
+                format!("must be > 0, got {beta_min}"),
+            ));
         }
         if !(beta_max.is_finite() && beta_max >= beta_min) {
             return Err(Error::config(
@@ -50,7 +56,10 @@ impl Schedule {
     /// (v ≈ β_min t ≈ 1e-5 at t = 1e-3, where 1 − ᾱ would lose four digits).
     pub fn noise(&self, t: f64) -> Noise {
         let la = self.log_alpha_bar(t);
-        Noise { s: (0.5 * la).exp(), v: -la.exp_m1() }
+        Noise {
+            s: (0.5 * la).exp(),
+            v: -la.exp_m1(),
+        }
     }
 }
 
@@ -59,7 +68,10 @@ pub fn check_time(key: &str, t: f64) -> Result<()> {
     if t.is_finite() && t > 0.0 && t <= 1.0 {
         Ok(())
     } else {
-        Err(Error::config(key, format!("time must lie in (0, 1], got {t}")))
+        Err(Error::config(
+            key,
+            format!("time must lie in (0, 1], got {t}"),
+        ))
     }
 }
 

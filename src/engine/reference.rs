@@ -104,7 +104,10 @@ impl Backend for ReferenceBackend {
         let rows = x.len() / self.d;
         let mut out: Vec<WeightedMean> = sets
             .iter()
-            .map(|_| WeightedMean { means: Vec::new(), stats: Vec::new() })
+            .map(|_| WeightedMean {
+                means: Vec::new(),
+                stats: Vec::new(),
+            })
             .collect();
         let mut nearest = Vec::with_capacity(rows);
         for xb in x.chunks(self.d) {
@@ -121,8 +124,15 @@ impl Backend for ReferenceBackend {
                     .filter(|&&wi| wi > 0.0)
                     .map(|&wi| wi * wi.ln())
                     .sum::<f64>();
-                out[k].means.extend(self.mean_of(&w).into_iter().map(|v| v as f32));
-                out[k].stats.push(RowStats { log_norm, ess, max_weight, entropy });
+                out[k]
+                    .means
+                    .extend(self.mean_of(&w).into_iter().map(|v| v as f32));
+                out[k].stats.push(RowStats {
+                    log_norm,
+                    ess,
+                    max_weight,
+                    entropy,
+                });
             }
             let (index, dist2) = (0..self.n)
                 .map(|i| (i, self.dist2(xb, noise.s, i)))
@@ -148,7 +158,12 @@ impl Backend for ReferenceBackend {
             let mut cg = vec![0.0f64; self.d];
             for (i, &wi) in w.iter().enumerate() {
                 let a = self.atom(i);
-                let proj: f64 = a.iter().zip(&m).zip(gb).map(|((&a, &m), &g)| (a - m) * g as f64).sum();
+                let proj: f64 = a
+                    .iter()
+                    .zip(&m)
+                    .zip(gb)
+                    .map(|((&a, &m), &g)| (a - m) * g as f64)
+                    .sum();
                 for ((c, &a), &m) in cg.iter_mut().zip(a).zip(&m) {
                     *c += wi * (a - m) * proj;
                 }

@@ -59,5 +59,8 @@ pub fn parse(
     base_dir: &std::path::Path,
 ) -> crate::Result<Box<dyn Operator>> {
     let _ = (spec, shape, base_dir);
-    Err(crate::Error::config("operator", "operators are not built yet"))
+    Err(crate::Error::config(
+        "operator",
+        "operators are not built yet",
+    ))
 }
