@@ -1,1 +1,222 @@
-//! (to be written)
+//! Run configurations (TOML), parsed strictly: an unknown key is an error that names it.
+//!
+//! ```toml
+//! seed = 0                 # one seed for the held-out split, the noise of y and every sampler
+//! backend = "auto"         # auto | cpu | gpu
+//!
+//! [data]                   # see data::spec::DataConfig
+//! kind = "synthetic"
+//!
+//! [truth]
+//! held_out = 1             # images removed from the atoms; the truth is one of them
+//! index = 0                # which held-out image is the truth
+//! # file = "x.png"         # or a ground-truth image (PNG/JPEG, or .npy with D values)
+//! # in_atoms = false       # true keeps the truth among the atoms
+//!
+//! [measurement]
+//! operator = "box:x=4,y=4,w=8,h=8"
+//! sigma = 0.1
+//!
+//! [sampling]
+//! samplers = ["exact", "fsr"]
+//! particles = 512
+//! steps = 1000
+//! t_min = 1e-3
+//! beta_min = 0.01
+//! beta_max = 20.0
+//! checkpoints = [0.5, 0.2, 0.1, 0.05, 0.02]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::spec::DataConfig;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub truth: TruthConfig,
+    pub measurement: MeasurementConfig,
+    #[serde(default)]
+    pub sampling: SamplingConfig,
+}
+
+fn default_backend() -> String {
+    "auto".into()
+}
+
+/// Where the ground-truth image comes from.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruthConfig {
+    /// Number of images held out of the atom set (seeded random choice); default 1.
+    #[serde(default = "one")]
+    pub held_out: usize,
+    /// Which held-out image is the truth (0-based); default 0.
+    #[serde(default)]
+    pub index: usize,
+    /// A ground-truth image file instead (PNG/JPEG of the data set's size, or .npy of D values
+    /// in [-1, 1]); then no image is held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Keep the truth among the atoms (the posterior then has an atom exactly at the truth).
+    #[serde(default)]
+    pub in_atoms: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for TruthConfig {
+    fn default() -> Self {
+        TruthConfig { held_out: 1, index: 0, file: None, in_atoms: false }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasurementConfig {
+    /// Operator spec, e.g. `box:x=8,y=8,w=12,h=12` (`fslens run --help` lists them).
+    pub operator: String,
+    /// Measurement noise standard deviation σ > 0.
+    pub sigma: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    #[serde(default = "default_samplers")]
+    pub samplers: Vec<String>,
+    #[serde(default = "default_particles")]
+    pub particles: usize,
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    #[serde(default = "default_t_min")]
+    pub t_min: f64,
+    #[serde(default = "default_beta_min")]
+    pub beta_min: f64,
+    #[serde(default = "default_beta_max")]
+    pub beta_max: f64,
+    #[serde(default = "default_checkpoints")]
+    pub checkpoints: Vec<f64>,
+}
+
+fn default_samplers() -> Vec<String> {
+    vec!["exact".into(), "fsr".into()]
+}
+fn default_particles() -> usize {
+    512
+}
+fn default_steps() -> usize {
+    1000
+}
+fn default_t_min() -> f64 {
+    1e-3
+}
+fn default_beta_min() -> f64 {
+    0.01
+}
+fn default_beta_max() -> f64 {
+    20.0
+}
+fn default_checkpoints() -> Vec<f64> {
+    vec![0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            samplers: default_samplers(),
+            particles: default_particles(),
+            steps: default_steps(),
+            t_min: default_t_min(),
+            beta_min: default_beta_min(),
+            beta_max: default_beta_max(),
+            checkpoints: default_checkpoints(),
+        }
+    }
+}
+
+/// The embedded default run of `fslens demo`: a built-in synthetic set, no files needed.
+pub const DEMO_TOML: &str = include_str!("../assets/configs/demo.toml");
+
+impl RunConfig {
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let cfg: RunConfig = toml::from_str(text)
+            .map_err(|e| Error::data(origin, format!("invalid run config: {}", e.to_string().trim_end())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// The embedded demo configuration.
+    pub fn demo() -> Self {
+        Self::from_toml(DEMO_TOML, Path::new("<embedded demo.toml>")).expect("the embedded demo config is valid")
+    }
+
+    /// The resolved configuration as TOML (written as config.toml in every output folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a run config always serialises")
+    }
+
+    /// Checks the values serde cannot: ranges and names.
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.backend.as_str(), "auto" | "cpu" | "gpu") {
+            return Err(Error::config("backend", format!("expected auto, cpu or gpu, got {:?}", self.backend)));
+        }
+        let m = &self.measurement;
+        if !(m.sigma.is_finite() && m.sigma > 0.0) {
+            return Err(Error::config("measurement.sigma", format!("must be a positive number, got {}", m.sigma)));
+        }
+        let s = &self.sampling;
+        if s.samplers.is_empty() {
+            return Err(Error::config("sampling.samplers", "list at least one sampler, e.g. [\"exact\", \"fsr\"]"));
+        }
+        for name in &s.samplers {
+            crate::samplers::by_name(name)?;
+        }
+        crate::diffusion::Schedule::new(s.beta_min, s.beta_max).map_err(|e| match e {
+            Error::Config { key, problem } => Error::config(format!("sampling.{key}"), problem),
+            other => other,
+        })?;
+        self.sampler_settings().validate()?;
+        let t = &self.truth;
+        if t.file.is_none() && !t.in_atoms && t.index >= t.held_out {
+            return Err(Error::config(
+                "truth.index",
+                format!("is {} but only {} image(s) are held out; raise truth.held_out", t.index, t.held_out),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn sampler_settings(&self) -> crate::samplers::Settings {
+        let s = &self.sampling;
+        crate::samplers::Settings {
+            particles: s.particles,
+            steps: s.steps,
+            t_min: s.t_min,
+            seed: self.seed,
+            checkpoints: s.checkpoints.clone(),
+        }
+    }
+
+    pub fn schedule(&self) -> crate::diffusion::Schedule {
+        crate::diffusion::Schedule { beta_min: self.sampling.beta_min, beta_max: self.sampling.beta_max }
+    }
+}

@@ -13,7 +13,8 @@
 pub mod cpu;
 pub mod reference;
 
-use crate::Result;
+use crate::data::Dataset;
+use crate::{Error, Result};
 
 /// Which weights a pass uses: the prior (no bias) or a registered bias vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,4 +98,18 @@ pub trait Backend: Send + Sync {
         means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>>;
+}
+
+/// The backends `create` knows, by name.
+pub const BACKENDS: &[&str] = &["auto", "cpu"];
+
+/// Builds the backend named `kind` (`auto`, `cpu`) over the images of `atoms`.
+pub fn create(kind: &str, atoms: &Dataset) -> Result<Box<dyn Backend>> {
+    match kind {
+        "auto" | "cpu" => Ok(Box::new(cpu::CpuBackend::new(&atoms.images, atoms.dim())?)),
+        _ => Err(Error::config(
+            "backend",
+            format!("unknown backend {kind:?}; expected one of {}", BACKENDS.join(", ")),
+        )),
+    }
 }

@@ -1,0 +1,283 @@
+//! One run of the finite-sample lens, from a config to a finished output folder:
+//! load the atoms, hold out the truth, measure it, build the engine, run every sampler on the
+//! same y and seed, and write what they produced (README: "Output folder").
+
+pub mod score;
+pub mod summary;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+
+use crate::arrays::write_npy_f32;
+use crate::config::RunConfig;
+use crate::data::{Dataset, ImageShape};
+use crate::engine::{Backend, Weights};
+use crate::operators::{self, Operator};
+use crate::report::images::{default_scale, save_grid};
+use crate::report::output::OutputDir;
+use crate::samplers::{self, Problem, Progress};
+use crate::{Error, Result};
+use summary::{ClassWeight, DatasetSummary, MeasurementSummary, SamplerSummary, Summary, TopAtom};
+
+/// What a run tells the person watching it; the CLI turns it into a progress bar or JSON.
+pub trait Observer {
+    /// A stage began (loading data, measuring atoms, running a sampler…).
+    fn stage(&mut self, _message: &str) {}
+    /// A sampler made progress.
+    fn progress(&mut self, _sampler: &str, _progress: Progress) {}
+}
+
+/// An observer that ignores everything (tests, library use).
+pub struct Silent;
+impl Observer for Silent {}
+
+/// The measurement problem before any sampler runs.
+pub struct Setup {
+    pub atoms: Dataset,
+    pub truth: Vec<f32>,
+    pub truth_label: Option<u32>,
+    /// Where the truth came from, for the summary (`held-out image 3 of …` or a path).
+    pub truth_source: String,
+    pub operator: Box<dyn Operator>,
+    pub y: Vec<f32>,
+    /// b_i = log p(y | a_i) for every atom, float64.
+    pub log_likelihoods: Vec<f64>,
+}
+
+/// Loads the data, picks the truth, builds the operator and draws y = A(x) + σ ε.
+pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> Result<Setup> {
+    observer.stage("loading data");
+    let dataset = crate::data::spec::load(&cfg.data, base_dir)?;
+    let shape = dataset.shape;
+    let (atoms, truth, truth_label, truth_source) = if let Some(file) = &cfg.truth.file {
+        let path = if file.is_absolute() { file.clone() } else { base_dir.join(file) };
+        let truth = crate::data::image_file::load(&path, shape)?;
+        (dataset, truth, None, path.display().to_string())
+    } else if cfg.truth.in_atoms {
+        let i = cfg.truth.index;
+        if i >= dataset.len() {
+            return Err(Error::config(
+                "truth.index",
+                format!("is {i} but the data set has {} images", dataset.len()),
+            ));
+        }
+        let label = dataset.labels.as_ref().map(|l| l[i]);
+        let truth = dataset.image(i).to_vec();
+        (dataset, truth, label, format!("atom {i} (kept among the atoms)"))
+    } else {
+        if cfg.truth.held_out >= dataset.len() {
+            return Err(Error::config(
+                "truth.held_out",
+                format!("holds out {} of only {} images; hold out fewer", cfg.truth.held_out, dataset.len()),
+            ));
+        }
+        let (train, held) = crate::data::split::hold_out(&dataset, cfg.truth.held_out, cfg.seed)?;
+        let i = cfg.truth.index;
+        let label = held.labels.as_ref().map(|l| l[i]);
+        (train, held.image(i).to_vec(), label, format!("held-out image {i} of {}", held.len()))
+    };
+    if atoms.is_empty() {
+        return Err(Error::config("data", "the atom set is empty"));
+    }
+    let operator = operators::parse(&cfg.measurement.operator, shape, base_dir)
+        .map_err(|e| rename_key(e, "measurement.operator"))?;
+    let m = operator.output_len();
+    let mut y = vec![0.0f32; m];
+    operator.forward(&truth, &mut y);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6d65_6173_7572_6521);
+    for yi in y.iter_mut() {
+        let e: f64 = rng.sample(rand_distr::StandardNormal);
+        *yi = (*yi as f64 + cfg.measurement.sigma * e) as f32;
+    }
+    observer.stage(&format!("measuring {} atoms", atoms.len()));
+    let measured = operators::measure_atoms(operator.as_ref(), &atoms.images);
+    let log_likelihoods = operators::log_likelihoods(&measured, &y, cfg.measurement.sigma)?;
+    Ok(Setup { atoms, truth, truth_label, truth_source, operator, y, log_likelihoods })
+}
+
+fn rename_key(e: Error, key: &str) -> Error {
+    match e {
+        Error::Config { key: k, problem } if k == "operator" => Error::config(key, problem),
+        other => other,
+    }
+}
+
+/// Runs `cfg` and writes the output folder `out` (staged, renamed into place when complete).
+/// `backend` overrides the config's backend when given.
+pub fn run(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    out: &Path,
+    backend: Option<&str>,
+    observer: &mut dyn Observer,
+) -> Result<(PathBuf, Summary)> {
+    let started = Instant::now();
+    let mut cfg = cfg.clone();
+    if let Some(b) = backend {
+        cfg.backend = b.to_string();
+    }
+    cfg.validate()?;
+    let staging = OutputDir::create(out)?;
+    let setup = setup(&cfg, base_dir, observer)?;
+    let shape = setup.atoms.shape;
+    let d = shape.dim();
+    observer.stage("building the engine");
+    let mut engine = crate::engine::create(&cfg.backend, &setup.atoms)?;
+    let posterior = engine.add_bias(&setup.log_likelihoods)?;
+    let engine: &dyn Backend = engine.as_ref();
+    let problem = Problem {
+        backend: engine,
+        atoms: &setup.atoms.images,
+        dim: d,
+        log_likelihoods: &setup.log_likelihoods,
+        posterior,
+        operator: setup.operator.as_ref(),
+        y: &setup.y,
+        sigma: cfg.measurement.sigma,
+        schedule: cfg.schedule(),
+    };
+    let settings = cfg.sampler_settings();
+    let omega = problem.posterior_weights();
+    let exact_classes = class_weights_exact(&setup.atoms, &omega);
+    let t_min_noise = problem.schedule.noise(settings.t_min);
+
+    let dir = staging.path().to_path_buf();
+    let mut samplers_out = Vec::new();
+    for name in &cfg.sampling.samplers {
+        let sampler = samplers::by_name(name)?;
+        observer.stage(&format!("sampler {name}"));
+        let t0 = Instant::now();
+        let run = sampler.sample(&problem, &settings, &mut |p| observer.progress(name, p))?;
+        let wall = t0.elapsed().as_secs_f64();
+        // Assign each final particle to its nearest atom and denoise it (Tweedie mean).
+        let pass = engine.weighted_means(&run.samples, t_min_noise, &[Weights::Prior])?;
+        let nearest: Vec<usize> = pass.nearest.iter().map(|n| n.index).collect();
+        let classes = class_weights_of_samples(&setup.atoms, &nearest);
+        let tv = match (&exact_classes, &classes) {
+            (Some(e), Some(c)) => Some(total_variation(e, c)),
+            _ => None,
+        };
+        let k = settings.particles;
+        write_npy_f32(&dir.join(format!("samples_{name}.npy")), &[k, d], &run.samples)?;
+        write_npy_f32(&dir.join(format!("denoised_{name}.npy")), &[k, d], &pass.sets[0].means)?;
+        let shown = k.min(64);
+        save_grid(&dir.join(format!("grid_{name}.png")), &run.samples[..shown * d], shape, 8, default_scale(shape))?;
+        samplers_out.push(SamplerSummary {
+            name: name.clone(),
+            wall_seconds: wall,
+            particles: k,
+            steps: if name == "exact" { 0 } else { settings.steps },
+            seconds_per_step: if name == "exact" { None } else { Some(wall / settings.steps as f64) },
+            passes_per_step: run.passes_per_step,
+            class_weights: classes.map(|c| named_weights(&setup.atoms, &c)),
+            class_tv_to_exact: tv,
+        });
+    }
+
+    observer.stage("writing the report");
+    let scale = default_scale(shape);
+    save_grid(&dir.join("truth.png"), &setup.truth, shape, 1, scale)?;
+    if let Some(view) = setup.operator.view(&setup.y) {
+        save_grid(&dir.join("measurement.png"), &view.pixels, view.shape, 1, default_scale(view.shape))?;
+    }
+    let top = top_atoms(&omega, 10);
+    let top_pixels: Vec<f32> = top.iter().flat_map(|&(i, _)| setup.atoms.image(i).iter().copied()).collect();
+    save_grid(&dir.join("exact_top_atoms.png"), &top_pixels, shape, 10, scale)?;
+
+    let summary = Summary {
+        fslens_version: env!("CARGO_PKG_VERSION").to_string(),
+        backend: engine.describe(),
+        dataset: DatasetSummary::of(&setup.atoms),
+        measurement: MeasurementSummary {
+            operator: setup.operator.spec(),
+            linear: setup.operator.is_linear(),
+            m: setup.y.len(),
+            sigma: cfg.measurement.sigma,
+            truth: setup.truth_source.clone(),
+            truth_label: setup.truth_label.map(|l| label_name(&setup.atoms, l)),
+        },
+        exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
+        exact_top_atoms: top
+            .iter()
+            .map(|&(i, w)| TopAtom {
+                index: i,
+                weight: w,
+                label: setup.atoms.labels.as_ref().map(|l| label_name(&setup.atoms, l[i])),
+            })
+            .collect(),
+        exact_class_weights: exact_classes.map(|c| named_weights(&setup.atoms, &c)),
+        samplers: samplers_out,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    std::fs::write(dir.join("config.toml"), cfg.to_toml()).map_err(|e| Error::io(dir.join("config.toml"), e))?;
+    crate::arrays::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary).expect("summary serialises").as_bytes(),
+    )?;
+    let path = staging.finish()?;
+    Ok((path, summary))
+}
+
+fn label_name(ds: &Dataset, label: u32) -> String {
+    match &ds.class_names {
+        Some(names) if (label as usize) < names.len() => names[label as usize].clone(),
+        _ => label.to_string(),
+    }
+}
+
+fn class_count(ds: &Dataset) -> Option<usize> {
+    let labels = ds.labels.as_ref()?;
+    let max = labels.iter().copied().max()? as usize + 1;
+    Some(ds.class_names.as_ref().map_or(max, |n| n.len().max(max)))
+}
+
+/// Exact class weights: Σ_{i in class c} ω_i.
+pub fn class_weights_exact(ds: &Dataset, omega: &[f64]) -> Option<Vec<f64>> {
+    let labels = ds.labels.as_ref()?;
+    let mut w = vec![0.0; class_count(ds)?];
+    for (&l, &o) in labels.iter().zip(omega) {
+        w[l as usize] += o;
+    }
+    Some(w)
+}
+
+/// Class frequencies of samples assigned to their nearest atoms.
+pub fn class_weights_of_samples(ds: &Dataset, nearest: &[usize]) -> Option<Vec<f64>> {
+    let labels = ds.labels.as_ref()?;
+    let mut w = vec![0.0; class_count(ds)?];
+    for &i in nearest {
+        w[labels[i] as usize] += 1.0 / nearest.len() as f64;
+    }
+    Some(w)
+}
+
+/// ½ Σ |p − q|.
+pub fn total_variation(p: &[f64], q: &[f64]) -> f64 {
+    0.5 * p.iter().zip(q).map(|(a, b)| (a - b).abs()).sum::<f64>()
+}
+
+fn named_weights(ds: &Dataset, w: &[f64]) -> Vec<ClassWeight> {
+    w.iter()
+        .enumerate()
+        .map(|(c, &weight)| ClassWeight { class: label_name(ds, c as u32), weight })
+        .collect()
+}
+
+/// The `k` heaviest atoms of ω, heaviest first.
+pub fn top_atoms(omega: &[f64], k: usize) -> Vec<(usize, f64)> {
+    let mut idx: Vec<usize> = (0..omega.len()).collect();
+    idx.sort_by(|&a, &b| omega[b].total_cmp(&omega[a]));
+    idx.into_iter().take(k).map(|i| (i, omega[i])).collect()
+}
+
+/// Image shape used by `fslens score` for flat (N, D) atoms: `--shape` when given, a square
+/// when D is a perfect square, else 1 × D.
+pub fn flat_shape(d: usize, given: Option<ImageShape>) -> ImageShape {
+    if let Some(s) = given {
+        return s;
+    }
+    let r = (d as f64).sqrt().round() as usize;
+    if r * r == d { ImageShape::new(r, r, 1) } else { ImageShape::new(1, d, 1) }
+}

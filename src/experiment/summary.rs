@@ -1,0 +1,89 @@
+//! summary.json: what a run found, in numbers.
+
+use serde::Serialize;
+
+use crate::data::Dataset;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub fslens_version: String,
+    pub backend: String,
+    pub dataset: DatasetSummary,
+    pub measurement: MeasurementSummary,
+    /// 1/Σ ω_i²: how many atoms the exact posterior effectively spreads over.
+    pub exact_effective_atoms: f64,
+    /// The ten heaviest atoms of the exact posterior ω = softmax(b).
+    pub exact_top_atoms: Vec<TopAtom>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_class_weights: Option<Vec<ClassWeight>>,
+    pub samplers: Vec<SamplerSummary>,
+    pub total_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetSummary {
+    pub source: String,
+    pub atoms: usize,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub eight_bit: bool,
+    pub classes: Option<Vec<String>>,
+    pub pixel_mean: f64,
+    pub pixel_std: f64,
+}
+
+impl DatasetSummary {
+    pub fn of(ds: &Dataset) -> Self {
+        let n = ds.images.len().max(1) as f64;
+        let mean = ds.images.iter().map(|&p| p as f64).sum::<f64>() / n;
+        let var = ds.images.iter().map(|&p| (p as f64 - mean).powi(2)).sum::<f64>() / n;
+        DatasetSummary {
+            source: ds.source.clone(),
+            atoms: ds.len(),
+            height: ds.shape.height,
+            width: ds.shape.width,
+            channels: ds.shape.channels,
+            eight_bit: ds.eight_bit,
+            classes: ds.class_names.clone(),
+            pixel_mean: mean,
+            pixel_std: var.sqrt(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MeasurementSummary {
+    pub operator: String,
+    pub linear: bool,
+    pub m: usize,
+    pub sigma: f64,
+    pub truth: String,
+    pub truth_label: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TopAtom {
+    pub index: usize,
+    pub weight: f64,
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassWeight {
+    pub class: String,
+    pub weight: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SamplerSummary {
+    pub name: String,
+    pub wall_seconds: f64,
+    pub particles: usize,
+    pub steps: usize,
+    pub seconds_per_step: Option<f64>,
+    pub passes_per_step: f64,
+    pub class_weights: Option<Vec<ClassWeight>>,
+    /// Total variation between this sampler's class weights and the exact ones.
+    pub class_tv_to_exact: Option<f64>,
+}
