@@ -171,7 +171,9 @@ impl RunConfig {
 
     /// The resolved configuration as TOML (written as config.toml in every output folder).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a run config always serialises")
+        let mut resolved = self.clone();
+        resolved.data = self.data.resolved();
+        toml::to_string_pretty(&resolved).expect("a run config always serialises")
     }
 
     /// Checks the values serde cannot: ranges and names.

@@ -12,6 +12,7 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod image_file;
 pub mod npy;
 pub mod preprocess;
 pub mod spec;
