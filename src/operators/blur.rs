@@ -36,7 +36,7 @@ impl GaussianBlur {
                 format!("parameter `sigma` = {sigma} must be a positive number"),
             ));
         }
-        if size % 2 == 0 || size > 1001 {
+        if size.is_multiple_of(2) || size > 1001 {
             return Err(spec_error(
                 &spec,
                 format!("parameter `size` = {size} must be an odd integer from 1 to 1001"),

@@ -173,7 +173,7 @@ impl Operator for DenseMatrix {
 pub(crate) fn stretch_to_unit_range(v: &mut [f32]) {
     let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         v.fill(0.0);
         return;
     }

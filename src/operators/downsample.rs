@@ -21,7 +21,7 @@ impl Downsample {
                 "the factor k must be a positive integer; expected form `downsample:4`",
             ));
         }
-        if shape.height % k != 0 || shape.width % k != 0 {
+        if !shape.height.is_multiple_of(k) || !shape.width.is_multiple_of(k) {
             return Err(spec_error(
                 &spec,
                 format!(

@@ -242,7 +242,7 @@ fn path_value<'a>(spec: &str, rest: Option<&'a str>, form: &str) -> Result<&'a s
 pub fn measure_atoms(op: &dyn Operator, atoms: &[f32]) -> Vec<f32> {
     let d = op.input_shape().dim();
     assert!(
-        d > 0 && atoms.len() % d == 0,
+        d > 0 && atoms.len().is_multiple_of(d),
         "measure_atoms: {} values are not a whole number of images of dimension {d}",
         atoms.len()
     );
@@ -263,7 +263,7 @@ pub fn log_likelihoods(measured: &[f32], y: &[f32], sigma: f64) -> Result<Vec<f6
         ));
     }
     let m = y.len();
-    if m == 0 || measured.len() % m != 0 {
+    if m == 0 || !measured.len().is_multiple_of(m) {
         return Err(Error::input(format!(
             "measurement y has {m} values but the measured atoms hold {} values, not a whole number of measurements of that length; y must have the operator's output length",
             measured.len()

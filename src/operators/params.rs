@@ -25,7 +25,7 @@ impl<'a> Params<'a> {
     /// example spec quoted in errors.
     pub(crate) fn new(spec: &'a str, rest: Option<&'a str>, form: &'static str) -> Result<Self> {
         let mut entries: Vec<(&'a str, &'a str, bool)> = Vec::new();
-        if let Some(rest) = rest {
+        if let Some(rest) = rest.filter(|r| !r.trim().is_empty()) {
             for part in rest.split(',') {
                 let part = part.trim();
                 if part.is_empty() {

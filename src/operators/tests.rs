@@ -103,6 +103,7 @@ const SHAPES: [ImageShape; 2] = [
 #[test]
 fn linear_operators_are_adjoint() {
     let dir = tmpdir("adjoint");
+    let mut worst = 0.0f64;
     for shape in SHAPES {
         for (k, op) in all_operators(shape, &dir).iter().enumerate() {
             if !op.is_linear() {
@@ -123,6 +124,7 @@ fn linear_operators_are_adjoint() {
                 let lhs = dot64(&ax, &r);
                 let rhs = dot64(&x, &atr);
                 let rel = (lhs - rhs).abs() / lhs.abs();
+                worst = worst.max(rel);
                 assert!(
                     rel <= 1e-5,
                     "{} on {shape}: <Ax,r> = {lhs}, <x,A^T r> = {rhs}, rel {rel:e}",
@@ -133,6 +135,7 @@ fn linear_operators_are_adjoint() {
             }
         }
     }
+    eprintln!("worst adjoint relative error: {worst:e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -295,6 +298,11 @@ fn check_jacobian(op: &dyn Operator, f: &dyn Fn(&[f64]) -> Vec<f64>, seed: u64) 
         let scale = (jtr.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>()
             * delta.iter().map(|b| b * b).sum::<f64>())
         .sqrt();
+        eprintln!(
+            "{} direction {k}: |fd - J^T r . delta| / scale = {:e}",
+            op.spec(),
+            (fd - analytic).abs() / scale
+        );
         assert!(
             (fd - analytic).abs() <= 1e-6 * scale,
             "{} direction {k}: finite difference {fd} vs J^T r . delta {analytic} (scale {scale})",
