@@ -81,6 +81,8 @@ fn matches_reference_on_random_data() {
         (257, 16, 1, 64, 256),
         (600, 33, 7, 50, 4),
         (1000, 64, 19, 128, 8),
+        // Image-sized rows, where the float32 expansion error is largest (design §7).
+        (1200, 784, 5, 256, 256),
     ];
     for &(n, d, b, chunk, row_block) in &shapes {
         let atoms = random_atoms(&mut rng, n, d);
@@ -107,7 +109,7 @@ fn matches_reference_on_random_data() {
             for (k, (g, w)) in got.sets.iter().zip(&want.sets).enumerate() {
                 for (j, (gm, wm)) in g.means.iter().zip(&w.means).enumerate() {
                     assert!(
-                        (gm - wm).abs() <= 2e-5,
+                        (gm - wm).abs() <= 5e-6,
                         "{ctx} set {k} mean[{j}]: {gm} vs {wm}"
                     );
                 }
@@ -119,7 +121,7 @@ fn matches_reference_on_random_data() {
                         ws.log_norm
                     );
                     assert!(
-                        (gs.ess / ws.ess - 1.0).abs() <= 1e-4,
+                        (gs.ess / ws.ess - 1.0).abs() <= 1e-5,
                         "{ctx} set {k} row {row} ess {} vs {}",
                         gs.ess,
                         ws.ess

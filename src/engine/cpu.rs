@@ -25,13 +25,17 @@
 //! product: u√D·Σ|x_d a_d| ≤ u√D‖x‖‖a‖, times 2s; the final rounding of 2s⟨x,a⟩: 2su‖x‖‖a‖,
 //! times 2 for slack). In nats that is δ_b = E_b/(2v). At D = 784 on Fashion-MNIST E ≈ 2e-3 (the
 //! measured error is ≈ 2e-4), so δ ≈ 50 nats at t = 1e-3 (v ≈ 2e-5) and ≈ 1e-3 nats at v ≈ 1.
-//! When δ_b > 1e-5 nats, every atom whose approximate logit lies within 30 + 2δ_b nats of the
-//! row's running maximum is recomputed by direct differences Σ_d (x_d − s a_d)² in float64
-//! (the products of two float32 are exact in float64, so the only error is the final rounding):
-//! an atom outside that window has true logit < true max − 30, so its weight (< 1e-13) and its
-//! error cannot matter. The running max only grows, so a window taken against it is safe.
-//! Typically 1–4 atoms per row are recomputed at small t; at large t with spread-out prior
-//! weights it can be many (that is where the recomputation costs time).
+//! When δ_b > 1e-5 nats, every atom whose approximate logit lies within W + 2δ_b nats of the
+//! row's running maximum M is recomputed by direct differences Σ_d (x_d − s a_d)² in float64
+//! (the products of two float32 are exact in float64, so the only error is the final rounding).
+//! The window is W = min(30, ln(2δ_b/τ) − ln S0) (≥ 0), τ = 1e-6, S0 the running Σe^{ℓ−M}:
+//! the final weight of an atom is at most e^{ℓ_i − M}/S0 (M and S0 of the atoms seen so far),
+//! and the expansion moves it by at most a factor e^{±δ}, i.e. by ≲ 2δ·w_i; outside the window
+//! that is below τ (and outside 30 nats its weight is below 1e-13 anyway). The running max only
+//! grows and S0 only adds, so a window taken against them is safe. Typically 1–4 atoms per row
+//! are recomputed at small t (where it matters: δ ≈ 50 nats); when the weights are spread out
+//! S0 grows and the window closes, so the pass stays at GEMM speed (errors of many small
+//! weights are independent roundings and average out; the tests check the means at D = 784).
 //!
 //! # Subnormals
 //! Weights with ℓ − M < −60 are set to exactly 0, and a rescale factor e^{M_old − M_new} below
@@ -51,6 +55,8 @@ const CLAMP: f32 = -60.0;
 const WINDOW: f64 = 30.0;
 /// Below this error bound (nats) the expansion is used as is.
 const NEGLIGIBLE_NATS: f64 = 1e-5;
+/// Largest tolerated error bound of one normalised weight left to the expansion.
+const WEIGHT_TOL: f64 = 1e-6;
 
 /// CPU implementation of [`Backend`]. See the module documentation for the algorithm.
 pub struct CpuBackend {
@@ -79,7 +85,13 @@ pub const DEFAULT_ROW_BLOCK: usize = 256;
 
 impl CpuBackend {
     /// `atoms` is N × D row-major float32; every value must be finite. Uses all cores.
+    /// Copies the atoms; [`CpuBackend::from_vec`] takes them without a copy.
     pub fn new(atoms: &[f32], d: usize) -> Result<CpuBackend> {
+        Self::from_vec(atoms.to_vec(), d)
+    }
+
+    /// As [`CpuBackend::new`], taking ownership of the atom store (no second copy in memory).
+    pub fn from_vec(atoms: Vec<f32>, d: usize) -> Result<CpuBackend> {
         if d == 0 {
             return Err(Error::input("cpu backend: the dimension D must be at least 1"));
         }
@@ -109,7 +121,7 @@ impl CpuBackend {
             .map(|t| t.get())
             .unwrap_or(1);
         Ok(CpuBackend {
-            atoms: atoms.to_vec(),
+            atoms,
             n,
             d,
             norms2: norms64.iter().map(|&v| v as f32).collect(),
@@ -164,12 +176,22 @@ impl CpuBackend {
         let job = RowJob::new(self, x_row, noise);
         let mut bufs = ChunkBuffers::new(1, self.chunk, 1);
         let mut m_run = vec![f64::NEG_INFINITY];
+        let mut s0 = vec![0.0f64];
         // ℓ_i − M_at_that_chunk and that M, for each atom.
         let mut logits = Vec::with_capacity(self.n);
         for i0 in (0..self.n).step_by(self.chunk) {
             let c = self.chunk.min(self.n - i0);
             bufs.distances(self, &job, i0, c, None);
-            self.relative_logits(&job, &mut bufs, i0, c, set, &mut m_run);
+            let old = m_run[0];
+            self.relative_logits(&job, &mut bufs, i0, c, set, &mut m_run, &s0);
+            if s0[0] > 0.0 {
+                s0[0] *= (old - m_run[0]).exp();
+            }
+            s0[0] += bufs.rel[..c]
+                .iter()
+                .filter(|&&r| r >= CLAMP)
+                .map(|&r| (r as f64).exp())
+                .sum::<f64>();
             logits.extend(bufs.rel[..c].iter().map(|&r| {
                 if r < CLAMP {
                     f64::NEG_INFINITY
@@ -233,6 +255,8 @@ impl CpuBackend {
 
     /// Writes rel[b·c + i] = ℓ_bi − M_b (float32) for the chunk, updating the running max M_b
     /// of each row; logits within the window of M are recomputed directly (module docs).
+    /// `s0` is the running Σe^{ℓ−M} of earlier chunks (relative to the M on entry).
+    #[allow(clippy::too_many_arguments)]
     fn relative_logits(
         &self,
         job: &RowJob,
@@ -241,6 +265,7 @@ impl CpuBackend {
         c: usize,
         set: Weights,
         m_run: &mut [f64],
+        s0: &[f64],
     ) {
         let inv2v = (1.0 / (2.0 * job.noise.v)) as f32;
         let (b32, b64): (Option<&[f32]>, Option<&[f64]>) = match set {
@@ -262,7 +287,16 @@ impl CpuBackend {
             let delta = job.delta[b];
             if delta > NEGLIGIBLE_NATS {
                 let m_approx = m_run[b].max(cmax);
-                let cut = (m_approx - (WINDOW + 2.0 * delta)) as f32;
+                // Final w_i ≤ e^{ℓ_i − M}/S0_so_far, and its error is ≤ 2δ·w_i: atoms whose
+                // bound stays below WEIGHT_TOL need no recomputation (when weights are spread
+                // out, S0 grows and the window closes).
+                let ln_s0 = if s0[b] > 0.0 {
+                    s0[b].ln() + (m_run[b] - m_approx)
+                } else {
+                    f64::NEG_INFINITY
+                };
+                let window = WINDOW.min((2.0 * delta / WEIGHT_TOL).ln() - ln_s0).max(0.0);
+                let cut = (m_approx - (window + 2.0 * delta)) as f32;
                 let mut m_new = m_run[b];
                 let xb = job.row(b);
                 let exact = &mut bufs.exact[b * c..(b + 1) * c];
@@ -330,7 +364,7 @@ impl CpuBackend {
                         for (k, &set) in sets.iter().enumerate() {
                             let sk = &mut st.sets[k];
                             let old = sk.m.clone();
-                            self.relative_logits(&job, &mut bufs, i0, c, set, &mut sk.m);
+                            self.relative_logits(&job, &mut bufs, i0, c, set, &mut sk.m, &sk.s0);
                             sk.rescale(&old, self.d);
                             sk.add_weights(&mut bufs, c);
                             // acc += W · A_chunk
@@ -410,7 +444,7 @@ impl CpuBackend {
                         bufs.distances(self, &job, i0, c, Some(g));
                         let sk = &mut st.sets[0];
                         let old = sk.m.clone();
-                        self.relative_logits(&job, &mut bufs, i0, c, set, &mut sk.m);
+                        self.relative_logits(&job, &mut bufs, i0, c, set, &mut sk.m, &sk.s0);
                         sk.rescale(&old, d);
                         sk.add_weights(&mut bufs, c);
                         // c_bi = w_bi (⟨a_i, g_b⟩ − ⟨m_b, g_b⟩); Σ_i c_bi kept in `sl`'s twin.
