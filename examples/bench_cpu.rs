@@ -2,7 +2,10 @@
 //! (`cargo run --release --example bench_cpu -- [B ...]`). `fslens bench` calls the same code.
 fn main() -> anyhow::Result<()> {
     let mut opts = fslens::bench::BenchOptions::default();
-    let batches: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let batches: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     if !batches.is_empty() {
         opts.batches = batches;
     }
@@ -18,6 +21,8 @@ fn main() -> anyhow::Result<()> {
     if let Ok(t) = std::env::var("FSLENS_BENCH_T") {
         opts.times = vec![t.parse()?];
     }
-    fslens::bench::run(&opts, &mut |r| println!("{}", serde_json::to_string(r).unwrap()))?;
+    fslens::bench::run(&opts, &mut |r| {
+        println!("{}", serde_json::to_string(r).unwrap())
+    })?;
     Ok(())
 }

@@ -76,20 +76,22 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 fn matches_reference_on_random_data() {
     let schedule = Schedule::default();
     let mut rng = ChaCha8Rng::seed_from_u64(20261127);
-    // (N, D, B, chunk, row block): B = 1, B not a multiple of any block, several row blocks.
+    // (N, D, B, chunk, row block): B = 1, B not a multiple of any block, several row blocks;
+    // chunk 0 = the backend's default blocking (512-atom chunks above 64 rows).
     let shapes = [
         (257, 16, 1, 64, 256),
         (600, 33, 7, 50, 4),
         (1000, 64, 19, 128, 8),
         // Image-sized rows, where the float32 expansion error is largest (design §7).
         (1200, 784, 5, 256, 256),
+        (1100, 20, 70, 0, 0),
     ];
     for &(n, d, b, chunk, row_block) in &shapes {
         let atoms = random_atoms(&mut rng, n, d);
-        let mut cpu = CpuBackend::new(&atoms, d)
-            .unwrap()
-            .with_blocking(chunk, row_block)
-            .unwrap();
+        let mut cpu = CpuBackend::new(&atoms, d).unwrap();
+        if chunk > 0 {
+            cpu = cpu.with_blocking(chunk, row_block).unwrap();
+        }
         let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
         let mut bias_max = vec![0.0];
         let mut sets = vec![Weights::Prior];
@@ -190,7 +192,10 @@ fn bad_input_is_an_error() {
     assert!(cpu.add_bias(&[0.0]).is_err());
     assert!(cpu.add_bias(&[0.0, f64::NEG_INFINITY]).is_err());
     let noise = Noise { s: 0.9, v: 0.1 };
-    assert!(cpu.weighted_means(&[0.0, 0.0, 1.0], noise, &[Weights::Prior]).is_err());
+    assert!(
+        cpu.weighted_means(&[0.0, 0.0, 1.0], noise, &[Weights::Prior])
+            .is_err()
+    );
     assert!(
         cpu.weighted_means(&[0.0, 0.0], Noise { s: 0.9, v: 0.0 }, &[Weights::Prior])
             .is_err()
@@ -244,7 +249,13 @@ fn fashion_mnist(n: usize) -> Option<(Vec<f32>, usize)> {
 }
 
 /// The expansion alone, float32 as a plain implementation would do it: ‖x‖² − 2s⟨x,a⟩ + s²‖a‖².
-fn naive_weights(atoms: &[f32], d: usize, x: &[f32], noise: Noise, bias: Option<&[f64]>) -> Vec<f64> {
+fn naive_weights(
+    atoms: &[f32],
+    d: usize,
+    x: &[f32],
+    noise: Noise,
+    bias: Option<&[f64]>,
+) -> Vec<f64> {
     let s = noise.s as f32;
     let xn: f32 = x.iter().map(|v| v * v).sum();
     let l: Vec<f64> = atoms
@@ -284,19 +295,30 @@ fn check_small_t(atoms: &[f32], d: usize, targets: &[usize], seed: u64) -> f64 {
         let x: Vec<f32> = (0..d)
             .map(|k| (noise.s * atoms[j * d + k] as f64 + noise.v.sqrt() * normal(&mut rng)) as f32)
             .collect();
-        for (set, b) in [(Weights::Prior, None), (Weights::Biased(id), Some(&bias[..]))] {
+        for (set, b) in [
+            (Weights::Prior, None),
+            (Weights::Biased(id), Some(&bias[..])),
+        ] {
             let want = reference.weights(&x, noise, set);
             let got = cpu.weights(&x, noise, set).unwrap();
             let err = max_abs_diff(&got, &want);
             assert!(err <= 1e-4, "atom {j} {set:?}: max |Δw| = {err}");
-            naive_worst = naive_worst.max(max_abs_diff(&naive_weights(atoms, d, &x, noise, b), &want));
+            naive_worst =
+                naive_worst.max(max_abs_diff(&naive_weights(atoms, d, &x, noise, b), &want));
             // The pass itself: its max weight and ESS agree with the reference weights.
             let out = cpu.weighted_means(&x, noise, &[set]).unwrap();
             let st = out.sets[0].stats[0];
             let wmax = want.iter().cloned().fold(0.0, f64::max);
             let ess = 1.0 / want.iter().map(|w| w * w).sum::<f64>();
-            assert!((st.max_weight - wmax).abs() <= 1e-4, "{j} {set:?} max weight");
-            assert!((st.ess / ess - 1.0).abs() <= 1e-3, "{j} {set:?} ess {} vs {ess}", st.ess);
+            assert!(
+                (st.max_weight - wmax).abs() <= 1e-4,
+                "{j} {set:?} max weight"
+            );
+            assert!(
+                (st.ess / ess - 1.0).abs() <= 1e-3,
+                "{j} {set:?} ess {} vs {ess}",
+                st.ess
+            );
         }
     }
     naive_worst
@@ -316,7 +338,8 @@ fn small_t_weights_on_fashion_mnist() {
 fn small_t_weights_with_near_duplicate_atoms() {
     // Real images when available (mean ≈ −0.4, where the expansion is worst), else 8-bit noise.
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let (mut atoms, d) = fashion_mnist(400).unwrap_or_else(|| (random_atoms(&mut rng, 400, 784), 784));
+    let (mut atoms, d) =
+        fashion_mnist(400).unwrap_or_else(|| (random_atoms(&mut rng, 400, 784), 784));
     // Five base atoms, each with four copies perturbed by uniform noise of size 1e-3.
     let mut targets = Vec::new();
     for base in [3usize, 50, 120, 260, 399] {
@@ -333,5 +356,8 @@ fn small_t_weights_with_near_duplicate_atoms() {
     let naive = check_small_t(&atoms, d, &targets, 5);
     eprintln!("naive expansion max abs dw = {naive}");
     // The same check on the naive float32 expansion fails badly: the test can tell.
-    assert!(naive > 1e-2, "naive expansion unexpectedly accurate: max |Δw| = {naive}");
+    assert!(
+        naive > 1e-2,
+        "naive expansion unexpectedly accurate: max |Δw| = {naive}"
+    );
 }
