@@ -12,6 +12,9 @@ fn main() -> anyhow::Result<()> {
     if let Ok(r) = std::env::var("FSLENS_BENCH_REPEATS") {
         opts.repeats = r.parse()?;
     }
+    if let Ok(t) = std::env::var("FSLENS_BENCH_THREADS") {
+        opts.threads = Some(t.parse()?);
+    }
     if let Ok(c) = std::env::var("FSLENS_BENCH_CHUNK") {
         opts.blocking = Some((c.parse()?, 256));
     }

@@ -47,6 +47,8 @@ use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean
 use crate::{Error, Result};
 use rayon::prelude::*;
 
+/// GEMM left operands with at most this many rows take the column-major-output path.
+const SMALL_GEMM_ROWS: usize = 64;
 /// Unit roundoff of float32.
 const U32: f64 = 1.0 / 16_777_216.0;
 /// Logits more than this far below the running max get weight exactly 0.
@@ -593,6 +595,8 @@ struct ChunkBuffers {
     cand: Vec<(usize, f64)>,
     /// Stacked [X; G] when `stack` = 2.
     lhs: Vec<f32>,
+    /// Column-major GEMM output for small row counts (see `distances`).
+    dots_cm: Vec<f32>,
 }
 
 impl ChunkBuffers {
@@ -605,6 +609,7 @@ impl ChunkBuffers {
             rel: vec![0.0; rows * chunk],
             cand: Vec::new(),
             lhs: Vec::new(),
+            dots_cm: Vec::new(),
         }
     }
 
@@ -623,21 +628,59 @@ impl ChunkBuffers {
                 (self.lhs.as_ptr(), 2 * rows)
             }
         };
-        unsafe {
-            gemm_rm(
-                m,
-                c,
-                d,
-                self.dots.as_mut_ptr(),
-                c,
-                false,
-                lhs,
-                d,
-                1,
-                be.atoms[i0 * d..].as_ptr(),
-                1,
-                d,
-            );
+        let atoms = be.atoms[i0 * d..].as_ptr();
+        if m <= SMALL_GEMM_ROWS {
+            // Few rows: a column-major destination keeps the GEMM in its m = rows orientation,
+            // where the atoms (rhs, unit row stride) are read in place instead of being packed
+            // for every chunk; packing them cost more than the 16-row product itself.
+            self.dots_cm.resize(m * c, 0.0);
+            // SAFETY: dots_cm holds m×c, lhs m×d, atoms from row i0 at least c×d values.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    c,
+                    d,
+                    self.dots_cm.as_mut_ptr(),
+                    m as isize,
+                    1,
+                    false,
+                    lhs,
+                    1,
+                    d as isize,
+                    atoms,
+                    d as isize,
+                    1,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for r in 0..m {
+                for (i, o) in self.dots[r * c..(r + 1) * c].iter_mut().enumerate() {
+                    *o = self.dots_cm[i * m + r];
+                }
+            }
+        } else {
+            // SAFETY: dots holds m×c, lhs m×d, atoms from row i0 at least c×d values.
+            unsafe {
+                gemm_rm(
+                    m,
+                    c,
+                    d,
+                    self.dots.as_mut_ptr(),
+                    c,
+                    false,
+                    lhs,
+                    d,
+                    1,
+                    atoms,
+                    1,
+                    d,
+                );
+            }
         }
         let s = job.noise.s as f32;
         let s2 = s * s;
