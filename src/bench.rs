@@ -1,1 +1,496 @@
-//! (to be written)
+//! `fslens bench`: one fsr step (a posterior weighted-mean pass, 4·B·N·D flops) timed on a
+//! backend, reported in GFLOP/s and as a fraction of this machine's single-precision GEMM peak
+//! measured in the same process, beside the numpy baseline `benches/fsr_step_numpy.py` run on
+//! the same atoms and particles (design §8).
+//!
+//! The timing functions take any [`Backend`], so a GPU backend is benched by the same code.
+
+use crate::diffusion::Schedule;
+use crate::engine::cpu::CpuBackend;
+use crate::engine::{Backend, BiasId, Noise, WeightedMean, Weights};
+use crate::{Error, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Batch sizes B (default 16 and 256).
+    pub batches: Vec<usize>,
+    /// N (default 60000).
+    pub atoms: usize,
+    /// D (default 784; must be 784 when Fashion-MNIST is used).
+    pub dim: usize,
+    /// A Fashion-MNIST folder (train-images-idx3-ubyte.gz); None: seeded 8-bit-like random
+    /// atoms. The default is Debian's folder when it exists.
+    pub data: Option<PathBuf>,
+    /// Run the numpy baseline when python3 with numpy is importable.
+    pub baseline: bool,
+    /// Timed repeats per case (best is reported), after one warm-up.
+    pub repeats: usize,
+    /// Diffusion times; default t = 0.3 (mid) and 1e-3 (the precision path runs).
+    pub times: Vec<f64>,
+    /// Worker threads (None: all cores).
+    pub threads: Option<usize>,
+    /// CPU backend atoms per chunk and rows per block (None: the backend's defaults).
+    pub blocking: Option<(usize, usize)>,
+    /// Side of the square SGEMM that measures the peak.
+    pub peak_size: usize,
+    /// Seed of particles, bias and random atoms.
+    pub seed: u64,
+    /// Where the baseline script lives.
+    pub script: PathBuf,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        let fm = PathBuf::from("/usr/share/datasets/fashion-mnist");
+        BenchOptions {
+            batches: vec![16, 256],
+            atoms: 60000,
+            dim: 784,
+            data: fm.join("train-images-idx3-ubyte.gz").exists().then_some(fm),
+            baseline: true,
+            repeats: 5,
+            times: vec![0.3, 1e-3],
+            threads: None,
+            blocking: None,
+            peak_size: 2048,
+            seed: 1,
+            script: PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/benches/fsr_step_numpy.py"
+            )),
+        }
+    }
+}
+
+/// One measured case, one JSON line.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchRecord {
+    pub backend: String,
+    pub kernel: String,
+    #[serde(rename = "B")]
+    pub b: usize,
+    #[serde(rename = "N")]
+    pub n: usize,
+    #[serde(rename = "D")]
+    pub d: usize,
+    pub storage: String,
+    pub t: f64,
+    pub data: String,
+    pub seconds_per_step: f64,
+    /// 4·B·N·D / seconds_per_step / 1e9.
+    pub gflops: f64,
+    pub peak_gflops: f64,
+    pub fraction_of_peak: f64,
+    pub baseline_seconds_per_step: Option<f64>,
+    /// What the baseline was (numpy version and BLAS), or why it did not run.
+    pub baseline: Option<String>,
+    /// max_bd |m_numpy − m_backend| / max_bd |m_backend|.
+    pub baseline_max_rel_diff: Option<f64>,
+    /// Mean ESS of the step's posterior weights over the rows (near 1: each mean is one atom,
+    /// and both implementations then agree exactly).
+    pub mean_ess: f64,
+    /// VmHWM of this process, MB.
+    pub peak_rss_mb: f64,
+    /// N·D·4 bytes, MB.
+    pub atom_store_mb: f64,
+}
+
+/// Best wall time of one fsr step (a posterior `weighted_means` pass) over `repeats` runs
+/// after a warm-up, and its means. With `peak`, one peak GEMM runs after each step and the
+/// best peak GFLOP/s is returned too: interleaving keeps both under the same machine load
+/// (the project's machines are shared).
+pub fn time_fsr_step(
+    backend: &dyn Backend,
+    x: &[f32],
+    noise: Noise,
+    bias: BiasId,
+    repeats: usize,
+    mut peak: Option<&mut GemmPeak>,
+) -> Result<(f64, WeightedMean, f64)> {
+    let sets = [Weights::Biased(bias)];
+    let mut out = backend.weighted_means(x, noise, &sets)?;
+    let mut best = f64::INFINITY;
+    let mut best_peak = f64::NAN;
+    for _ in 0..repeats.max(1) {
+        let t0 = Instant::now();
+        out = backend.weighted_means(x, noise, &sets)?;
+        best = best.min(t0.elapsed().as_secs_f64());
+        if let Some(p) = peak.as_deref_mut() {
+            best_peak = p
+                .measure_once()
+                .max(if best_peak.is_nan() { 0.0 } else { best_peak });
+        }
+    }
+    Ok((best, out.sets.swap_remove(0), best_peak))
+}
+
+/// A square single-precision GEMM (size³, 2·size³ flops) with the `gemm` crate on a fixed
+/// number of threads: the machine's peak as this process can reach it.
+pub struct GemmPeak {
+    size: usize,
+    threads: usize,
+    pool: rayon::ThreadPool,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl GemmPeak {
+    pub fn new(size: usize, threads: usize) -> Result<GemmPeak> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Backend {
+                backend: "cpu".into(),
+                problem: format!("could not start {threads} threads: {e}"),
+            })?;
+        Ok(GemmPeak {
+            size,
+            threads,
+            pool,
+            a: (0..size * size)
+                .map(|i| ((i % 97) as f32) / 97.0 - 0.5)
+                .collect(),
+            b: (0..size * size)
+                .map(|i| ((i % 89) as f32) / 89.0 - 0.5)
+                .collect(),
+            c: vec![0.0f32; size * size],
+        })
+    }
+
+    /// GFLOP/s of one product.
+    pub fn measure_once(&mut self) -> f64 {
+        let (n, threads) = (self.size, self.threads);
+        let (a, b, c) = (&self.a, &self.b, &mut self.c);
+        let secs = self.pool.install(|| {
+            let t0 = Instant::now();
+            // SAFETY: a, b, c hold n×n row-major values and outlive the call.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(threads),
+                );
+            }
+            t0.elapsed().as_secs_f64()
+        });
+        2.0 * (n as f64).powi(3) / secs / 1e9
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), MB; NaN where /proc is missing.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Runs every case on the CPU backend, calling `on_record` as each finishes.
+pub fn run(
+    opts: &BenchOptions,
+    on_record: &mut dyn FnMut(&BenchRecord),
+) -> Result<Vec<BenchRecord>> {
+    if opts.batches.is_empty() || opts.batches.contains(&0) || opts.atoms == 0 || opts.dim == 0 {
+        return Err(Error::config(
+            "bench",
+            "batches, atoms and dim must be positive",
+        ));
+    }
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
+    // Peak-GEMM matrices: 3·size²·4 bytes (48 MB at 2048), counted in the peak RSS.
+    let mut peak = GemmPeak::new(opts.peak_size, threads)?;
+    let mut peak_best = (0..3).map(|_| peak.measure_once()).fold(0.0, f64::max);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let (atoms, data) = match &opts.data {
+        Some(dir) => {
+            let path = dir.join("train-images-idx3-ubyte.gz");
+            let (atoms, d) = read_idx_images(&path, opts.atoms)?;
+            if d != opts.dim {
+                return Err(Error::config(
+                    "dim",
+                    format!("{} has D = {d}, not {}", path.display(), opts.dim),
+                ));
+            }
+            (atoms, path.display().to_string())
+        }
+        None => (
+            (0..opts.atoms * opts.dim)
+                .map(|_| rng.random_range(0..256u32) as f32 / 127.5 - 1.0)
+                .collect(),
+            format!("random 8-bit-like, seed {}", opts.seed),
+        ),
+    };
+    let (n, d) = (atoms.len() / opts.dim, opts.dim);
+    let mut backend = CpuBackend::from_vec(atoms, d)?.with_threads(threads)?;
+    if let Some((chunk, rows)) = opts.blocking {
+        backend = backend.with_blocking(chunk, rows)?;
+    }
+    let atoms = backend.atom_store();
+    // Posterior of a box-inpainting measurement of the last atom: σ = 0.05, the box hides the
+    // middle half of the image; b_i = −‖M(y − a_i)‖²/(2σ²).
+    let sigma = 0.05;
+    let side = (d as f64).sqrt() as usize;
+    let keep: Vec<bool> = (0..d)
+        .map(|k| {
+            let (r, c) = (k / side.max(1), k % side.max(1));
+            !((side / 4..3 * side / 4).contains(&r) && (side / 4..3 * side / 4).contains(&c))
+        })
+        .collect();
+    let truth = &atoms[(n - 1) * d..];
+    let y: Vec<f64> = truth
+        .iter()
+        .map(|&a| a as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
+        .collect();
+    let bias: Vec<f64> = atoms
+        .chunks(d)
+        .map(|a| {
+            -a.iter()
+                .zip(&y)
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((&a, &y), _)| (y - a as f64).powi(2))
+                .sum::<f64>()
+                / (2.0 * sigma * sigma)
+        })
+        .collect();
+    let bias_id = backend.add_bias(&bias)?;
+    let backend = backend;
+    let atoms = backend.atom_store();
+
+    let workdir = std::env::temp_dir().join(format!("fslens-bench-{}", std::process::id()));
+    let python = if opts.baseline {
+        match numpy_available() {
+            Ok(()) => {
+                std::fs::create_dir_all(&workdir).map_err(|e| Error::io(&workdir, e))?;
+                write_npy_stream(&workdir.join("atoms.npy"), &[n, d], atoms)?;
+                let b32: Vec<f32> = bias.iter().map(|&b| b as f32).collect();
+                write_npy_stream(&workdir.join("bias.npy"), &[n], &b32)?;
+                Ok(())
+            }
+            Err(why) => Err(why),
+        }
+    } else {
+        Err("baseline not requested".to_string())
+    };
+
+    let schedule = Schedule::default();
+    let mut records = Vec::new();
+    for &t in &opts.times {
+        let noise = schedule.noise(t);
+        for &b in &opts.batches {
+            let mut x = Vec::with_capacity(b * d);
+            for _ in 0..b {
+                let j = rng.random_range(0..n);
+                x.extend(atoms[j * d..(j + 1) * d].iter().map(|&a| {
+                    (noise.s * a as f64 + noise.v.sqrt() * rng.sample::<f64, _>(StandardNormal))
+                        as f32
+                }));
+            }
+            let (secs, result, p) =
+                time_fsr_step(&backend, &x, noise, bias_id, opts.repeats, Some(&mut peak))?;
+            peak_best = peak_best.max(p);
+            let means = &result.means;
+            let mean_ess =
+                result.stats.iter().map(|s| s.ess).sum::<f64>() / result.stats.len() as f64;
+            let (base_secs, base_desc, base_diff) = match &python {
+                Ok(()) => match run_numpy(opts, &workdir, &x, b, d, noise, means) {
+                    Ok((s, desc, diff)) => (Some(s), Some(desc), Some(diff)),
+                    Err(e) => (None, Some(format!("baseline failed: {e}")), None),
+                },
+                Err(why) => (None, Some(why.clone()), None),
+            };
+            let gflops = 4.0 * (b * n * d) as f64 / secs / 1e9;
+            let rec = BenchRecord {
+                backend: backend.describe(),
+                kernel: "fsr-step".into(),
+                b,
+                n,
+                d,
+                storage: "f32".into(),
+                t,
+                data: data.clone(),
+                seconds_per_step: secs,
+                gflops,
+                peak_gflops: peak_best,
+                fraction_of_peak: gflops / peak_best,
+                baseline_seconds_per_step: base_secs,
+                baseline: base_desc,
+                baseline_max_rel_diff: base_diff,
+                mean_ess,
+                peak_rss_mb: peak_rss_mb(),
+                atom_store_mb: (n * d * 4) as f64 / 1e6,
+            };
+            on_record(&rec);
+            records.push(rec);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&workdir);
+    Ok(records)
+}
+
+fn python_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new("python3");
+    // Set on some machines for old OpenBLAS builds; they slow a current numpy.
+    cmd.env_remove("OPENBLAS_CORETYPE")
+        .env_remove("OPENBLAS_L2_SIZE");
+    cmd
+}
+
+fn numpy_available() -> std::result::Result<(), String> {
+    match python_command().args(["-c", "import numpy"]).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(_) => Err("numpy is not importable by python3 (pip install numpy)".into()),
+        Err(e) => Err(format!("python3 did not start: {e}")),
+    }
+}
+
+/// Runs the numpy step on the same x; returns (seconds, description, max relative difference
+/// of its means from the backend's).
+fn run_numpy(
+    opts: &BenchOptions,
+    dir: &Path,
+    x: &[f32],
+    b: usize,
+    d: usize,
+    noise: Noise,
+    means: &[f32],
+) -> Result<(f64, String, f64)> {
+    let x_path = dir.join("x.npy");
+    let out_path = dir.join("means.npy");
+    write_npy_stream(&x_path, &[b, d], x)?;
+    let out = python_command()
+        .arg(&opts.script)
+        .arg(dir.join("atoms.npy"))
+        .arg(&x_path)
+        .arg(dir.join("bias.npy"))
+        .arg(noise.s.to_string())
+        .arg(noise.v.to_string())
+        .arg(opts.repeats.max(1).to_string())
+        .arg(&out_path)
+        .output()
+        .map_err(|e| Error::io(&opts.script, e))?;
+    if !out.status.success() {
+        return Err(Error::data(
+            &opts.script,
+            format!(
+                "exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::data(&opts.script, format!("printed no JSON ({e})")))?;
+    let secs = v["seconds_per_step"]
+        .as_f64()
+        .ok_or_else(|| Error::data(&opts.script, "no seconds_per_step in its JSON"))?;
+    let desc = format!(
+        "numpy {} ({}), chunk {}",
+        v["numpy"].as_str().unwrap_or("?"),
+        v["blas"].as_str().unwrap_or("?"),
+        v["chunk"]
+    );
+    let theirs = crate::arrays::read_npy(&out_path)?;
+    let scale = means
+        .iter()
+        .fold(0.0f64, |m, &a| m.max((a as f64).abs()))
+        .max(1e-30);
+    let diff = theirs
+        .data
+        .iter()
+        .zip(means)
+        .fold(0.0f64, |m, (&a, &b)| m.max((a - b as f64).abs()));
+    Ok((secs, desc, diff / scale))
+}
+
+/// Writes a little-endian float32 `.npy` straight from the slice (no in-memory copy: the atom
+/// store is the biggest thing in the process).
+fn write_npy_stream(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|s| s.to_string()).collect();
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let io = |e| Error::io(path, e);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    f.write_all(b"\x93NUMPY\x01\x00").map_err(io)?;
+    f.write_all(&(header.len() as u16).to_le_bytes())
+        .map_err(io)?;
+    f.write_all(header.as_bytes()).map_err(io)?;
+    for chunk in data.chunks(1 << 16) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        f.write_all(&bytes).map_err(io)?;
+    }
+    f.flush().map_err(io)
+}
+
+/// The first `n` images of an IDX (optionally gzipped) image file as [-1, 1] float32; returns
+/// (pixels, D). Kept here so the benchmark does not depend on the data module's options.
+fn read_idx_images(path: &Path, n: usize) -> Result<(Vec<f32>, usize)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut head = [0u8; 16];
+    reader
+        .read_exact(&mut head)
+        .map_err(|e| Error::data(path, format!("truncated IDX header ({e})")))?;
+    let be = |o: usize| u32::from_be_bytes(head[o..o + 4].try_into().unwrap()) as usize;
+    if be(0) != 0x0803 {
+        return Err(Error::data(
+            path,
+            format!(
+                "IDX magic is {:#x}, expected 0x803 (u8 images, 3 dims)",
+                be(0)
+            ),
+        ));
+    }
+    let (count, d) = (be(4), be(8) * be(12));
+    let n = n.min(count);
+    let mut px = vec![0u8; n * d];
+    reader.read_exact(&mut px).map_err(|e| {
+        Error::data(
+            path,
+            format!("truncated: expected {n} images of {d} bytes ({e})"),
+        )
+    })?;
+    Ok((px.iter().map(|&p| p as f32 / 127.5 - 1.0).collect(), d))
+}
