@@ -47,6 +47,8 @@ use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean
 use crate::{Error, Result};
 use rayon::prelude::*;
 
+/// Atom ranges per worker thread (each with its own accumulators, merged at the end).
+const TASKS_PER_THREAD: usize = 4;
 /// GEMM left operands with at most this many rows take the column-major-output path.
 const SMALL_GEMM_ROWS: usize = 64;
 /// Unit roundoff of float32.
@@ -257,7 +259,8 @@ impl CpuBackend {
     /// Splits the chunks of the atom set into one contiguous run per task.
     fn task_ranges(&self, chunk: usize) -> Vec<(usize, usize)> {
         let chunks = self.n.div_ceil(chunk);
-        let tasks = self.threads.min(chunks).max(1);
+        // A few tasks per thread: rayon balances them when a core is busy with other work.
+        let tasks = (TASKS_PER_THREAD * self.threads).min(chunks).max(1);
         (0..tasks)
             .map(|t| {
                 let c0 = chunks * t / tasks;
