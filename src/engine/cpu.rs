@@ -183,6 +183,13 @@ impl CpuBackend {
     /// chunked float32 expansion and candidate recomputation as [`Backend::weighted_means`]
     /// (single-threaded), returned in float64.
     pub fn weights(&self, x_row: &[f32], noise: Noise, set: Weights) -> Result<Vec<f64>> {
+        if x_row.len() != self.d {
+            return Err(Error::input(format!(
+                "cpu backend: weights() takes one row of D = {} values, got {}",
+                self.d,
+                x_row.len()
+            )));
+        }
         self.check_pass(x_row, noise, &[set])?;
         let job = RowJob::new(self, x_row, noise);
         let chunk = self.chunk_size(1);
