@@ -47,6 +47,8 @@ use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean
 use crate::{Error, Result};
 use rayon::prelude::*;
 
+/// Atom ranges per worker thread (each with its own accumulators, merged at the end).
+const TASKS_PER_THREAD: usize = 4;
 /// GEMM left operands with at most this many rows take the column-major-output path.
 const SMALL_GEMM_ROWS: usize = 64;
 /// Unit roundoff of float32.
@@ -181,6 +183,13 @@ impl CpuBackend {
     /// chunked float32 expansion and candidate recomputation as [`Backend::weighted_means`]
     /// (single-threaded), returned in float64.
     pub fn weights(&self, x_row: &[f32], noise: Noise, set: Weights) -> Result<Vec<f64>> {
+        if x_row.len() != self.d {
+            return Err(Error::input(format!(
+                "cpu backend: weights() takes one row of D = {} values, got {}",
+                self.d,
+                x_row.len()
+            )));
+        }
         self.check_pass(x_row, noise, &[set])?;
         let job = RowJob::new(self, x_row, noise);
         let chunk = self.chunk_size(1);
@@ -257,7 +266,8 @@ impl CpuBackend {
     /// Splits the chunks of the atom set into one contiguous run per task.
     fn task_ranges(&self, chunk: usize) -> Vec<(usize, usize)> {
         let chunks = self.n.div_ceil(chunk);
-        let tasks = self.threads.min(chunks).max(1);
+        // A few tasks per thread: rayon balances them when a core is busy with other work.
+        let tasks = (TASKS_PER_THREAD * self.threads).min(chunks).max(1);
         (0..tasks)
             .map(|t| {
                 let c0 = chunks * t / tasks;
