@@ -14,7 +14,10 @@
 // so that C·g = acc / S0 after the merge (differences taken directly: no cancellation).
 //
 // Each workgroup writes partial (M, S0, S2, SL, SC, acc) for its atom range; merge_partials.wgsl
-// combines them exactly (rescaling by e^{M_p − M}).
+// combines them exactly (rescaling by e^{M_p − M}). A range may be covered by several
+// dispatches (`step_begin`, `step_len`): all but the first resume from the stored partials.
+// The host does this on Mesa's llvmpipe, which stops every shader invocation after 65535 loop
+// iterations in total (gallivm's loop limiter) and would otherwise silently skip atoms.
 
 // 0 = f32 bits, 1 = u8 codes (four per word) decoded by a 256-entry table.
 override STORAGE: u32 = 0u;
@@ -46,6 +49,10 @@ struct Chunk {
     base: u32,       // global index of its first atom
     part_base: u32,  // partial slot of its first split
     per_split: u32,  // atoms per workgroup along x (a multiple of TA)
+    step_begin: u32, // this dispatch covers atoms [step_begin, step_begin + step_len) of each
+    step_len: u32,   //   split (multiples of TA)
+    first: u32,      // 1: start fresh; 0: resume from the partials
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -87,8 +94,10 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
     let K = params.nsets;
     let row0 = wg.y * TR;
     let slot = chunk.part_base + wg.x;
-    let a_begin = wg.x * chunk.per_split;
-    let a_end = min(a_begin + chunk.per_split, chunk.n);
+    let split0 = wg.x * chunk.per_split;
+    let a_begin = split0 + chunk.step_begin;
+    let a_end = min(split0 + min(chunk.step_begin + chunk.step_len, chunk.per_split), chunk.n);
+    let fresh = chunk.first == 1u;
 
     if (STORAGE == 1u) {
         for (var e = lid; e < 256u; e += WG) { sh_table[e] = table[e]; }
@@ -97,7 +106,7 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
     // Zero this workgroup's accumulators; each d belongs to one thread for the whole pass.
     for (var r = 0u; r < TR; r++) {
         let b = row0 + r;
-        if (b >= params.rows) { break; }
+        if (b >= params.rows || !fresh) { break; }
         for (var k = 0u; k < K; k++) {
             let o = ((slot * params.rows + b) * K + k) * D;
             for (var d = lid; d < D; d += WG) { part_acc[o + d] = 0.0; }
@@ -114,6 +123,22 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
     var sc = 0.0;
     var near_d = 3.4e38;
     var near_i = 0xffffffffu;
+    if (!fresh) {
+        let b_own = row0 + own_r;
+        if (lid < TR * K && b_own < params.rows) {
+            let o = ((slot * params.rows + b_own) * K + own_k) * 6u;
+            m_run = part_stats[o];
+            s0 = part_stats[o + 1u];
+            s2 = part_stats[o + 2u];
+            sl = part_stats[o + 3u];
+            sc = part_stats[o + 4u];
+        }
+        if (lid < TR && row0 + lid < params.rows) {
+            let o = (slot * params.rows + row0 + lid) * 2u;
+            near_d = bitcast<f32>(part_near[o]);
+            near_i = part_near[o + 1u];
+        }
+    }
 
     for (var a0 = a_begin; a0 < a_end; a0 += TA) {
         // Phase 1: distances (and projections) for TR × TA pairs, DK dimensions at a time.

@@ -113,6 +113,14 @@ fn compare(
     let got = gpu.weighted_means(x, nz, sets).unwrap();
     let want = reference.weighted_means(x, nz, sets).unwrap();
     for (k, (g, w)) in got.sets.iter().zip(&want.sets).enumerate() {
+        if std::env::var("DEBUG_STATS").is_ok() {
+            for r in 0..x.len() / d {
+                let xr = &x[r * d..(r + 1) * d];
+                let mut l = reference.logits(xr, nz, sets[k]);
+                l.sort_by(|a, b| b.total_cmp(a));
+                eprintln!("{label} set {k} row {r}: gpu {:?}\n   ref {:?}\n   top logits {:?}", g.stats[r], w.stats[r], &l[..4]);
+            }
+        }
         assert_eq!(g.means.len(), w.means.len());
         for (i, (a, b)) in g.means.iter().zip(&w.means).enumerate() {
             let tol = 2.0 * dl * amax + 1e-5;
@@ -180,18 +188,22 @@ fn compare(
 }
 
 fn random_case(storage: Storage, max_binding: Option<u64>, seed: u64, expect_bindings: usize) {
-    let test = format!("random {storage:?} binding {max_binding:?}");
-    if !have_gpu(&test) {
-        return;
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (n, d, b) = (150, 19, 10);
-    let atoms = atoms8(&mut rng, n, d);
     let opts = GpuOptions {
         storage,
         max_binding_bytes: max_binding,
         ..GpuOptions::default()
     };
+    random_case_with(opts, 150, seed, expect_bindings);
+}
+
+fn random_case_with(opts: GpuOptions, n: usize, seed: u64, expect_bindings: usize) {
+    let test = format!("random {opts:?}");
+    if !have_gpu(&test) {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (d, b) = (19, 10);
+    let atoms = atoms8(&mut rng, n, d);
     let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
     assert_eq!(gpu.bindings(), expect_bindings, "{}", gpu.describe());
     let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
@@ -230,6 +242,22 @@ fn multi_binding_f32_matches_reference() {
 #[test]
 fn multi_binding_u8_matches_reference() {
     random_case(Storage::U8, Some(32 * 5 * 4), 4, 5);
+}
+
+/// One workgroup split over 2000 atoms (63 tiles): with the default loop budget on llvmpipe
+/// the split is resumed over several dispatches (without that, llvmpipe's 65535-iteration
+/// limit silently skipped the last atoms); with a budget of one tile per dispatch, every tile
+/// resumes from stored partials.
+#[test]
+fn long_splits_resume_across_dispatches() {
+    for budget in [None, Some(1)] {
+        let opts = GpuOptions {
+            target_workgroups: Some(1),
+            loop_budget: budget,
+            ..GpuOptions::default()
+        };
+        random_case_with(opts, 2000, 6, 1);
+    }
 }
 
 #[test]
@@ -275,4 +303,105 @@ fn bad_input_is_an_error() {
     };
     let err = GpuBackend::new(&atoms, 4, opts).err().unwrap().to_string();
     assert!(err.contains("no such adapter name"), "{err}");
+}
+
+/// Reads an IDX image file (gz) as values k/127.5 − 1, returning (values, n, rows·cols).
+fn read_idx_images(path: &std::path::Path) -> (Vec<f32>, usize, usize) {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+    assert_eq!(be(0), 2051, "{}: not an IDX image file", path.display());
+    let (n, d) = (be(4), be(8) * be(12));
+    let values = bytes[16..16 + n * d]
+        .iter()
+        .map(|&k| k as f32 / 127.5 - 1.0)
+        .collect();
+    (values, n, d)
+}
+
+fn fashion_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("FSLENS_FASHION_MNIST")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    if dir.join("train-images-idx3-ubyte.gz").exists() {
+        return Some(dir);
+    }
+    if std::env::var("FSLENS_REQUIRE_DATA").as_deref() == Ok("1") {
+        panic!("Fashion-MNIST not found in {} and FSLENS_REQUIRE_DATA=1", dir.display());
+    }
+    eprintln!("Fashion-MNIST not found in {}: skipped", dir.display());
+    None
+}
+
+/// All 60000 Fashion-MNIST training images as f32 atoms (188 MB: two bindings on an adapter
+/// with the common 128 MiB binding limit) against the reference on 4 rows: two noisy test
+/// images and two noisy training images, prior and two measurement biases, t = 1e-3 and 0.5.
+#[test]
+fn fashion_mnist_all_atoms_f32() {
+    if !have_gpu("fashion-mnist") {
+        return;
+    }
+    let Some(dir) = fashion_dir() else { return };
+    let (atoms, n, d) = read_idx_images(&dir.join("train-images-idx3-ubyte.gz"));
+    let (tests, _, _) = read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz"));
+    assert_eq!((n, d), (60000, 784));
+    let start = std::time::Instant::now();
+    let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
+    let limit = list_adapters()
+        .into_iter()
+        .find(|a| a.preferred)
+        .unwrap()
+        .max_storage_buffer_binding_size;
+    eprintln!("{} (set up in {:?})", gpu.describe(), start.elapsed());
+    assert_eq!(gpu.bindings(), (n * d * 4).div_ceil(limit as usize).max(1));
+    let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut sets = vec![Weights::Prior];
+    for (sigma, img) in [(0.01, 3usize), (0.5, 7)] {
+        let y: Vec<f64> = tests[img * d..img * d + d / 2]
+            .iter()
+            .map(|&v| v as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
+            .collect();
+        let bvec: Vec<f64> = atoms
+            .chunks(d)
+            .map(|a| {
+                -y.iter()
+                    .zip(a)
+                    .map(|(y, &a)| (y - a as f64).powi(2))
+                    .sum::<f64>()
+                    / (2.0 * sigma * sigma)
+            })
+            .collect();
+        sets.push(Weights::Biased(gpu.add_bias(&bvec).unwrap()));
+        reference.add_bias(&bvec).unwrap();
+    }
+    for t in [1e-3, 0.5] {
+        let nz = noise(t);
+        let mut x = Vec::with_capacity(4 * d);
+        for (src, i) in [(&tests, 3usize), (&tests, 100), (&atoms, 5), (&atoms, 59999)] {
+            for &a in &src[i * d..(i + 1) * d] {
+                let e: f64 = StandardNormal.sample(&mut rng);
+                x.push((nz.s * a as f64 + nz.v.sqrt() * e) as f32);
+            }
+        }
+        let timer = std::time::Instant::now();
+        gpu.weighted_means(&x, nz, &sets).unwrap();
+        eprintln!(
+            "fused pass, B = 4, N = {n}, D = {d}, 3 sets, t = {t}: {:?}",
+            timer.elapsed()
+        );
+        compare(
+            &format!("fashion-mnist t={t}"),
+            &gpu,
+            &reference,
+            &atoms,
+            &x,
+            nz,
+            &sets,
+            &mut rng,
+        );
+    }
 }

@@ -49,8 +49,12 @@ pub struct GpuOptions {
     /// Workgroups to aim for per pass (atom splits × row tiles); default: 1024 on a GPU,
     /// 16 on a CPU adapter.
     pub target_workgroups: Option<usize>,
-    /// Longest wait for one submission before giving up with an error.
+        /// Longest wait for one submission before giving up with an error.
     pub timeout: Duration,
+    /// Most loop iterations one shader invocation may run (estimated) before a split's atom
+    /// range is continued in a further dispatch. Default: 30000 on a CPU adapter (Mesa's
+    /// llvmpipe silently stops an invocation after 65535 loop iterations), unlimited otherwise.
+    pub loop_budget: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -62,6 +66,7 @@ impl Default for GpuOptions {
             trusted_shaders: false,
             target_workgroups: None,
             timeout: Duration::from_secs(600),
+            loop_budget: None,
         }
     }
 }
@@ -89,12 +94,15 @@ struct ChunkParams {
     base: u32,
     part_base: u32,
     per_split: u32,
+    step_begin: u32,
+    step_len: u32,
+    first: u32,
+    _pad: u32,
 }
 
 struct AtomChunk {
     range: ChunkRange,
     buffer: wgpu::Buffer,
-    params: wgpu::Buffer,
 }
 
 /// Per-call buffers, grown on demand and reused.
@@ -147,6 +155,8 @@ pub struct GpuBackend {
     binding_budget: u64,
     target_workgroups: usize,
     timeout: Duration,
+    loop_budget: Option<u64>,
+    cpu_adapter: bool,
     work: Mutex<Workspace>,
 }
 
@@ -216,17 +226,7 @@ impl GpuBackend {
                         });
                         gpu.queue
                             .write_buffer(&buffer, 0, bytemuck::cast_slice(words));
-                        let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                            label: Some("chunk params"),
-                            size: std::mem::size_of::<ChunkParams>() as u64,
-                            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                            mapped_at_creation: false,
-                        });
-                        AtomChunk {
-                            range,
-                            buffer,
-                            params,
-                        }
+                        AtomChunk { range, buffer }
                     })
                     .collect();
                 let table = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -280,6 +280,10 @@ impl GpuBackend {
             binding_budget,
             target_workgroups,
             timeout: opts.timeout,
+            loop_budget: opts
+                .loop_budget
+                .or(if cpu_like { Some(30_000) } else { None }),
+            cpu_adapter: cpu_like,
             work: Mutex::new(Workspace::default()),
         })
     }
@@ -387,7 +391,57 @@ impl GpuBackend {
                     bias_off,
                 };
                 gpu.queue
-                    .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+                .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+            // One dispatch per (chunk, step); each reads its ChunkParams at an aligned offset.
+            let align = (gpu.limits.min_uniform_buffer_offset_alignment as u64)
+                .max(std::mem::size_of::<ChunkParams>() as u64);
+            let tiles_per_step = match self.loop_budget {
+                Some(budget) => {
+                    let per_tile = loop_iterations_per_tile(d, k);
+                    // llvmpipe's hard limit is 65535 iterations; the estimate runs up to ~1.7×
+                    // low, so one tile must stay under 36000 there.
+                    if self.cpu_adapter && per_tile > 36_000 {
+                        return Err(backend_error(format!(
+                            "D = {d} with {k} sets needs about {per_tile} shader loop \
+                             iterations per atom tile, more than this software adapter runs in \
+                             one invocation; use the CPU backend"
+                        )));
+                    }
+                    (budget / per_tile).max(1) as usize
+                }
+                None => usize::MAX / TA,
+            };
+            let mut params_list: Vec<ChunkParams> = Vec::new();
+            let mut dispatch_order: Vec<(usize, usize)> = Vec::new();
+            for (ci, c) in self.chunks.iter().enumerate() {
+                let step = tiles_per_step.saturating_mul(TA).min(per_split[ci]);
+                for begin in (0..per_split[ci]).step_by(step) {
+                    dispatch_order.push((ci, params_list.len()));
+                    params_list.push(ChunkParams {
+                        n: c.range.len as u32,
+                        base: c.range.start as u32,
+                        part_base: part_base[ci] as u32,
+                        per_split: per_split[ci] as u32,
+                        step_begin: begin as u32,
+                        step_len: step as u32,
+                        first: (begin == 0) as u32,
+                        _pad: 0,
+                    });
+                }
+            }
+            let chunkb = work.get(
+                gpu,
+                "chunk params",
+                params_list.len() as u64 * align,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            );
+            let mut bytes = vec![0u8; params_list.len() * align as usize];
+            for (i, cp) in params_list.iter().enumerate() {
+                let o = i * align as usize;
+                bytes[o..o + std::mem::size_of::<ChunkParams>()]
+                    .copy_from_slice(bytemuck::bytes_of(cp));
+            }
+            gpu.queue.write_buffer(&chunkb, 0, &bytes);
                 let pass = if gm.is_some() {
                     &self.pass_cov
                 } else {
@@ -399,39 +453,41 @@ impl GpuBackend {
                 {
                     let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
                     cp.set_pipeline(pass);
-                    for (ci, c) in self.chunks.iter().enumerate() {
-                        let cparams = ChunkParams {
-                            n: c.range.len as u32,
-                            base: c.range.start as u32,
-                            part_base: part_base[ci] as u32,
-                            per_split: per_split[ci] as u32,
-                        };
-                        gpu.queue
-                            .write_buffer(&c.params, 0, bytemuck::bytes_of(&cparams));
-                        let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: &pass.get_bind_group_layout(0),
-                            entries: &[
-                                entire(0, &self.params),
-                                entire(1, &c.params),
-                                entire(2, &c.buffer),
-                                entire(3, &xb),
-                                entire(4, &gmb),
-                                entire(5, &self.bias_buf),
-                                entire(6, &self.table),
-                                entire(7, &accb),
-                                entire(8, &statb),
-                                entire(9, &nearb),
-                            ],
-                        });
-                        cp.set_bind_group(0, &bg, &[]);
-                        cp.dispatch_workgroups(
-                            c.range.len.div_ceil(per_split[ci]) as u32,
-                            rows.div_ceil(TR) as u32,
-                            1,
-                        );
-                    }
+                for &(ci, pi) in &dispatch_order {
+                    let c = &self.chunks[ci];
                     let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &pass.get_bind_group_layout(0),
+                        entries: &[
+                            entire(0, &self.params),
+                            wgpu::BindGroupEntry {
+                                binding: 1,
+                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer: &chunkb,
+                                    offset: pi as u64 * align,
+                                    size: wgpu::BufferSize::new(
+                                        std::mem::size_of::<ChunkParams>() as u64,
+                                    ),
+                                }),
+                            },
+                            entire(2, &c.buffer),
+                            entire(3, &xb),
+                            entire(4, &gmb),
+                            entire(5, &self.bias_buf),
+                            entire(6, &self.table),
+                            entire(7, &accb),
+                            entire(8, &statb),
+                            entire(9, &nearb),
+                        ],
+                    });
+                    cp.set_bind_group(0, &bg, &[]);
+                    cp.dispatch_workgroups(
+                        c.range.len.div_ceil(per_split[ci]) as u32,
+                        rows.div_ceil(TR) as u32,
+                        1,
+                    );
+                }
+                let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: None,
                         layout: &self.merge.get_bind_group_layout(0),
                         entries: &[
@@ -525,6 +581,18 @@ fn merge_stats(parts: impl Iterator<Item = [f32; STAT]> + Clone, shift: f64) -> 
         max_weight: 1.0 / s0,
         entropy: s0.ln() - sl / s0,
     }
+}
+
+/// Loop iterations (back-edges plus loop entries) one invocation of weighted_means.wgsl runs
+/// per atom tile, counted from the kernel's loops, for budgeting on adapters with a limit.
+fn loop_iterations_per_tile(d: usize, k: usize) -> u64 {
+    const WG: usize = 64;
+    const DK: usize = 32;
+    const PPT: usize = 4;
+    let phase1 = d.div_ceil(DK) * (TA * DK / WG + TR * DK / WG + PPT * (DK + 1) + 4);
+    let phase2 = 3 * (TA + 1) + 4;
+    let phase3 = d.div_ceil(WG) * (2 * TR * (k + 1) + TA * (1 + TR * (k + 1)) + 2);
+    (phase1 + phase2 + phase3 + 4) as u64
 }
 
 fn entire(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
