@@ -95,7 +95,7 @@ fn logit_tol(d: usize, x: &[f32], atoms: &[f32], nz: Noise) -> f64 {
 }
 
 /// Checks one pass (all `sets`), the nearest atoms and C·g of every set against the reference.
-/// `rows_checked_cg` limits the C·g check (its reference is O(N·D) per row and set).
+/// `cg_sets` picks the sets whose C·g is checked (its reference is O(N·D) per row and set).
 #[allow(clippy::too_many_arguments)]
 fn compare(
     label: &str,
@@ -105,12 +105,21 @@ fn compare(
     x: &[f32],
     nz: Noise,
     sets: &[Weights],
+    cg_sets: &[usize],
     rng: &mut ChaCha8Rng,
 ) {
     let d = gpu.dim();
     let dl = logit_tol(d, x, atoms, nz);
     let amax = atoms.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let timer = std::time::Instant::now();
     let got = gpu.weighted_means(x, nz, sets).unwrap();
+    eprintln!(
+        "{label}: fused pass B = {}, N = {}, D = {d}, {} sets: {:?}",
+        x.len() / d,
+        gpu.atoms(),
+        sets.len(),
+        timer.elapsed()
+    );
     let want = reference.weighted_means(x, nz, sets).unwrap();
     for (k, (g, w)) in got.sets.iter().zip(&want.sets).enumerate() {
         if std::env::var("DEBUG_STATS").is_ok() {
@@ -157,7 +166,8 @@ fn compare(
     let gvec: Vec<f32> = (0..x.len())
         .map(|_| rng.sample::<f32, _>(StandardNormal))
         .collect();
-    for (k, &set) in sets.iter().enumerate() {
+    for &k in cg_sets {
+        let set = sets[k];
         let m = &want.sets[k].means;
         let got = gpu.covariance_products(x, nz, set, m, &gvec).unwrap();
         let want_cg = reference.covariance_products(x, nz, set, m, &gvec).unwrap();
@@ -218,7 +228,8 @@ fn random_case_with(opts: GpuOptions, n: usize, seed: u64, expect_bindings: usiz
         let nz = noise(t);
         let x = particles(&mut rng, &atoms, d, b, nz);
         let label = format!("{test} t={t}");
-        compare(&label, &gpu, &reference, &atoms, &x, nz, &sets, &mut rng);
+        let all: Vec<usize> = (0..sets.len()).collect();
+        compare(&label, &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng);
     }
 }
 
@@ -279,7 +290,8 @@ fn more_sets_than_one_pass_holds() {
     sets.push(Weights::Prior);
     let nz = noise(0.3);
     let x = particles(&mut rng, &atoms, d, 3, nz);
-    compare("7 sets", &gpu, &reference, &atoms, &x, nz, &sets, &mut rng);
+    let all: Vec<usize> = (0..sets.len()).collect();
+    compare("7 sets", &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng);
 }
 
 #[test]
@@ -387,12 +399,7 @@ fn fashion_mnist_all_atoms_f32() {
                 x.push((nz.s * a as f64 + nz.v.sqrt() * e) as f32);
             }
         }
-        let timer = std::time::Instant::now();
-        gpu.weighted_means(&x, nz, &sets).unwrap();
-        eprintln!(
-            "fused pass, B = 4, N = {n}, D = {d}, 3 sets, t = {t}: {:?}",
-            timer.elapsed()
-        );
+        // C·g of the posterior with σ = 0.5 (weights spread over several atoms).
         compare(
             &format!("fashion-mnist t={t}"),
             &gpu,
@@ -401,7 +408,88 @@ fn fashion_mnist_all_atoms_f32() {
             &x,
             nz,
             &sets,
+            &[2],
             &mut rng,
         );
+    }
+}
+
+/// Shaders created without runtime checks (`create_shader_module_trusted`) give bit-identical
+/// results to the checked ones: every index is guarded in the kernels themselves.
+#[test]
+fn trusted_shaders_agree_with_checked() {
+    if !have_gpu("trusted shaders") {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (n, d) = (300, 23);
+    let atoms = atoms8(&mut rng, n, d);
+    let bvec = bias(&mut rng, &atoms, d, 0.1);
+    let nz = noise(0.05);
+    let x = particles(&mut rng, &atoms, d, 9, nz);
+    let g: Vec<f32> = (0..x.len())
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let run = |trusted: bool| {
+        let opts = GpuOptions {
+            trusted_shaders: trusted,
+            storage: Storage::U8,
+            max_binding_bytes: Some(100 * 6 * 4),
+            ..GpuOptions::default()
+        };
+        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
+        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
+        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
+        let cg = gpu
+            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
+            .unwrap();
+        (out, cg)
+    };
+    let (a, acg) = run(false);
+    let (b, bcg) = run(true);
+    for (sa, sb) in a.sets.iter().zip(&b.sets) {
+        assert_eq!(sa.means, sb.means);
+        assert_eq!(sa.stats, sb.stats);
+    }
+    assert_eq!(a.nearest, b.nearest);
+    assert_eq!(acg, bcg);
+}
+
+/// The adapter list marks exactly one preferred adapter, a hardware one when there is one,
+/// else a Vulkan one over GL; and the backend opens that adapter.
+#[test]
+fn adapter_list_prefers_hardware_then_vulkan() {
+    if !have_gpu("adapter list") {
+        return;
+    }
+    let rows = list_adapters();
+    for r in &rows {
+        eprintln!(
+            "{} | {} | {} | binding {} MiB | buffer {} MiB | wg mem {} B | f16 {} | timestamps {} | preferred {}",
+            r.name,
+            r.backend,
+            r.device_type,
+            r.max_storage_buffer_binding_size >> 20,
+            r.max_buffer_size >> 20,
+            r.max_compute_workgroup_storage_size,
+            r.shader_f16,
+            r.timestamp_query,
+            r.preferred
+        );
+    }
+    let preferred: Vec<_> = rows.iter().filter(|r| r.preferred).collect();
+    assert_eq!(preferred.len(), 1);
+    let p = preferred[0];
+    let hardware = |r: &fslens::engine::gpu::AdapterInfoRow| {
+        r.device_type == "DiscreteGpu" || r.device_type == "IntegratedGpu"
+    };
+    if rows.iter().any(hardware) {
+        assert!(hardware(p), "{p:?}");
+    } else if rows.iter().any(|r| r.backend == "Vulkan") {
+        assert_eq!(p.backend, "Vulkan");
+    }
+    if std::env::var_os("FSLENS_ADAPTER").is_none() {
+        let gpu = GpuBackend::new(&[0.0, 1.0], 1, GpuOptions::default()).unwrap();
+        assert!(gpu.describe().contains(&p.name), "{}", gpu.describe());
     }
 }
