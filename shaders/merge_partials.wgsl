@@ -9,7 +9,6 @@
 
 const WG: u32 = 64u;
 const CUT: f32 = -60.0;
-const PMAX: u32 = 256u;
 
 struct Params {
     rows: u32,
@@ -28,7 +27,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> part_stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> sh_alpha: array<f32, 256>;   // α_p / Σ_p α_p S0_p
+var<workgroup> sh_alpha: array<f32, 2048>;  // α_p for at most 2048 partials (8 KB)
 var<workgroup> sh_m: f32;
 
 @compute @workgroup_size(64)

@@ -122,14 +122,6 @@ fn compare(
     );
     let want = reference.weighted_means(x, nz, sets).unwrap();
     for (k, (g, w)) in got.sets.iter().zip(&want.sets).enumerate() {
-        if std::env::var("DEBUG_STATS").is_ok() {
-            for r in 0..x.len() / d {
-                let xr = &x[r * d..(r + 1) * d];
-                let mut l = reference.logits(xr, nz, sets[k]);
-                l.sort_by(|a, b| b.total_cmp(a));
-                eprintln!("{label} set {k} row {r}: gpu {:?}\n   ref {:?}\n   top logits {:?}", g.stats[r], w.stats[r], &l[..4]);
-            }
-        }
         assert_eq!(g.means.len(), w.means.len());
         for (i, (a, b)) in g.means.iter().zip(&w.means).enumerate() {
             let tol = 2.0 * dl * amax + 1e-5;
@@ -229,7 +221,9 @@ fn random_case_with(opts: GpuOptions, n: usize, seed: u64, expect_bindings: usiz
         let x = particles(&mut rng, &atoms, d, b, nz);
         let label = format!("{test} t={t}");
         let all: Vec<usize> = (0..sets.len()).collect();
-        compare(&label, &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng);
+        compare(
+            &label, &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng,
+        );
     }
 }
 
@@ -291,7 +285,9 @@ fn more_sets_than_one_pass_holds() {
     let nz = noise(0.3);
     let x = particles(&mut rng, &atoms, d, 3, nz);
     let all: Vec<usize> = (0..sets.len()).collect();
-    compare("7 sets", &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng);
+    compare(
+        "7 sets", &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng,
+    );
 }
 
 #[test]
@@ -342,7 +338,10 @@ fn fashion_dir() -> Option<std::path::PathBuf> {
         return Some(dir);
     }
     if std::env::var("FSLENS_REQUIRE_DATA").as_deref() == Ok("1") {
-        panic!("Fashion-MNIST not found in {} and FSLENS_REQUIRE_DATA=1", dir.display());
+        panic!(
+            "Fashion-MNIST not found in {} and FSLENS_REQUIRE_DATA=1",
+            dir.display()
+        );
     }
     eprintln!("Fashion-MNIST not found in {}: skipped", dir.display());
     None
@@ -393,7 +392,12 @@ fn fashion_mnist_all_atoms_f32() {
     for t in [1e-3, 0.5] {
         let nz = noise(t);
         let mut x = Vec::with_capacity(4 * d);
-        for (src, i) in [(&tests, 3usize), (&tests, 100), (&atoms, 5), (&atoms, 59999)] {
+        for (src, i) in [
+            (&tests, 3usize),
+            (&tests, 100),
+            (&atoms, 5),
+            (&atoms, 59999),
+        ] {
             for &a in &src[i * d..(i + 1) * d] {
                 let e: f64 = StandardNormal.sample(&mut rng);
                 x.push((nz.s * a as f64 + nz.v.sqrt() * e) as f32);

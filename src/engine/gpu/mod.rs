@@ -30,7 +30,7 @@ const TR: usize = 8;
 const TA: usize = 32;
 const KMAX: usize = 4;
 /// Largest number of partial slots merge_partials.wgsl accepts.
-const PMAX: usize = 256;
+const PMAX: usize = 2048;
 /// Floats per partial statistics record.
 const STAT: usize = 6;
 
@@ -49,7 +49,7 @@ pub struct GpuOptions {
     /// Workgroups to aim for per pass (atom splits × row tiles); default: 1024 on a GPU,
     /// 16 on a CPU adapter.
     pub target_workgroups: Option<usize>,
-        /// Longest wait for one submission before giving up with an error.
+    /// Longest wait for one submission before giving up with an error.
     pub timeout: Duration,
     /// Most loop iterations one shader invocation may run (estimated) before a split's atom
     /// range is continued in a further dispatch. Default: 30000 on a CPU adapter (Mesa's
@@ -134,6 +134,10 @@ impl Workspace {
     }
 }
 
+/// What one block returns: merged outputs (rows × K × D), raw partial stats
+/// (P × rows × K × STAT), raw partial nearest (P × rows × 2), and P.
+type BlockOutput = (Vec<f32>, Vec<f32>, Vec<u32>, usize);
+
 /// The GPU implementation of [`Backend`].
 pub struct GpuBackend {
     gpu: Gpu,
@@ -168,7 +172,7 @@ impl GpuBackend {
     /// Uploads the N × D row-major `atoms` to the best adapter (see [`list_adapters`]) and
     /// builds the pipelines.
     pub fn new(atoms: &[f32], d: usize, opts: GpuOptions) -> Result<GpuBackend> {
-        if d == 0 || atoms.is_empty() || atoms.len() % d != 0 {
+        if d == 0 || atoms.is_empty() || !atoms.len().is_multiple_of(d) {
             return Err(Error::input(format!(
                 "gpu backend: {} atom values do not split into rows of D = {d}",
                 atoms.len()
@@ -315,14 +319,23 @@ impl GpuBackend {
         }
         let rows = rows.min(block);
         let row_tiles = rows.div_ceil(TR);
-        let wanted = self.target_workgroups.div_ceil(row_tiles).max(nchunks);
+        let mut wanted = self.target_workgroups.div_ceil(row_tiles).max(nchunks);
+        let mut most = PMAX;
+        if let Some(budget) = self.loop_budget {
+            // Under a loop budget, more splits beat more sequential dispatches per split; the
+            // merge kernel then loops over the P partials for each of its ⌈D/64⌉ columns.
+            let atoms_per_step =
+                (budget / loop_iterations_per_tile(self.d, k)).max(1) as usize * TA;
+            wanted = wanted.max(self.n.div_ceil(atoms_per_step));
+            most = most.min((budget as usize / (self.d.div_ceil(64) + 2)).max(nchunks));
+        }
         let by_memory = (self.binding_budget / (rows as u64 * k as u64 * d * 4)) as usize;
-        let total = wanted.min(by_memory).min(PMAX).max(nchunks);
+        let total = wanted.min(by_memory).min(most).max(nchunks);
         let splits = self
             .chunks
             .iter()
             .map(|c| {
-                let share = (total * c.range.len).div_ceil(self.n).max(1);
+                let share = (total * c.range.len / self.n).max(1);
                 share.min(c.range.len.div_ceil(TA))
             })
             .collect();
@@ -339,7 +352,7 @@ impl GpuBackend {
         offsets: &[u32],
         splits: &[usize],
         gm: Option<&[f32]>,
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<u32>, usize)> {
+    ) -> Result<BlockOutput> {
         let rows = x.len() / self.d;
         let k = offsets.len();
         let d = self.d;
@@ -353,6 +366,13 @@ impl GpuBackend {
             part_base.push(nparts);
             per_split.push(per);
             nparts += c.range.len.div_ceil(per);
+        }
+        if nparts > PMAX {
+            return Err(backend_error(format!(
+                "{nparts} partial sums (from {} atom bindings) exceed the merge kernel's \
+                 {PMAX}; allow larger bindings",
+                self.chunks.len()
+            )));
         }
         let acc_bytes = (nparts * rows * k * d * 4) as u64;
         let stats_bytes = (nparts * rows * k * STAT * 4) as u64;
@@ -391,57 +411,57 @@ impl GpuBackend {
                     bias_off,
                 };
                 gpu.queue
-                .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
-            // One dispatch per (chunk, step); each reads its ChunkParams at an aligned offset.
-            let align = (gpu.limits.min_uniform_buffer_offset_alignment as u64)
-                .max(std::mem::size_of::<ChunkParams>() as u64);
-            let tiles_per_step = match self.loop_budget {
-                Some(budget) => {
-                    let per_tile = loop_iterations_per_tile(d, k);
-                    // llvmpipe's hard limit is 65535 iterations; the estimate runs up to ~1.7×
-                    // low, so one tile must stay under 36000 there.
-                    if self.cpu_adapter && per_tile > 36_000 {
-                        return Err(backend_error(format!(
-                            "D = {d} with {k} sets needs about {per_tile} shader loop \
+                    .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+                // One dispatch per (chunk, step); each reads its ChunkParams at an aligned offset.
+                let align = (gpu.limits.min_uniform_buffer_offset_alignment as u64)
+                    .max(std::mem::size_of::<ChunkParams>() as u64);
+                let tiles_per_step = match self.loop_budget {
+                    Some(budget) => {
+                        let per_tile = loop_iterations_per_tile(d, k);
+                        // llvmpipe's hard limit is 65535 iterations; the estimate runs up to ~1.7×
+                        // low, so one tile must stay under 36000 there.
+                        if self.cpu_adapter && per_tile > 36_000 {
+                            return Err(backend_error(format!(
+                                "D = {d} with {k} sets needs about {per_tile} shader loop \
                              iterations per atom tile, more than this software adapter runs in \
                              one invocation; use the CPU backend"
-                        )));
+                            )));
+                        }
+                        (budget / per_tile).max(1) as usize
                     }
-                    (budget / per_tile).max(1) as usize
+                    None => usize::MAX / TA,
+                };
+                let mut params_list: Vec<ChunkParams> = Vec::new();
+                let mut dispatch_order: Vec<(usize, usize)> = Vec::new();
+                for (ci, c) in self.chunks.iter().enumerate() {
+                    let step = tiles_per_step.saturating_mul(TA).min(per_split[ci]);
+                    for begin in (0..per_split[ci]).step_by(step) {
+                        dispatch_order.push((ci, params_list.len()));
+                        params_list.push(ChunkParams {
+                            n: c.range.len as u32,
+                            base: c.range.start as u32,
+                            part_base: part_base[ci] as u32,
+                            per_split: per_split[ci] as u32,
+                            step_begin: begin as u32,
+                            step_len: step as u32,
+                            first: (begin == 0) as u32,
+                            _pad: 0,
+                        });
+                    }
                 }
-                None => usize::MAX / TA,
-            };
-            let mut params_list: Vec<ChunkParams> = Vec::new();
-            let mut dispatch_order: Vec<(usize, usize)> = Vec::new();
-            for (ci, c) in self.chunks.iter().enumerate() {
-                let step = tiles_per_step.saturating_mul(TA).min(per_split[ci]);
-                for begin in (0..per_split[ci]).step_by(step) {
-                    dispatch_order.push((ci, params_list.len()));
-                    params_list.push(ChunkParams {
-                        n: c.range.len as u32,
-                        base: c.range.start as u32,
-                        part_base: part_base[ci] as u32,
-                        per_split: per_split[ci] as u32,
-                        step_begin: begin as u32,
-                        step_len: step as u32,
-                        first: (begin == 0) as u32,
-                        _pad: 0,
-                    });
+                let chunkb = work.get(
+                    gpu,
+                    "chunk params",
+                    params_list.len() as u64 * align,
+                    wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                );
+                let mut bytes = vec![0u8; params_list.len() * align as usize];
+                for (i, cp) in params_list.iter().enumerate() {
+                    let o = i * align as usize;
+                    bytes[o..o + std::mem::size_of::<ChunkParams>()]
+                        .copy_from_slice(bytemuck::bytes_of(cp));
                 }
-            }
-            let chunkb = work.get(
-                gpu,
-                "chunk params",
-                params_list.len() as u64 * align,
-                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            );
-            let mut bytes = vec![0u8; params_list.len() * align as usize];
-            for (i, cp) in params_list.iter().enumerate() {
-                let o = i * align as usize;
-                bytes[o..o + std::mem::size_of::<ChunkParams>()]
-                    .copy_from_slice(bytemuck::bytes_of(cp));
-            }
-            gpu.queue.write_buffer(&chunkb, 0, &bytes);
+                gpu.queue.write_buffer(&chunkb, 0, &bytes);
                 let pass = if gm.is_some() {
                     &self.pass_cov
                 } else {
@@ -453,41 +473,41 @@ impl GpuBackend {
                 {
                     let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
                     cp.set_pipeline(pass);
-                for &(ci, pi) in &dispatch_order {
-                    let c = &self.chunks[ci];
+                    for &(ci, pi) in &dispatch_order {
+                        let c = &self.chunks[ci];
+                        let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: None,
+                            layout: &pass.get_bind_group_layout(0),
+                            entries: &[
+                                entire(0, &self.params),
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &chunkb,
+                                        offset: pi as u64 * align,
+                                        size: wgpu::BufferSize::new(
+                                            std::mem::size_of::<ChunkParams>() as u64,
+                                        ),
+                                    }),
+                                },
+                                entire(2, &c.buffer),
+                                entire(3, &xb),
+                                entire(4, &gmb),
+                                entire(5, &self.bias_buf),
+                                entire(6, &self.table),
+                                entire(7, &accb),
+                                entire(8, &statb),
+                                entire(9, &nearb),
+                            ],
+                        });
+                        cp.set_bind_group(0, &bg, &[]);
+                        cp.dispatch_workgroups(
+                            c.range.len.div_ceil(per_split[ci]) as u32,
+                            rows.div_ceil(TR) as u32,
+                            1,
+                        );
+                    }
                     let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &pass.get_bind_group_layout(0),
-                        entries: &[
-                            entire(0, &self.params),
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                    buffer: &chunkb,
-                                    offset: pi as u64 * align,
-                                    size: wgpu::BufferSize::new(
-                                        std::mem::size_of::<ChunkParams>() as u64,
-                                    ),
-                                }),
-                            },
-                            entire(2, &c.buffer),
-                            entire(3, &xb),
-                            entire(4, &gmb),
-                            entire(5, &self.bias_buf),
-                            entire(6, &self.table),
-                            entire(7, &accb),
-                            entire(8, &statb),
-                            entire(9, &nearb),
-                        ],
-                    });
-                    cp.set_bind_group(0, &bg, &[]);
-                    cp.dispatch_workgroups(
-                        c.range.len.div_ceil(per_split[ci]) as u32,
-                        rows.div_ceil(TR) as u32,
-                        1,
-                    );
-                }
-                let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: None,
                         layout: &self.merge.get_bind_group_layout(0),
                         entries: &[
@@ -524,7 +544,7 @@ impl GpuBackend {
     }
 
     fn check_call(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<Vec<u32>> {
-        if x.is_empty() || x.len() % self.d != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(self.d) {
             return Err(Error::input(format!(
                 "gpu backend: {} particle values do not split into rows of D = {}",
                 x.len(),
