@@ -11,6 +11,7 @@
 //! C·g = Σ_i w_i (a_i − m)⟨a_i − m, g⟩ (design §3). It knows nothing of samplers.
 
 pub mod cpu;
+pub mod gpu;
 pub mod reference;
 
 use crate::data::Dataset;

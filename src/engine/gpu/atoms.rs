@@ -1,0 +1,160 @@
+//! How atoms are laid out on the device: encoding (f32 bits or u8 codes) and the split of the
+//! atom store into bindings no larger than the adapter allows.
+
+use crate::{Error, Result};
+
+/// How atom values are stored on the device. Arithmetic is f32 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// 4 bytes per value, any data.
+    #[default]
+    F32,
+    /// 1 byte per value: a code into a table of at most 256 distinct f32 values. Exact (the
+    /// decoded atoms equal the input bit for bit) for any source with ≤ 256 distinct values,
+    /// such as 8-bit images under any affine map; refused otherwise.
+    U8,
+}
+
+impl Storage {
+    /// The value of the `STORAGE` override constant in weighted_means.wgsl.
+    pub(crate) fn shader_code(self) -> u32 {
+        match self {
+            Storage::F32 => 0,
+            Storage::U8 => 1,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::U8 => "u8",
+        }
+    }
+}
+
+/// Atoms encoded as u32 words, `stride` words per atom row, plus the u8 decode table.
+pub(crate) struct EncodedAtoms {
+    pub words: Vec<u32>,
+    pub stride: usize,
+    /// 256 entries; only meaningful for [`Storage::U8`].
+    pub table: Vec<f32>,
+}
+
+/// Encodes N × D row-major atoms for `storage`.
+///
+/// f32: word = the value's bits, stride D. u8: the distinct values sorted ascending form the
+/// table, code = index into it, four codes per word (little end first), stride ⌈D/4⌉.
+pub(crate) fn encode(atoms: &[f32], d: usize, storage: Storage) -> Result<EncodedAtoms> {
+    match storage {
+        Storage::F32 => Ok(EncodedAtoms {
+            words: atoms.iter().map(|v| v.to_bits()).collect(),
+            stride: d,
+            table: vec![0.0; 256],
+        }),
+        Storage::U8 => {
+            let mut distinct: Vec<f32> = atoms.to_vec();
+            distinct.sort_by(|a, b| a.total_cmp(b));
+            distinct.dedup_by(|a, b| a.to_bits() == b.to_bits());
+            if distinct.len() > 256 {
+                return Err(Error::input(format!(
+                    "u8 atom storage needs at most 256 distinct atom values (an 8-bit source); \
+                     these atoms have {} — use f32 storage",
+                    distinct.len()
+                )));
+            }
+            let stride = d.div_ceil(4);
+            let n = atoms.len() / d;
+            let mut words = vec![0u32; n * stride];
+            for (i, row) in atoms.chunks(d).enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    let code = distinct
+                        .binary_search_by(|p| p.total_cmp(v))
+                        .expect("every value is in the table")
+                        as u32;
+                    words[i * stride + j / 4] |= code << (8 * (j % 4));
+                }
+            }
+            let mut table = distinct;
+            table.resize(256, 0.0);
+            Ok(EncodedAtoms {
+                words,
+                stride,
+                table,
+            })
+        }
+    }
+}
+
+/// The atoms [start, start + len) that one storage binding holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkRange {
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Splits N atom rows of `row_bytes` each into as few chunks as a binding of at most
+/// `max_binding_bytes` allows, of near-equal size.
+pub(crate) fn split(n: usize, row_bytes: u64, max_binding_bytes: u64) -> Result<Vec<ChunkRange>> {
+    let per = (max_binding_bytes / row_bytes) as usize;
+    if per == 0 {
+        return Err(Error::input(format!(
+            "one atom row takes {row_bytes} bytes but a storage binding may hold only \
+             {max_binding_bytes} bytes on this adapter; use u8 storage or smaller images"
+        )));
+    }
+    let count = n.div_ceil(per);
+    let len = n.div_ceil(count);
+    Ok((0..count)
+        .map(|c| ChunkRange {
+            start: c * len,
+            len: len.min(n - c * len),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn u8_encoding_decodes_bit_for_bit() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let d = 13;
+        let atoms: Vec<f32> = (0..5 * d)
+            .map(|_| rng.random_range(0..256u32) as f32 / 127.5 - 1.0)
+            .collect();
+        let enc = encode(&atoms, d, Storage::U8).unwrap();
+        assert_eq!(enc.stride, 4);
+        for (i, row) in atoms.chunks(d).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let code = (enc.words[i * enc.stride + j / 4] >> (8 * (j % 4))) & 0xff;
+                assert_eq!(enc.table[code as usize].to_bits(), v.to_bits());
+            }
+        }
+        let many: Vec<f32> = (0..300).map(|k| k as f32).collect();
+        assert!(encode(&many, 3, Storage::U8).is_err());
+    }
+
+    #[test]
+    fn split_covers_all_atoms_within_the_limit() {
+        for (n, row, max) in [
+            (10, 8, 80),
+            (10, 8, 79),
+            (60000, 3136, 128 << 20),
+            (1, 4, 4),
+        ] {
+            let chunks = split(n, row, max).unwrap();
+            assert_eq!(chunks.iter().map(|c| c.len).sum::<usize>(), n);
+            for w in chunks.windows(2) {
+                assert_eq!(w[0].start + w[0].len, w[1].start);
+            }
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len as u64 * row <= max && c.len > 0)
+            );
+        }
+        assert_eq!(split(60000, 3136, 128 << 20).unwrap().len(), 2);
+        assert!(split(3, 8, 7).is_err());
+    }
+}

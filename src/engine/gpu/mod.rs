@@ -1,0 +1,846 @@
+//! The wgpu backend: WGSL compute kernels (shaders/) over an atom store kept on the device.
+//!
+//! One pass (weighted_means.wgsl) streams the atoms of one storage binding, split among
+//! workgroups along N, against tiles of TR particle rows; each workgroup leaves partial
+//! (M, S0, S2, SL, SC, Σ e^{ℓ−M} a) sums for its atom range, merged exactly by
+//! merge_partials.wgsl (means, C·g) and on the host in float64 (row statistics, nearest).
+//! Atom sets larger than one binding are split over as many bindings as the adapter's
+//! `max_storage_buffer_binding_size` requires, one dispatch each, into the same partials.
+//! An atom set larger than GPU memory is refused with an out-of-memory error naming the
+//! sizes, not streamed: re-uploading the atoms every pass would make the GPU slower than the
+//! CPU backend, which is then the right tool.
+
+mod atoms;
+mod device;
+mod shaders;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use atoms::Storage;
+pub use device::{AdapterInfoRow, list_adapters};
+
+use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights};
+use crate::{Error, Result};
+use atoms::ChunkRange;
+use device::{Gpu, backend_error};
+
+/// Rows per workgroup, atoms per tile and sets per pass: the constants of weighted_means.wgsl.
+const TR: usize = 8;
+const TA: usize = 32;
+const KMAX: usize = 4;
+/// Largest number of partial slots merge_partials.wgsl accepts.
+const PMAX: usize = 2048;
+/// Floats per partial statistics record.
+const STAT: usize = 6;
+
+/// Options of [`GpuBackend::new`].
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    pub storage: Storage,
+    /// Use at most this many bytes per atom binding (below the adapter's limit), e.g. to test
+    /// the multi-binding path on small data.
+    pub max_binding_bytes: Option<u64>,
+    /// Keep only adapters whose name contains this text (overrides `FSLENS_ADAPTER`).
+    pub adapter: Option<String>,
+    /// Create the shaders without runtime bounds checks (`create_shader_module_trusted`).
+    /// Every index in the kernels is guarded explicitly, so this is safe for them.
+    pub trusted_shaders: bool,
+    /// Workgroups to aim for per pass (atom splits × row tiles); default: 1024 on a GPU,
+    /// 16 on a CPU adapter.
+    pub target_workgroups: Option<usize>,
+    /// Longest wait for one submission before giving up with an error.
+    pub timeout: Duration,
+    /// Most loop iterations one shader invocation may run (estimated) before a split's atom
+    /// range is continued in a further dispatch. Default: 30000 on a CPU adapter (Mesa's
+    /// llvmpipe silently stops an invocation after 65535 loop iterations), unlimited otherwise.
+    pub loop_budget: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            storage: Storage::F32,
+            max_binding_bytes: None,
+            adapter: None,
+            trusted_shaders: false,
+            target_workgroups: None,
+            timeout: Duration::from_secs(600),
+            loop_budget: None,
+        }
+    }
+}
+
+/// The uniform `Params` of the shaders (48 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    dim: u32,
+    nsets: u32,
+    nparts: u32,
+    s: f32,
+    inv2v: f32,
+    stride: u32,
+    _pad: u32,
+    bias_off: [u32; 4],
+}
+
+/// The uniform `Chunk` of weighted_means.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ChunkParams {
+    n: u32,
+    base: u32,
+    part_base: u32,
+    per_split: u32,
+    step_begin: u32,
+    step_len: u32,
+    first: u32,
+    _pad: u32,
+}
+
+struct AtomChunk {
+    range: ChunkRange,
+    buffer: wgpu::Buffer,
+}
+
+/// Per-call buffers, grown on demand and reused.
+#[derive(Default)]
+struct Workspace {
+    buffers: Vec<(String, wgpu::Buffer)>,
+}
+
+impl Workspace {
+    /// The buffer called `name` with at least `size` bytes (re-created larger when needed).
+    fn get(&mut self, gpu: &Gpu, name: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let size = size.max(16).next_multiple_of(16);
+        if let Some((_, b)) = self
+            .buffers
+            .iter()
+            .find(|(n, b)| n == name && b.size() >= size)
+        {
+            return b.clone();
+        }
+        self.buffers.retain(|(n, _)| n != name);
+        let b = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        self.buffers.push((name.to_owned(), b.clone()));
+        b
+    }
+}
+
+/// What one block returns: merged outputs (rows × K × D), raw partial stats
+/// (P × rows × K × STAT), raw partial nearest (P × rows × 2), and P.
+type BlockOutput = (Vec<f32>, Vec<f32>, Vec<u32>, usize);
+
+/// The GPU implementation of [`Backend`].
+pub struct GpuBackend {
+    gpu: Gpu,
+    n: usize,
+    d: usize,
+    storage: Storage,
+    stride: usize,
+    chunks: Vec<AtomChunk>,
+    table: wgpu::Buffer,
+    /// All registered biases, each N values shifted by its max, concatenated.
+    bias_host: Vec<f32>,
+    bias_shift: Vec<f64>,
+    bias_buf: wgpu::Buffer,
+    pass_means: wgpu::ComputePipeline,
+    pass_cov: wgpu::ComputePipeline,
+    merge: wgpu::ComputePipeline,
+    params: wgpu::Buffer,
+    /// Bytes allowed for one per-call binding (partials, x, outputs).
+    binding_budget: u64,
+    target_workgroups: usize,
+    timeout: Duration,
+    loop_budget: Option<u64>,
+    cpu_adapter: bool,
+    work: Mutex<Workspace>,
+}
+
+const STORAGE_RW: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl GpuBackend {
+    /// Uploads the N × D row-major `atoms` to the best adapter (see [`list_adapters`]) and
+    /// builds the pipelines.
+    pub fn new(atoms: &[f32], d: usize, opts: GpuOptions) -> Result<GpuBackend> {
+        if d == 0 || atoms.is_empty() || !atoms.len().is_multiple_of(d) {
+            return Err(Error::input(format!(
+                "gpu backend: {} atom values do not split into rows of D = {d}",
+                atoms.len()
+            )));
+        }
+        if let Some(i) = atoms.iter().position(|v| !v.is_finite()) {
+            return Err(Error::input(format!(
+                "gpu backend: atom value {i} (row {}, column {}) is not finite",
+                i / d,
+                i % d
+            )));
+        }
+        let n = atoms.len() / d;
+        if n >= u32::MAX as usize || d >= (1 << 28) {
+            return Err(Error::input(format!(
+                "gpu backend: N = {n}, D = {d} is too large for 32-bit indices"
+            )));
+        }
+        let gpu = Gpu::open(opts.adapter.as_deref())?;
+        let lim = gpu.limits.clone();
+        let enc = atoms::encode(atoms, d, opts.storage)?;
+        let adapter_binding = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
+        let max_binding = opts
+            .max_binding_bytes
+            .map_or(adapter_binding, |m| m.min(adapter_binding));
+        let ranges = atoms::split(n, 4 * enc.stride as u64, max_binding & !3)?;
+        let cpu_like = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let target_workgroups = opts
+            .target_workgroups
+            .unwrap_or(if cpu_like { 16 } else { 1024 })
+            .max(1);
+        let binding_budget = adapter_binding.min(256 << 20);
+        let total_bytes = enc.words.len() as u64 * 4;
+
+        let (chunks, table, bias_buf, params, pipelines) = gpu.scoped(
+            &format!(
+                "uploading {n} atoms × {d} ({} storage, {:.1} MB in {} binding(s) of at most {} \
+                 bytes) and building pipelines",
+                opts.storage.name(),
+                total_bytes as f64 / 1e6,
+                ranges.len(),
+                max_binding
+            ),
+            || {
+                let chunks: Vec<AtomChunk> = ranges
+                    .iter()
+                    .map(|&range| {
+                        let words = &enc.words
+                            [range.start * enc.stride..(range.start + range.len) * enc.stride];
+                        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("atoms"),
+                            size: (words.len() as u64 * 4).next_multiple_of(16),
+                            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                            mapped_at_creation: false,
+                        });
+                        gpu.queue
+                            .write_buffer(&buffer, 0, bytemuck::cast_slice(words));
+                        AtomChunk { range, buffer }
+                    })
+                    .collect();
+                let table = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("u8 table"),
+                    size: 1024,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                gpu.queue
+                    .write_buffer(&table, 0, bytemuck::cast_slice(&enc.table));
+                let bias_buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("biases"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: std::mem::size_of::<Params>() as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let pipelines = build_pipelines(&gpu, opts.storage, opts.trusted_shaders);
+                Ok((chunks, table, bias_buf, params, pipelines))
+            },
+        )?;
+        let (pass_means, pass_cov, merge) = pipelines;
+        // Make the upload finish (and fail) here rather than in the first pass.
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(opts.timeout),
+            })
+            .map_err(|e| backend_error(format!("uploading atoms: {e}")))?;
+        gpu.check_alive("uploading atoms")?;
+        Ok(GpuBackend {
+            gpu,
+            n,
+            d,
+            storage: opts.storage,
+            stride: enc.stride,
+            chunks,
+            table,
+            bias_host: Vec::new(),
+            bias_shift: Vec::new(),
+            bias_buf,
+            pass_means,
+            pass_cov,
+            merge,
+            params,
+            binding_budget,
+            target_workgroups,
+            timeout: opts.timeout,
+            loop_budget: opts
+                .loop_budget
+                .or(if cpu_like { Some(30_000) } else { None }),
+            cpu_adapter: cpu_like,
+            work: Mutex::new(Workspace::default()),
+        })
+    }
+
+    /// Number of storage bindings the atom store is split into.
+    pub fn bindings(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// The adapter in use.
+    pub fn adapter_info(&self) -> wgpu::AdapterInfo {
+        self.gpu.info.clone()
+    }
+
+    /// Largest row block and the partial slots per chunk for `rows` rows and `k` sets.
+    fn plan(&self, rows: usize, k: usize) -> Result<(usize, Vec<usize>)> {
+        let d = self.d as u64;
+        let nchunks = self.chunks.len();
+        // Row block: the partials of one slot per chunk, x (and g, m) and the outputs must fit.
+        let per_row = (nchunks as u64 * k as u64 * d * 4).max(2 * d * 4);
+        let mut block = (self.binding_budget / per_row) as usize / TR * TR;
+        block = block.min(8192);
+        if block == 0 {
+            return Err(backend_error(format!(
+                "D = {d} with {nchunks} atom bindings and {k} sets needs more than the \
+                 {} bytes one binding may hold for even {TR} rows",
+                self.binding_budget
+            )));
+        }
+        let rows = rows.min(block);
+        let row_tiles = rows.div_ceil(TR);
+        let mut wanted = self.target_workgroups.div_ceil(row_tiles).max(nchunks);
+        let mut most = PMAX;
+        if let Some(budget) = self.loop_budget {
+            // Under a loop budget, more splits beat more sequential dispatches per split; the
+            // merge kernel then loops over the P partials for each of its ⌈D/64⌉ columns.
+            let atoms_per_step =
+                (budget / loop_iterations_per_tile(self.d, k)).max(1) as usize * TA;
+            wanted = wanted.max(self.n.div_ceil(atoms_per_step));
+            most = most.min((budget as usize / (self.d.div_ceil(64) + 2)).max(nchunks));
+        }
+        let by_memory = (self.binding_budget / (rows as u64 * k as u64 * d * 4)) as usize;
+        let total = wanted.min(by_memory).min(most).max(nchunks);
+        let splits = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let share = (total * c.range.len / self.n).max(1);
+                share.min(c.range.len.div_ceil(TA))
+            })
+            .collect();
+        Ok((rows, splits))
+    }
+
+    /// One submission over all atom chunks for `x` (rows × D) and `sets` (≤ KMAX); with `gm`
+    /// (g rows then m rows) the covariance pass. Returns the merged rows × K × D outputs, the
+    /// raw partial stats (P × rows × K × STAT) and the raw partial nearest (P × rows × 2).
+    fn run_block(
+        &self,
+        x: &[f32],
+        noise: Noise,
+        offsets: &[u32],
+        splits: &[usize],
+        gm: Option<&[f32]>,
+    ) -> Result<BlockOutput> {
+        let rows = x.len() / self.d;
+        let k = offsets.len();
+        let d = self.d;
+        let gpu = &self.gpu;
+        let mut work = self.work.lock().unwrap();
+        let mut part_base = Vec::with_capacity(splits.len());
+        let mut per_split = Vec::with_capacity(splits.len());
+        let mut nparts = 0usize;
+        for (c, &s) in self.chunks.iter().zip(splits) {
+            let per = c.range.len.div_ceil(s).next_multiple_of(TA);
+            part_base.push(nparts);
+            per_split.push(per);
+            nparts += c.range.len.div_ceil(per);
+        }
+        if nparts > PMAX {
+            return Err(backend_error(format!(
+                "{nparts} partial sums (from {} atom bindings) exceed the merge kernel's \
+                 {PMAX}; allow larger bindings",
+                self.chunks.len()
+            )));
+        }
+        let acc_bytes = (nparts * rows * k * d * 4) as u64;
+        let stats_bytes = (nparts * rows * k * STAT * 4) as u64;
+        let near_bytes = (nparts * rows * 2 * 4) as u64;
+        let out_bytes = (rows * k * d * 4) as u64;
+        gpu.scoped(
+            &format!("pass over {} atoms for {rows} rows", self.n),
+            || {
+                let xb = work.get(gpu, "x", (rows * d * 4) as u64, STORAGE_RW);
+                let gmb = work.get(gpu, "g, m", (2 * rows * d * 4) as u64, STORAGE_RW);
+                let accb = work.get(gpu, "partial sums", acc_bytes, STORAGE_RW);
+                let statb = work.get(gpu, "partial stats", stats_bytes, STORAGE_RW);
+                let nearb = work.get(gpu, "partial nearest", near_bytes, STORAGE_RW);
+                let outb = work.get(gpu, "outputs", out_bytes, STORAGE_RW);
+                let readb = work.get(
+                    gpu,
+                    "readback",
+                    stats_bytes + near_bytes + out_bytes,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                );
+                gpu.queue.write_buffer(&xb, 0, bytemuck::cast_slice(x));
+                if let Some(gm) = gm {
+                    gpu.queue.write_buffer(&gmb, 0, bytemuck::cast_slice(gm));
+                }
+                let mut bias_off = [u32::MAX; 4];
+                bias_off[..k].copy_from_slice(offsets);
+                let params = Params {
+                    rows: rows as u32,
+                    dim: d as u32,
+                    nsets: k as u32,
+                    nparts: nparts as u32,
+                    s: noise.s as f32,
+                    inv2v: (0.5 / noise.v) as f32,
+                    stride: self.stride as u32,
+                    _pad: 0,
+                    bias_off,
+                };
+                gpu.queue
+                    .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+                // One dispatch per (chunk, step); each reads its ChunkParams at an aligned offset.
+                let align = (gpu.limits.min_uniform_buffer_offset_alignment as u64)
+                    .max(std::mem::size_of::<ChunkParams>() as u64);
+                let tiles_per_step = match self.loop_budget {
+                    Some(budget) => {
+                        let per_tile = loop_iterations_per_tile(d, k);
+                        // llvmpipe's hard limit is 65535 iterations; the estimate runs up to ~1.7×
+                        // low, so one tile must stay under 36000 there.
+                        if self.cpu_adapter && per_tile > 36_000 {
+                            return Err(backend_error(format!(
+                                "D = {d} with {k} sets needs about {per_tile} shader loop \
+                             iterations per atom tile, more than this software adapter runs in \
+                             one invocation; use the CPU backend"
+                            )));
+                        }
+                        (budget / per_tile).max(1) as usize
+                    }
+                    None => usize::MAX / TA,
+                };
+                let mut params_list: Vec<ChunkParams> = Vec::new();
+                let mut dispatch_order: Vec<(usize, usize)> = Vec::new();
+                for (ci, c) in self.chunks.iter().enumerate() {
+                    let step = tiles_per_step.saturating_mul(TA).min(per_split[ci]);
+                    for begin in (0..per_split[ci]).step_by(step) {
+                        dispatch_order.push((ci, params_list.len()));
+                        params_list.push(ChunkParams {
+                            n: c.range.len as u32,
+                            base: c.range.start as u32,
+                            part_base: part_base[ci] as u32,
+                            per_split: per_split[ci] as u32,
+                            step_begin: begin as u32,
+                            step_len: step as u32,
+                            first: (begin == 0) as u32,
+                            _pad: 0,
+                        });
+                    }
+                }
+                let chunkb = work.get(
+                    gpu,
+                    "chunk params",
+                    params_list.len() as u64 * align,
+                    wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                );
+                let mut bytes = vec![0u8; params_list.len() * align as usize];
+                for (i, cp) in params_list.iter().enumerate() {
+                    let o = i * align as usize;
+                    bytes[o..o + std::mem::size_of::<ChunkParams>()]
+                        .copy_from_slice(bytemuck::bytes_of(cp));
+                }
+                gpu.queue.write_buffer(&chunkb, 0, &bytes);
+                let pass = if gm.is_some() {
+                    &self.pass_cov
+                } else {
+                    &self.pass_means
+                };
+                let mut enc = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                {
+                    let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    cp.set_pipeline(pass);
+                    for &(ci, pi) in &dispatch_order {
+                        let c = &self.chunks[ci];
+                        let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: None,
+                            layout: &pass.get_bind_group_layout(0),
+                            entries: &[
+                                entire(0, &self.params),
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &chunkb,
+                                        offset: pi as u64 * align,
+                                        size: wgpu::BufferSize::new(
+                                            std::mem::size_of::<ChunkParams>() as u64,
+                                        ),
+                                    }),
+                                },
+                                entire(2, &c.buffer),
+                                entire(3, &xb),
+                                entire(4, &gmb),
+                                entire(5, &self.bias_buf),
+                                entire(6, &self.table),
+                                entire(7, &accb),
+                                entire(8, &statb),
+                                entire(9, &nearb),
+                            ],
+                        });
+                        cp.set_bind_group(0, &bg, &[]);
+                        cp.dispatch_workgroups(
+                            c.range.len.div_ceil(per_split[ci]) as u32,
+                            rows.div_ceil(TR) as u32,
+                            1,
+                        );
+                    }
+                    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &self.merge.get_bind_group_layout(0),
+                        entries: &[
+                            entire(0, &self.params),
+                            entire(1, &accb),
+                            entire(2, &statb),
+                            entire(3, &outb),
+                        ],
+                    });
+                    cp.set_pipeline(&self.merge);
+                    cp.set_bind_group(0, &bg, &[]);
+                    cp.dispatch_workgroups(rows as u32, k as u32, 1);
+                }
+                enc.copy_buffer_to_buffer(&statb, 0, &readb, 0, stats_bytes);
+                enc.copy_buffer_to_buffer(&nearb, 0, &readb, stats_bytes, near_bytes);
+                enc.copy_buffer_to_buffer(&outb, 0, &readb, stats_bytes + near_bytes, out_bytes);
+                let index = gpu.queue.submit([enc.finish()]);
+                let bytes = gpu.read_back(
+                    &readb,
+                    stats_bytes + near_bytes + out_bytes,
+                    index,
+                    self.timeout,
+                )?;
+                let (sb, rest) = bytes.split_at(stats_bytes as usize);
+                let (nb, ob) = rest.split_at(near_bytes as usize);
+                Ok((
+                    bytemuck::pod_collect_to_vec(ob),
+                    bytemuck::pod_collect_to_vec(sb),
+                    bytemuck::pod_collect_to_vec(nb),
+                    nparts,
+                ))
+            },
+        )
+    }
+
+    fn check_call(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<Vec<u32>> {
+        if x.is_empty() || !x.len().is_multiple_of(self.d) {
+            return Err(Error::input(format!(
+                "gpu backend: {} particle values do not split into rows of D = {}",
+                x.len(),
+                self.d
+            )));
+        }
+        if !(noise.s.is_finite() && noise.v.is_finite() && noise.v > 0.0) {
+            return Err(Error::input(format!(
+                "gpu backend: noise needs finite s and v > 0, got s = {}, v = {}",
+                noise.s, noise.v
+            )));
+        }
+        sets.iter()
+            .map(|w| match *w {
+                Weights::Prior => Ok(u32::MAX),
+                Weights::Biased(BiasId(i)) if i < self.bias_shift.len() => Ok((i * self.n) as u32),
+                Weights::Biased(BiasId(i)) => Err(Error::input(format!(
+                    "gpu backend: bias {i} was never registered ({} are)",
+                    self.bias_shift.len()
+                ))),
+            })
+            .collect()
+    }
+
+    fn shift(&self, set: Weights) -> f64 {
+        match set {
+            Weights::Prior => 0.0,
+            Weights::Biased(BiasId(i)) => self.bias_shift[i],
+        }
+    }
+}
+
+/// Merges the partial statistics of one (row, set) in float64. With M = max_p M_p over
+/// non-empty slots and α_p = e^{M_p − M}: S0 = Σ α S0_p, S2 = Σ α² S2_p,
+/// SL = Σ α (SL_p + (M_p − M) S0_p); then log Z = M + ln S0, ESS = S0²/S2, max w = 1/S0
+/// (the largest term is e⁰), entropy = ln S0 − SL/S0.
+fn merge_stats(parts: impl Iterator<Item = [f32; STAT]> + Clone, shift: f64) -> RowStats {
+    let m = parts
+        .clone()
+        .filter(|p| p[1] > 0.0)
+        .map(|p| p[0] as f64)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (mut s0, mut s2, mut sl) = (0.0, 0.0, 0.0);
+    for p in parts.filter(|p| p[1] > 0.0) {
+        let dm = p[0] as f64 - m;
+        let a = dm.exp();
+        s0 += a * p[1] as f64;
+        s2 += a * a * p[2] as f64;
+        sl += a * (p[3] as f64 + dm * p[1] as f64);
+    }
+    RowStats {
+        log_norm: m + s0.ln() + shift,
+        ess: s0 * s0 / s2,
+        max_weight: 1.0 / s0,
+        entropy: s0.ln() - sl / s0,
+    }
+}
+
+/// Loop iterations (back-edges plus loop entries) one invocation of weighted_means.wgsl runs
+/// per atom tile, counted from the kernel's loops, for budgeting on adapters with a limit.
+fn loop_iterations_per_tile(d: usize, k: usize) -> u64 {
+    const WG: usize = 64;
+    const DK: usize = 32;
+    const PPT: usize = 4;
+    let phase1 = d.div_ceil(DK) * (TA * DK / WG + TR * DK / WG + PPT * (DK + 1) + 4);
+    let phase2 = 3 * (TA + 1) + 4;
+    let phase3 = d.div_ceil(WG) * (2 * TR * (k + 1) + TA * (1 + TR * (k + 1)) + 2);
+    (phase1 + phase2 + phase3 + 4) as u64
+}
+
+fn entire(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: b.as_entire_binding(),
+    }
+}
+
+fn build_pipelines(
+    gpu: &Gpu,
+    storage: Storage,
+    trusted: bool,
+) -> (
+    wgpu::ComputePipeline,
+    wgpu::ComputePipeline,
+    wgpu::ComputePipeline,
+) {
+    let module = |label: &str, src: &str| {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        };
+        if trusted {
+            // SAFETY: every array index in the kernels is guarded against the sizes the host
+            // passes (rows, dim, chunk length, partial counts), which match the buffer sizes.
+            unsafe {
+                gpu.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        } else {
+            gpu.device.create_shader_module(desc)
+        }
+    };
+    let pass = module("weighted_means.wgsl", shaders::WEIGHTED_MEANS);
+    let merge = module("merge_partials.wgsl", shaders::MERGE_PARTIALS);
+    let storage_code = storage.shader_code() as f64;
+    let pipeline = |m: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
+        gpu.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: m,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+    };
+    (
+        pipeline(
+            &pass,
+            "pass_main",
+            &[("STORAGE", storage_code), ("COVARIANCE", 0.0)],
+        ),
+        pipeline(
+            &pass,
+            "pass_main",
+            &[("STORAGE", storage_code), ("COVARIANCE", 1.0)],
+        ),
+        pipeline(&merge, "merge_main", &[]),
+    )
+}
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        format!(
+            "gpu: {} ({:?}, {:?}), {} atom storage in {} binding(s)",
+            self.gpu.info.name,
+            self.gpu.info.backend,
+            self.gpu.info.device_type,
+            self.storage.name(),
+            self.chunks.len()
+        )
+    }
+    fn atoms(&self) -> usize {
+        self.n
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
+        if bias.len() != self.n {
+            return Err(Error::input(format!(
+                "bias has {} values but there are {} atoms",
+                bias.len(),
+                self.n
+            )));
+        }
+        if let Some(i) = bias.iter().position(|b| !b.is_finite()) {
+            return Err(Error::input(format!("bias value {i} is not finite")));
+        }
+        let max = bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let bytes = (self.bias_host.len() + self.n) as u64 * 4;
+        if bytes > self.gpu.limits.max_storage_buffer_binding_size {
+            return Err(backend_error(format!(
+                "{} biases of {} atoms need {bytes} bytes, more than one binding holds",
+                self.bias_shift.len() + 1,
+                self.n
+            )));
+        }
+        self.bias_host
+            .extend(bias.iter().map(|&b| (b - max).max(-1e30) as f32));
+        let gpu = &self.gpu;
+        let host = &self.bias_host;
+        self.bias_buf = gpu.scoped("uploading a bias vector", || {
+            let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("biases"),
+                size: bytes.next_multiple_of(16),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            gpu.queue.write_buffer(&buf, 0, bytemuck::cast_slice(host));
+            Ok(buf)
+        })?;
+        self.bias_shift.push(max);
+        Ok(BiasId(self.bias_shift.len() - 1))
+    }
+
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput> {
+        let offsets = self.check_call(x, noise, sets)?;
+        let rows = x.len() / self.d;
+        let d = self.d;
+        let mut out: Vec<WeightedMean> = sets
+            .iter()
+            .map(|_| WeightedMean {
+                means: Vec::with_capacity(rows * d),
+                stats: Vec::with_capacity(rows),
+            })
+            .collect();
+        let mut nearest = Vec::with_capacity(rows);
+        // A pass with no sets still finds the nearest atoms (through the prior).
+        let groups: Vec<(usize, &[u32])> = if offsets.is_empty() {
+            vec![(0, &[u32::MAX][..])]
+        } else {
+            offsets
+                .chunks(KMAX)
+                .enumerate()
+                .map(|(g, o)| (g * KMAX, o))
+                .collect()
+        };
+        let mut r0 = 0;
+        while r0 < rows {
+            let (block, _) = self.plan(rows - r0, KMAX.min(offsets.len().max(1)))?;
+            let xb = &x[r0 * d..(r0 + block) * d];
+            for (gi, &(first, offs)) in groups.iter().enumerate() {
+                let k = offs.len();
+                let (_, splits) = self.plan(block, k)?;
+                let (means, stats, near, nparts) =
+                    self.run_block(xb, noise, offs, &splits, None)?;
+                for (kk, &off) in offs.iter().enumerate() {
+                    if offsets.is_empty() {
+                        break;
+                    }
+                    let set = &mut out[first + kk];
+                    let shift = if off == u32::MAX {
+                        0.0
+                    } else {
+                        self.shift(sets[first + kk])
+                    };
+                    for b in 0..block {
+                        set.means
+                            .extend_from_slice(&means[(b * k + kk) * d..(b * k + kk + 1) * d]);
+                        let parts = (0..nparts).map(|p| {
+                            let o = ((p * block + b) * k + kk) * STAT;
+                            let mut r = [0.0f32; STAT];
+                            r.copy_from_slice(&stats[o..o + STAT]);
+                            r
+                        });
+                        set.stats.push(merge_stats(parts, shift));
+                    }
+                }
+                if gi == 0 {
+                    for b in 0..block {
+                        let best = (0..nparts)
+                            .map(|p| {
+                                let o = (p * block + b) * 2;
+                                (f32::from_bits(near[o]), near[o + 1])
+                            })
+                            .filter(|&(_, i)| i != u32::MAX)
+                            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                            .ok_or_else(|| backend_error("a row found no nearest atom"))?;
+                        nearest.push(Neighbor {
+                            index: best.1 as usize,
+                            dist2: best.0 as f64,
+                        });
+                    }
+                }
+            }
+            r0 += block;
+        }
+        Ok(PassOutput { sets: out, nearest })
+    }
+
+    fn covariance_products(
+        &self,
+        x: &[f32],
+        noise: Noise,
+        set: Weights,
+        means: &[f32],
+        g: &[f32],
+    ) -> Result<Vec<f32>> {
+        let offsets = self.check_call(x, noise, &[set])?;
+        if means.len() != x.len() || g.len() != x.len() {
+            return Err(Error::input(format!(
+                "covariance_products: x has {} values but means has {} and g has {}",
+                x.len(),
+                means.len(),
+                g.len()
+            )));
+        }
+        let rows = x.len() / self.d;
+        let d = self.d;
+        let mut out = Vec::with_capacity(x.len());
+        let mut r0 = 0;
+        while r0 < rows {
+            let (block, splits) = self.plan(rows - r0, 1)?;
+            let range = r0 * d..(r0 + block) * d;
+            let mut gm = Vec::with_capacity(2 * block * d);
+            gm.extend_from_slice(&g[range.clone()]);
+            gm.extend_from_slice(&means[range.clone()]);
+            let (cg, _, _, _) = self.run_block(&x[range], noise, &offsets, &splits, Some(&gm))?;
+            out.extend_from_slice(&cg);
+            r0 += block;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,499 @@
+//! GPU backend vs the float64 reference, on fresh seeded random data and on Fashion-MNIST.
+//!
+//! Tolerance model (direct f32 differences, design §7). The reference runs in float64 on the
+//! same f32 atoms and particles. On the GPU, s, 1/(2v) and every difference e = x − s·a are
+//! rounded to f32: |δe| ≲ 2ε(|x| + |s a|) with ε = 2⁻²³, and for the atoms that carry weight
+//! |e| ≈ √v per coordinate, so the logit error is |δℓ| ≲ Σ_d 2|e||δe| / (2v) ≲ 2εD·A/√v
+//! (A bounds |x| + |s a|), plus f32 summation (≈ Dε relative on ℓ, ℓ = O(D) for those atoms).
+//! We allow
+//!   δℓ = 8 ε D (A/√v + 1)  nats,
+//! which bounds the relative error of every significant weight by 2δℓ. Then
+//!   means:      |Δm_d| ≤ 2δℓ · max|a| + 1e-5,
+//!   log Z:      |Δ| ≤ δℓ + 1e-6 (1 + |log Z|),
+//!   ESS, max w: relative ≤ 4δℓ + 1e-5,   entropy: |Δ| ≤ (4δℓ + 1e-5)(1 + H),
+//!   C·g:        |Δ(Cg)_d| ≤ (4δℓ + 1e-5) Σ_i w_i |a_id − m_d| |⟨a_i − m, g⟩| + 1e-6,
+//!   nearest:    the GPU's atom is within 1e-5 (1 + d²_min) of the reference minimum.
+//! u8 storage of 8-bit data is exact (the decoded atoms equal the f32 atoms bit for bit), so
+//! the same tolerances apply to every storage type.
+
+use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters};
+use fslens::engine::reference::ReferenceBackend;
+use fslens::engine::{Backend, Noise, Weights};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Whether a GPU adapter exists; without one the test prints why and is skipped, unless
+/// FSLENS_REQUIRE_GPU=1 makes that a failure.
+fn have_gpu(test: &str) -> bool {
+    if !list_adapters().is_empty() {
+        return true;
+    }
+    if std::env::var("FSLENS_REQUIRE_GPU").as_deref() == Ok("1") {
+        panic!("{test}: no GPU adapter found and FSLENS_REQUIRE_GPU=1");
+    }
+    eprintln!("{test}: skipped, no GPU adapter (install mesa-vulkan-drivers for llvmpipe)");
+    false
+}
+
+/// VP schedule with β ∈ [0.1, 20]: s = √ᾱ, v = 1 − ᾱ.
+fn noise(t: f64) -> Noise {
+    let log_ab = -(0.1 * t + 0.5 * (20.0 - 0.1) * t * t);
+    Noise {
+        s: (0.5 * log_ab).exp(),
+        v: -log_ab.exp_m1(),
+    }
+}
+
+/// 8-bit-quantised atoms in [-1, 1], with a few near-duplicates (one grey level apart).
+fn atoms8(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<f32> {
+    let mut codes: Vec<u32> = (0..n * d).map(|_| rng.random_range(0..256)).collect();
+    for i in 1..4.min(n) {
+        let (head, tail) = codes.split_at_mut(i * d);
+        tail[..d].copy_from_slice(&head[..d]);
+        tail[i % d] = (tail[i % d] + 1).min(255);
+    }
+    codes.iter().map(|&c| c as f32 / 127.5 - 1.0).collect()
+}
+
+/// Particles x = s a_j + √v ε around random atoms (the regime where weights concentrate).
+fn particles(rng: &mut ChaCha8Rng, atoms: &[f32], d: usize, b: usize, nz: Noise) -> Vec<f32> {
+    let n = atoms.len() / d;
+    let mut x = Vec::with_capacity(b * d);
+    for _ in 0..b {
+        let j = rng.random_range(0..n);
+        for k in 0..d {
+            let e: f64 = StandardNormal.sample(rng);
+            x.push((nz.s * atoms[j * d + k] as f64 + nz.v.sqrt() * e) as f32);
+        }
+    }
+    x
+}
+
+/// b_i = −‖y − P a_i‖²/(2σ²) with P = the first D/2 coordinates and y = P a_k + σ ε.
+fn bias(rng: &mut ChaCha8Rng, atoms: &[f32], d: usize, sigma: f64) -> Vec<f64> {
+    let n = atoms.len() / d;
+    let m = d / 2;
+    let k = rng.random_range(0..n);
+    let y: Vec<f64> = (0..m)
+        .map(|c| atoms[k * d + c] as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
+        .collect();
+    (0..n)
+        .map(|i| {
+            -(0..m)
+                .map(|c| (y[c] - atoms[i * d + c] as f64).powi(2))
+                .sum::<f64>()
+                / (2.0 * sigma * sigma)
+        })
+        .collect()
+}
+
+fn logit_tol(d: usize, x: &[f32], atoms: &[f32], nz: Noise) -> f64 {
+    let xmax = x.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let amax = atoms.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    8.0 * f32::EPSILON as f64 * d as f64 * ((xmax + nz.s.abs() * amax) / nz.v.sqrt() + 1.0)
+}
+
+/// Checks one pass (all `sets`), the nearest atoms and C·g of every set against the reference.
+/// `cg_sets` picks the sets whose C·g is checked (its reference is O(N·D) per row and set).
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    label: &str,
+    gpu: &GpuBackend,
+    reference: &ReferenceBackend,
+    atoms: &[f32],
+    x: &[f32],
+    nz: Noise,
+    sets: &[Weights],
+    cg_sets: &[usize],
+    rng: &mut ChaCha8Rng,
+) {
+    let d = gpu.dim();
+    let dl = logit_tol(d, x, atoms, nz);
+    let amax = atoms.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let timer = std::time::Instant::now();
+    let got = gpu.weighted_means(x, nz, sets).unwrap();
+    eprintln!(
+        "{label}: fused pass B = {}, N = {}, D = {d}, {} sets: {:?}",
+        x.len() / d,
+        gpu.atoms(),
+        sets.len(),
+        timer.elapsed()
+    );
+    let want = reference.weighted_means(x, nz, sets).unwrap();
+    for (k, (g, w)) in got.sets.iter().zip(&want.sets).enumerate() {
+        assert_eq!(g.means.len(), w.means.len());
+        for (i, (a, b)) in g.means.iter().zip(&w.means).enumerate() {
+            let tol = 2.0 * dl * amax + 1e-5;
+            assert!(
+                (*a as f64 - *b as f64).abs() <= tol,
+                "{label} set {k} mean[{i}]: gpu {a} ref {b} (tol {tol:.2e})"
+            );
+        }
+        for (r, (g, w)) in g.stats.iter().zip(&w.stats).enumerate() {
+            let ctx = format!("{label} set {k} row {r}: gpu {g:?} ref {w:?}");
+            let lz = dl + 1e-6 * (1.0 + w.log_norm.abs());
+            assert!((g.log_norm - w.log_norm).abs() <= lz, "{ctx} (log Z)");
+            let rel = 4.0 * dl + 1e-5;
+            assert!((g.ess - w.ess).abs() <= rel * w.ess, "{ctx} (ess)");
+            assert!(
+                (g.max_weight - w.max_weight).abs() <= rel * w.max_weight,
+                "{ctx}"
+            );
+            assert!(
+                (g.entropy - w.entropy).abs() <= rel * (1.0 + w.entropy),
+                "{ctx}"
+            );
+        }
+    }
+    assert_eq!(got.nearest.len(), x.len() / d);
+    for (r, (g, w)) in got.nearest.iter().zip(&want.nearest).enumerate() {
+        let xr = &x[r * d..(r + 1) * d];
+        let at = reference.dist2(xr, nz.s, g.index);
+        let ctx = format!("{label} nearest row {r}: gpu {g:?} ref {w:?}");
+        assert!(at <= w.dist2 + 1e-5 * (1.0 + w.dist2), "{ctx}");
+        assert!((g.dist2 - at).abs() <= 1e-5 * (1.0 + at), "{ctx}");
+    }
+    // C·g with the reference's own means (C·g is first-order insensitive to m: Σ w (a − m) = 0).
+    let gvec: Vec<f32> = (0..x.len())
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    for &k in cg_sets {
+        let set = sets[k];
+        let m = &want.sets[k].means;
+        let got = gpu.covariance_products(x, nz, set, m, &gvec).unwrap();
+        let want_cg = reference.covariance_products(x, nz, set, m, &gvec).unwrap();
+        assert_eq!(got.len(), want_cg.len());
+        for r in 0..x.len() / d {
+            let xr = &x[r * d..(r + 1) * d];
+            let gr = &gvec[r * d..(r + 1) * d];
+            let w = reference.weights(xr, nz, set);
+            let mr: Vec<f64> = m[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
+            let mut scale = vec![0.0f64; d];
+            for (i, &wi) in w.iter().enumerate() {
+                let a = &atoms[i * d..(i + 1) * d];
+                let proj: f64 = (0..d).map(|c| (a[c] as f64 - mr[c]) * gr[c] as f64).sum();
+                for c in 0..d {
+                    scale[c] += wi * (a[c] as f64 - mr[c]).abs() * proj.abs();
+                }
+            }
+            for c in 0..d {
+                let (a, b) = (got[r * d + c] as f64, want_cg[r * d + c] as f64);
+                let tol = (4.0 * dl + 1e-5) * scale[c] + 1e-6;
+                assert!(
+                    (a - b).abs() <= tol,
+                    "{label} set {k} Cg row {r} [{c}]: gpu {a} ref {b} (tol {tol:.2e})"
+                );
+            }
+        }
+    }
+}
+
+fn random_case(storage: Storage, max_binding: Option<u64>, seed: u64, expect_bindings: usize) {
+    let opts = GpuOptions {
+        storage,
+        max_binding_bytes: max_binding,
+        ..GpuOptions::default()
+    };
+    random_case_with(opts, 150, seed, expect_bindings);
+}
+
+fn random_case_with(opts: GpuOptions, n: usize, seed: u64, expect_bindings: usize) {
+    let test = format!("random {opts:?}");
+    if !have_gpu(&test) {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (d, b) = (19, 10);
+    let atoms = atoms8(&mut rng, n, d);
+    let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
+    assert_eq!(gpu.bindings(), expect_bindings, "{}", gpu.describe());
+    let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
+    let mut sets = vec![Weights::Prior];
+    for sigma in [0.01, 0.5] {
+        let bvec = bias(&mut rng, &atoms, d, sigma);
+        let id = gpu.add_bias(&bvec).unwrap();
+        assert_eq!(reference.add_bias(&bvec).unwrap(), id);
+        sets.push(Weights::Biased(id));
+    }
+    for t in [1e-3, 0.1, 0.5, 1.0] {
+        let nz = noise(t);
+        let x = particles(&mut rng, &atoms, d, b, nz);
+        let label = format!("{test} t={t}");
+        let all: Vec<usize> = (0..sets.len()).collect();
+        compare(
+            &label, &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng,
+        );
+    }
+}
+
+#[test]
+fn f32_storage_matches_reference() {
+    random_case(Storage::F32, None, 1, 1);
+}
+
+#[test]
+fn u8_storage_matches_reference() {
+    random_case(Storage::U8, None, 2, 1);
+}
+
+/// Forces 38-atom bindings (f32: 19·4 bytes per row) so the split-and-merge path runs.
+#[test]
+fn multi_binding_f32_matches_reference() {
+    random_case(Storage::F32, Some(40 * 19 * 4), 3, 4);
+}
+
+/// u8 rows are 5 words: at most 32 atoms per binding.
+#[test]
+fn multi_binding_u8_matches_reference() {
+    random_case(Storage::U8, Some(32 * 5 * 4), 4, 5);
+}
+
+/// One workgroup split over 2000 atoms (63 tiles): with the default loop budget on llvmpipe
+/// the split is resumed over several dispatches (without that, llvmpipe's 65535-iteration
+/// limit silently skipped the last atoms); with a budget of one tile per dispatch, every tile
+/// resumes from stored partials.
+#[test]
+fn long_splits_resume_across_dispatches() {
+    for budget in [None, Some(1)] {
+        let opts = GpuOptions {
+            target_workgroups: Some(1),
+            loop_budget: budget,
+            ..GpuOptions::default()
+        };
+        random_case_with(opts, 2000, 6, 1);
+    }
+}
+
+#[test]
+fn more_sets_than_one_pass_holds() {
+    if !have_gpu("more sets") {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (n, d) = (70, 9);
+    let atoms = atoms8(&mut rng, n, d);
+    let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
+    let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
+    let mut sets = vec![];
+    for sigma in [0.05, 0.1, 0.2, 0.3, 0.5, 1.0] {
+        let bvec = bias(&mut rng, &atoms, d, sigma);
+        sets.push(Weights::Biased(gpu.add_bias(&bvec).unwrap()));
+        reference.add_bias(&bvec).unwrap();
+    }
+    sets.push(Weights::Prior);
+    let nz = noise(0.3);
+    let x = particles(&mut rng, &atoms, d, 3, nz);
+    let all: Vec<usize> = (0..sets.len()).collect();
+    compare(
+        "7 sets", &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng,
+    );
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    if !have_gpu("bad input") {
+        return;
+    }
+    let atoms = vec![0.5f32; 12];
+    let mut gpu = GpuBackend::new(&atoms, 4, GpuOptions::default()).unwrap();
+    assert!(
+        gpu.weighted_means(&[0.0; 5], noise(0.5), &[Weights::Prior])
+            .is_err()
+    );
+    assert!(gpu.add_bias(&[0.0; 2]).is_err());
+    let ghost = Weights::Biased(fslens::engine::BiasId(3));
+    assert!(gpu.weighted_means(&[0.0; 4], noise(0.5), &[ghost]).is_err());
+    assert!(GpuBackend::new(&atoms, 5, GpuOptions::default()).is_err());
+    let opts = GpuOptions {
+        adapter: Some("no such adapter name".into()),
+        ..GpuOptions::default()
+    };
+    let err = GpuBackend::new(&atoms, 4, opts).err().unwrap().to_string();
+    assert!(err.contains("no such adapter name"), "{err}");
+}
+
+/// Reads an IDX image file (gz) as values k/127.5 − 1, returning (values, n, rows·cols).
+fn read_idx_images(path: &std::path::Path) -> (Vec<f32>, usize, usize) {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+    assert_eq!(be(0), 2051, "{}: not an IDX image file", path.display());
+    let (n, d) = (be(4), be(8) * be(12));
+    let values = bytes[16..16 + n * d]
+        .iter()
+        .map(|&k| k as f32 / 127.5 - 1.0)
+        .collect();
+    (values, n, d)
+}
+
+fn fashion_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("FSLENS_FASHION_MNIST")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    if dir.join("train-images-idx3-ubyte.gz").exists() {
+        return Some(dir);
+    }
+    if std::env::var("FSLENS_REQUIRE_DATA").as_deref() == Ok("1") {
+        panic!(
+            "Fashion-MNIST not found in {} and FSLENS_REQUIRE_DATA=1",
+            dir.display()
+        );
+    }
+    eprintln!("Fashion-MNIST not found in {}: skipped", dir.display());
+    None
+}
+
+/// All 60000 Fashion-MNIST training images as f32 atoms (188 MB: two bindings on an adapter
+/// with the common 128 MiB binding limit) against the reference on 4 rows: two noisy test
+/// images and two noisy training images, prior and two measurement biases, t = 1e-3 and 0.5.
+#[test]
+fn fashion_mnist_all_atoms_f32() {
+    if !have_gpu("fashion-mnist") {
+        return;
+    }
+    let Some(dir) = fashion_dir() else { return };
+    let (atoms, n, d) = read_idx_images(&dir.join("train-images-idx3-ubyte.gz"));
+    let (tests, _, _) = read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz"));
+    assert_eq!((n, d), (60000, 784));
+    let start = std::time::Instant::now();
+    let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
+    let limit = list_adapters()
+        .into_iter()
+        .find(|a| a.preferred)
+        .unwrap()
+        .max_storage_buffer_binding_size;
+    eprintln!("{} (set up in {:?})", gpu.describe(), start.elapsed());
+    assert_eq!(gpu.bindings(), (n * d * 4).div_ceil(limit as usize).max(1));
+    let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut sets = vec![Weights::Prior];
+    for (sigma, img) in [(0.01, 3usize), (0.5, 7)] {
+        let y: Vec<f64> = tests[img * d..img * d + d / 2]
+            .iter()
+            .map(|&v| v as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
+            .collect();
+        let bvec: Vec<f64> = atoms
+            .chunks(d)
+            .map(|a| {
+                -y.iter()
+                    .zip(a)
+                    .map(|(y, &a)| (y - a as f64).powi(2))
+                    .sum::<f64>()
+                    / (2.0 * sigma * sigma)
+            })
+            .collect();
+        sets.push(Weights::Biased(gpu.add_bias(&bvec).unwrap()));
+        reference.add_bias(&bvec).unwrap();
+    }
+    for t in [1e-3, 0.5] {
+        let nz = noise(t);
+        let mut x = Vec::with_capacity(4 * d);
+        for (src, i) in [
+            (&tests, 3usize),
+            (&tests, 100),
+            (&atoms, 5),
+            (&atoms, 59999),
+        ] {
+            for &a in &src[i * d..(i + 1) * d] {
+                let e: f64 = StandardNormal.sample(&mut rng);
+                x.push((nz.s * a as f64 + nz.v.sqrt() * e) as f32);
+            }
+        }
+        // C·g of the posterior with σ = 0.5 (weights spread over several atoms).
+        compare(
+            &format!("fashion-mnist t={t}"),
+            &gpu,
+            &reference,
+            &atoms,
+            &x,
+            nz,
+            &sets,
+            &[2],
+            &mut rng,
+        );
+    }
+}
+
+/// Shaders created without runtime checks (`create_shader_module_trusted`) give bit-identical
+/// results to the checked ones: every index is guarded in the kernels themselves.
+#[test]
+fn trusted_shaders_agree_with_checked() {
+    if !have_gpu("trusted shaders") {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (n, d) = (300, 23);
+    let atoms = atoms8(&mut rng, n, d);
+    let bvec = bias(&mut rng, &atoms, d, 0.1);
+    let nz = noise(0.05);
+    let x = particles(&mut rng, &atoms, d, 9, nz);
+    let g: Vec<f32> = (0..x.len())
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let run = |trusted: bool| {
+        let opts = GpuOptions {
+            trusted_shaders: trusted,
+            storage: Storage::U8,
+            max_binding_bytes: Some(100 * 6 * 4),
+            ..GpuOptions::default()
+        };
+        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
+        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
+        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
+        let cg = gpu
+            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
+            .unwrap();
+        (out, cg)
+    };
+    let (a, acg) = run(false);
+    let (b, bcg) = run(true);
+    for (sa, sb) in a.sets.iter().zip(&b.sets) {
+        assert_eq!(sa.means, sb.means);
+        assert_eq!(sa.stats, sb.stats);
+    }
+    assert_eq!(a.nearest, b.nearest);
+    assert_eq!(acg, bcg);
+}
+
+/// The adapter list marks exactly one preferred adapter, a hardware one when there is one,
+/// else a Vulkan one over GL; and the backend opens that adapter.
+#[test]
+fn adapter_list_prefers_hardware_then_vulkan() {
+    if !have_gpu("adapter list") {
+        return;
+    }
+    let rows = list_adapters();
+    for r in &rows {
+        eprintln!(
+            "{} | {} | {} | binding {} MiB | buffer {} MiB | wg mem {} B | f16 {} | timestamps {} | preferred {}",
+            r.name,
+            r.backend,
+            r.device_type,
+            r.max_storage_buffer_binding_size >> 20,
+            r.max_buffer_size >> 20,
+            r.max_compute_workgroup_storage_size,
+            r.shader_f16,
+            r.timestamp_query,
+            r.preferred
+        );
+    }
+    let preferred: Vec<_> = rows.iter().filter(|r| r.preferred).collect();
+    assert_eq!(preferred.len(), 1);
+    let p = preferred[0];
+    let hardware = |r: &fslens::engine::gpu::AdapterInfoRow| {
+        r.device_type == "DiscreteGpu" || r.device_type == "IntegratedGpu"
+    };
+    if rows.iter().any(hardware) {
+        assert!(hardware(p), "{p:?}");
+    } else if rows.iter().any(|r| r.backend == "Vulkan") {
+        assert_eq!(p.backend, "Vulkan");
+    }
+    if std::env::var_os("FSLENS_ADAPTER").is_none() {
+        let gpu = GpuBackend::new(&[0.0, 1.0], 1, GpuOptions::default()).unwrap();
+        assert!(gpu.describe().contains(&p.name), "{}", gpu.describe());
+    }
+}
