@@ -78,7 +78,12 @@ fn one() -> usize {
 
 impl Default for TruthConfig {
     fn default() -> Self {
-        TruthConfig { held_out: 1, index: 0, file: None, in_atoms: false }
+        TruthConfig {
+            held_out: 1,
+            index: 0,
+            file: None,
+            in_atoms: false,
+        }
     }
 }
 
@@ -152,8 +157,12 @@ pub const DEMO_TOML: &str = include_str!("../assets/configs/demo.toml");
 impl RunConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: RunConfig = toml::from_str(text)
-            .map_err(|e| Error::data(origin, format!("invalid run config: {}", e.to_string().trim_end())))?;
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| {
+            Error::data(
+                origin,
+                format!("invalid run config: {}", e.to_string().trim_end()),
+            )
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -166,7 +175,8 @@ impl RunConfig {
 
     /// The embedded demo configuration.
     pub fn demo() -> Self {
-        Self::from_toml(DEMO_TOML, Path::new("<embedded demo.toml>")).expect("the embedded demo config is valid")
+        Self::from_toml(DEMO_TOML, Path::new("<embedded demo.toml>"))
+            .expect("the embedded demo config is valid")
     }
 
     /// The resolved configuration as TOML (written as config.toml in every output folder).
@@ -179,15 +189,24 @@ impl RunConfig {
     /// Checks the values serde cannot: ranges and names.
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.backend.as_str(), "auto" | "cpu" | "gpu") {
-            return Err(Error::config("backend", format!("expected auto, cpu or gpu, got {:?}", self.backend)));
+            return Err(Error::config(
+                "backend",
+                format!("expected auto, cpu or gpu, got {:?}", self.backend),
+            ));
         }
         let m = &self.measurement;
         if !(m.sigma.is_finite() && m.sigma > 0.0) {
-            return Err(Error::config("measurement.sigma", format!("must be a positive number, got {}", m.sigma)));
+            return Err(Error::config(
+                "measurement.sigma",
+                format!("must be a positive number, got {}", m.sigma),
+            ));
         }
         let s = &self.sampling;
         if s.samplers.is_empty() {
-            return Err(Error::config("sampling.samplers", "list at least one sampler, e.g. [\"exact\", \"fsr\"]"));
+            return Err(Error::config(
+                "sampling.samplers",
+                "list at least one sampler, e.g. [\"exact\", \"fsr\"]",
+            ));
         }
         for name in &s.samplers {
             crate::samplers::by_name(name)?;
@@ -201,7 +220,10 @@ impl RunConfig {
         if t.file.is_none() && !t.in_atoms && t.index >= t.held_out {
             return Err(Error::config(
                 "truth.index",
-                format!("is {} but only {} image(s) are held out; raise truth.held_out", t.index, t.held_out),
+                format!(
+                    "is {} but only {} image(s) are held out; raise truth.held_out",
+                    t.index, t.held_out
+                ),
             ));
         }
         Ok(())
@@ -219,6 +241,9 @@ impl RunConfig {
     }
 
     pub fn schedule(&self) -> crate::diffusion::Schedule {
-        crate::diffusion::Schedule { beta_min: self.sampling.beta_min, beta_max: self.sampling.beta_max }
+        crate::diffusion::Schedule {
+            beta_min: self.sampling.beta_min,
+            beta_max: self.sampling.beta_max,
+        }
     }
 }

@@ -14,13 +14,22 @@ fn tmpdir(tag: &str) -> PathBuf {
 /// Runs fslens with `args`; asserts failure without panic and that stderr mentions every
 /// string in `needles`. Returns stderr.
 fn fails(args: &[&str], needles: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fslens")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args(args)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "expected failure for {args:?}; stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure for {args:?}; stderr: {err}"
+    );
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     for n in needles {
-        assert!(err.contains(n), "{args:?}: stderr does not mention {n:?}: {err}");
+        assert!(
+            err.contains(n),
+            "{args:?}: stderr does not mention {n:?}: {err}"
+        );
     }
     err
 }
@@ -43,8 +52,20 @@ fn write_config(dir: &Path, name: &str, data: &str, tail: &str) -> PathBuf {
 
 /// Runs a config that must fail and checks that no output folder appeared.
 fn run_fails(dir: &Path, config: &Path, needles: &[&str]) {
-    let out = dir.join(format!("out-{}", config.file_stem().unwrap().to_string_lossy()));
-    fails(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"], needles);
+    let out = dir.join(format!(
+        "out-{}",
+        config.file_stem().unwrap().to_string_lossy()
+    ));
+    fails(
+        &[
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+        needles,
+    );
     assert!(!out.exists(), "a failed run left {}", out.display());
     let leftovers: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -59,16 +80,47 @@ const SYNTH: &str = "kind = \"synthetic\"\ncount = 50\nsize = 16";
 #[test]
 fn config_errors_name_the_key() {
     let dir = tmpdir("config");
-    fails(&["run", dir.join("missing.toml").to_str().unwrap()], &["missing.toml"]);
-    let c = write_config(&dir, "unknown-key.toml", &format!("{SYNTH}\ncolour = 3"), GOOD_TAIL);
+    fails(
+        &["run", dir.join("missing.toml").to_str().unwrap()],
+        &["missing.toml"],
+    );
+    let c = write_config(
+        &dir,
+        "unknown-key.toml",
+        &format!("{SYNTH}\ncolour = 3"),
+        GOOD_TAIL,
+    );
     run_fails(&dir, &c, &["unknown-key.toml", "colour"]);
-    let c = write_config(&dir, "sampler.toml", SYNTH, &GOOD_TAIL.replace("particles = 8", "particles = 8\nsamplers = [\"exact\", \"magic\"]"));
+    let c = write_config(
+        &dir,
+        "sampler.toml",
+        SYNTH,
+        &GOOD_TAIL.replace(
+            "particles = 8",
+            "particles = 8\nsamplers = [\"exact\", \"magic\"]",
+        ),
+    );
     run_fails(&dir, &c, &["magic", "sampling.samplers"]);
-    let c = write_config(&dir, "operator.toml", SYNTH, &GOOD_TAIL.replace("box:x=2,y=2,w=4,h=4", "wobble:3"));
+    let c = write_config(
+        &dir,
+        "operator.toml",
+        SYNTH,
+        &GOOD_TAIL.replace("box:x=2,y=2,w=4,h=4", "wobble:3"),
+    );
     run_fails(&dir, &c, &["measurement.operator", "wobble"]);
-    let c = write_config(&dir, "sigma.toml", SYNTH, &GOOD_TAIL.replace("sigma = 0.1", "sigma = 0.0"));
+    let c = write_config(
+        &dir,
+        "sigma.toml",
+        SYNTH,
+        &GOOD_TAIL.replace("sigma = 0.1", "sigma = 0.0"),
+    );
     run_fails(&dir, &c, &["measurement.sigma"]);
-    let c = write_config(&dir, "sigma-neg.toml", SYNTH, &GOOD_TAIL.replace("sigma = 0.1", "sigma = -1.0"));
+    let c = write_config(
+        &dir,
+        "sigma-neg.toml",
+        SYNTH,
+        &GOOD_TAIL.replace("sigma = 0.1", "sigma = -1.0"),
+    );
     run_fails(&dir, &c, &["measurement.sigma"]);
     let c = write_config(&dir, "box.toml", SYNTH, &GOOD_TAIL.replace("w=4", "w=40"));
     run_fails(&dir, &c, &["measurement.operator"]);
@@ -80,37 +132,75 @@ fn data_file_errors_name_the_file() {
     let dir = tmpdir("data");
     // Wrong magic in an IDX file.
     let bad = dir.join("bad-magic-idx3-ubyte");
-    std::fs::write(&bad, [0u8, 0, 9, 9, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4]).unwrap();
-    let c = write_config(&dir, "magic.toml", &format!("kind = \"idx\"\npath = {:?}", bad), GOOD_TAIL);
+    std::fs::write(
+        &bad,
+        [0u8, 0, 9, 9, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4],
+    )
+    .unwrap();
+    let c = write_config(
+        &dir,
+        "magic.toml",
+        &format!("kind = \"idx\"\npath = {:?}", bad),
+        GOOD_TAIL,
+    );
     run_fails(&dir, &c, &["bad-magic-idx3-ubyte"]);
     // Truncated payload: header says 10 images of 4×4, payload has 5 bytes.
     let trunc = dir.join("trunc-idx3-ubyte");
     let mut bytes = vec![0u8, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 4, 0, 0, 0, 4];
     bytes.extend([7u8; 5]);
     std::fs::write(&trunc, bytes).unwrap();
-    let c = write_config(&dir, "trunc.toml", &format!("kind = \"idx\"\npath = {:?}", trunc), GOOD_TAIL);
+    let c = write_config(
+        &dir,
+        "trunc.toml",
+        &format!("kind = \"idx\"\npath = {:?}", trunc),
+        GOOD_TAIL,
+    );
     run_fails(&dir, &c, &["trunc-idx3-ubyte"]);
     // A folder whose images differ in size.
     let folder = dir.join("mixed");
     std::fs::create_dir_all(&folder).unwrap();
-    image::GrayImage::new(8, 8).save(folder.join("a.png")).unwrap();
-    image::GrayImage::new(9, 8).save(folder.join("b.png")).unwrap();
-    let c = write_config(&dir, "mixed.toml", &format!("kind = \"folder\"\npath = {:?}", folder), GOOD_TAIL);
+    image::GrayImage::new(8, 8)
+        .save(folder.join("a.png"))
+        .unwrap();
+    image::GrayImage::new(9, 8)
+        .save(folder.join("b.png"))
+        .unwrap();
+    let c = write_config(
+        &dir,
+        "mixed.toml",
+        &format!("kind = \"folder\"\npath = {:?}", folder),
+        GOOD_TAIL,
+    );
     run_fails(&dir, &c, &["b.png"]);
     // An empty folder: an empty set.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let c = write_config(&dir, "empty.toml", &format!("kind = \"folder\"\npath = {:?}", empty), GOOD_TAIL);
+    let c = write_config(
+        &dir,
+        "empty.toml",
+        &format!("kind = \"folder\"\npath = {:?}", empty),
+        GOOD_TAIL,
+    );
     run_fails(&dir, &c, &["empty"]);
     // Non-finite values in an .npy data set.
     let nan = dir.join("nan.npy");
     let mut v = vec![0.0f32; 3 * 16 * 16];
     v[5] = f32::NAN;
     fslens::arrays::write_npy_f32(&nan, &[3, 16, 16], &v).unwrap();
-    let c = write_config(&dir, "nan.toml", &format!("kind = \"npy\"\npath = {:?}", nan), GOOD_TAIL);
+    let c = write_config(
+        &dir,
+        "nan.toml",
+        &format!("kind = \"npy\"\npath = {:?}", nan),
+        GOOD_TAIL,
+    );
     run_fails(&dir, &c, &["nan.npy", "finite"]);
     // A missing data file.
-    let c = write_config(&dir, "nofile.toml", &format!("kind = \"npy\"\npath = {:?}", dir.join("nowhere.npy")), GOOD_TAIL);
+    let c = write_config(
+        &dir,
+        "nofile.toml",
+        &format!("kind = \"npy\"\npath = {:?}", dir.join("nowhere.npy")),
+        GOOD_TAIL,
+    );
     run_fails(&dir, &c, &["nowhere.npy"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -123,7 +213,11 @@ fn score_errors_name_the_argument() {
         fslens::arrays::write_npy_f32(&p, shape, &v).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let atoms = w("A.npy", &[20, 4], (0..80).map(|i| (i as f32 * 0.37).sin()).collect());
+    let atoms = w(
+        "A.npy",
+        &[20, 4],
+        (0..80).map(|i| (i as f32 * 0.37).sin()).collect(),
+    );
     let x = w("x.npy", &[3, 4], vec![0.1; 12]);
     let y = w("y.npy", &[2], vec![0.0; 2]);
     let y_bad = w("y_bad.npy", &[3], vec![0.0; 3]);
@@ -138,11 +232,29 @@ fn score_errors_name_the_argument() {
     let op = format!("matrix:{m}");
     let op_bad = format!("matrix:{m_bad}");
     let base = |xp: &str, t: &str, yp: &str, opx: &str, sigma: &str| -> Vec<String> {
-        ["score", "--atoms", &atoms, "--x", xp, "--t", t, "--method", "fsr", "--y", yp, "--operator", opx, "--out", out, "--backend", "cpu"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([format!("--sigma={sigma}")])
-            .collect()
+        [
+            "score",
+            "--atoms",
+            &atoms,
+            "--x",
+            xp,
+            "--t",
+            t,
+            "--method",
+            "fsr",
+            "--y",
+            yp,
+            "--operator",
+            opx,
+            "--out",
+            out,
+            "--backend",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("--sigma={sigma}")])
+        .collect()
     };
     let run = |args: Vec<String>, needles: &[&str]| {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
@@ -156,7 +268,10 @@ fn score_errors_name_the_argument() {
     run(base(&x, "0.5", &y, &op, "0"), &["--sigma"]);
     run(base(&x, "0.5", &y, &op, "-2"), &["--sigma"]);
     run(base(&x_bad, "0.5", &y, &op, "0.1"), &["x_bad.npy"]);
-    run(base(&x_nan, "0.5", &y, &op, "0.1"), &["x_nan.npy", "finite"]);
+    run(
+        base(&x_nan, "0.5", &y, &op, "0.1"),
+        &["x_nan.npy", "finite"],
+    );
     run(base(&x, "0.5", &y, "sparkle:2", "0.1"), &["sparkle"]);
     let mut m_args = base(&x, "0.5", &y, &op, "0.1");
     m_args[8] = "magic".into();

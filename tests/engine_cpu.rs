@@ -192,7 +192,10 @@ fn bad_input_is_an_error() {
     assert!(cpu.add_bias(&[0.0]).is_err());
     assert!(cpu.add_bias(&[0.0, f64::NEG_INFINITY]).is_err());
     let noise = Noise { s: 0.9, v: 0.1 };
-    assert!(cpu.weights(&[0.0, 0.0, 1.0, 1.0], noise, Weights::Prior).is_err());
+    assert!(
+        cpu.weights(&[0.0, 0.0, 1.0, 1.0], noise, Weights::Prior)
+            .is_err()
+    );
     assert!(
         cpu.weighted_means(&[0.0, 0.0, 1.0], noise, &[Weights::Prior])
             .is_err()

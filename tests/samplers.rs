@@ -2,7 +2,7 @@
 
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
-use fslens::engine::{cpu::CpuBackend, Backend, Weights};
+use fslens::engine::{Backend, Weights, cpu::CpuBackend};
 use fslens::samplers::{self, Problem, Settings};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -10,13 +10,19 @@ use rand_chacha::ChaCha8Rng;
 /// Atoms in `classes` well-separated clusters in D dimensions, with labels.
 fn clustered_atoms(n: usize, d: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centres: Vec<Vec<f32>> = (0..classes).map(|_| (0..d).map(|_| rng.random_range(-0.8..0.8)).collect()).collect();
+    let centres: Vec<Vec<f32>> = (0..classes)
+        .map(|_| (0..d).map(|_| rng.random_range(-0.8..0.8)).collect())
+        .collect();
     let mut atoms = Vec::with_capacity(n * d);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
         let c = i % classes;
         labels.push(c);
-        atoms.extend(centres[c].iter().map(|&v| v + rng.random_range(-0.1..0.1f32)));
+        atoms.extend(
+            centres[c]
+                .iter()
+                .map(|&v| v + rng.random_range(-0.1..0.1f32)),
+        );
     }
     (atoms, labels)
 }
@@ -26,7 +32,14 @@ fn log_posterior_marginal(atoms: &[f32], d: usize, b: &[f64], x: &[f64], s: f64,
     let l: Vec<f64> = atoms
         .chunks(d)
         .zip(b)
-        .map(|(a, bi)| bi - a.iter().zip(x).map(|(&ai, xi)| (xi - s * ai as f64).powi(2)).sum::<f64>() / (2.0 * v))
+        .map(|(a, bi)| {
+            bi - a
+                .iter()
+                .zip(x)
+                .map(|(&ai, xi)| (xi - s * ai as f64).powi(2))
+                .sum::<f64>()
+                / (2.0 * v)
+        })
         .collect();
     let max = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     max + l.iter().map(|li| (li - max).exp()).sum::<f64>().ln()
@@ -49,7 +62,9 @@ fn fsr_score_is_the_gradient_of_the_log_posterior_marginal() {
             .iter()
             .map(|&a| (s * a as f64 + v.sqrt() * rng.random_range(-1.0..1.0)) as f32)
             .collect();
-        let score = fslens::samplers::score::tweedie_score(&engine, &x, noise, Weights::Biased(bias)).unwrap();
+        let score =
+            fslens::samplers::score::tweedie_score(&engine, &x, noise, Weights::Biased(bias))
+                .unwrap();
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         // Central differences with a step scaled to the posterior's width √v.
         let h = 1e-4 * v.sqrt();
@@ -58,9 +73,15 @@ fn fsr_score_is_the_gradient_of_the_log_posterior_marginal() {
             let mut xm = x64.clone();
             xp[k] += h;
             xm[k] -= h;
-            let fd = (log_posterior_marginal(&atoms, d, &b, &xp, s, v) - log_posterior_marginal(&atoms, d, &b, &xm, s, v)) / (2.0 * h);
+            let fd = (log_posterior_marginal(&atoms, d, &b, &xp, s, v)
+                - log_posterior_marginal(&atoms, d, &b, &xm, s, v))
+                / (2.0 * h);
             let tol = 1e-4 * (fd.abs() + 1.0 / v.sqrt());
-            assert!((score[k] as f64 - fd).abs() <= tol, "t={t} k={k}: score {} vs finite difference {fd}", score[k]);
+            assert!(
+                (score[k] as f64 - fd).abs() <= tol,
+                "t={t} k={k}: score {} vs finite difference {fd}",
+                score[k]
+            );
         }
     }
 }
@@ -92,8 +113,17 @@ fn exact_sampler_class_frequencies_match_omega() {
         schedule: Schedule::default(),
     };
     let k = 20000;
-    let settings = Settings { particles: k, steps: 10, t_min: 1e-3, seed: 11, checkpoints: vec![0.3] };
-    let run = samplers::by_name("exact").unwrap().sample(&problem, &settings, &mut |_| {}).unwrap();
+    let settings = Settings {
+        particles: k,
+        steps: 10,
+        t_min: 1e-3,
+        seed: 11,
+        checkpoints: vec![0.3],
+    };
+    let run = samplers::by_name("exact")
+        .unwrap()
+        .sample(&problem, &settings, &mut |_| {})
+        .unwrap();
     assert_eq!(run.samples.len(), k * d);
     assert_eq!(run.snapshots.len(), 1);
     let omega = problem.posterior_weights();
@@ -103,7 +133,9 @@ fn exact_sampler_class_frequencies_match_omega() {
     }
     // Assign samples to atoms through the engine's nearest atom at t_min.
     let noise = problem.schedule.noise(1e-3);
-    let pass = engine.weighted_means(&run.samples, noise, &[Weights::Prior]).unwrap();
+    let pass = engine
+        .weighted_means(&run.samples, noise, &[Weights::Prior])
+        .unwrap();
     let mut got = vec![0.0; classes];
     for nb in &pass.nearest {
         got[labels[nb.index]] += 1.0 / k as f64;
@@ -111,7 +143,12 @@ fn exact_sampler_class_frequencies_match_omega() {
     for c in 0..classes {
         // 5 binomial standard deviations (plus a floor for classes with ~0 mass).
         let sd = (want[c] * (1.0 - want[c]) / k as f64).sqrt();
-        assert!((got[c] - want[c]).abs() <= 5.0 * sd + 1e-4, "class {c}: {} vs ω mass {}", got[c], want[c]);
+        assert!(
+            (got[c] - want[c]).abs() <= 5.0 * sd + 1e-4,
+            "class {c}: {} vs ω mass {}",
+            got[c],
+            want[c]
+        );
     }
 }
 
@@ -122,7 +159,12 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
     let b: Vec<f64> = labels.iter().map(|&c| [-0.5, 0.0, -1.0][c]).collect();
     let mut engine = CpuBackend::new(&atoms, d).unwrap();
     let posterior = engine.add_bias(&b).unwrap();
-    let op = fslens::operators::parse("identity", ImageShape::new(1, d, 1), std::path::Path::new(".")).unwrap();
+    let op = fslens::operators::parse(
+        "identity",
+        ImageShape::new(1, d, 1),
+        std::path::Path::new("."),
+    )
+    .unwrap();
     let y = vec![0.0f32; d];
     let problem = Problem {
         backend: &engine,
@@ -136,19 +178,42 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
         schedule: Schedule::default(),
     };
     let k = 2000;
-    let settings = Settings { particles: k, steps: 400, t_min: 1e-3, seed: 4, checkpoints: vec![] };
-    let run = samplers::by_name("fsr").unwrap().sample(&problem, &settings, &mut |_| {}).unwrap();
+    let settings = Settings {
+        particles: k,
+        steps: 400,
+        t_min: 1e-3,
+        seed: 4,
+        checkpoints: vec![],
+    };
+    let run = samplers::by_name("fsr")
+        .unwrap()
+        .sample(&problem, &settings, &mut |_| {})
+        .unwrap();
     let omega = problem.posterior_weights();
     let mut want = vec![0.0; classes];
     for (&c, &w) in labels.iter().zip(&omega) {
         want[c] += w;
     }
-    let pass = engine.weighted_means(&run.samples, problem.schedule.noise(1e-3), &[Weights::Prior]).unwrap();
+    let pass = engine
+        .weighted_means(
+            &run.samples,
+            problem.schedule.noise(1e-3),
+            &[Weights::Prior],
+        )
+        .unwrap();
     let mut got = vec![0.0; classes];
     for nb in &pass.nearest {
         got[labels[nb.index]] += 1.0 / k as f64;
     }
-    let tv: f64 = 0.5 * got.iter().zip(&want).map(|(g, w)| (g - w).abs()).sum::<f64>();
+    let tv: f64 = 0.5
+        * got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .sum::<f64>();
     // Sampling noise alone gives TV ≈ 0.02 at K = 2000; discretisation adds a little.
-    assert!(tv < 0.05, "fsr class weights {got:?} vs exact {want:?}: TV {tv}");
+    assert!(
+        tv < 0.05,
+        "fsr class weights {got:?} vs exact {want:?}: TV {tv}"
+    );
 }

@@ -16,7 +16,12 @@ fn tmpdir(tag: &str) -> PathBuf {
 fn write_f64(path: &Path, shape: &[u64], data: &[f64]) {
     use npyz::WriterBuilder;
     let mut buf = Vec::new();
-    let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(shape).writer(&mut buf).begin_nd().unwrap();
+    let mut w = npyz::WriteOptions::<f64>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut buf)
+        .begin_nd()
+        .unwrap();
     w.extend(data.iter().copied()).unwrap();
     w.finish().unwrap();
     std::fs::write(path, buf).unwrap();
@@ -43,7 +48,14 @@ fn score_f64(atoms: &[Vec<f64>], b: &[f64], x: &[f64], t: f64) -> Vec<f64> {
     let logits: Vec<f64> = atoms
         .iter()
         .zip(b)
-        .map(|(a, bi)| -a.iter().zip(x).map(|(ai, xi)| (xi - s * ai).powi(2)).sum::<f64>() / (2.0 * v) + bi)
+        .map(|(a, bi)| {
+            -a.iter()
+                .zip(x)
+                .map(|(ai, xi)| (xi - s * ai).powi(2))
+                .sum::<f64>()
+                / (2.0 * v)
+                + bi
+        })
         .collect();
     let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let w: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
@@ -62,12 +74,24 @@ fn score_matches_float64_on_random_inputs() {
     let (n, d, b, m) = (500, 64, 8, 16);
     let dir = tmpdir("random");
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
-    let atoms: Vec<Vec<f64>> = (0..n).map(|_| (0..d).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
-    let mat: Vec<Vec<f64>> = (0..m).map(|_| (0..d).map(|_| rng.random_range(-1.0..1.0) / (d as f64).sqrt()).collect()).collect();
+    let atoms: Vec<Vec<f64>> = (0..n)
+        .map(|_| (0..d).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    let mat: Vec<Vec<f64>> = (0..m)
+        .map(|_| {
+            (0..d)
+                .map(|_| rng.random_range(-1.0..1.0) / (d as f64).sqrt())
+                .collect()
+        })
+        .collect();
     let flat_atoms: Vec<f64> = atoms.iter().flatten().copied().collect();
     // Atoms as float64 (the command accepts both), M as float64, x and y as float32.
     write_f64(&dir.join("A.npy"), &[n as u64, d as u64], &flat_atoms);
-    write_f64(&dir.join("M.npy"), &[m as u64, d as u64], &mat.iter().flatten().copied().collect::<Vec<_>>());
+    write_f64(
+        &dir.join("M.npy"),
+        &[m as u64, d as u64],
+        &mat.iter().flatten().copied().collect::<Vec<_>>(),
+    );
     // The measurement of a random atom plus noise; y is stored as float32, so b uses the f32 values.
     let truth = &atoms[17];
     let exe = env!("CARGO_BIN_EXE_fslens");
@@ -77,17 +101,27 @@ fn score_matches_float64_on_random_inputs() {
             let (s, v) = (ab.sqrt(), 1.0 - ab);
             let y: Vec<f64> = mat
                 .iter()
-                .map(|row| row.iter().zip(truth).map(|(r, a)| r * a).sum::<f64>() + sigma * rng.random_range(-1.0..1.0))
+                .map(|row| {
+                    row.iter().zip(truth).map(|(r, a)| r * a).sum::<f64>()
+                        + sigma * rng.random_range(-1.0..1.0)
+                })
                 .map(|v: f64| v as f32 as f64)
                 .collect();
             write_f32(&dir.join("y.npy"), &[m], &y);
             // Particles near the posterior's support (x = s a_j + √v ε) and from the prior.
             let x: Vec<f64> = (0..b)
                 .flat_map(|k| {
-                    let j = if k % 2 == 0 { 17 } else { rng.random_range(0..n) };
+                    let j = if k % 2 == 0 {
+                        17
+                    } else {
+                        rng.random_range(0..n)
+                    };
                     let aj = atoms[j].clone();
                     let noise: Vec<f64> = (0..d).map(|_| rng.random_range(-1.7..1.7)).collect();
-                    aj.into_iter().zip(noise).map(move |(a, e)| s * a + v.sqrt() * e).collect::<Vec<_>>()
+                    aj.into_iter()
+                        .zip(noise)
+                        .map(move |(a, e)| s * a + v.sqrt() * e)
+                        .collect::<Vec<_>>()
                 })
                 .map(|v| v as f32 as f64)
                 .collect();
@@ -99,7 +133,9 @@ fn score_matches_float64_on_random_inputs() {
                     let r2: f64 = mat
                         .iter()
                         .zip(&y)
-                        .map(|(row, yk)| (yk - row.iter().zip(a).map(|(r, ai)| r * ai).sum::<f64>()).powi(2))
+                        .map(|(row, yk)| {
+                            (yk - row.iter().zip(a).map(|(r, ai)| r * ai).sum::<f64>()).powi(2)
+                        })
                         .sum();
                     -r2 / (2.0 * sigma * sigma)
                 })
@@ -108,23 +144,46 @@ fn score_matches_float64_on_random_inputs() {
                 let out = dir.join(format!("s_{method}.npy"));
                 let status = Command::new(exe)
                     .args(["score", "--quiet", "--backend", "cpu", "--method", method])
-                    .arg("--atoms").arg(dir.join("A.npy"))
-                    .arg("--x").arg(dir.join("x.npy"))
-                    .arg("--t").arg(t.to_string())
-                    .arg("--y").arg(dir.join("y.npy"))
-                    .arg("--operator").arg(format!("matrix:{}", dir.join("M.npy").display()))
-                    .arg("--sigma").arg(sigma.to_string())
-                    .arg("--out").arg(&out)
+                    .arg("--atoms")
+                    .arg(dir.join("A.npy"))
+                    .arg("--x")
+                    .arg(dir.join("x.npy"))
+                    .arg("--t")
+                    .arg(t.to_string())
+                    .arg("--y")
+                    .arg(dir.join("y.npy"))
+                    .arg("--operator")
+                    .arg(format!("matrix:{}", dir.join("M.npy").display()))
+                    .arg("--sigma")
+                    .arg(sigma.to_string())
+                    .arg("--out")
+                    .arg(&out)
                     .output()
                     .unwrap();
-                assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+                assert!(
+                    status.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&status.stderr)
+                );
                 let got = read(&out);
                 let zeros = vec![0.0; n];
                 let bias = if method == "fsr" { &bvec } else { &zeros };
-                let want: Vec<f64> = x.chunks(d).flat_map(|row| score_f64(&atoms, bias, row, t)).collect();
-                let err = got.iter().zip(&want).map(|(g, w)| (g - w).powi(2)).sum::<f64>().sqrt();
+                let want: Vec<f64> = x
+                    .chunks(d)
+                    .flat_map(|row| score_f64(&atoms, bias, row, t))
+                    .collect();
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
                 let norm = want.iter().map(|w| w * w).sum::<f64>().sqrt();
-                assert!(err / norm <= 1e-4, "{method} t={t} σ={sigma}: relative error {}", err / norm);
+                assert!(
+                    err / norm <= 1e-4,
+                    "{method} t={t} σ={sigma}: relative error {}",
+                    err / norm
+                );
             }
         }
     }

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::Result;
 use crate::config::RunConfig;
 use crate::data::ImageShape;
 use crate::diffusion::Schedule;
 use crate::experiment::score::{Method, ScoreRequest};
-use crate::Result;
 use progress::Reporter;
 
 const ABOUT: &str = "Shows when, why and how diffusion posterior samplers fail, against the exact \
@@ -46,7 +46,7 @@ enum Command {
         /// Output folder (replaced if it exists).
         #[arg(long, default_value = "fslens-demo")]
         out: PathBuf,
-        /// auto | cpu (overrides the embedded config).
+        /// auto | cpu | gpu (overrides the embedded config).
         #[arg(long)]
         backend: Option<String>,
     },
@@ -58,7 +58,7 @@ enum Command {
         /// Output folder (replaced if it exists); default: runs/<config name>.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// auto | cpu (overrides the config's `backend`).
+        /// auto | cpu | gpu (overrides the config's `backend`).
         #[arg(long)]
         backend: Option<String>,
     },
@@ -92,7 +92,7 @@ enum Command {
         /// Image shape HxWxC of a row, for operators that need one (default: square, else 1xD).
         #[arg(long)]
         shape: Option<String>,
-        /// auto | cpu.
+        /// auto | cpu | gpu.
         #[arg(long, default_value = "auto")]
         backend: String,
         #[arg(long, default_value_t = 0.01)]
@@ -102,6 +102,38 @@ enum Command {
     },
     /// Version, compute backends and GPU adapters, and which one `auto` picks.
     Info,
+    /// Time one fsr step (a posterior pass over N atoms) at several batch sizes, as GFLOP/s
+    /// (4·B·N·D per step), as a fraction of this machine's SGEMM peak measured in the same run,
+    /// and beside the numpy baseline benches/fsr_step_numpy.py when python3 has numpy.
+    Bench {
+        /// Batch sizes B, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [16usize, 256])]
+        batch: Vec<usize>,
+        /// Diffusion times t, comma-separated (1e-3 exercises the precision path).
+        #[arg(long, value_delimiter = ',', default_values_t = [0.3f64, 1e-3])]
+        t: Vec<f64>,
+        /// Number of atoms N (the first N Fashion-MNIST training images, or random 8-bit data).
+        #[arg(long, default_value_t = 60000)]
+        atoms: usize,
+        /// Dimension D of random atoms (Fashion-MNIST has 784).
+        #[arg(long, default_value_t = 784)]
+        dim: usize,
+        /// Fashion-MNIST folder (default: /usr/share/datasets/fashion-mnist when present).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Use seeded random atoms even when Fashion-MNIST is installed.
+        #[arg(long)]
+        random: bool,
+        /// Skip the numpy baseline.
+        #[arg(long)]
+        no_baseline: bool,
+        /// Timed repeats per case (the best is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 fn operator_help() -> String {
@@ -129,9 +161,19 @@ fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Demo { out, backend } => {
             let cfg = RunConfig::demo();
-            run_config(cli, &cfg, std::path::Path::new("."), out, backend.as_deref())
+            run_config(
+                cli,
+                &cfg,
+                std::path::Path::new("."),
+                out,
+                backend.as_deref(),
+            )
         }
-        Command::Run { config, out, backend } => {
+        Command::Run {
+            config,
+            out,
+            backend,
+        } => {
             let cfg = RunConfig::load(config)?;
             let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
             let out = out.clone().unwrap_or_else(|| {
@@ -139,7 +181,20 @@ fn dispatch(cli: &Cli) -> Result<()> {
             });
             run_config(cli, &cfg, &base, &out, backend.as_deref())
         }
-        Command::Score { atoms, x, t, method, y, operator, sigma, out, shape, backend, beta_min, beta_max } => {
+        Command::Score {
+            atoms,
+            x,
+            t,
+            method,
+            y,
+            operator,
+            sigma,
+            out,
+            shape,
+            backend,
+            beta_min,
+            beta_max,
+        } => {
             let req = ScoreRequest {
                 atoms: atoms.clone(),
                 x: x.clone(),
@@ -151,7 +206,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 shape: shape.as_deref().map(parse_shape).transpose()?,
                 backend: backend.clone(),
                 schedule: Schedule::new(*beta_min, *beta_max).map_err(|e| match e {
-                    crate::Error::Config { key, problem } => crate::Error::config(format!("--{}", key.replace('_', "-")), problem),
+                    crate::Error::Config { key, problem } => {
+                        crate::Error::config(format!("--{}", key.replace('_', "-")), problem)
+                    }
                     other => other,
                 })?,
             };
@@ -168,33 +225,119 @@ fn dispatch(cli: &Cli) -> Result<()> {
             print_info(cli);
             Ok(())
         }
+        Command::Bench {
+            batch,
+            t,
+            atoms,
+            dim,
+            data,
+            random,
+            no_baseline,
+            repeats,
+            threads,
+        } => {
+            for &ti in t {
+                crate::diffusion::check_time("--t", ti)?;
+            }
+            let mut opts = crate::bench::BenchOptions {
+                batches: batch.clone(),
+                times: t.clone(),
+                atoms: *atoms,
+                dim: *dim,
+                baseline: !no_baseline,
+                repeats: (*repeats).max(1),
+                threads: *threads,
+                ..Default::default()
+            };
+            if *random {
+                opts.data = None;
+            } else if let Some(dir) = data {
+                opts.data = Some(dir.clone());
+            }
+            if !cli.json && !cli.quiet {
+                eprintln!(
+                    "{:>6} {:>6} {:>6} {:>8} {:>10} {:>8} {:>8} {:>7} {:>10} {:>8}",
+                    "t", "B", "N", "D", "s/step", "GFLOP/s", "peak", "frac", "numpy s", "speedup"
+                );
+            }
+            crate::bench::run(&opts, &mut |r| {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(r).expect("bench records serialise")
+                    );
+                } else if !cli.quiet {
+                    let (base, speedup) = match r.baseline_seconds_per_step {
+                        Some(b) => (format!("{b:.4}"), format!("{:.2}x", b / r.seconds_per_step)),
+                        None => ("-".into(), "-".into()),
+                    };
+                    eprintln!(
+                        "{:>6} {:>6} {:>6} {:>8} {:>10.4} {:>8.1} {:>8.1} {:>7.2} {:>10} {:>8}",
+                        r.t,
+                        r.b,
+                        r.n,
+                        r.d,
+                        r.seconds_per_step,
+                        r.gflops,
+                        r.peak_gflops,
+                        r.fraction_of_peak,
+                        base,
+                        speedup
+                    );
+                }
+            })?;
+            Ok(())
+        }
     }
 }
 
 fn parse_shape(text: &str) -> Result<ImageShape> {
     let parts: Vec<&str> = text.split(['x', 'X', ',']).collect();
-    let bad = || crate::Error::config("--shape", format!("expected HxWxC (e.g. 28x28x1), got {text:?}"));
+    let bad = || {
+        crate::Error::config(
+            "--shape",
+            format!("expected HxWxC (e.g. 28x28x1), got {text:?}"),
+        )
+    };
     if parts.len() != 3 {
         return Err(bad());
     }
-    let v: Vec<usize> = parts.iter().map(|p| p.trim().parse::<usize>()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+    let v: Vec<usize> = parts
+        .iter()
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
     if v.contains(&0) {
         return Err(bad());
     }
     Ok(ImageShape::new(v[0], v[1], v[2]))
 }
 
-fn run_config(cli: &Cli, cfg: &RunConfig, base: &std::path::Path, out: &std::path::Path, backend: Option<&str>) -> Result<()> {
+fn run_config(
+    cli: &Cli,
+    cfg: &RunConfig,
+    base: &std::path::Path,
+    out: &std::path::Path,
+    backend: Option<&str>,
+) -> Result<()> {
     let mut reporter = Reporter::new(cli.quiet, cli.json);
     let (path, summary) = crate::experiment::run(cfg, base, out, backend, &mut reporter)?;
     reporter.finish();
     if cli.json {
-        println!("{}", serde_json::json!({"event": "done", "out": path, "summary": summary}));
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "out": path, "summary": summary})
+        );
     } else if !cli.quiet {
         eprintln!("wrote {}  (backend: {})", path.display(), summary.backend);
         for s in &summary.samplers {
-            let tv = s.class_tv_to_exact.map_or("-".to_string(), |v| format!("{v:.3}"));
-            eprintln!("  {:<10} {:>8.2} s   class TV to exact: {tv}", s.name, s.wall_seconds);
+            let tv = s
+                .class_tv_to_exact
+                .map_or("-".to_string(), |v| format!("{v:.3}"));
+            eprintln!(
+                "  {:<10} {:>8.2} s   class TV to exact: {tv}",
+                s.name, s.wall_seconds
+            );
         }
     }
     Ok(())
@@ -202,16 +345,54 @@ fn run_config(cli: &Cli, cfg: &RunConfig, base: &std::path::Path, out: &std::pat
 
 fn print_info(cli: &Cli) {
     let threads = rayon::current_num_threads();
-    let info = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "backends": crate::engine::BACKENDS,
-        "cpu_threads": threads,
-    });
-    if cli.json {
-        println!("{info}");
+    let adapters = crate::engine::gpu::list_adapters();
+    let auto = if crate::engine::auto_uses_gpu() {
+        "gpu"
     } else {
-        println!("fslens {}", env!("CARGO_PKG_VERSION"));
-        println!("backends: {}", crate::engine::BACKENDS.join(", "));
-        println!("cpu backend: {threads} threads (set RAYON_NUM_THREADS to change)");
+        "cpu"
+    };
+    if cli.json {
+        let info = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "backends": crate::engine::BACKENDS,
+            "cpu_threads": threads,
+            "auto_picks": auto,
+            "adapters": adapters,
+        });
+        println!("{info}");
+        return;
     }
+    println!("fslens {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "backends: {} (auto picks {auto})",
+        crate::engine::BACKENDS.join(", ")
+    );
+    println!("cpu backend: {threads} threads (RAYON_NUM_THREADS changes it)");
+    if adapters.is_empty() {
+        println!(
+            "gpu adapters: none found (install a Vulkan driver, e.g. mesa-vulkan-drivers for the software one)"
+        );
+    }
+    for a in &adapters {
+        println!(
+            "gpu adapter{}: {} ({}, {}; {})",
+            if a.preferred { " [preferred]" } else { "" },
+            a.name,
+            a.backend,
+            a.device_type,
+            a.driver
+        );
+        println!(
+            "    max binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, shader-f16 {}, timestamps {}, subgroups {}",
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_buffer_size >> 20,
+            a.max_compute_workgroup_storage_size >> 10,
+            a.shader_f16,
+            a.timestamp_query,
+            a.subgroup
+        );
+    }
+    println!(
+        "adapter choice: FSLENS_ADAPTER=<name substring> picks one; WGPU_BACKEND=vulkan|gl|metal|dx12 limits the APIs searched"
+    );
 }

@@ -15,7 +15,12 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(quiet: bool, json: bool) -> Self {
-        Reporter { quiet, json, bar: None, last_json_decile: usize::MAX }
+        Reporter {
+            quiet,
+            json,
+            bar: None,
+            last_json_decile: usize::MAX,
+        }
     }
 
     pub fn finish(&mut self) {
@@ -29,7 +34,10 @@ impl Observer for Reporter {
     fn stage(&mut self, message: &str) {
         self.finish();
         if self.json {
-            println!("{}", serde_json::json!({"event": "stage", "message": message}));
+            println!(
+                "{}",
+                serde_json::json!({"event": "stage", "message": message})
+            );
         } else if !self.quiet {
             // Plain lines keep a log readable when stderr is a file.
             eprintln!("{message}");
@@ -42,7 +50,10 @@ impl Observer for Reporter {
             let decile = p.done * 10 / p.total.max(1);
             if decile != self.last_json_decile {
                 self.last_json_decile = decile;
-                println!("{}", serde_json::json!({"event": "progress", "sampler": sampler, "done": p.done, "total": p.total}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "progress", "sampler": sampler, "done": p.done, "total": p.total})
+                );
             }
             return;
         }
@@ -50,11 +61,14 @@ impl Observer for Reporter {
             return;
         }
         let bar = self.bar.get_or_insert_with(|| {
-            let bar = ProgressBar::with_draw_target(Some(p.total as u64), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(p.total as u64), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("  {prefix:<8} [{bar:30}] {pos}/{len} steps  {elapsed} (eta {eta})")
-                    .expect("static template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "  {prefix:<8} [{bar:30}] {pos}/{len} steps  {elapsed} (eta {eta})",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(sampler.to_string());
             bar

@@ -9,17 +9,30 @@ use crate::{Error, Result};
 /// Loads one image of `shape` (HWC, [-1, 1]). PNG/JPEG pixels k map to 2k/255 − 1 and are
 /// converted to the data set's channel count (luma for 1 channel, RGB for 3).
 pub fn load(path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if is_npy {
         let a = crate::arrays::read_npy(path)?;
         if a.data.len() != shape.dim() {
             return Err(Error::data(
                 path,
-                format!("holds {} values (shape {:?}) but the data set's images have {} ({shape}, HWC)", a.data.len(), a.shape, shape.dim()),
+                format!(
+                    "holds {} values (shape {:?}) but the data set's images have {} ({shape}, HWC)",
+                    a.data.len(),
+                    a.shape,
+                    shape.dim()
+                ),
             ));
         }
         if let Some(i) = a.data.iter().position(|v| v.abs() > 1.0 + 1e-6) {
-            return Err(Error::data(path, format!("value {} at index {i} is outside [-1, 1]; map pixels to [-1, 1] first", a.data[i])));
+            return Err(Error::data(
+                path,
+                format!(
+                    "value {} at index {i} is outside [-1, 1]; map pixels to [-1, 1] first",
+                    a.data[i]
+                ),
+            ));
         }
         return Ok(a.data.iter().map(|&v| v as f32).collect());
     }
@@ -42,7 +55,12 @@ pub fn load(path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
     let pixels: Vec<u8> = match shape.channels {
         1 => img.to_luma8().into_raw(),
         3 => img.to_rgb8().into_raw(),
-        c => return Err(Error::data(path, format!("the data set has {c} channels; only 1 or 3 can come from an image file"))),
+        c => {
+            return Err(Error::data(
+                path,
+                format!("the data set has {c} channels; only 1 or 3 can come from an image file"),
+            ));
+        }
     };
     Ok(pixels.into_iter().map(pixel_from_u8).collect())
 }
@@ -66,7 +84,12 @@ mod tests {
         let n = dir.join("t.npy");
         crate::arrays::write_npy_f32(&n, &[6], &[0.5; 6]).unwrap();
         assert_eq!(load(&n, ImageShape::new(2, 3, 1)).unwrap(), vec![0.5; 6]);
-        assert!(load(&n, ImageShape::new(2, 2, 1)).unwrap_err().to_string().contains("t.npy"));
+        assert!(
+            load(&n, ImageShape::new(2, 2, 1))
+                .unwrap_err()
+                .to_string()
+                .contains("t.npy")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -102,15 +102,57 @@ pub trait Backend: Send + Sync {
 }
 
 /// The backends `create` knows, by name.
-pub const BACKENDS: &[&str] = &["auto", "cpu"];
+pub const BACKENDS: &[&str] = &["auto", "cpu", "gpu"];
 
-/// Builds the backend named `kind` (`auto`, `cpu`) over the images of `atoms`.
+/// Builds the backend named `kind` over the images of `atoms`:
+/// - `cpu`: the multithreaded CPU backend;
+/// - `gpu`: the WGSL backend on the best adapter found (the Mesa software one included;
+///   `FSLENS_ADAPTER=substring` picks one by name), u8 atom storage when the data set is
+///   8-bit (exact), f32 otherwise;
+/// - `auto`: `gpu` when a hardware adapter (discrete, integrated or virtual) exists, else
+///   `cpu` — a software adapter (llvmpipe) is about 1000× slower than the CPU backend.
 pub fn create(kind: &str, atoms: &Dataset) -> Result<Box<dyn Backend>> {
+    let cpu = || -> Result<Box<dyn Backend>> {
+        Ok(Box::new(cpu::CpuBackend::new(&atoms.images, atoms.dim())?))
+    };
+    let gpu = || -> Result<Box<dyn Backend>> {
+        let storage = if atoms.eight_bit {
+            gpu::Storage::U8
+        } else {
+            gpu::Storage::F32
+        };
+        let opts = gpu::GpuOptions {
+            storage,
+            ..Default::default()
+        };
+        Ok(Box::new(gpu::GpuBackend::new(
+            &atoms.images,
+            atoms.dim(),
+            opts,
+        )?))
+    };
     match kind {
-        "auto" | "cpu" => Ok(Box::new(cpu::CpuBackend::new(&atoms.images, atoms.dim())?)),
+        "cpu" => cpu(),
+        "gpu" => gpu(),
+        "auto" if auto_uses_gpu() => gpu(),
+        "auto" => cpu(),
         _ => Err(Error::config(
             "backend",
-            format!("unknown backend {kind:?}; expected one of {}", BACKENDS.join(", ")),
+            format!(
+                "unknown backend {kind:?}; expected one of {}",
+                BACKENDS.join(", ")
+            ),
         )),
     }
+}
+
+/// Whether `auto` picks the GPU: only when the preferred adapter is real hardware.
+pub fn auto_uses_gpu() -> bool {
+    gpu::list_adapters().iter().any(|a| {
+        a.preferred
+            && matches!(
+                a.device_type.as_str(),
+                "DiscreteGpu" | "IntegratedGpu" | "VirtualGpu"
+            )
+    })
 }

@@ -52,7 +52,11 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
     let dataset = crate::data::spec::load(&cfg.data, base_dir)?;
     let shape = dataset.shape;
     let (atoms, truth, truth_label, truth_source) = if let Some(file) = &cfg.truth.file {
-        let path = if file.is_absolute() { file.clone() } else { base_dir.join(file) };
+        let path = if file.is_absolute() {
+            file.clone()
+        } else {
+            base_dir.join(file)
+        };
         let truth = crate::data::image_file::load(&path, shape)?;
         (dataset, truth, None, path.display().to_string())
     } else if cfg.truth.in_atoms {
@@ -65,18 +69,32 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
         }
         let label = dataset.labels.as_ref().map(|l| l[i]);
         let truth = dataset.image(i).to_vec();
-        (dataset, truth, label, format!("atom {i} (kept among the atoms)"))
+        (
+            dataset,
+            truth,
+            label,
+            format!("atom {i} (kept among the atoms)"),
+        )
     } else {
         if cfg.truth.held_out >= dataset.len() {
             return Err(Error::config(
                 "truth.held_out",
-                format!("holds out {} of only {} images; hold out fewer", cfg.truth.held_out, dataset.len()),
+                format!(
+                    "holds out {} of only {} images; hold out fewer",
+                    cfg.truth.held_out,
+                    dataset.len()
+                ),
             ));
         }
         let (train, held) = crate::data::split::hold_out(&dataset, cfg.truth.held_out, cfg.seed)?;
         let i = cfg.truth.index;
         let label = held.labels.as_ref().map(|l| l[i]);
-        (train, held.image(i).to_vec(), label, format!("held-out image {i} of {}", held.len()))
+        (
+            train,
+            held.image(i).to_vec(),
+            label,
+            format!("held-out image {i} of {}", held.len()),
+        )
     };
     if atoms.is_empty() {
         return Err(Error::config("data", "the atom set is empty"));
@@ -94,7 +112,15 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
     observer.stage(&format!("measuring {} atoms", atoms.len()));
     let measured = operators::measure_atoms(operator.as_ref(), &atoms.images);
     let log_likelihoods = operators::log_likelihoods(&measured, &y, cfg.measurement.sigma)?;
-    Ok(Setup { atoms, truth, truth_label, truth_source, operator, y, log_likelihoods })
+    Ok(Setup {
+        atoms,
+        truth,
+        truth_label,
+        truth_source,
+        operator,
+        y,
+        log_likelihoods,
+    })
 }
 
 fn rename_key(e: Error, key: &str) -> Error {
@@ -160,16 +186,34 @@ pub fn run(
             _ => None,
         };
         let k = settings.particles;
-        write_npy_f32(&dir.join(format!("samples_{name}.npy")), &[k, d], &run.samples)?;
-        write_npy_f32(&dir.join(format!("denoised_{name}.npy")), &[k, d], &pass.sets[0].means)?;
+        write_npy_f32(
+            &dir.join(format!("samples_{name}.npy")),
+            &[k, d],
+            &run.samples,
+        )?;
+        write_npy_f32(
+            &dir.join(format!("denoised_{name}.npy")),
+            &[k, d],
+            &pass.sets[0].means,
+        )?;
         let shown = k.min(64);
-        save_grid(&dir.join(format!("grid_{name}.png")), &run.samples[..shown * d], shape, 8, default_scale(shape))?;
+        save_grid(
+            &dir.join(format!("grid_{name}.png")),
+            &run.samples[..shown * d],
+            shape,
+            8,
+            default_scale(shape),
+        )?;
         samplers_out.push(SamplerSummary {
             name: name.clone(),
             wall_seconds: wall,
             particles: k,
             steps: if name == "exact" { 0 } else { settings.steps },
-            seconds_per_step: if name == "exact" { None } else { Some(wall / settings.steps as f64) },
+            seconds_per_step: if name == "exact" {
+                None
+            } else {
+                Some(wall / settings.steps as f64)
+            },
             passes_per_step: run.passes_per_step,
             class_weights: classes.map(|c| named_weights(&setup.atoms, &c)),
             class_tv_to_exact: tv,
@@ -180,11 +224,26 @@ pub fn run(
     let scale = default_scale(shape);
     save_grid(&dir.join("truth.png"), &setup.truth, shape, 1, scale)?;
     if let Some(view) = setup.operator.view(&setup.y) {
-        save_grid(&dir.join("measurement.png"), &view.pixels, view.shape, 1, default_scale(view.shape))?;
+        save_grid(
+            &dir.join("measurement.png"),
+            &view.pixels,
+            view.shape,
+            1,
+            default_scale(view.shape),
+        )?;
     }
     let top = top_atoms(&omega, 10);
-    let top_pixels: Vec<f32> = top.iter().flat_map(|&(i, _)| setup.atoms.image(i).iter().copied()).collect();
-    save_grid(&dir.join("exact_top_atoms.png"), &top_pixels, shape, 10, scale)?;
+    let top_pixels: Vec<f32> = top
+        .iter()
+        .flat_map(|&(i, _)| setup.atoms.image(i).iter().copied())
+        .collect();
+    save_grid(
+        &dir.join("exact_top_atoms.png"),
+        &top_pixels,
+        shape,
+        10,
+        scale,
+    )?;
 
     let summary = Summary {
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -204,17 +263,24 @@ pub fn run(
             .map(|&(i, w)| TopAtom {
                 index: i,
                 weight: w,
-                label: setup.atoms.labels.as_ref().map(|l| label_name(&setup.atoms, l[i])),
+                label: setup
+                    .atoms
+                    .labels
+                    .as_ref()
+                    .map(|l| label_name(&setup.atoms, l[i])),
             })
             .collect(),
         exact_class_weights: exact_classes.map(|c| named_weights(&setup.atoms, &c)),
         samplers: samplers_out,
         total_seconds: started.elapsed().as_secs_f64(),
     };
-    std::fs::write(dir.join("config.toml"), cfg.to_toml()).map_err(|e| Error::io(dir.join("config.toml"), e))?;
+    std::fs::write(dir.join("config.toml"), cfg.to_toml())
+        .map_err(|e| Error::io(dir.join("config.toml"), e))?;
     crate::arrays::write_atomic(
         &dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary).expect("summary serialises").as_bytes(),
+        serde_json::to_string_pretty(&summary)
+            .expect("summary serialises")
+            .as_bytes(),
     )?;
     let path = staging.finish()?;
     Ok((path, summary))
@@ -261,7 +327,10 @@ pub fn total_variation(p: &[f64], q: &[f64]) -> f64 {
 fn named_weights(ds: &Dataset, w: &[f64]) -> Vec<ClassWeight> {
     w.iter()
         .enumerate()
-        .map(|(c, &weight)| ClassWeight { class: label_name(ds, c as u32), weight })
+        .map(|(c, &weight)| ClassWeight {
+            class: label_name(ds, c as u32),
+            weight,
+        })
         .collect()
 }
 
@@ -279,5 +348,9 @@ pub fn flat_shape(d: usize, given: Option<ImageShape>) -> ImageShape {
         return s;
     }
     let r = (d as f64).sqrt().round() as usize;
-    if r * r == d { ImageShape::new(r, r, 1) } else { ImageShape::new(1, d, 1) }
+    if r * r == d {
+        ImageShape::new(r, r, 1)
+    } else {
+        ImageShape::new(1, d, 1)
+    }
 }

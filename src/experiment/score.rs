@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::arrays::read_npy;
 use crate::data::{Dataset, ImageShape};
-use crate::diffusion::{check_time, Schedule};
+use crate::diffusion::{Schedule, check_time};
 use crate::engine::Weights;
 use crate::samplers::score::tweedie_score;
 use crate::{Error, Result};
@@ -28,7 +28,10 @@ impl std::str::FromStr for Method {
         match s {
             "prior" => Ok(Method::Prior),
             "fsr" => Ok(Method::Fsr),
-            _ => Err(Error::config("--method", format!("unknown method {s:?}; expected fsr or prior"))),
+            _ => Err(Error::config(
+                "--method",
+                format!("unknown method {s:?}; expected fsr or prior"),
+            )),
         }
     }
 }
@@ -55,11 +58,17 @@ fn read_rows(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>)> {
         [d] => (1, *d),
         [r, d] => (*r, *d),
         s => {
-            return Err(Error::data(path, format!("{what} must have shape (rows, D); got {s:?}")));
+            return Err(Error::data(
+                path,
+                format!("{what} must have shape (rows, D); got {s:?}"),
+            ));
         }
     };
     if rows == 0 || cols == 0 {
-        return Err(Error::data(path, format!("{what} is empty (shape {:?})", a.shape)));
+        return Err(Error::data(
+            path,
+            format!("{what} is empty (shape {:?})", a.shape),
+        ));
     }
     Ok((rows, cols, a.data.iter().map(|&v| v as f32).collect()))
 }
@@ -72,12 +81,20 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
     if dx != d {
         return Err(Error::data(
             &req.x,
-            format!("x has rows of {dx} values but the atoms have D = {d}; both must be (rows, {d})"),
+            format!(
+                "x has rows of {dx} values but the atoms have D = {d}; both must be (rows, {d})"
+            ),
         ));
     }
     let shape = crate::experiment::flat_shape(d, req.shape);
     if shape.dim() != d {
-        return Err(Error::config("--shape", format!("{shape} has {} values but the atoms have D = {d}", shape.dim())));
+        return Err(Error::config(
+            "--shape",
+            format!(
+                "{shape} has {} values but the atoms have D = {d}",
+                shape.dim()
+            ),
+        ));
     }
     let dataset = Dataset {
         source: req.atoms.display().to_string(),
@@ -92,14 +109,23 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
     let set = match req.method {
         Method::Prior => Weights::Prior,
         Method::Fsr => {
-            let y_path = req.y.as_ref().ok_or_else(|| Error::config("--y", "--method fsr needs the measurement --y Y.npy"))?;
-            let spec = req
-                .operator
-                .as_ref()
-                .ok_or_else(|| Error::config("--operator", "--method fsr needs --operator (e.g. matrix:M.npy)"))?;
-            let sigma = req.sigma.ok_or_else(|| Error::config("--sigma", "--method fsr needs --sigma S (S > 0)"))?;
+            let y_path = req.y.as_ref().ok_or_else(|| {
+                Error::config("--y", "--method fsr needs the measurement --y Y.npy")
+            })?;
+            let spec = req.operator.as_ref().ok_or_else(|| {
+                Error::config(
+                    "--operator",
+                    "--method fsr needs --operator (e.g. matrix:M.npy)",
+                )
+            })?;
+            let sigma = req
+                .sigma
+                .ok_or_else(|| Error::config("--sigma", "--method fsr needs --sigma S (S > 0)"))?;
             if !(sigma.is_finite() && sigma > 0.0) {
-                return Err(Error::config("--sigma", format!("must be a positive number, got {sigma}")));
+                return Err(Error::config(
+                    "--sigma",
+                    format!("must be a positive number, got {sigma}"),
+                ));
             }
             let base = Path::new(".");
             let op = crate::operators::parse(spec, shape, base).map_err(|e| match e {
@@ -111,7 +137,11 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
             if ya.data.len() != m || ya.shape.len() != 1 {
                 return Err(Error::data(
                     y_path,
-                    format!("y has shape {:?} but operator {} measures m = {m} values; y must have shape ({m},)", ya.shape, op.spec()),
+                    format!(
+                        "y has shape {:?} but operator {} measures m = {m} values; y must have shape ({m},)",
+                        ya.shape,
+                        op.spec()
+                    ),
                 ));
             }
             let y: Vec<f32> = ya.data.iter().map(|&v| v as f32).collect();

@@ -37,7 +37,12 @@ impl DatasetSummary {
     pub fn of(ds: &Dataset) -> Self {
         let n = ds.images.len().max(1) as f64;
         let mean = ds.images.iter().map(|&p| p as f64).sum::<f64>() / n;
-        let var = ds.images.iter().map(|&p| (p as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = ds
+            .images
+            .iter()
+            .map(|&p| (p as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         DatasetSummary {
             source: ds.source.clone(),
             atoms: ds.len(),

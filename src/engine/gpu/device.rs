@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use crate::{Error, Result};
 
 /// One adapter as `fslens info` shows it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct AdapterInfoRow {
     pub name: String,
     pub backend: String,
