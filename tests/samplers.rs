@@ -27,6 +27,82 @@ fn clustered_atoms(n: usize, d: usize, classes: usize, seed: u64) -> (Vec<f32>, 
     (atoms, labels)
 }
 
+/// Clustered atoms with a posterior bias b registered on a CPU engine: enough to build a
+/// [`Problem`] for the samplers (identity operator; y and σ unused by exact and fsr).
+struct Fixture {
+    atoms: Vec<f32>,
+    labels: Vec<usize>,
+    classes: usize,
+    d: usize,
+    b: Vec<f64>,
+    engine: CpuBackend,
+    posterior: fslens::engine::BiasId,
+    op: Box<dyn fslens::operators::Operator>,
+    y: Vec<f32>,
+}
+
+impl Fixture {
+    fn new(atoms: Vec<f32>, labels: Vec<usize>, classes: usize, d: usize, b: Vec<f64>) -> Self {
+        let mut engine = CpuBackend::new(&atoms, d).unwrap();
+        let posterior = engine.add_bias(&b).unwrap();
+        let op = fslens::operators::parse(
+            "identity",
+            ImageShape::new(1, d, 1),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        Fixture {
+            atoms,
+            labels,
+            classes,
+            d,
+            b,
+            engine,
+            posterior,
+            op,
+            y: vec![0.0; d],
+        }
+    }
+
+    fn problem(&self) -> Problem<'_> {
+        Problem {
+            backend: &self.engine,
+            atoms: &self.atoms,
+            dim: self.d,
+            log_likelihoods: &self.b,
+            posterior: self.posterior,
+            operator: self.op.as_ref(),
+            y: &self.y,
+            sigma: 1.0,
+            schedule: Schedule::default(),
+        }
+    }
+
+    /// Exact class masses Σ_{i in c} ω_i.
+    fn exact_classes(&self) -> Vec<f64> {
+        let mut want = vec![0.0; self.classes];
+        for (&c, &w) in self.labels.iter().zip(&self.problem().posterior_weights()) {
+            want[c] += w;
+        }
+        want
+    }
+
+    /// Class frequencies of samples at t_min, each assigned to its nearest atom.
+    fn sample_classes(&self, samples: &[f32]) -> Vec<f64> {
+        let noise = Schedule::default().noise(1e-3);
+        let pass = self
+            .engine
+            .weighted_means(samples, noise, &[Weights::Prior])
+            .unwrap();
+        let k = pass.nearest.len() as f64;
+        let mut got = vec![0.0; self.classes];
+        for nb in &pass.nearest {
+            got[self.labels[nb.index]] += 1.0 / k;
+        }
+        got
+    }
+}
+
 /// log p(x_t | y) = log Σ_i exp(b_i − ‖x − s a_i‖²/(2v)) + const, in float64.
 fn log_posterior_marginal(atoms: &[f32], d: usize, b: &[f64], x: &[f64], s: f64, v: f64) -> f64 {
     let l: Vec<f64> = atoms
@@ -96,22 +172,7 @@ fn exact_sampler_class_frequencies_match_omega() {
         .iter()
         .map(|&c| [-6.0, 0.0, -30.0, -1.0][c] + rng.random_range(-1.0..1.0))
         .collect();
-    let mut engine = CpuBackend::new(&atoms, d).unwrap();
-    let posterior = engine.add_bias(&b).unwrap();
-    let shape = ImageShape::new(1, d, 1);
-    let op = fslens::operators::parse("identity", shape, std::path::Path::new(".")).unwrap();
-    let y = vec![0.0f32; d];
-    let problem = Problem {
-        backend: &engine,
-        atoms: &atoms,
-        dim: d,
-        log_likelihoods: &b,
-        posterior,
-        operator: op.as_ref(),
-        y: &y,
-        sigma: 1.0,
-        schedule: Schedule::default(),
-    };
+    let fx = Fixture::new(atoms, labels, classes, d, b);
     let k = 20000;
     let settings = Settings {
         particles: k,
@@ -122,24 +183,11 @@ fn exact_sampler_class_frequencies_match_omega() {
     };
     let run = samplers::by_name("exact")
         .unwrap()
-        .sample(&problem, &settings, &mut |_| {})
+        .sample(&fx.problem(), &settings, &mut |_| {})
         .unwrap();
     assert_eq!(run.samples.len(), k * d);
     assert_eq!(run.snapshots.len(), 1);
-    let omega = problem.posterior_weights();
-    let mut want = vec![0.0; classes];
-    for (&c, &w) in labels.iter().zip(&omega) {
-        want[c] += w;
-    }
-    // Assign samples to atoms through the engine's nearest atom at t_min.
-    let noise = problem.schedule.noise(1e-3);
-    let pass = engine
-        .weighted_means(&run.samples, noise, &[Weights::Prior])
-        .unwrap();
-    let mut got = vec![0.0; classes];
-    for nb in &pass.nearest {
-        got[labels[nb.index]] += 1.0 / k as f64;
-    }
+    let (want, got) = (fx.exact_classes(), fx.sample_classes(&run.samples));
     for c in 0..classes {
         // 5 binomial standard deviations (plus a floor for classes with ~0 mass).
         let sd = (want[c] * (1.0 - want[c]) / k as f64).sqrt();
@@ -157,29 +205,9 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
     let (n, d, classes) = (240, 6, 3);
     let (atoms, labels) = clustered_atoms(n, d, classes, 3);
     let b: Vec<f64> = labels.iter().map(|&c| [-0.5, 0.0, -1.0][c]).collect();
-    let mut engine = CpuBackend::new(&atoms, d).unwrap();
-    let posterior = engine.add_bias(&b).unwrap();
-    let op = fslens::operators::parse(
-        "identity",
-        ImageShape::new(1, d, 1),
-        std::path::Path::new("."),
-    )
-    .unwrap();
-    let y = vec![0.0f32; d];
-    let problem = Problem {
-        backend: &engine,
-        atoms: &atoms,
-        dim: d,
-        log_likelihoods: &b,
-        posterior,
-        operator: op.as_ref(),
-        y: &y,
-        sigma: 1.0,
-        schedule: Schedule::default(),
-    };
-    let k = 2000;
+    let fx = Fixture::new(atoms, labels, classes, d, b);
     let settings = Settings {
-        particles: k,
+        particles: 2000,
         steps: 400,
         t_min: 1e-3,
         seed: 4,
@@ -187,24 +215,9 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
     };
     let run = samplers::by_name("fsr")
         .unwrap()
-        .sample(&problem, &settings, &mut |_| {})
+        .sample(&fx.problem(), &settings, &mut |_| {})
         .unwrap();
-    let omega = problem.posterior_weights();
-    let mut want = vec![0.0; classes];
-    for (&c, &w) in labels.iter().zip(&omega) {
-        want[c] += w;
-    }
-    let pass = engine
-        .weighted_means(
-            &run.samples,
-            problem.schedule.noise(1e-3),
-            &[Weights::Prior],
-        )
-        .unwrap();
-    let mut got = vec![0.0; classes];
-    for nb in &pass.nearest {
-        got[labels[nb.index]] += 1.0 / k as f64;
-    }
+    let (want, got) = (fx.exact_classes(), fx.sample_classes(&run.samples));
     let tv: f64 = 0.5
         * got
             .iter()

@@ -142,6 +142,7 @@ fn operator_help() -> String {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    quiet_vulkan_loader();
     let cli = Cli::parse();
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -288,6 +289,23 @@ fn dispatch(cli: &Cli) -> Result<()> {
             })?;
             Ok(())
         }
+    }
+}
+
+/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on every adapter
+/// query of a headless server; give them a private runtime folder when there is none.
+fn quiet_vulkan_loader() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!(
+        "fslens-runtime-{}",
+        std::env::var("USER").unwrap_or_default()
+    ));
+    if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_ok() || dir.is_dir() {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
     }
 }
 

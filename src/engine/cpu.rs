@@ -862,21 +862,7 @@ impl Backend for CpuBackend {
 
     /// Stores β − max β (float32 and float64).
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
-        if bias.len() != self.n {
-            return Err(Error::input(format!(
-                "cpu backend: bias has {} values but there are {} atoms",
-                bias.len(),
-                self.n
-            )));
-        }
-        if let Some(i) = bias.iter().position(|b| !b.is_finite()) {
-            return Err(Error::input(format!(
-                "cpu backend: bias value {i} is {} (must be finite; a log-likelihood of −∞ \
-                 means the measurement rules the atom out: drop the atom instead)",
-                bias[i]
-            )));
-        }
-        let max = bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let max = super::check_bias("cpu", bias, self.n)?;
         let shifted: Vec<f64> = bias.iter().map(|&b| b - max).collect();
         self.biases32
             .push(shifted.iter().map(|&b| b as f32).collect());

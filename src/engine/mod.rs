@@ -101,6 +101,25 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<f32>>;
 }
 
+/// Checks a bias vector for `add_bias` (one finite value per atom) and returns its maximum,
+/// which backends subtract before storing it in float32.
+pub fn check_bias(backend: &str, bias: &[f64], atoms: usize) -> Result<f64> {
+    if bias.len() != atoms {
+        return Err(Error::input(format!(
+            "{backend} backend: bias has {} values but there are {atoms} atoms",
+            bias.len()
+        )));
+    }
+    if let Some(i) = bias.iter().position(|b| !b.is_finite()) {
+        return Err(Error::input(format!(
+            "{backend} backend: bias value {i} is {} (must be finite; a log-likelihood of −∞ \
+             means the measurement rules the atom out: drop the atom instead)",
+            bias[i]
+        )));
+    }
+    Ok(bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+}
+
 /// The backends `create` knows, by name.
 pub const BACKENDS: &[&str] = &["auto", "cpu", "gpu"];
 

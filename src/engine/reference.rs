@@ -89,13 +89,7 @@ impl Backend for ReferenceBackend {
         self.d
     }
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
-        if bias.len() != self.n {
-            return Err(Error::input(format!(
-                "bias has {} values but there are {} atoms",
-                bias.len(),
-                self.n
-            )));
-        }
+        super::check_bias("reference", bias, self.n)?;
         self.biases.push(bias.to_vec());
         Ok(BiasId(self.biases.len() - 1))
     }

@@ -1,0 +1,141 @@
+//! `fslens run` writes the whole output folder of the core issue, item 7, and the resolved
+//! config.toml reads back as a run config.
+
+use std::process::Command;
+
+#[test]
+fn run_writes_the_output_folder() {
+    let dir = std::env::temp_dir().join(format!("fslens-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("small.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+seed = 3
+backend = "cpu"
+[data]
+kind = "synthetic"
+count = 300
+size = 16
+[truth]
+held_out = 2
+index = 1
+[measurement]
+operator = "downsample:4"
+sigma = 0.1
+[sampling]
+samplers = ["exact", "fsr"]
+particles = 24
+steps = 40
+checkpoints = [0.5, 0.1]
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // --json: every stdout line is one JSON record, the last one says done.
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "progress" && r["sampler"] == "fsr")
+    );
+    assert_eq!(records.last().unwrap()["event"], "done");
+
+    for f in [
+        "config.toml",
+        "summary.json",
+        "samples_exact.npy",
+        "samples_fsr.npy",
+        "denoised_fsr.npy",
+        "grid_exact.png",
+        "grid_fsr.png",
+        "truth.png",
+        "measurement.png",
+        "exact_top_atoms.png",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    for png in [
+        "grid_fsr.png",
+        "truth.png",
+        "measurement.png",
+        "exact_top_atoms.png",
+    ] {
+        let img = image::open(out.join(png)).unwrap().to_rgb8();
+        let first = img.get_pixel(img.width() / 2, img.height() / 2);
+        assert!(
+            img.width() > 4 && img.pixels().any(|p| p != first),
+            "{png} is blank"
+        );
+    }
+    let samples = fslens::arrays::read_npy(&out.join("samples_fsr.npy")).unwrap();
+    assert_eq!(samples.shape, vec![24, 256]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["dataset"]["atoms"], 298);
+    assert_eq!(summary["exact_top_atoms"].as_array().unwrap().len(), 10);
+    let w: f64 = summary["exact_class_weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["weight"].as_f64().unwrap())
+        .sum();
+    assert!((w - 1.0).abs() < 1e-9, "exact class weights sum to {w}");
+    let samplers = summary["samplers"].as_array().unwrap();
+    assert_eq!(samplers.len(), 2);
+    for s in samplers {
+        let tv = s["class_tv_to_exact"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&tv));
+        assert_eq!(s["particles"], 24);
+    }
+    // The resolved config is a valid run config with the defaults filled in.
+    let back = fslens::config::RunConfig::load(&out.join("config.toml")).unwrap();
+    assert_eq!(back.sampling.particles, 24);
+    assert_eq!(back.data.count, Some(300));
+    // No staging folders are left beside the output.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_config_is_valid_and_embedded() {
+    let cfg = fslens::config::RunConfig::demo();
+    assert_eq!(cfg.sampling.samplers, vec!["exact", "fsr"]);
+    // The file in assets/ is the one compiled in.
+    let on_disk = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/configs/demo.toml"
+    ))
+    .unwrap();
+    assert_eq!(on_disk, fslens::config::DEMO_TOML);
+    // Every example config parses.
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/configs")).unwrap()
+    {
+        let p = entry.unwrap().path();
+        fslens::config::RunConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+}
