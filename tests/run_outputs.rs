@@ -90,6 +90,10 @@ checkpoints = [0.5, 0.1]
     }
     let samples = fslens::arrays::read_npy(&out.join("samples_fsr.npy")).unwrap();
     assert_eq!(samples.shape, vec![24, 256]);
+    for name in ["exact", "fsr"] {
+        let cloud = fslens::arrays::read_npy(&out.join(format!("checkpoints_{name}.npy"))).unwrap();
+        assert_eq!(cloud.shape, vec![2, 24, 256], "{name}");
+    }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["dataset"]["atoms"], 298);
@@ -107,6 +111,17 @@ checkpoints = [0.5, 0.1]
         let tv = s["class_tv_to_exact"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&tv));
         assert_eq!(s["particles"], 24);
+        let times: Vec<f64> = s["checkpoint_times"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap())
+            .collect();
+        assert_eq!(times.len(), 2);
+        assert!(
+            (times[0] - 0.5).abs() < 0.02 && (times[1] - 0.1).abs() < 0.02,
+            "{times:?}"
+        );
     }
     // The resolved config is a valid run config with the defaults filled in.
     let back = fslens::config::RunConfig::load(&out.join("config.toml")).unwrap();

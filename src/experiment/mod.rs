@@ -196,6 +196,18 @@ pub fn run(
             &[k, d],
             &pass.sets[0].means,
         )?;
+        if !run.snapshots.is_empty() {
+            let cloud: Vec<f32> = run
+                .snapshots
+                .iter()
+                .flat_map(|snap| snap.particles.iter().copied())
+                .collect();
+            write_npy_f32(
+                &dir.join(format!("checkpoints_{name}.npy")),
+                &[run.snapshots.len(), k, d],
+                &cloud,
+            )?;
+        }
         let shown = k.min(64);
         save_grid(
             &dir.join(format!("grid_{name}.png")),
@@ -215,6 +227,7 @@ pub fn run(
                 Some(wall / settings.steps as f64)
             },
             passes_per_step: run.passes_per_step,
+            checkpoint_times: run.snapshots.iter().map(|snap| snap.t).collect(),
             class_weights: classes.map(|c| named_weights(&setup.atoms, &c)),
             class_tv_to_exact: tv,
         });

@@ -88,6 +88,8 @@ pub struct SamplerSummary {
     pub steps: usize,
     pub seconds_per_step: Option<f64>,
     pub passes_per_step: f64,
+    /// Times of the clouds in checkpoints_<name>.npy (T × K × D), decreasing.
+    pub checkpoint_times: Vec<f64>,
     pub class_weights: Option<Vec<ClassWeight>>,
     /// Total variation between this sampler's class weights and the exact ones.
     pub class_tv_to_exact: Option<f64>,
