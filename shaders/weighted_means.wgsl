@@ -19,7 +19,8 @@
 // The host does this on Mesa's llvmpipe, which stops every shader invocation after 65535 loop
 // iterations in total (gallivm's loop limiter) and would otherwise silently skip atoms.
 
-// 0 = f32 bits, 1 = u8 codes (four per word) decoded by a 256-entry table.
+// 0 = f32 bits, 1 = u8 codes (four per word) decoded by a 256-entry table,
+// 2 = f16 pairs (two per word, even column low) decoded exactly by unpack2x16float.
 override STORAGE: u32 = 0u;
 override COVARIANCE: bool = false;
 
@@ -82,6 +83,10 @@ var<workgroup> sh_table: array<f32, 256>;
 fn load_atom(j: u32, d: u32) -> f32 {
     if (STORAGE == 0u) {
         return bitcast<f32>(atoms[j * params.stride + d]);
+    }
+    if (STORAGE == 2u) {
+        let h = unpack2x16float(atoms[j * params.stride + d / 2u]);
+        return select(h.x, h.y, (d & 1u) == 1u);
     }
     let w = atoms[j * params.stride + d / 4u];
     return sh_table[(w >> ((d % 4u) * 8u)) & 0xffu];

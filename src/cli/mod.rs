@@ -133,6 +133,12 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// cpu or gpu (the best adapter; FSLENS_ADAPTER=substring picks one by name).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Atom storage on the GPU: f32, u8 (exact for 8-bit data) or f16.
+        #[arg(long, default_value = "f32")]
+        storage: String,
     },
 }
 
@@ -235,6 +241,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
             no_baseline,
             repeats,
             threads,
+            backend,
+            storage,
         } => {
             for &ti in t {
                 crate::diffusion::check_time("--t", ti)?;
@@ -247,6 +255,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 baseline: !no_baseline,
                 repeats: (*repeats).max(1),
                 threads: *threads,
+                backend: backend.clone(),
+                storage: storage.parse()?,
                 ..Default::default()
             };
             if *random {
@@ -279,8 +289,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
                         r.d,
                         r.seconds_per_step,
                         r.gflops,
-                        r.peak_gflops,
-                        r.fraction_of_peak,
+                        r.peak_gflops.unwrap_or(f64::NAN),
+                        r.fraction_of_peak.unwrap_or(f64::NAN),
                         base,
                         speedup
                     );
