@@ -621,8 +621,8 @@ fn merge_stats(parts: impl Iterator<Item = [f32; STAT]> + Clone, shift: f64) -> 
 fn loop_iterations_per_tile(d: usize, k: usize) -> u64 {
     const WG: usize = 64;
     const DK: usize = 32;
-    const PPT: usize = 4;
-    let phase1 = d.div_ceil(DK) * (TA * DK / WG + TR * DK / WG + PPT * (DK + 1) + 4);
+    // Per DK-slice: the two staging loops and the one dd loop of the 2 × 2 register block.
+    let phase1 = d.div_ceil(DK) * (TA * DK / WG + TR * DK / WG + (DK + 1) + 4);
     let phase2 = 3 * (TA + 1) + 4;
     let phase3 = d.div_ceil(WG) * (2 * TR * (k + 1) + TA * (1 + TR * (k + 1)) + 2);
     (phase1 + phase2 + phase3 + 4) as u64
