@@ -549,6 +549,7 @@ pub fn nominal_gpu_peak_gflops(adapter: &str) -> Option<f64> {
         ("GH200", 66_900.0),
         ("A100", 19_500.0),
         ("L40S", 91_600.0),
+        ("L40", 90_500.0),
         ("L4", 30_300.0),
         ("A10G", 31_200.0),
         ("A10", 31_200.0),
@@ -561,4 +562,26 @@ pub fn nominal_gpu_peak_gflops(adapter: &str) -> Option<f64> {
         .iter()
         .find(|(key, _)| name.contains(key))
         .map(|&(_, g)| g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nominal_gpu_peak_gflops;
+
+    #[test]
+    fn nominal_peak_matches_the_most_specific_name() {
+        if std::env::var_os("FSLENS_GPU_PEAK_GFLOPS").is_some() {
+            eprintln!("FSLENS_GPU_PEAK_GFLOPS is set: the table is not consulted");
+            return;
+        }
+        let peak = |name: &str| nominal_gpu_peak_gflops(name);
+        assert_eq!(
+            peak("gpu: NVIDIA H100 80GB HBM3 (Vulkan, DiscreteGpu)"),
+            Some(66_900.0)
+        );
+        assert_eq!(peak("NVIDIA H100 PCIe"), Some(51_200.0));
+        assert_eq!(peak("NVIDIA L40S"), Some(91_600.0));
+        assert_eq!(peak("NVIDIA L4"), Some(30_300.0));
+        assert_eq!(peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+    }
 }
