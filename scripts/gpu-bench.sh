@@ -117,7 +117,9 @@ field() { sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p" <<<"$2" | tr -d '"';
 adapter=$(head -1 "$jsonl" 2>/dev/null)
 echo
 echo "fslens fused fsr step on the GPU — $(field backend "$adapter" | sed 's/, [a-z0-9]* atom storage.*//')"
-echo "parity tests: $parity; t = $t; best of $repeats; fp32 peak: $(field peak_gflops "$adapter") GFLOP/s"
+peak=$(field peak_gflops "$adapter")
+[[ $peak == null || -z $peak ]] && peak="unknown (set FSLENS_GPU_PEAK_GFLOPS)" || peak="$peak GFLOP/s (nominal)"
+echo "parity tests: $parity; t = $t; best of $repeats; fp32 peak: $peak"
 printf "%-7s %6s %6s %6s %12s %9s %8s %12s %9s\n" storage B N D "ms/step" "TFLOP/s" "% peak" "torch ms" "vs torch"
 while IFS= read -r r; do
   [[ -z $r ]] && continue
