@@ -4,7 +4,8 @@
 # vendored/cached crates, or uses prebuilt binaries.
 #
 #   1. builds `fslens` in release (or uses $FSLENS_BIN) and runs the GPU parity tests
-#      (tests/engine_gpu.rs with FSLENS_REQUIRE_GPU=1, so a missing adapter is a failure);
+#      (tests/engine_gpu.rs and tests/score_gpu.rs with FSLENS_REQUIRE_GPU=1, so a missing
+#      adapter is a failure);
 #   2. times the fused fsr step (`fslens bench --backend gpu --json`) for B ∈ {16, 64, 256,
 #      1024}, N = 60000, D = 784 (Fashion-MNIST when installed, else random 8-bit atoms) and
 #      one 64×64×3 case (N = 20000, D = 12288, random atoms), for each atom storage type;
@@ -14,8 +15,10 @@
 #
 # Environment (all optional):
 #   FSLENS_BIN        prebuilt fslens binary (skips the build)
-#   FSLENS_TEST_BIN   prebuilt engine_gpu test binary (`cargo test --release --test engine_gpu
-#                     --no-run` prints its path); without it and without cargo, tests are skipped
+#   FSLENS_TEST_BIN   prebuilt test binaries, space-separated (`cargo test --release --test
+#                     engine_gpu --test score_gpu --no-run` prints their paths); score_gpu runs
+#                     the fslens binary it was built with. Without them and without cargo, the
+#                     parity tests count as failed
 #   SKIP_TESTS=1      skip the parity tests;   SKIP_TORCH=1  skip PyTorch
 #   BENCH_BATCHES     comma-separated B for the D = 784 case (default 16,64,256,1024)
 #   BENCH_N, BENCH_D  the first case's N and D (default 60000, 784)
@@ -57,10 +60,16 @@ fi
 parity="skipped"
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
   log "GPU parity tests (FSLENS_REQUIRE_GPU=1)"
+  : >"$out/tests.log"
   if [[ -n ${FSLENS_TEST_BIN:-} ]]; then
-    FSLENS_REQUIRE_GPU=1 "$FSLENS_TEST_BIN" >"$out/tests.log" 2>&1
+    ok=0
+    for tb in $FSLENS_TEST_BIN; do
+      FSLENS_REQUIRE_GPU=1 "$tb" >>"$out/tests.log" 2>&1 || ok=1
+    done
+    [[ $ok == 0 ]]
   elif command -v cargo >/dev/null; then
-    FSLENS_REQUIRE_GPU=1 cargo test --release --offline --test engine_gpu >"$out/tests.log" 2>&1
+    FSLENS_REQUIRE_GPU=1 cargo test --release --offline --test engine_gpu --test score_gpu \
+      >"$out/tests.log" 2>&1
   else
     echo "no FSLENS_TEST_BIN and no cargo" >"$out/tests.log"; false
   fi
