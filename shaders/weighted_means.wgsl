@@ -27,9 +27,13 @@ override COVARIANCE: bool = false;
 const WG: u32 = 64u;        // threads per workgroup
 const TR: u32 = 8u;         // particle rows per workgroup
 const TA: u32 = 32u;        // atoms per tile
-const DK: u32 = 32u;        // dimensions staged per step
-const DKP: u32 = 33u;       // row stride of sh_a: DK + 1, so that the 32 lanes reading
-                            //   32 different atoms at one dd hit 32 different banks
+// Dimensions staged per step, a pipeline-overridable tile size (the host passes its value;
+// more means fewer barriers, more workgroup memory: TA·(DK+1) + 3·TR·DK floats).
+override DK: u32 = 32u;
+// Row stride of sh_a is DK + 1, so that lanes reading different atoms at one dd hit
+// different banks. The workgroup array lengths follow from DK:
+override SH_A_LEN: u32 = 32u * (DK + 1u);  // TA × (DK + 1)
+override SH_X_LEN: u32 = 8u * DK;          // TR × DK
 const KMAX: u32 = 4u;       // bias sets per pass
 const CUT: f32 = -60.0;     // e^{ℓ−M} for ℓ − M below this is 0
 const NONE: f32 = -3.0e38;  // running max before any term
@@ -71,10 +75,10 @@ struct Chunk {
 // per slot, row: nearest dist (f32 bits), global index
 @group(0) @binding(9) var<storage, read_write> part_near: array<u32>;
 
-var<workgroup> sh_a: array<f32, 1056>;      // TA × DKP
-var<workgroup> sh_x: array<f32, 256>;       // TR × DK
-var<workgroup> sh_g: array<f32, 256>;       // TR × DK
-var<workgroup> sh_m: array<f32, 256>;       // TR × DK
+var<workgroup> sh_a: array<f32, SH_A_LEN>;
+var<workgroup> sh_x: array<f32, SH_X_LEN>;
+var<workgroup> sh_g: array<f32, SH_X_LEN>;
+var<workgroup> sh_m: array<f32, SH_X_LEN>;
 var<workgroup> sh_dist: array<f32, 256>;    // TR × TA
 var<workgroup> sh_proj: array<f32, 256>;    // TR × TA
 var<workgroup> sh_w: array<f32, 1024>;      // KMAX × TR × TA coefficients
@@ -169,7 +173,7 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
                 let d = d0 + e % DK;
                 var v = 0.0;
                 if (j < a_end && d < D) { v = load_atom(j, d); }
-                sh_a[(e / DK) * DKP + e % DK] = v;
+                sh_a[(e / DK) * (DK + 1u) + e % DK] = v;
             }
             for (var e = lid; e < TR * DK; e += WG) {
                 let b = row0 + e / DK;
@@ -192,8 +196,8 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
             let dn = min(DK, D - d0);
             let s = params.s;
             for (var dd = 0u; dd < dn; dd++) {
-                let aa = sh_a[ja * DKP + dd];
-                let ab = sh_a[jb * DKP + dd];
+                let aa = sh_a[ja * (DK + 1u) + dd];
+                let ab = sh_a[jb * (DK + 1u) + dd];
                 let x0 = sh_x[r0 * DK + dd];
                 let x1 = sh_x[(r0 + 1u) * DK + dd];
                 let e00 = x0 - s * aa;

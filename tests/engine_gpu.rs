@@ -309,6 +309,64 @@ fn u8_storage_of_8bit_data_changes_nothing() {
     }
 }
 
+/// The `DK` tile size (dimensions staged per step) is a pipeline-overridable constant: other
+/// values match the reference, give bit-identical results to the default (each distance is
+/// the same ordered fma chain over d), and a size beyond the limits is a clear error.
+#[test]
+fn tile_dims_override() {
+    if !have_gpu("tile dims") {
+        return;
+    }
+    for dk in [8, 64] {
+        let opts = GpuOptions {
+            tile_dims: Some(dk),
+            storage: Storage::F16,
+            ..GpuOptions::default()
+        };
+        random_case_with(opts, 120, 15, 1);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let (n, d) = (200, 45);
+    let atoms = atoms8(&mut rng, n, d);
+    let bvec = bias(&mut rng, &atoms, d, 0.1);
+    let nz = noise(0.05);
+    let x = particles(&mut rng, &atoms, d, 6, nz);
+    let g: Vec<f32> = (0..x.len())
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let run = |dk: Option<usize>| {
+        let opts = GpuOptions {
+            tile_dims: dk,
+            ..GpuOptions::default()
+        };
+        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
+        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
+        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
+        let cg = gpu
+            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
+            .unwrap();
+        (out, cg)
+    };
+    let (a, acg) = run(None);
+    for dk in [1, 16, 96] {
+        let (b, bcg) = run(Some(dk));
+        for (sa, sb) in a.sets.iter().zip(&b.sets) {
+            assert_eq!(sa.means, sb.means, "DK = {dk}");
+            assert_eq!(sa.stats, sb.stats, "DK = {dk}");
+        }
+        assert_eq!(a.nearest, b.nearest, "DK = {dk}");
+        assert_eq!(acg, bcg, "DK = {dk}");
+    }
+    for dk in [0, 300] {
+        let opts = GpuOptions {
+            tile_dims: Some(dk),
+            ..GpuOptions::default()
+        };
+        let err = GpuBackend::new(&atoms, d, opts).err().unwrap().to_string();
+        assert!(err.contains("tile_dims"), "{err}");
+    }
+}
+
 /// One workgroup split over 2000 atoms (63 tiles): with the default loop budget on llvmpipe
 /// the split is resumed over several dispatches (without that, llvmpipe's 65535-iteration
 /// limit silently skipped the last atoms); with a budget of one tile per dispatch, every tile
