@@ -26,6 +26,7 @@
 #   BENCH_STORAGES    storage types (default "f32 u8 f16")
 #   BENCH_REPEATS     timed repeats per case, best reported (default 10)
 #   BENCH_T           diffusion time of the step (default 0.3)
+#   BENCH_TILE_DIMS   dimensions per step of the kernel's tile (default: the kernel's, 32)
 #   BENCH_OUT         folder for logs and JSON lines (default gpu-bench-<date>)
 #   FSLENS_GPU_PEAK_GFLOPS  the GPU's fp32 peak, when fslens does not know the adapter
 #   FSLENS_ADAPTER    substring of the adapter name to use
@@ -44,6 +45,8 @@ repeats=${BENCH_REPEATS:-10}
 t=${BENCH_T:-0.3}
 python=${PYTHON:-python3}
 fm=${FSLENS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+tile=()
+[[ -n ${BENCH_TILE_DIMS:-} ]] && tile=(--tile-dims "$BENCH_TILE_DIMS")
 status=0
 log() { echo "[$(($(date +%s) - started))s] $*" >&2; }
 
@@ -87,13 +90,13 @@ jsonl=$out/fslens.jsonl
 for st in $storages; do
   log "fslens bench: storage $st, N = $n, D = $d, B = $batches"
   "$bin" --json bench --backend gpu --storage "$st" --batch "$batches" --atoms "$n" --dim "$d" \
-    --t "$t" --repeats "$repeats" --no-baseline "${data_arg[@]}" >>"$jsonl" 2>>"$out/bench.log" ||
+    --t "$t" --repeats "$repeats" --no-baseline "${data_arg[@]}" "${tile[@]}" >>"$jsonl" 2>>"$out/bench.log" ||
     { log "bench failed (storage $st): see $out/bench.log"; status=1; }
   if [[ -n $big ]]; then
     read -r bn bd bb <<<"$big"
     log "fslens bench: storage $st, N = $bn, D = $bd, B = $bb"
     "$bin" --json bench --backend gpu --storage "$st" --batch "$bb" --atoms "$bn" --dim "$bd" \
-      --t "$t" --repeats "$repeats" --no-baseline --random >>"$jsonl" 2>>"$out/bench.log" ||
+      --t "$t" --repeats "$repeats" --no-baseline --random "${tile[@]}" >>"$jsonl" 2>>"$out/bench.log" ||
       { log "bench failed (storage $st, D = $bd): see $out/bench.log"; status=1; }
   fi
 done

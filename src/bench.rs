@@ -54,6 +54,8 @@ pub struct BenchOptions {
     pub backend: String,
     /// Atom storage on the GPU (the CPU backend stores f32 only).
     pub storage: Storage,
+    /// GPU: dimensions staged per step (the kernel's `DK` override; None: its default).
+    pub tile_dims: Option<usize>,
 }
 
 impl Default for BenchOptions {
@@ -77,6 +79,7 @@ impl Default for BenchOptions {
             )),
             backend: "cpu".into(),
             storage: Storage::F32,
+            tile_dims: None,
         }
     }
 }
@@ -302,6 +305,7 @@ pub fn run(
             d,
             GpuOptions {
                 storage: opts.storage,
+                tile_dims: opts.tile_dims,
                 trusted_shaders: true,
                 ..Default::default()
             },

@@ -139,6 +139,9 @@ enum Command {
         /// Atom storage on the GPU: f32, u8 (exact for 8-bit data) or f16.
         #[arg(long, default_value = "f32")]
         storage: String,
+        /// GPU: dimensions staged through workgroup memory per step (default 32).
+        #[arg(long)]
+        tile_dims: Option<usize>,
     },
 }
 
@@ -243,6 +246,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             threads,
             backend,
             storage,
+            tile_dims,
         } => {
             for &ti in t {
                 crate::diffusion::check_time("--t", ti)?;
@@ -257,6 +261,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 threads: *threads,
                 backend: backend.clone(),
                 storage: storage.parse()?,
+                tile_dims: *tile_dims,
                 ..Default::default()
             };
             if *random {
