@@ -19,15 +19,21 @@
 // The host does this on Mesa's llvmpipe, which stops every shader invocation after 65535 loop
 // iterations in total (gallivm's loop limiter) and would otherwise silently skip atoms.
 
-// 0 = f32 bits, 1 = u8 codes (four per word) decoded by a 256-entry table.
+// 0 = f32 bits, 1 = u8 codes (four per word) decoded by a 256-entry table,
+// 2 = f16 pairs (two per word, even column low) decoded exactly by unpack2x16float.
 override STORAGE: u32 = 0u;
 override COVARIANCE: bool = false;
 
 const WG: u32 = 64u;        // threads per workgroup
 const TR: u32 = 8u;         // particle rows per workgroup
 const TA: u32 = 32u;        // atoms per tile
-const DK: u32 = 32u;        // dimensions staged per step
-const PPT: u32 = 4u;        // (row, atom) pairs per thread: TR·TA / WG
+// Dimensions staged per step, a pipeline-overridable tile size (the host passes its value;
+// more means fewer barriers, more workgroup memory: TA·(DK+1) + 3·TR·DK floats).
+override DK: u32 = 32u;
+// Row stride of sh_a is DK + 1, so that lanes reading different atoms at one dd hit
+// different banks. The workgroup array lengths follow from DK:
+override SH_A_LEN: u32 = 32u * (DK + 1u);  // TA × (DK + 1)
+override SH_X_LEN: u32 = 8u * DK;          // TR × DK
 const KMAX: u32 = 4u;       // bias sets per pass
 const CUT: f32 = -60.0;     // e^{ℓ−M} for ℓ − M below this is 0
 const NONE: f32 = -3.0e38;  // running max before any term
@@ -69,10 +75,10 @@ struct Chunk {
 // per slot, row: nearest dist (f32 bits), global index
 @group(0) @binding(9) var<storage, read_write> part_near: array<u32>;
 
-var<workgroup> sh_a: array<f32, 1024>;      // TA × DK
-var<workgroup> sh_x: array<f32, 256>;       // TR × DK
-var<workgroup> sh_g: array<f32, 256>;       // TR × DK
-var<workgroup> sh_m: array<f32, 256>;       // TR × DK
+var<workgroup> sh_a: array<f32, SH_A_LEN>;
+var<workgroup> sh_x: array<f32, SH_X_LEN>;
+var<workgroup> sh_g: array<f32, SH_X_LEN>;
+var<workgroup> sh_m: array<f32, SH_X_LEN>;
 var<workgroup> sh_dist: array<f32, 256>;    // TR × TA
 var<workgroup> sh_proj: array<f32, 256>;    // TR × TA
 var<workgroup> sh_w: array<f32, 1024>;      // KMAX × TR × TA coefficients
@@ -82,6 +88,10 @@ var<workgroup> sh_table: array<f32, 256>;
 fn load_atom(j: u32, d: u32) -> f32 {
     if (STORAGE == 0u) {
         return bitcast<f32>(atoms[j * params.stride + d]);
+    }
+    if (STORAGE == 2u) {
+        let h = unpack2x16float(atoms[j * params.stride + d / 2u]);
+        return select(h.x, h.y, (d & 1u) == 1u);
     }
     let w = atoms[j * params.stride + d / 4u];
     return sh_table[(w >> ((d % 4u) * 8u)) & 0xffu];
@@ -142,16 +152,28 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
 
     for (var a0 = a_begin; a0 < a_end; a0 += TA) {
         // Phase 1: distances (and projections) for TR × TA pairs, DK dimensions at a time.
-        var dist: array<f32, 4>;
-        var proj: array<f32, 4>;
-        for (var i = 0u; i < PPT; i++) { dist[i] = 0.0; proj[i] = 0.0; }
+        // Each thread owns a 2 × 2 register block, rows r0, r0 + 1 against atoms ja, ja + 16:
+        // per dimension 2 atom and 2 particle loads feed 4 pairs (a warp's lanes read 16
+        // consecutive atoms and 2 broadcast rows). Per pair the sum is the same ordered fma
+        // chain over d as one pair per thread would run, so results do not depend on blocking.
+        let r0 = (lid / 16u) * 2u;
+        let ja = lid % 16u;
+        let jb = ja + 16u;
+        var d00 = 0.0;
+        var d01 = 0.0;
+        var d10 = 0.0;
+        var d11 = 0.0;
+        var p00 = 0.0;
+        var p01 = 0.0;
+        var p10 = 0.0;
+        var p11 = 0.0;
         for (var d0 = 0u; d0 < D; d0 += DK) {
             for (var e = lid; e < TA * DK; e += WG) {
                 let j = a0 + e / DK;
                 let d = d0 + e % DK;
                 var v = 0.0;
                 if (j < a_end && d < D) { v = load_atom(j, d); }
-                sh_a[e] = v;
+                sh_a[(e / DK) * (DK + 1u) + e % DK] = v;
             }
             for (var e = lid; e < TR * DK; e += WG) {
                 let b = row0 + e / DK;
@@ -172,30 +194,41 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
             }
             workgroupBarrier();
             let dn = min(DK, D - d0);
-            for (var i = 0u; i < PPT; i++) {
-                let q = lid + i * WG;
-                let r = q / TA;
-                let j = q % TA;
-                var acc = dist[i];
-                var pacc = proj[i];
-                for (var dd = 0u; dd < dn; dd++) {
-                    let a = sh_a[j * DK + dd];
-                    let e = sh_x[r * DK + dd] - params.s * a;
-                    acc = fma(e, e, acc);
-                    if (COVARIANCE) {
-                        pacc = fma(a - sh_m[r * DK + dd], sh_g[r * DK + dd], pacc);
-                    }
+            let s = params.s;
+            for (var dd = 0u; dd < dn; dd++) {
+                let aa = sh_a[ja * (DK + 1u) + dd];
+                let ab = sh_a[jb * (DK + 1u) + dd];
+                let x0 = sh_x[r0 * DK + dd];
+                let x1 = sh_x[(r0 + 1u) * DK + dd];
+                let e00 = x0 - s * aa;
+                let e01 = x0 - s * ab;
+                let e10 = x1 - s * aa;
+                let e11 = x1 - s * ab;
+                d00 = fma(e00, e00, d00);
+                d01 = fma(e01, e01, d01);
+                d10 = fma(e10, e10, d10);
+                d11 = fma(e11, e11, d11);
+                if (COVARIANCE) {
+                    let g0 = sh_g[r0 * DK + dd];
+                    let g1 = sh_g[(r0 + 1u) * DK + dd];
+                    let m0 = sh_m[r0 * DK + dd];
+                    let m1 = sh_m[(r0 + 1u) * DK + dd];
+                    p00 = fma(aa - m0, g0, p00);
+                    p01 = fma(ab - m0, g0, p01);
+                    p10 = fma(aa - m1, g1, p10);
+                    p11 = fma(ab - m1, g1, p11);
                 }
-                dist[i] = acc;
-                proj[i] = pacc;
             }
             workgroupBarrier();
         }
-        for (var i = 0u; i < PPT; i++) {
-            let q = lid + i * WG;
-            sh_dist[q] = dist[i];
-            sh_proj[q] = proj[i];
-        }
+        sh_dist[r0 * TA + ja] = d00;
+        sh_dist[r0 * TA + jb] = d01;
+        sh_dist[(r0 + 1u) * TA + ja] = d10;
+        sh_dist[(r0 + 1u) * TA + jb] = d11;
+        sh_proj[r0 * TA + ja] = p00;
+        sh_proj[r0 * TA + jb] = p01;
+        sh_proj[(r0 + 1u) * TA + ja] = p10;
+        sh_proj[(r0 + 1u) * TA + jb] = p11;
         workgroupBarrier();
 
         // Phase 2: online log-sum-exp per (row, set); nearest per row.

@@ -3,16 +3,22 @@
 //! measured in the same process, beside the numpy baseline `benches/fsr_step_numpy.py` run on
 //! the same atoms and particles (design §8).
 //!
-//! The timing functions take any [`Backend`], so a GPU backend is benched by the same code.
+//! The timing functions take any [`Backend`], so the GPU backend is benched by the same code
+//! (`backend = "gpu"`). For the GPU, `peak_gflops` is the adapter's nominal fp32 (non-tensor)
+//! peak from the vendor's data sheet where [`nominal_gpu_peak_gflops`] knows the device, or the
+//! `FSLENS_GPU_PEAK_GFLOPS` environment variable; otherwise null, and `fraction_of_peak` null.
+//! GPU times are host wall times of a whole step: upload of x, the passes, the merge, the
+//! read-back and the host's float64 merge of the partial statistics.
 
 use crate::diffusion::Schedule;
 use crate::engine::cpu::CpuBackend;
+use crate::engine::gpu::{GpuBackend, GpuOptions, Storage};
 use crate::engine::{Backend, BiasId, Noise, WeightedMean, Weights};
 use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -44,6 +50,12 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Where the baseline script lives.
     pub script: PathBuf,
+    /// "cpu" or "gpu".
+    pub backend: String,
+    /// Atom storage on the GPU (the CPU backend stores f32 only).
+    pub storage: Storage,
+    /// GPU: dimensions staged per step (the kernel's `DK` override; None: its default).
+    pub tile_dims: Option<usize>,
 }
 
 impl Default for BenchOptions {
@@ -65,6 +77,9 @@ impl Default for BenchOptions {
                 env!("CARGO_MANIFEST_DIR"),
                 "/benches/fsr_step_numpy.py"
             )),
+            backend: "cpu".into(),
+            storage: Storage::F32,
+            tile_dims: None,
         }
     }
 }
@@ -86,8 +101,10 @@ pub struct BenchRecord {
     pub seconds_per_step: f64,
     /// 4·B·N·D / seconds_per_step / 1e9.
     pub gflops: f64,
-    pub peak_gflops: f64,
-    pub fraction_of_peak: f64,
+    /// cpu: the SGEMM GFLOP/s measured between this case's steps; gpu: the adapter's nominal
+    /// fp32 peak when known, else null.
+    pub peak_gflops: Option<f64>,
+    pub fraction_of_peak: Option<f64>,
     pub baseline_seconds_per_step: Option<f64>,
     /// What the baseline was (numpy version and BLAS), or why it did not run.
     pub baseline: Option<String>,
@@ -213,7 +230,7 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Runs every case on the CPU backend, calling `on_record` as each finishes.
+/// Runs every case on `opts.backend`, calling `on_record` as each finishes.
 pub fn run(
     opts: &BenchOptions,
     on_record: &mut dyn FnMut(&BenchRecord),
@@ -224,38 +241,88 @@ pub fn run(
             "batches, atoms and dim must be positive",
         ));
     }
+    let on_gpu = match opts.backend.as_str() {
+        "cpu" => false,
+        "gpu" => true,
+        other => {
+            return Err(Error::config(
+                "--backend",
+                format!("bench runs on cpu or gpu, not {other:?}"),
+            ));
+        }
+    };
+    if !on_gpu && opts.storage != Storage::F32 {
+        return Err(Error::config(
+            "--storage",
+            format!(
+                "the cpu backend stores atoms as f32 only, not {}; use --backend gpu",
+                opts.storage.name()
+            ),
+        ));
+    }
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
     // Peak-GEMM matrices: 3·size²·4 bytes (48 MB at 2048), counted in the peak RSS.
-    let mut peak = GemmPeak::new(opts.peak_size, threads)?;
-    peak.measure_once(); // warm-up
+    let mut peak = if on_gpu {
+        None
+    } else {
+        let mut p = GemmPeak::new(opts.peak_size, threads)?;
+        p.measure_once(); // warm-up
+        Some(p)
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let (atoms, data) = match &opts.data {
         Some(dir) => {
             let path = dir.join("train-images-idx3-ubyte.gz");
-            let (atoms, d) = read_idx_images(&path, opts.atoms)?;
+            let (h, w, bytes) = crate::data::idx::read_images(&path)?;
+            let d = h * w;
             if d != opts.dim {
                 return Err(Error::config(
                     "dim",
                     format!("{} has D = {d}, not {}", path.display(), opts.dim),
                 ));
             }
+            let table = crate::data::u8_pixel_table();
+            let n = opts.atoms.min(bytes.len() / d);
+            let atoms: Vec<f32> = bytes[..n * d].iter().map(|&k| table[k as usize]).collect();
             (atoms, path.display().to_string())
         }
-        None => (
-            (0..opts.atoms * opts.dim)
-                .map(|_| rng.random_range(0..256u32) as f32 / 127.5 - 1.0)
-                .collect(),
-            format!("random 8-bit-like, seed {}", opts.seed),
-        ),
+        None => {
+            let table = crate::data::u8_pixel_table();
+            (
+                (0..opts.atoms * opts.dim)
+                    .map(|_| table[rng.random_range(0..256usize)])
+                    .collect(),
+                format!("random 8-bit, seed {}", opts.seed),
+            )
+        }
     };
     let (n, d) = (atoms.len() / opts.dim, opts.dim);
-    let mut backend = CpuBackend::from_vec(atoms, d)?.with_threads(threads)?;
-    if let Some((chunk, rows)) = opts.blocking {
-        backend = backend.with_blocking(chunk, rows)?;
-    }
-    let atoms = backend.atom_store();
+    let mut backend: Box<dyn Backend> = if on_gpu {
+        Box::new(GpuBackend::new(
+            &atoms,
+            d,
+            GpuOptions {
+                storage: opts.storage,
+                tile_dims: opts.tile_dims,
+                trusted_shaders: true,
+                ..Default::default()
+            },
+        )?)
+    } else {
+        let mut cpu = CpuBackend::new(&atoms, d)?.with_threads(threads)?;
+        if let Some((chunk, rows)) = opts.blocking {
+            cpu = cpu.with_blocking(chunk, rows)?;
+        }
+        Box::new(cpu)
+    };
+    let nominal_peak = if on_gpu {
+        nominal_gpu_peak_gflops(&backend.describe())
+    } else {
+        None
+    };
+    let atoms = &atoms[..];
     // Posterior of a box-inpainting measurement of the last atom: σ = 0.05, the box hides the
     // middle half of the image; b_i = −‖M(y − a_i)‖²/(2σ²).
     let sigma = 0.05;
@@ -285,7 +352,6 @@ pub fn run(
         .collect();
     let bias_id = backend.add_bias(&bias)?;
     let backend = backend;
-    let atoms = backend.atom_store();
 
     let workdir = std::env::temp_dir().join(format!("fslens-bench-{}", std::process::id()));
     let python = if opts.baseline {
@@ -317,9 +383,14 @@ pub fn run(
                 }));
             }
             let (secs, result, p) =
-                time_fsr_step(&backend, &x, noise, bias_id, opts.repeats, Some(&mut peak))?;
-            // The peak of this case only: measured between its own steps, under the same load.
-            let peak_best = p;
+                time_fsr_step(&*backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
+            // cpu: the peak of this case only, measured between its own steps under the same
+            // load; gpu: the nominal peak.
+            let peak_best = if on_gpu {
+                nominal_peak
+            } else {
+                Some(p).filter(|p| p.is_finite())
+            };
             let means = &result.means;
             let mean_ess =
                 result.stats.iter().map(|s| s.ess).sum::<f64>() / result.stats.len() as f64;
@@ -337,19 +408,19 @@ pub fn run(
                 b,
                 n,
                 d,
-                storage: "f32".into(),
+                storage: opts.storage.name().into(),
                 t,
                 data: data.clone(),
                 seconds_per_step: secs,
                 gflops,
                 peak_gflops: peak_best,
-                fraction_of_peak: gflops / peak_best,
+                fraction_of_peak: peak_best.map(|p| gflops / p),
                 baseline_seconds_per_step: base_secs,
                 baseline: base_desc,
                 baseline_max_rel_diff: base_diff,
                 mean_ess,
                 peak_rss_mb: peak_rss_mb(),
-                atom_store_mb: (n * d * 4) as f64 / 1e6,
+                atom_store_mb: (n * d) as f64 * opts.storage.bytes_per_value() / 1e6,
             };
             on_record(&rec);
             records.push(rec);
@@ -461,37 +532,60 @@ fn write_npy_stream(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     f.flush().map_err(io)
 }
 
-/// The first `n` images of an IDX (optionally gzipped) image file as [-1, 1] float32; returns
-/// (pixels, D). Kept here so the benchmark does not depend on the data module's options.
-fn read_idx_images(path: &Path, n: usize) -> Result<(Vec<f32>, usize)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
-    } else {
-        Box::new(std::io::BufReader::new(file))
-    };
-    let mut head = [0u8; 16];
-    reader
-        .read_exact(&mut head)
-        .map_err(|e| Error::data(path, format!("truncated IDX header ({e})")))?;
-    let be = |o: usize| u32::from_be_bytes(head[o..o + 4].try_into().unwrap()) as usize;
-    if be(0) != 0x0803 {
-        return Err(Error::data(
-            path,
-            format!(
-                "IDX magic is {:#x}, expected 0x803 (u8 images, 3 dims)",
-                be(0)
-            ),
-        ));
+/// Nominal single-precision (fp32, non-tensor-core) peak GFLOP/s of an adapter, from its name:
+/// the `FSLENS_GPU_PEAK_GFLOPS` environment variable when set, else the vendor data-sheet
+/// boost-clock figure for a few common NVIDIA data-centre and desktop parts, else None.
+pub fn nominal_gpu_peak_gflops(adapter: &str) -> Option<f64> {
+    if let Some(v) = std::env::var("FSLENS_GPU_PEAK_GFLOPS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+    {
+        return Some(v);
     }
-    let (count, d) = (be(4), be(8) * be(12));
-    let n = n.min(count);
-    let mut px = vec![0u8; n * d];
-    reader.read_exact(&mut px).map_err(|e| {
-        Error::data(
-            path,
-            format!("truncated: expected {n} images of {d} bytes ({e})"),
-        )
-    })?;
-    Ok((px.iter().map(|&p| p as f32 / 127.5 - 1.0).collect(), d))
+    let name = adapter.to_ascii_uppercase();
+    // Most specific names first (a PCIe H100 is slower than the SXM part).
+    const TABLE: &[(&str, f64)] = &[
+        ("H100 PCIE", 51_200.0),
+        ("H100 NVL", 60_000.0),
+        ("H100", 66_900.0),
+        ("H200", 66_900.0),
+        ("GH200", 66_900.0),
+        ("A100", 19_500.0),
+        ("L40S", 91_600.0),
+        ("L40", 90_500.0),
+        ("L4", 30_300.0),
+        ("A10G", 31_200.0),
+        ("A10", 31_200.0),
+        ("V100", 15_700.0),
+        ("T4", 8_100.0),
+        ("RTX 4090", 82_600.0),
+        ("RTX 3090", 35_600.0),
+    ];
+    TABLE
+        .iter()
+        .find(|(key, _)| name.contains(key))
+        .map(|&(_, g)| g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nominal_gpu_peak_gflops;
+
+    #[test]
+    fn nominal_peak_matches_the_most_specific_name() {
+        if std::env::var_os("FSLENS_GPU_PEAK_GFLOPS").is_some() {
+            eprintln!("FSLENS_GPU_PEAK_GFLOPS is set: the table is not consulted");
+            return;
+        }
+        let peak = |name: &str| nominal_gpu_peak_gflops(name);
+        assert_eq!(
+            peak("gpu: NVIDIA H100 80GB HBM3 (Vulkan, DiscreteGpu)"),
+            Some(66_900.0)
+        );
+        assert_eq!(peak("NVIDIA H100 PCIe"), Some(51_200.0));
+        assert_eq!(peak("NVIDIA L40S"), Some(91_600.0));
+        assert_eq!(peak("NVIDIA L4"), Some(30_300.0));
+        assert_eq!(peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+    }
 }

@@ -14,9 +14,11 @@
 //!   C·g:        |Δ(Cg)_d| ≤ (4δℓ + 1e-5) Σ_i w_i |a_id − m_d| |⟨a_i − m, g⟩| + 1e-6,
 //!   nearest:    the GPU's atom is within 1e-5 (1 + d²_min) of the reference minimum.
 //! u8 storage of 8-bit data is exact (the decoded atoms equal the f32 atoms bit for bit), so
-//! the same tolerances apply to every storage type.
+//! the same tolerances apply to every storage type. f16 storage changes the atoms: its
+//! reference is computed on the atoms as stored (`stored_values`), which the kernel decodes
+//! exactly, so the same tolerances apply to it too.
 
-use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters};
+use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters, stored_values};
 use fslens::engine::reference::ReferenceBackend;
 use fslens::engine::{Backend, Noise, Weights};
 use rand::{Rng, SeedableRng};
@@ -206,9 +208,10 @@ fn random_case_with(opts: GpuOptions, n: usize, seed: u64, expect_bindings: usiz
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (d, b) = (19, 10);
     let atoms = atoms8(&mut rng, n, d);
+    let stored = stored_values(&atoms, opts.storage);
     let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
     assert_eq!(gpu.bindings(), expect_bindings, "{}", gpu.describe());
-    let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
+    let mut reference = ReferenceBackend::new(&stored, d).unwrap();
     let mut sets = vec![Weights::Prior];
     for sigma in [0.01, 0.5] {
         let bvec = bias(&mut rng, &atoms, d, sigma);
@@ -222,7 +225,7 @@ fn random_case_with(opts: GpuOptions, n: usize, seed: u64, expect_bindings: usiz
         let label = format!("{test} t={t}");
         let all: Vec<usize> = (0..sets.len()).collect();
         compare(
-            &label, &gpu, &reference, &atoms, &x, nz, &sets, &all, &mut rng,
+            &label, &gpu, &reference, &stored, &x, nz, &sets, &all, &mut rng,
         );
     }
 }
@@ -247,6 +250,121 @@ fn multi_binding_f32_matches_reference() {
 #[test]
 fn multi_binding_u8_matches_reference() {
     random_case(Storage::U8, Some(32 * 5 * 4), 4, 5);
+}
+
+#[test]
+fn f16_storage_matches_reference_on_stored_atoms() {
+    random_case(Storage::F16, None, 12, 1);
+}
+
+/// f16 rows of 19 values are 10 words: at most 30 atoms per binding.
+#[test]
+fn multi_binding_f16_matches_reference() {
+    random_case(Storage::F16, Some(30 * 10 * 4), 13, 5);
+}
+
+/// u8 storage of 8-bit data changes nothing: the kernels decode the same f32 values and add
+/// them in the same order, so every output equals the f32-storage output bit for bit.
+#[test]
+fn u8_storage_of_8bit_data_changes_nothing() {
+    if !have_gpu("u8 vs f32") {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let (n, d) = (257, 37);
+    let atoms = atoms8(&mut rng, n, d);
+    let bvec = bias(&mut rng, &atoms, d, 0.05);
+    let g: Vec<f32> = (0..5 * d)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let xs: Vec<(Noise, Vec<f32>)> = [1e-3, 0.5]
+        .iter()
+        .map(|&t| (noise(t), particles(&mut rng, &atoms, d, 5, noise(t))))
+        .collect();
+    let run = |storage: Storage| {
+        let opts = GpuOptions {
+            storage,
+            ..GpuOptions::default()
+        };
+        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
+        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
+        xs.iter()
+            .map(|(nz, x)| {
+                let out = gpu.weighted_means(x, *nz, &[Weights::Prior, set]).unwrap();
+                let cg = gpu
+                    .covariance_products(x, *nz, set, &out.sets[1].means, &g)
+                    .unwrap();
+                (out, cg)
+            })
+            .collect::<Vec<_>>()
+    };
+    for ((a, acg), (b, bcg)) in run(Storage::F32).iter().zip(&run(Storage::U8)) {
+        for (sa, sb) in a.sets.iter().zip(&b.sets) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&sa.means), bits(&sb.means));
+            assert_eq!(sa.stats, sb.stats);
+        }
+        assert_eq!(a.nearest, b.nearest);
+        assert_eq!(acg, bcg);
+    }
+}
+
+/// The `DK` tile size (dimensions staged per step) is a pipeline-overridable constant: other
+/// values match the reference, give bit-identical results to the default (each distance is
+/// the same ordered fma chain over d), and a size beyond the limits is a clear error.
+#[test]
+fn tile_dims_override() {
+    if !have_gpu("tile dims") {
+        return;
+    }
+    for dk in [8, 64] {
+        let opts = GpuOptions {
+            tile_dims: Some(dk),
+            storage: Storage::F16,
+            ..GpuOptions::default()
+        };
+        random_case_with(opts, 120, 15, 1);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let (n, d) = (200, 45);
+    let atoms = atoms8(&mut rng, n, d);
+    let bvec = bias(&mut rng, &atoms, d, 0.1);
+    let nz = noise(0.05);
+    let x = particles(&mut rng, &atoms, d, 6, nz);
+    let g: Vec<f32> = (0..x.len())
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let run = |dk: Option<usize>| {
+        let opts = GpuOptions {
+            tile_dims: dk,
+            ..GpuOptions::default()
+        };
+        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
+        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
+        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
+        let cg = gpu
+            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
+            .unwrap();
+        (out, cg)
+    };
+    let (a, acg) = run(None);
+    for dk in [1, 16, 96] {
+        let (b, bcg) = run(Some(dk));
+        for (sa, sb) in a.sets.iter().zip(&b.sets) {
+            assert_eq!(sa.means, sb.means, "DK = {dk}");
+            assert_eq!(sa.stats, sb.stats, "DK = {dk}");
+        }
+        assert_eq!(a.nearest, b.nearest, "DK = {dk}");
+        assert_eq!(acg, bcg, "DK = {dk}");
+    }
+    for dk in [0, 300] {
+        let opts = GpuOptions {
+            tile_dims: Some(dk),
+            ..GpuOptions::default()
+        };
+        let err = GpuBackend::new(&atoms, d, opts).err().unwrap().to_string();
+        assert!(err.contains("tile_dims"), "{err}");
+    }
 }
 
 /// One workgroup split over 2000 atoms (63 tiles): with the default loop budget on llvmpipe
@@ -495,5 +613,92 @@ fn adapter_list_prefers_hardware_then_vulkan() {
     if std::env::var_os("FSLENS_ADAPTER").is_none() {
         let gpu = GpuBackend::new(&[0.0, 1.0], 1, GpuOptions::default()).unwrap();
         assert!(gpu.describe().contains(&p.name), "{}", gpu.describe());
+    }
+}
+
+/// How much f16 storage changes the prior of 8-bit data (issue 3, item 3), in float64 so that
+/// only the storage rounding is measured: Fashion-MNIST atoms (the first 6000) as f32 and as
+/// f16-stored, particles x = s a_j + √v ε around 16 training and 16 test images. Reports the
+/// largest logit shift among atoms with weight > 1e-6, the shift of the logit gap between the
+/// two most likely atoms, and the total-variation distance of the weights, at t ∈ {1e-3, 1e-2, 0.1}; checks each logit shift against its Cauchy–Schwarz bound
+/// |Δℓ_i| ≤ s‖δa_i‖ (2‖x − s a_i‖ + s‖δa_i‖) / (2v) and that f16 rounding is ≤ 2⁻¹² per pixel.
+#[test]
+fn f16_prior_shift_on_8bit_data() {
+    let Some(dir) = fashion_dir() else { return };
+    let (all, _, d) = read_idx_images(&dir.join("train-images-idx3-ubyte.gz"));
+    let (tests, _, _) = read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz"));
+    let n = 6000;
+    let atoms = &all[..n * d];
+    let half = stored_values(atoms, Storage::F16);
+    let max_round = atoms
+        .iter()
+        .zip(&half)
+        .fold(0.0f64, |m, (&a, &h)| m.max((a as f64 - h as f64).abs()));
+    assert!(max_round <= 2f64.powi(-12), "f16 rounding {max_round}");
+    let r32 = ReferenceBackend::new(atoms, d).unwrap();
+    let r16 = ReferenceBackend::new(&half, d).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    eprintln!("f16 vs f32 storage, Fashion-MNIST N = {n}: max |a16 − a32| = {max_round:.3e}");
+    for t in [1e-3, 1e-2, 0.1] {
+        let nz = noise(t);
+        let (mut worst_dl, mut worst_tv, mut mean_tv) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut worst_gap, mut mean_gap) = (0.0f64, 0.0f64);
+        let rows = 32;
+        for r in 0..rows {
+            let src: &[f32] = if r % 2 == 0 { atoms } else { &tests };
+            let j = rng.random_range(0..src.len() / d);
+            let x: Vec<f32> = src[j * d..(j + 1) * d]
+                .iter()
+                .map(|&a| {
+                    let e: f64 = StandardNormal.sample(&mut rng);
+                    (nz.s * a as f64 + nz.v.sqrt() * e) as f32
+                })
+                .collect();
+            let l32 = r32.logits(&x, nz, Weights::Prior);
+            let l16 = r16.logits(&x, nz, Weights::Prior);
+            let w32 = r32.weights(&x, nz, Weights::Prior);
+            let w16 = r16.weights(&x, nz, Weights::Prior);
+            for i in 0..n {
+                let dl = l16[i] - l32[i];
+                let a = &atoms[i * d..(i + 1) * d];
+                let h = &half[i * d..(i + 1) * d];
+                let da = a
+                    .iter()
+                    .zip(h)
+                    .map(|(&a, &h)| (a as f64 - h as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let dist = r32.dist2(&x, nz.s, i).sqrt();
+                let bound = nz.s * da * (2.0 * dist + nz.s * da) / (2.0 * nz.v);
+                assert!(
+                    dl.abs() <= bound * (1.0 + 1e-9) + 1e-9,
+                    "t={t} atom {i}: Δℓ {dl} > bound {bound}"
+                );
+                if w32[i] > 1e-6 {
+                    worst_dl = worst_dl.max(dl.abs());
+                }
+            }
+            // The shift of the logit gap between the two most likely atoms: what decides
+            // whether f16 storage can change which atom a near-t = 0 particle goes to.
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| l32[b].total_cmp(&l32[a]));
+            let (top, sec) = (order[0], order[1]);
+            let gap = ((l16[top] - l16[sec]) - (l32[top] - l32[sec])).abs();
+            worst_gap = worst_gap.max(gap);
+            mean_gap += gap / rows as f64;
+            let tv = 0.5
+                * w32
+                    .iter()
+                    .zip(&w16)
+                    .map(|(a, b)| (a - b).abs())
+                    .sum::<f64>();
+            worst_tv = worst_tv.max(tv);
+            mean_tv += tv / rows as f64;
+        }
+        eprintln!(
+            "t = {t}: max |Δ logit| (weight > 1e-6) = {worst_dl:.3e} nats; shift of the top-two \
+             logit gap: mean {mean_gap:.3e}, max {worst_gap:.3e} nats; weights TV distance: \
+             mean {mean_tv:.3e}, max {worst_tv:.3e}"
+        );
     }
 }

@@ -13,6 +13,46 @@ pub enum Storage {
     /// decoded atoms equal the input bit for bit) for any source with ≤ 256 distinct values,
     /// such as 8-bit images under any affine map; refused otherwise.
     U8,
+    /// 2 bytes per value: IEEE binary16, rounded to nearest even, with f16 subnormals
+    /// (|a| < 2⁻¹⁴) flushed to ±0 on the host so that every device decodes the same values.
+    /// Decoded with WGSL's core `unpack2x16float` (exact f16 → f32), so no `enable f16` and
+    /// no SHADER_F16 feature is needed: all arithmetic stays f32. This changes the prior
+    /// itself: see the engine's module docs for how much.
+    F16,
+}
+
+impl std::str::FromStr for Storage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Storage> {
+        match s {
+            "f32" => Ok(Storage::F32),
+            "u8" => Ok(Storage::U8),
+            "f16" => Ok(Storage::F16),
+            _ => Err(Error::config(
+                "storage",
+                format!("unknown atom storage {s:?}; expected f32, u8 or f16"),
+            )),
+        }
+    }
+}
+
+/// The f16 value a stored atom value decodes to: round to nearest even, subnormals → ±0.
+pub fn f16_stored(v: f32) -> f32 {
+    let h = half::f16::from_f32(v);
+    if h.classify() == std::num::FpCategory::Subnormal {
+        if v.is_sign_negative() { -0.0 } else { 0.0 }
+    } else {
+        h.to_f32()
+    }
+}
+
+/// The atoms as `storage` keeps them (what the kernels compute with): the input itself for
+/// f32 and u8 (u8 is exact or refused), each value through [`f16_stored`] for f16.
+pub fn stored_values(atoms: &[f32], storage: Storage) -> Vec<f32> {
+    match storage {
+        Storage::F32 | Storage::U8 => atoms.to_vec(),
+        Storage::F16 => atoms.iter().map(|&v| f16_stored(v)).collect(),
+    }
 }
 
 impl Storage {
@@ -21,12 +61,22 @@ impl Storage {
         match self {
             Storage::F32 => 0,
             Storage::U8 => 1,
+            Storage::F16 => 2,
+        }
+    }
+    /// Bytes one atom value takes on the device.
+    pub fn bytes_per_value(self) -> f64 {
+        match self {
+            Storage::F32 => 4.0,
+            Storage::U8 => 1.0,
+            Storage::F16 => 2.0,
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             Storage::F32 => "f32",
             Storage::U8 => "u8",
+            Storage::F16 => "f16",
         }
     }
 }
@@ -41,7 +91,8 @@ pub(crate) struct EncodedAtoms {
 
 /// Encodes N × D row-major atoms for `storage`.
 ///
-/// f32: word = the value's bits, stride D. u8: the distinct values sorted ascending form the
+/// f32: word = the value's bits, stride D. f16: two [`f16_stored`] values per word (even
+/// column in the low half, as `unpack2x16float` reads it), stride ⌈D/2⌉. u8: the distinct values sorted ascending form the
 /// table, code = index into it, four codes per word (little end first), stride ⌈D/4⌉.
 pub(crate) fn encode(atoms: &[f32], d: usize, storage: Storage) -> Result<EncodedAtoms> {
     match storage {
@@ -50,6 +101,22 @@ pub(crate) fn encode(atoms: &[f32], d: usize, storage: Storage) -> Result<Encode
             stride: d,
             table: vec![0.0; 256],
         }),
+        Storage::F16 => {
+            let stride = d.div_ceil(2);
+            let n = atoms.len() / d;
+            let mut words = vec![0u32; n * stride];
+            for (i, row) in atoms.chunks(d).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    let bits = half::f16::from_f32(f16_stored(v)).to_bits() as u32;
+                    words[i * stride + j / 2] |= bits << (16 * (j % 2));
+                }
+            }
+            Ok(EncodedAtoms {
+                words,
+                stride,
+                table: vec![0.0; 256],
+            })
+        }
         Storage::U8 => {
             let mut distinct: Vec<f32> = atoms.to_vec();
             distinct.sort_by(|a, b| a.total_cmp(b));
@@ -133,6 +200,37 @@ mod tests {
         }
         let many: Vec<f32> = (0..300).map(|k| k as f32).collect();
         assert!(encode(&many, 3, Storage::U8).is_err());
+    }
+
+    #[test]
+    fn f16_encoding_packs_rounded_values() {
+        let atoms = [
+            1.0f32,
+            -0.3,
+            1e-6,
+            -1e-6,
+            0.5 + 1e-4,
+            65504.0,
+            2.0f32.powi(-14),
+        ];
+        let d = atoms.len();
+        let enc = encode(&atoms, d, Storage::F16).unwrap();
+        assert_eq!(enc.stride, 4);
+        let stored = stored_values(&atoms, Storage::F16);
+        for (j, &v) in stored.iter().enumerate() {
+            let bits = (enc.words[j / 2] >> (16 * (j % 2))) & 0xffff;
+            assert_eq!(
+                half::f16::from_bits(bits as u16).to_f32().to_bits(),
+                v.to_bits()
+            );
+            // Nearest f16: within half an f16 ulp (2⁻¹¹ relative), or a flushed subnormal.
+            let a = atoms[j];
+            assert!((v - a).abs() <= a.abs() * 2f32.powi(-11) || a.abs() < 2f32.powi(-14));
+        }
+        assert_eq!(stored[2], 0.0);
+        assert_eq!(stored[3].to_bits(), (-0.0f32).to_bits());
+        assert_eq!(stored[6], 2.0f32.powi(-14));
+        assert_eq!(stored[4], 0.5);
     }
 
     #[test]

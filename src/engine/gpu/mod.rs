@@ -9,6 +9,19 @@
 //! An atom set larger than GPU memory is refused with an out-of-memory error naming the
 //! sizes, not streamed: re-uploading the atoms every pass would make the GPU slower than the
 //! CPU backend, which is then the right tool.
+//!
+//! Atom storage ([`Storage`]): f32; u8 (a 256-entry table, exact for 8-bit data, so its
+//! results equal f32 storage bit for bit — tested); f16 (two per word, decoded exactly by the
+//! core WGSL `unpack2x16float`, so it runs on every adapter and all arithmetic stays f32).
+//! f16 changes the prior itself. Measured in float64 on Fashion-MNIST (6000 atoms, 32
+//! particles around training and test images; test `f16_prior_shift_on_8bit_data`): pixels
+//! move by up to 2.4e-4; the gap between the two largest logits moves by up to 26 nats (mean
+//! 8) at t = 1e-3, 1.1 nats (mean 0.4) at t = 1e-2 and 0.05 nats at t = 0.1. Those particles'
+//! weights still did not change at t ≤ 1e-2 (total variation < 1e-70: the top atom wins by
+//! far more than that), but reached a total-variation distance of 5e-3 at t = 0.1 where many
+//! atoms share the weight. So: use u8 for 8-bit data (exact, smallest) and f32 otherwise;
+//! f16 only where a prior perturbed by ~1e-2 in total variation is acceptable, and never for
+//! comparisons against the exact posterior near t = 0 between near-duplicate atoms.
 
 mod atoms;
 mod device;
@@ -17,7 +30,7 @@ mod shaders;
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub use atoms::Storage;
+pub use atoms::{Storage, f16_stored, stored_values};
 pub use device::{AdapterInfoRow, list_adapters};
 
 use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights};
@@ -49,6 +62,10 @@ pub struct GpuOptions {
     /// Workgroups to aim for per pass (atom splits × row tiles); default: 1024 on a GPU,
     /// 16 on a CPU adapter.
     pub target_workgroups: Option<usize>,
+    /// Dimensions staged through workgroup memory per step (the `DK` override constant of
+    /// weighted_means.wgsl), 1..=256; default 32. Workgroup memory grows as
+    /// 4·(32·(DK+1) + 24·DK) + 7296 bytes and must fit the adapter's limit.
+    pub tile_dims: Option<usize>,
     /// Longest wait for one submission before giving up with an error.
     pub timeout: Duration,
     /// Most loop iterations one shader invocation may run (estimated) before a split's atom
@@ -65,6 +82,7 @@ impl Default for GpuOptions {
             adapter: None,
             trusted_shaders: false,
             target_workgroups: None,
+            tile_dims: None,
             timeout: Duration::from_secs(600),
             loop_budget: None,
         }
@@ -158,6 +176,7 @@ pub struct GpuBackend {
     /// Bytes allowed for one per-call binding (partials, x, outputs).
     binding_budget: u64,
     target_workgroups: usize,
+    tile_dims: usize,
     timeout: Duration,
     loop_budget: Option<u64>,
     cpu_adapter: bool,
@@ -193,6 +212,20 @@ impl GpuBackend {
         }
         let gpu = Gpu::open(opts.adapter.as_deref())?;
         let lim = gpu.limits.clone();
+        let tile_dims = opts.tile_dims.unwrap_or(32);
+        let wg_bytes = workgroup_bytes(tile_dims);
+        if !(1..=256).contains(&tile_dims)
+            || wg_bytes > lim.max_compute_workgroup_storage_size as usize
+        {
+            return Err(Error::config(
+                "tile_dims",
+                format!(
+                    "{tile_dims} dimensions per step need {wg_bytes} bytes of workgroup memory; \
+                     allowed: 1 to 256 and at most the adapter's {} bytes",
+                    lim.max_compute_workgroup_storage_size
+                ),
+            ));
+        }
         let enc = atoms::encode(atoms, d, opts.storage)?;
         let adapter_binding = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
         let max_binding = opts
@@ -253,7 +286,8 @@ impl GpuBackend {
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
-                let pipelines = build_pipelines(&gpu, opts.storage, opts.trusted_shaders);
+                let pipelines =
+                    build_pipelines(&gpu, opts.storage, opts.trusted_shaders, tile_dims);
                 Ok((chunks, table, bias_buf, params, pipelines))
             },
         )?;
@@ -283,6 +317,7 @@ impl GpuBackend {
             params,
             binding_budget,
             target_workgroups,
+            tile_dims,
             timeout: opts.timeout,
             loop_budget: opts
                 .loop_budget
@@ -325,7 +360,7 @@ impl GpuBackend {
             // Under a loop budget, more splits beat more sequential dispatches per split; the
             // merge kernel then loops over the P partials for each of its ⌈D/64⌉ columns.
             let atoms_per_step =
-                (budget / loop_iterations_per_tile(self.d, k)).max(1) as usize * TA;
+                (budget / loop_iterations_per_tile(self.d, k, self.tile_dims)).max(1) as usize * TA;
             wanted = wanted.max(self.n.div_ceil(atoms_per_step));
             most = most.min((budget as usize / (self.d.div_ceil(64) + 2)).max(nchunks));
         }
@@ -417,7 +452,7 @@ impl GpuBackend {
                     .max(std::mem::size_of::<ChunkParams>() as u64);
                 let tiles_per_step = match self.loop_budget {
                     Some(budget) => {
-                        let per_tile = loop_iterations_per_tile(d, k);
+                        let per_tile = loop_iterations_per_tile(d, k, self.tile_dims);
                         // llvmpipe's hard limit is 65535 iterations; the estimate runs up to ~1.7×
                         // low, so one tile must stay under 36000 there.
                         if self.cpu_adapter && per_tile > 36_000 {
@@ -605,14 +640,20 @@ fn merge_stats(parts: impl Iterator<Item = [f32; STAT]> + Clone, shift: f64) -> 
 
 /// Loop iterations (back-edges plus loop entries) one invocation of weighted_means.wgsl runs
 /// per atom tile, counted from the kernel's loops, for budgeting on adapters with a limit.
-fn loop_iterations_per_tile(d: usize, k: usize) -> u64 {
+fn loop_iterations_per_tile(d: usize, k: usize, dk: usize) -> u64 {
     const WG: usize = 64;
-    const DK: usize = 32;
-    const PPT: usize = 4;
-    let phase1 = d.div_ceil(DK) * (TA * DK / WG + TR * DK / WG + PPT * (DK + 1) + 4);
+    // Per DK-slice: the two staging loops and the one dd loop of the 2 × 2 register block.
+    let phase1 = d.div_ceil(dk) * ((TA * dk).div_ceil(WG) + (TR * dk).div_ceil(WG) + dk + 5);
     let phase2 = 3 * (TA + 1) + 4;
     let phase3 = d.div_ceil(WG) * (2 * TR * (k + 1) + TA * (1 + TR * (k + 1)) + 2);
     (phase1 + phase2 + phase3 + 4) as u64
+}
+
+/// Workgroup memory of weighted_means.wgsl with `dk` dimensions per step, bytes: sh_a
+/// (TA·(dk+1)), sh_x, sh_g, sh_m (TR·dk each), and the fixed sh_dist, sh_proj (TR·TA each),
+/// sh_w (KMAX·TR·TA), sh_alpha (KMAX·TR) and sh_table (256).
+fn workgroup_bytes(dk: usize) -> usize {
+    4 * (TA * (dk + 1) + 3 * TR * dk + 2 * TR * TA + KMAX * TR * TA + KMAX * TR + 256)
 }
 
 fn entire(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
@@ -626,6 +667,7 @@ fn build_pipelines(
     gpu: &Gpu,
     storage: Storage,
     trusted: bool,
+    tile_dims: usize,
 ) -> (
     wgpu::ComputePipeline,
     wgpu::ComputePipeline,
@@ -650,6 +692,7 @@ fn build_pipelines(
     let pass = module("weighted_means.wgsl", shaders::WEIGHTED_MEANS);
     let merge = module("merge_partials.wgsl", shaders::MERGE_PARTIALS);
     let storage_code = storage.shader_code() as f64;
+    let dk = tile_dims as f64;
     let pipeline = |m: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
         gpu.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -668,12 +711,12 @@ fn build_pipelines(
         pipeline(
             &pass,
             "pass_main",
-            &[("STORAGE", storage_code), ("COVARIANCE", 0.0)],
+            &[("STORAGE", storage_code), ("COVARIANCE", 0.0), ("DK", dk)],
         ),
         pipeline(
             &pass,
             "pass_main",
-            &[("STORAGE", storage_code), ("COVARIANCE", 1.0)],
+            &[("STORAGE", storage_code), ("COVARIANCE", 1.0), ("DK", dk)],
         ),
         pipeline(&merge, "merge_main", &[]),
     )

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# One-shot GPU benchmark of fslens's WGSL engine, for a person on a machine with a GPU (an
+# NVIDIA H100 takes well under 8 minutes). Needs no network: it builds offline from the
+# vendored/cached crates, or uses prebuilt binaries.
+#
+#   1. builds `fslens` in release (or uses $FSLENS_BIN) and runs the GPU parity tests
+#      (tests/engine_gpu.rs and tests/score_gpu.rs with FSLENS_REQUIRE_GPU=1, so a missing
+#      adapter is a failure);
+#   2. times the fused fsr step (`fslens bench --backend gpu --json`) for B ∈ {16, 64, 256,
+#      1024}, N = 60000, D = 784 (Fashion-MNIST when installed, else random 8-bit atoms) and
+#      one 64×64×3 case (N = 20000, D = 12288, random atoms), for each atom storage type;
+#   3. where python3 imports torch with CUDA, times the same step in PyTorch float32
+#      (benches/fsr_step_torch.py: chunked, online log-sum-exp, TF32 off, CUDA events);
+#   4. prints a table: time/step, TFLOP/s, % of the GPU's nominal fp32 peak, ratio to PyTorch.
+#
+# Environment (all optional):
+#   FSLENS_BIN        prebuilt fslens binary (skips the build)
+#   FSLENS_TEST_BIN   prebuilt test binaries, space-separated (`cargo test --release --test
+#                     engine_gpu --test score_gpu --no-run` prints their paths); score_gpu runs
+#                     the fslens binary it was built with. Without them and without cargo, the
+#                     parity tests count as failed
+#   SKIP_TESTS=1      skip the parity tests;   SKIP_TORCH=1  skip PyTorch
+#   BENCH_BATCHES     comma-separated B for the D = 784 case (default 16,64,256,1024)
+#   BENCH_N, BENCH_D  the first case's N and D (default 60000, 784)
+#   BENCH_BIG         "N D B" of the second case (default "20000 12288 256"; "" skips it)
+#   BENCH_STORAGES    storage types (default "f32 u8 f16")
+#   BENCH_REPEATS     timed repeats per case, best reported (default 10)
+#   BENCH_T           diffusion time of the step (default 0.3)
+#   BENCH_TILE_DIMS   dimensions per step of the kernel's tile (default: the kernel's, 32)
+#   BENCH_OUT         folder for logs and JSON lines (default gpu-bench-<date>)
+#   FSLENS_GPU_PEAK_GFLOPS  the GPU's fp32 peak, when fslens does not know the adapter
+#   FSLENS_ADAPTER    substring of the adapter name to use
+#   PYTHON            python interpreter (default python3)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+out=${BENCH_OUT:-gpu-bench-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+batches=${BENCH_BATCHES:-16,64,256,1024}
+n=${BENCH_N:-60000}
+d=${BENCH_D:-784}
+big=${BENCH_BIG-20000 12288 256}
+storages=${BENCH_STORAGES:-f32 u8 f16}
+repeats=${BENCH_REPEATS:-10}
+t=${BENCH_T:-0.3}
+python=${PYTHON:-python3}
+fm=${FSLENS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+tile=()
+[[ -n ${BENCH_TILE_DIMS:-} ]] && tile=(--tile-dims "$BENCH_TILE_DIMS")
+status=0
+log() { echo "[$(($(date +%s) - started))s] $*" >&2; }
+
+# 1. Build and parity tests.
+if [[ -n ${FSLENS_BIN:-} ]]; then
+  bin=$FSLENS_BIN
+else
+  log "building fslens (release, offline)"
+  cargo build --release --offline --bin fslens >"$out/build.log" 2>&1 ||
+    { log "build failed: see $out/build.log"; tail -20 "$out/build.log" >&2; exit 1; }
+  bin=${CARGO_TARGET_DIR:-target}/release/fslens
+fi
+[[ -x $bin ]] || { log "no fslens binary at $bin"; exit 1; }
+parity="skipped"
+if [[ ${SKIP_TESTS:-0} != 1 ]]; then
+  log "GPU parity tests (FSLENS_REQUIRE_GPU=1)"
+  : >"$out/tests.log"
+  if [[ -n ${FSLENS_TEST_BIN:-} ]]; then
+    ok=0
+    for tb in $FSLENS_TEST_BIN; do
+      FSLENS_REQUIRE_GPU=1 "$tb" >>"$out/tests.log" 2>&1 || ok=1
+    done
+    [[ $ok == 0 ]]
+  elif command -v cargo >/dev/null; then
+    FSLENS_REQUIRE_GPU=1 cargo test --release --offline --test engine_gpu --test score_gpu \
+      >"$out/tests.log" 2>&1
+  else
+    echo "no FSLENS_TEST_BIN and no cargo" >"$out/tests.log"; false
+  fi
+  if [[ $? == 0 ]]; then parity="passed"; else parity="FAILED (see $out/tests.log)"; status=1; fi
+  grep -E "^test result|FAILED|panicked" "$out/tests.log" >&2
+  log "parity tests: $parity"
+fi
+
+# 2. fslens on the GPU.
+"$bin" info >"$out/info.txt" 2>&1
+data_arg=(--random)
+[[ $d == 784 && -e $fm/train-images-idx3-ubyte.gz ]] && data_arg=(--data "$fm")
+jsonl=$out/fslens.jsonl
+: >"$jsonl"
+for st in $storages; do
+  log "fslens bench: storage $st, N = $n, D = $d, B = $batches"
+  "$bin" --json bench --backend gpu --storage "$st" --batch "$batches" --atoms "$n" --dim "$d" \
+    --t "$t" --repeats "$repeats" --no-baseline "${data_arg[@]}" "${tile[@]}" >>"$jsonl" 2>>"$out/bench.log" ||
+    { log "bench failed (storage $st): see $out/bench.log"; status=1; }
+  if [[ -n $big ]]; then
+    read -r bn bd bb <<<"$big"
+    log "fslens bench: storage $st, N = $bn, D = $bd, B = $bb"
+    "$bin" --json bench --backend gpu --storage "$st" --batch "$bb" --atoms "$bn" --dim "$bd" \
+      --t "$t" --repeats "$repeats" --no-baseline --random "${tile[@]}" >>"$jsonl" 2>>"$out/bench.log" ||
+      { log "bench failed (storage $st, D = $bd): see $out/bench.log"; status=1; }
+  fi
+done
+
+# 3. PyTorch float32.
+tjsonl=$out/torch.jsonl
+: >"$tjsonl"
+if [[ ${SKIP_TORCH:-0} != 1 ]] &&
+  "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  idx=()
+  [[ $d == 784 && -e $fm/train-images-idx3-ubyte.gz ]] && idx=(--idx "$fm/train-images-idx3-ubyte.gz")
+  cases=()
+  for b in ${batches//,/ }; do cases+=("$n $d $b"); done
+  [[ -n $big ]] && cases+=("$big")
+  for c in "${cases[@]}"; do
+    read -r cn cd cb <<<"$c"
+    extra=()
+    [[ $cd == "$d" ]] && extra=("${idx[@]}")
+    log "torch: N = $cn, D = $cd, B = $cb"
+    "$python" benches/fsr_step_torch.py --B "$cb" --N "$cn" --D "$cd" --t "$t" \
+      --repeats "$repeats" "${extra[@]}" >>"$tjsonl" 2>>"$out/torch.log" ||
+      log "torch failed: see $out/torch.log"
+  done
+else
+  log "PyTorch with CUDA not available: no PyTorch column"
+fi
+
+# 4. Table.
+field() { sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p" <<<"$2" | tr -d '"'; }
+adapter=$(head -1 "$jsonl" 2>/dev/null)
+echo
+echo "fslens fused fsr step on the GPU — $(field backend "$adapter" | sed 's/, [a-z0-9]* atom storage.*//')"
+peak=$(field peak_gflops "$adapter")
+[[ $peak == null || -z $peak ]] && peak="unknown (set FSLENS_GPU_PEAK_GFLOPS)" || peak="$peak GFLOP/s (nominal)"
+echo "parity tests: $parity; t = $t; best of $repeats; fp32 peak: $peak"
+printf "%-7s %6s %6s %6s %12s %9s %8s %12s %9s\n" storage B N D "ms/step" "TFLOP/s" "% peak" "torch ms" "vs torch"
+while IFS= read -r r; do
+  [[ -z $r ]] && continue
+  st=$(field storage "$r"); b=$(field B "$r"); rn=$(field N "$r"); rd=$(field D "$r")
+  secs=$(field seconds_per_step "$r"); g=$(field gflops "$r"); p=$(field peak_gflops "$r")
+  tr=$(grep "\"B\": $b, \"N\": $rn, \"D\": $rd," "$tjsonl" 2>/dev/null | head -1)
+  tsecs=$( [[ -n $tr ]] && field seconds_per_step "$tr" )
+  awk -v st="$st" -v b="$b" -v n="$rn" -v d="$rd" -v s="$secs" -v g="$g" -v p="$p" -v ts="$tsecs" 'BEGIN {
+    pk = (p == "null" || p == "") ? "-" : sprintf("%.1f", 100 * g / p);
+    tm = (ts == "") ? "-" : sprintf("%.3f", 1000 * ts);
+    ra = (ts == "") ? "-" : sprintf("%.2fx", ts / s);
+    printf "%-7s %6d %6d %6d %12.3f %9.2f %8s %12s %9s\n", st, b, n, d, 1000 * s, g / 1000, pk, tm, ra }'
+done <"$jsonl"
+echo "(vs torch = PyTorch time / fslens time: above 1 means fslens is faster)"
+echo "logs and JSON lines in $out/; total $(($(date +%s) - started)) s"
+exit $status
