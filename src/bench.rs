@@ -299,8 +299,8 @@ pub fn run(
         }
     };
     let (n, d) = (atoms.len() / opts.dim, opts.dim);
-    let mut backend: Box<dyn Backend> = if on_gpu {
-        Box::new(GpuBackend::new(
+    let mut subject = if on_gpu {
+        let gpu = GpuBackend::new(
             &atoms,
             d,
             GpuOptions {
@@ -309,20 +309,21 @@ pub fn run(
                 trusted_shaders: true,
                 ..Default::default()
             },
-        )?)
+        )?;
+        Subject::Gpu(gpu, atoms)
     } else {
-        let mut cpu = CpuBackend::new(&atoms, d)?.with_threads(threads)?;
+        // from_vec: the backend owns the only host copy, so peak RSS counts the atoms once.
+        let mut cpu = CpuBackend::from_vec(atoms, d)?.with_threads(threads)?;
         if let Some((chunk, rows)) = opts.blocking {
             cpu = cpu.with_blocking(chunk, rows)?;
         }
-        Box::new(cpu)
+        Subject::Cpu(cpu)
     };
     let nominal_peak = if on_gpu {
-        nominal_gpu_peak_gflops(&backend.describe())
+        nominal_gpu_peak_gflops(&subject.backend().describe())
     } else {
         None
     };
-    let atoms = &atoms[..];
     // Posterior of a box-inpainting measurement of the last atom: σ = 0.05, the box hides the
     // middle half of the image; b_i = −‖M(y − a_i)‖²/(2σ²).
     let sigma = 0.05;
@@ -333,12 +334,13 @@ pub fn run(
             !((side / 4..3 * side / 4).contains(&r) && (side / 4..3 * side / 4).contains(&c))
         })
         .collect();
-    let truth = &atoms[(n - 1) * d..];
+    let truth = &subject.atoms()[(n - 1) * d..];
     let y: Vec<f64> = truth
         .iter()
         .map(|&a| a as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
         .collect();
-    let bias: Vec<f64> = atoms
+    let bias: Vec<f64> = subject
+        .atoms()
         .chunks(d)
         .map(|a| {
             -a.iter()
@@ -350,8 +352,8 @@ pub fn run(
                 / (2.0 * sigma * sigma)
         })
         .collect();
-    let bias_id = backend.add_bias(&bias)?;
-    let backend = backend;
+    let bias_id = subject.backend_mut().add_bias(&bias)?;
+    let (backend, atoms) = (subject.backend(), subject.atoms());
 
     let workdir = std::env::temp_dir().join(format!("fslens-bench-{}", std::process::id()));
     let python = if opts.baseline {
@@ -587,5 +589,33 @@ mod tests {
         assert_eq!(peak("NVIDIA L40S"), Some(91_600.0));
         assert_eq!(peak("NVIDIA L4"), Some(30_300.0));
         assert_eq!(peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+    }
+}
+
+/// The backend under test and the host atoms the bench reads (particles, the baseline's
+/// .npy): the CPU backend's own store, or the copy a GPU backend was built from.
+enum Subject {
+    Cpu(CpuBackend),
+    Gpu(GpuBackend, Vec<f32>),
+}
+
+impl Subject {
+    fn atoms(&self) -> &[f32] {
+        match self {
+            Subject::Cpu(cpu) => cpu.atom_store(),
+            Subject::Gpu(_, atoms) => atoms,
+        }
+    }
+    fn backend(&self) -> &dyn Backend {
+        match self {
+            Subject::Cpu(cpu) => cpu,
+            Subject::Gpu(gpu, _) => gpu,
+        }
+    }
+    fn backend_mut(&mut self) -> &mut dyn Backend {
+        match self {
+            Subject::Cpu(cpu) => cpu,
+            Subject::Gpu(gpu, _) => gpu,
+        }
     }
 }
