@@ -53,6 +53,10 @@ pub trait Likelihood: Send {
     fn solve_stats(&self) -> Option<&SolveStats> {
         None
     }
+    /// Further named numbers about the solves (e.g. TMPD's dense solve count).
+    fn solve_diagnostics(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
     /// A warning about the solves so far (non-convergence), if any.
     fn solve_warning(&self) -> Option<String> {
         None
@@ -212,6 +216,7 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
         if let Some(stats) = lik.solve_stats() {
             diagnostics.extend(stats.diagnostics());
         }
+        diagnostics.extend(lik.solve_diagnostics());
         Ok(Run {
             samples: x,
             snapshots,

@@ -5,32 +5,45 @@
 //!   L(x) = (s/v) C Aᵀ Σ_f⁻¹ r,   r = y − A m.
 //!
 //! Linear A only. Σ_f is SPD and never diagonal (C is not), so every step solves, per
-//! particle, by one of:
+//! particle ([`TmpdSolver`]):
 //! - conjugate gradients, matrix-free: Σ_f p = σ² p + A (C (Aᵀ p)) with C·(Aᵀp) from
 //!   [`crate::engine::Backend::covariance_products`]: ONE ENGINE PASS PER ITERATION (only over
 //!   the rows still iterating), warm-started from the previous step's solution (Σ_f moves
 //!   little between steps); a step costs 2 + iterations (+1 for the warm-start residual)
-//!   passes. C has rank below the number of atoms with non-negligible weight, so CG needs few
-//!   iterations at small t, more at large t.
-//! - dense, when m ≤ `dense_max_m`: the m columns C Aᵀ e_j of every row in ONE engine pass
-//!   over B·m rows (the particle repeated m times), A applied to them gives A C Aᵀ exactly,
-//!   then Cholesky. Same flops as m passes, but one read of the atoms at a GEMM-friendly
-//!   batch, and no iteration count to worry about.
+//!   passes. C has rank below the number of atoms with non-negligible weight, so CG needs one
+//!   or two iterations at small t and up to m + 1 (or more: float32 matvecs lose
+//!   conjugacy) at large t.
+//! - dense: the m columns C Aᵀ e_j of every row in one engine call over B·m rows (the
+//!   particle repeated m times); A applied to them gives A C Aᵀ exactly, then Cholesky. It
+//!   costs about m passes (measured on the CPU backend: linear in m, no batch gain).
+//! - auto (default): for m ≤ [`DENSE_FALLBACK_MAX_M`], CG capped at m + 1 iterations, then
+//!   dense for the rows still unconverged; plain CG above. Measured on Fashion-MNIST (10000
+//!   atoms, B = 64, projections m = 8…64, CPU): CG alone wins at t = 0.05 (1–2 iterations,
+//!   3–25× faster than dense) and at t = 0.8 (m+1 iterations, 1.2–2.4× faster), dense wins at
+//!   t = 0.3 for m ≤ 16 (CG needs 15–57 iterations there, 2–3× slower); the cap keeps CG's
+//!   cost within about twice the dense one wherever it loses conjugacy.
 
 use super::likelihood::{Context, Likelihood, denoiser_vjp, pull_back, residuals};
-use super::solve::{CgOptions, SolveStats, cholesky_solve, conjugate_gradients};
+use super::solve::{CgOptions, RowSolve, SolveStats, cholesky_solve, conjugate_gradients};
 use crate::engine::{Noise, Weights};
 use crate::{Error, Result};
 
-/// Largest m for which TMPD builds Σ_f densely by default (see the module notes; chosen by
-/// the timing in tests/approximate_samplers.rs's `tmpd_dense_and_cg_agree`, README numbers).
-pub const DEFAULT_DENSE_MAX_M: usize = 16;
+/// Largest m for which [`TmpdSolver::Auto`] falls back to dense solves (the B·m-row pass
+/// holds B·m·D floats: 13 MB at B = 64, m = 64, D = 784).
+pub const DENSE_FALLBACK_MAX_M: usize = 64;
+
+/// How TMPD solves Σ_f u = r (module notes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TmpdSolver {
+    Auto,
+    Cg,
+    Dense,
+}
 
 #[derive(Clone, Debug)]
 pub struct Tmpd {
     pub cg: CgOptions,
-    /// Build Σ_f densely (Cholesky) when m ≤ this; CG otherwise. 0 forces CG.
-    pub dense_max_m: usize,
+    pub solver: TmpdSolver,
     /// Start CG from the previous call's solution when the batch has the same shape.
     pub warm_start: bool,
     stats: SolveStats,
@@ -49,7 +62,7 @@ impl Tmpd {
     pub fn new(cg: CgOptions) -> Self {
         Tmpd {
             cg,
-            dense_max_m: DEFAULT_DENSE_MAX_M,
+            solver: TmpdSolver::Auto,
             warm_start: true,
             stats: SolveStats::default(),
             dense_solves: 0,
@@ -65,7 +78,7 @@ impl Tmpd {
             .collect()
     }
 
-    /// u_b = Σ_f⁻¹ r_b by conjugate gradients.
+    /// u_b = Σ_f⁻¹ r_b by conjugate gradients with `options` (statistics not recorded).
     fn solve_cg(
         &mut self,
         ctx: &Context,
@@ -73,7 +86,8 @@ impl Tmpd {
         means: &[f32],
         r: &[f64],
         noise: Noise,
-    ) -> Result<Vec<f64>> {
+        options: &CgOptions,
+    ) -> Result<(Vec<f64>, Vec<RowSolve>)> {
         let op = ctx.operator;
         let d = op.input_shape().dim();
         let m = op.output_len();
@@ -85,7 +99,7 @@ impl Tmpd {
             .filter(|p| self.warm_start && p.len() == r.len());
         let mut passes = 0;
         let (u, solves) =
-            conjugate_gradients(rows, m, r, guess.as_deref(), &self.cg, &mut |act, p| {
+            conjugate_gradients(rows, m, r, guess.as_deref(), options, &mut |act, p| {
                 let xa = Self::gather(x, d, act);
                 let ma = Self::gather(means, d, act);
                 let mut g = vec![0.0f32; act.len() * d];
@@ -111,11 +125,7 @@ impl Tmpd {
                 Ok(q)
             })?;
         self.passes += passes;
-        self.stats.record(&solves);
-        if self.warm_start {
-            self.previous = Some(u.clone());
-        }
-        Ok(u)
+        Ok((u, solves))
     }
 
     /// Σ_f for every row, built from one engine pass over B·m rows: column j of A C_b Aᵀ is
@@ -217,10 +227,40 @@ impl Likelihood for Tmpd {
     ) -> Result<Vec<f64>> {
         let r = residuals(ctx, means);
         let m = ctx.operator.output_len();
-        let u = if m <= self.dense_max_m {
+        let hybrid = self.solver == TmpdSolver::Auto && m <= DENSE_FALLBACK_MAX_M;
+        let u = if self.solver == TmpdSolver::Dense {
             self.solve_dense(ctx, x, means, &r, noise)?
         } else {
-            self.solve_cg(ctx, x, means, &r, noise)?
+            let mut options = self.cg;
+            if hybrid {
+                options.max_iterations = options.max_iterations.min(m + 1);
+            }
+            let (mut u, solves) = self.solve_cg(ctx, x, means, &r, noise, &options)?;
+            if hybrid {
+                let d = ctx.operator.input_shape().dim();
+                let (done, left): (Vec<usize>, Vec<usize>) =
+                    (0..solves.len()).partition(|&b| solves[b].converged);
+                let converged: Vec<RowSolve> = done.iter().map(|&b| solves[b]).collect();
+                self.stats.record(&converged);
+                if !left.is_empty() {
+                    let ul = self.solve_dense(
+                        ctx,
+                        &Self::gather(x, d, &left),
+                        &Self::gather(means, d, &left),
+                        &Self::gather(&r, m, &left),
+                        noise,
+                    )?;
+                    for (k, &b) in left.iter().enumerate() {
+                        u[b * m..(b + 1) * m].copy_from_slice(&ul[k * m..(k + 1) * m]);
+                    }
+                }
+            } else {
+                self.stats.record(&solves);
+            }
+            if self.warm_start {
+                self.previous = Some(u.clone());
+            }
+            u
         };
         let g = pull_back(ctx, means, &u, 1.0);
         self.passes += 1;
@@ -231,6 +271,9 @@ impl Likelihood for Tmpd {
     }
     fn solve_stats(&self) -> Option<&SolveStats> {
         (self.stats.solves > 0).then_some(&self.stats)
+    }
+    fn solve_diagnostics(&self) -> Vec<(String, f64)> {
+        vec![("dense_solves".into(), self.dense_solves as f64)]
     }
     fn solve_warning(&self) -> Option<String> {
         self.stats.warning("tmpd", &self.cg)
