@@ -233,12 +233,12 @@ fn measurement(case: &Case, op: &dyn Operator, sigma: f64, rng: &mut ChaCha8Rng)
     y
 }
 
+/// (method, case, x, t, y, σ) → the score rows.
+type ScoreFn<'a> = dyn FnMut(&str, &Case, &[f32], f64, &[f32], f64) -> Vec<f32> + 'a;
+
 /// Checks every method's score from `compute(method, x, t, y, σ)` against the float64
 /// reference on N = 300, D = 32, m = 8, B = 8, t ∈ {0.05, 0.3, 0.9}, σ ∈ {0.05, 0.5}.
-fn check_against_reference(
-    tag: &str,
-    compute: &mut dyn FnMut(&str, &Case, &[f32], f64, &[f32], f64) -> Vec<f32>,
-) {
+fn check_against_reference(tag: &str, compute: &mut ScoreFn) {
     let case = random_case(300, 32, 8, 41);
     let (d, b) = (case.d, 8);
     let schedule = Schedule::default();
@@ -393,7 +393,11 @@ fn scores_match_float64_design_formulas_on_gpu() {
     });
 }
 
+/// A measurement map in float64.
+type Forward<'a> = &'a dyn Fn(&[f64]) -> Vec<f64>;
+
 /// f(x) = −‖y − A(m(x))‖²/(2σ²) with m(x) the float64 Tweedie mean.
+#[allow(clippy::too_many_arguments)]
 fn log_likelihood_at_mean(
     atoms: &[f64],
     d: usize,
@@ -446,8 +450,7 @@ fn sigma_dps_likelihood_is_the_gradient_of_the_gaussian_at_the_mean() {
             .collect()
     };
     let tanh2 = |x: &[f64]| -> Vec<f64> { x.iter().map(|v| (2.0 * v).tanh()).collect() };
-    let ops: [(&dyn Operator, &dyn Fn(&[f64]) -> Vec<f64>); 2] =
-        [(&dense, &linear), (&saturation, &tanh2)];
+    let ops: [(&dyn Operator, Forward); 2] = [(&dense, &linear), (&saturation, &tanh2)];
     let schedule = Schedule::default();
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     for (op, forward) in ops {
@@ -600,6 +603,28 @@ fn tmpd_dense_and_cg_solves_agree() {
         assert_eq!(auto.cg_stats().solves + auto.dense_solves(), 16);
         assert_eq!(auto.cg_stats().not_converged, 0);
         assert_eq!(dense.dense_solves(), 16);
+        if t > 0.3 {
+            // One CG iteration cannot solve these: most rows fall back to dense, and the
+            // next calls go dense directly.
+            let one = CgOptions {
+                tolerance: 1e-12,
+                max_iterations: 1,
+            };
+            let mut forced = samplers::tmpd::Tmpd::new(one);
+            let f1 = forced.likelihood_score(&ctx, &x, &means, noise).unwrap();
+            assert!(forced.dense_solves() > 8, "{}", forced.dense_solves());
+            assert_eq!(forced.dense_streak(), samplers::tmpd::DENSE_STREAK);
+            let f2 = forced.likelihood_score(&ctx, &x, &means, noise).unwrap();
+            assert_eq!(forced.dense_streak(), samplers::tmpd::DENSE_STREAK - 1);
+            assert!(forced.dense_solves() >= 24);
+            for f in [f1, f2] {
+                let diff: Vec<f64> = a.iter().zip(&f).map(|(p, q)| p - q).collect();
+                assert!(
+                    norm(&diff) <= 1e-4 * norm(&a),
+                    "t={t}: forced fallback vs dense"
+                );
+            }
+        }
         let stats = cg.cg_stats();
         assert_eq!(stats.solves, 16);
         assert_eq!(stats.not_converged, 0, "{stats:?}");

@@ -115,6 +115,9 @@ impl SolveStats {
     }
 }
 
+/// A matvec over a subset of rows: `(active rows, their vectors) → S_b p_b` for each.
+pub type RowsMatvec<'a> = dyn FnMut(&[usize], &[f64]) -> Result<Vec<f64>> + 'a;
+
 /// Solves S_b u_b = b_b for `rows` independent SPD systems of size m by conjugate gradients
 /// in lockstep. `rhs` and the optional starting `guess` are rows × m. `matvec(active, p)`
 /// returns S_b p_b for the listed rows only (p holds active.len() × m values, in that order).
@@ -129,7 +132,7 @@ pub fn conjugate_gradients(
     rhs: &[f64],
     guess: Option<&[f64]>,
     options: &CgOptions,
-    matvec: &mut dyn FnMut(&[usize], &[f64]) -> Result<Vec<f64>>,
+    matvec: &mut RowsMatvec,
 ) -> Result<(Vec<f64>, Vec<RowSolve>)> {
     debug_assert_eq!(rhs.len(), rows * m);
     let mut u = match guess {

@@ -21,7 +21,8 @@
 //!   atoms, B = 64, projections m = 8…64, CPU): CG alone wins at t = 0.05 (1–2 iterations,
 //!   3–25× faster than dense) and at t = 0.8 (m+1 iterations, 1.2–2.4× faster), dense wins at
 //!   t = 0.3 for m ≤ 16 (CG needs 15–57 iterations there, 2–3× slower); the cap keeps CG's
-//!   cost within about twice the dense one wherever it loses conjugacy.
+//!   cost within about twice the dense one wherever it loses conjugacy, and after a step
+//!   where most rows fell back, the next [`DENSE_STREAK`] steps go dense directly.
 
 use super::likelihood::{Context, Likelihood, denoiser_vjp, pull_back, residuals};
 use super::solve::{CgOptions, RowSolve, SolveStats, cholesky_solve, conjugate_gradients};
@@ -31,6 +32,10 @@ use crate::{Error, Result};
 /// Largest m for which [`TmpdSolver::Auto`] falls back to dense solves (the B·m-row pass
 /// holds B·m·D floats: 13 MB at B = 64, m = 64, D = 784).
 pub const DENSE_FALLBACK_MAX_M: usize = 64;
+
+/// Auto mode: after a call where most rows needed the dense fallback, this many calls solve
+/// densely straight away before CG is tried again (t moves little between steps).
+pub const DENSE_STREAK: usize = 8;
 
 /// How TMPD solves Σ_f u = r (module notes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub struct Tmpd {
     pub warm_start: bool,
     stats: SolveStats,
     dense_solves: usize,
+    /// Calls left that go straight to dense solves (auto mode, after CG lost on most rows).
+    dense_streak: usize,
     passes: usize,
     previous: Option<Vec<f64>>,
 }
@@ -66,6 +73,7 @@ impl Tmpd {
             warm_start: true,
             stats: SolveStats::default(),
             dense_solves: 0,
+            dense_streak: 0,
             passes: 0,
             previous: None,
         }
@@ -230,6 +238,13 @@ impl Likelihood for Tmpd {
         let hybrid = self.solver == TmpdSolver::Auto && m <= DENSE_FALLBACK_MAX_M;
         let u = if self.solver == TmpdSolver::Dense {
             self.solve_dense(ctx, x, means, &r, noise)?
+        } else if hybrid && self.dense_streak > 0 {
+            self.dense_streak -= 1;
+            let u = self.solve_dense(ctx, x, means, &r, noise)?;
+            if self.warm_start {
+                self.previous = Some(u.clone());
+            }
+            u
         } else {
             let mut options = self.cg;
             if hybrid {
@@ -242,6 +257,10 @@ impl Likelihood for Tmpd {
                     (0..solves.len()).partition(|&b| solves[b].converged);
                 let converged: Vec<RowSolve> = done.iter().map(|&b| solves[b]).collect();
                 self.stats.record(&converged);
+                if 2 * left.len() > solves.len() {
+                    // CG is losing here: solve densely for the next few steps, then retry.
+                    self.dense_streak = DENSE_STREAK;
+                }
                 if !left.is_empty() {
                     let ul = self.solve_dense(
                         ctx,
@@ -281,6 +300,10 @@ impl Likelihood for Tmpd {
 }
 
 impl Tmpd {
+    /// Calls left that skip CG (auto mode).
+    pub fn dense_streak(&self) -> usize {
+        self.dense_streak
+    }
     /// Dense (Cholesky) solves so far.
     pub fn dense_solves(&self) -> usize {
         self.dense_solves
