@@ -1099,3 +1099,72 @@ fn step_timing_on_fashion_mnist() {
         }
     }
 }
+
+/// The cost of the passes a σ-DPS step is made of, beside an fsr step, on Fashion-MNIST
+/// (10000 atoms, B = 64, CPU). Run by hand with `-- --ignored --nocapture pass_costs`.
+#[test]
+#[ignore]
+fn pass_costs_on_fashion_mnist() {
+    let dir = std::env::var_os("FSLENS_FASHION_MNIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(fslens::data::spec::default_fashion_mnist_dir);
+    let Ok(mut data) = fslens::data::idx::fashion_mnist(&dir, false) else {
+        eprintln!("Fashion-MNIST not found in {}: skipped", dir.display());
+        return;
+    };
+    let (n, b) = (10000, 64);
+    let d = data.dim();
+    data.images.truncate(n * d);
+    let test = fslens::data::idx::fashion_mnist(&dir, true).unwrap();
+    let truth = &test.images[..d];
+    let boxed = operators::box_inpainting(data.shape, 7, 7, 14, 14).unwrap();
+    let mut y = vec![0.0f32; boxed.output_len()];
+    boxed.forward(truth, &mut y);
+    let measured = operators::measure_atoms(&boxed, &data.images);
+    let bias = operators::log_likelihoods(&measured, &y, 0.05).unwrap();
+    let mut engine = CpuBackend::new(&data.images, d).unwrap();
+    let post = engine.add_bias(&bias).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let best = |f: &mut dyn FnMut()| {
+        (0..3)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                f();
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    for &t in &[0.8, 0.3, 0.05] {
+        let noise = Schedule::default().noise(t);
+        let x: Vec<f32> = (0..b * d)
+            .map(|i| {
+                let e: f64 = rng.sample(rand_distr::StandardNormal);
+                (noise.s * truth[i % d] as f64 + noise.v.sqrt() * e) as f32
+            })
+            .collect();
+        let fsr = best(&mut || {
+            engine
+                .weighted_means(&x, noise, &[Weights::Biased(post)])
+                .unwrap();
+        });
+        let prior = best(&mut || {
+            engine.weighted_means(&x, noise, &[Weights::Prior]).unwrap();
+        });
+        let means = engine
+            .weighted_means(&x, noise, &[Weights::Prior])
+            .unwrap()
+            .sets[0]
+            .means
+            .clone();
+        let g: Vec<f32> = (0..b * d).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+        let cov = best(&mut || {
+            engine
+                .covariance_products(&x, noise, Weights::Prior, &means, &g)
+                .unwrap();
+        });
+        eprintln!(
+            "t={t}: fsr pass {fsr:.4} s, prior pass {prior:.4} s, C·g pass {cov:.4} s; σ-DPS/fsr ≈ {:.2}",
+            (prior + cov) / fsr
+        );
+    }
+}
