@@ -25,6 +25,9 @@
 //! beta_min = 0.01
 //! beta_max = 20.0
 //! checkpoints = [0.5, 0.2, 0.1, 0.05, 0.02]
+//! zeta = 1.0               # ζ of zeta-dps
+//! cg_tolerance = 1e-6      # relative residual of pigdm/tmpd conjugate gradients
+//! cg_max_iterations = 100
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -113,6 +116,15 @@ pub struct SamplingConfig {
     pub beta_max: f64,
     #[serde(default = "default_checkpoints")]
     pub checkpoints: Vec<f64>,
+    /// ζ of `zeta-dps` (the published DPS step size written as a score), > 0.
+    #[serde(default = "default_zeta")]
+    pub zeta: f64,
+    /// Relative residual at which `pigdm`/`tmpd` conjugate gradients stop, in (0, 1).
+    #[serde(default = "default_cg_tolerance")]
+    pub cg_tolerance: f64,
+    /// Iteration cap of those solves (a solve that hits it is reported as a warning).
+    #[serde(default = "default_cg_max_iterations")]
+    pub cg_max_iterations: usize,
 }
 
 fn default_samplers() -> Vec<String> {
@@ -133,6 +145,15 @@ fn default_beta_min() -> f64 {
 fn default_beta_max() -> f64 {
     20.0
 }
+fn default_zeta() -> f64 {
+    1.0
+}
+fn default_cg_tolerance() -> f64 {
+    1e-6
+}
+fn default_cg_max_iterations() -> usize {
+    100
+}
 fn default_checkpoints() -> Vec<f64> {
     vec![0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
 }
@@ -147,6 +168,9 @@ impl Default for SamplingConfig {
             beta_min: default_beta_min(),
             beta_max: default_beta_max(),
             checkpoints: default_checkpoints(),
+            zeta: default_zeta(),
+            cg_tolerance: default_cg_tolerance(),
+            cg_max_iterations: default_cg_max_iterations(),
         }
     }
 }
@@ -208,8 +232,9 @@ impl RunConfig {
                 "list at least one sampler, e.g. [\"exact\", \"fsr\"]",
             ));
         }
+        let options = self.sampler_options();
         for name in &s.samplers {
-            crate::samplers::by_name(name)?;
+            crate::samplers::by_name_with(name, &options)?;
         }
         crate::diffusion::Schedule::new(s.beta_min, s.beta_max).map_err(|e| match e {
             Error::Config { key, problem } => Error::config(format!("sampling.{key}"), problem),
@@ -237,6 +262,17 @@ impl RunConfig {
             t_min: s.t_min,
             seed: self.seed,
             checkpoints: s.checkpoints.clone(),
+        }
+    }
+
+    pub fn sampler_options(&self) -> crate::samplers::SamplerOptions {
+        let s = &self.sampling;
+        crate::samplers::SamplerOptions {
+            zeta: s.zeta,
+            cg: crate::samplers::solve::CgOptions {
+                tolerance: s.cg_tolerance,
+                max_iterations: s.cg_max_iterations,
+            },
         }
     }
 

@@ -62,7 +62,8 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
-    /// Compute the posterior (fsr) or prior score of particles x at time t, from .npy files.
+    /// Compute the score of particles x at time t, from .npy files: exact posterior (fsr), prior,
+    /// or an approximate sampler's (sigma-dps, zeta-dps, pigdm, tmpd).
     #[command(after_help = operator_help())]
     Score {
         /// Atoms, shape (N, D), float32 or float64 (uint8 is read as its values).
@@ -74,16 +75,26 @@ enum Command {
         /// Diffusion time t in (0, 1].
         #[arg(long)]
         t: f64,
-        /// fsr (exact posterior score) or prior.
+        /// fsr (exact posterior score), prior, or an approximate sampler's score: sigma-dps,
+        /// zeta-dps, pigdm, tmpd (prior score + its likelihood score, design §4).
         #[arg(long, default_value = "fsr")]
         method: String,
-        /// Measurement y, shape (m,). Needed by fsr.
+        /// ζ of zeta-dps.
+        #[arg(long, default_value_t = 1.0)]
+        zeta: f64,
+        /// Relative residual at which pigdm/tmpd conjugate gradients stop.
+        #[arg(long, default_value_t = 1e-6)]
+        cg_tolerance: f64,
+        /// Iteration cap of pigdm/tmpd conjugate gradients.
+        #[arg(long, default_value_t = 100)]
+        cg_max_iterations: usize,
+        /// Measurement y, shape (m,). Needed by every method but prior.
         #[arg(long)]
         y: Option<PathBuf>,
-        /// Operator spec (e.g. matrix:M.npy). Needed by fsr.
+        /// Operator spec (e.g. matrix:M.npy). Needed by every method but prior.
         #[arg(long)]
         operator: Option<String>,
-        /// Measurement noise standard deviation σ > 0. Needed by fsr.
+        /// Measurement noise standard deviation σ > 0. Needed by every method but prior.
         #[arg(long)]
         sigma: Option<f64>,
         /// Where to write the (B, D) float32 score.
@@ -196,6 +207,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
             x,
             t,
             method,
+            zeta,
+            cg_tolerance,
+            cg_max_iterations,
             y,
             operator,
             sigma,
@@ -215,6 +229,13 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 sigma: *sigma,
                 shape: shape.as_deref().map(parse_shape).transpose()?,
                 backend: backend.clone(),
+                options: crate::samplers::SamplerOptions {
+                    zeta: *zeta,
+                    cg: crate::samplers::solve::CgOptions {
+                        tolerance: *cg_tolerance,
+                        max_iterations: *cg_max_iterations,
+                    },
+                },
                 schedule: Schedule::new(*beta_min, *beta_max).map_err(|e| match e {
                     crate::Error::Config { key, problem } => {
                         crate::Error::config(format!("--{}", key.replace('_', "-")), problem)

@@ -45,6 +45,18 @@ impl Observer for Reporter {
         self.last_json_decile = usize::MAX;
     }
 
+    fn warning(&mut self, message: &str) {
+        self.finish();
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "warning", "message": message})
+            );
+        }
+        // Warnings reach stderr even with --quiet or --json: they are never silent.
+        eprintln!("warning: {message}");
+    }
+
     fn progress(&mut self, sampler: &str, p: Progress) {
         if self.json {
             let decile = p.done * 10 / p.total.max(1);

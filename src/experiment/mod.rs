@@ -27,6 +27,9 @@ pub trait Observer {
     fn stage(&mut self, _message: &str) {}
     /// A sampler made progress.
     fn progress(&mut self, _sampler: &str, _progress: Progress) {}
+    /// Something the user must hear about (a solve that did not converge, …); also written
+    /// to summary.json.
+    fn warning(&mut self, _message: &str) {}
 }
 
 /// An observer that ignores everything (tests, library use).
@@ -101,6 +104,11 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
     }
     let operator = operators::parse(&cfg.measurement.operator, shape, base_dir)
         .map_err(|e| rename_key(e, "measurement.operator"))?;
+    // ΠGDM/TMPD with a nonlinear operator: refuse before measuring atoms or building engines.
+    let options = cfg.sampler_options();
+    for name in &cfg.sampling.samplers {
+        samplers::by_name_with(name, &options)?.check_operator(operator.as_ref())?;
+    }
     let m = operator.output_len();
     let mut y = vec![0.0f32; m];
     operator.forward(&truth, &mut y);
@@ -171,12 +179,16 @@ pub fn run(
 
     let dir = staging.path().to_path_buf();
     let mut samplers_out = Vec::new();
+    let options = cfg.sampler_options();
     for name in &cfg.sampling.samplers {
-        let sampler = samplers::by_name(name)?;
+        let sampler = samplers::by_name_with(name, &options)?;
         observer.stage(&format!("sampler {name}"));
         let t0 = Instant::now();
         let run = sampler.sample(&problem, &settings, &mut |p| observer.progress(name, p))?;
         let wall = t0.elapsed().as_secs_f64();
+        for w in &run.warnings {
+            observer.warning(w);
+        }
         // Assign each final particle to its nearest atom and denoise it (Tweedie mean).
         let pass = engine.weighted_means(&run.samples, t_min_noise, &[Weights::Prior])?;
         let nearest: Vec<usize> = pass.nearest.iter().map(|n| n.index).collect();
@@ -230,6 +242,8 @@ pub fn run(
             checkpoint_times: run.snapshots.iter().map(|snap| snap.t).collect(),
             class_weights: classes.map(|c| named_weights(&setup.atoms, &c)),
             class_tv_to_exact: tv,
+            diagnostics: run.diagnostics.iter().cloned().collect(),
+            warnings: run.warnings.clone(),
         });
     }
 

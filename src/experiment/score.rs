@@ -1,6 +1,7 @@
 //! `fslens score`: the posterior (or prior) score of given particles, from .npy files.
 //!
 //!   prior: (s m(x) − x)/v,   fsr: (s m̃(x) − x)/v   (design §3)
+//!   sigma-dps, zeta-dps, pigdm, tmpd: (s m(x) − x)/v + their likelihood score (design §4)
 //!
 //! This is the interface other tools check fslens through; keep it stable.
 
@@ -10,6 +11,9 @@ use crate::arrays::read_npy;
 use crate::data::{Dataset, ImageShape};
 use crate::diffusion::{Schedule, check_time};
 use crate::engine::Weights;
+use crate::operators::Operator;
+use crate::samplers::SamplerOptions;
+use crate::samplers::likelihood::{Context, check_operator, posterior_score};
 use crate::samplers::score::tweedie_score;
 use crate::{Error, Result};
 
@@ -20,6 +24,30 @@ pub enum Method {
     Prior,
     /// The exact finite-sample posterior score.
     Fsr,
+    /// Prior score + (s/v) C J_Aᵀ r/σ².
+    SigmaDps,
+    /// Prior score + (2ζ/‖r‖)(s/v) C J_Aᵀ r/σ².
+    ZetaDps,
+    /// Prior score + (s/v) C Aᵀ Σ_y⁻¹ r (linear A).
+    Pigdm,
+    /// Prior score + (s/v) C Aᵀ Σ_f⁻¹ r (linear A).
+    Tmpd,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 6] = ["fsr", "prior", "sigma-dps", "zeta-dps", "pigdm", "tmpd"];
+
+    /// The config/sampler name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Prior => "prior",
+            Method::Fsr => "fsr",
+            Method::SigmaDps => "sigma-dps",
+            Method::ZetaDps => "zeta-dps",
+            Method::Pigdm => "pigdm",
+            Method::Tmpd => "tmpd",
+        }
+    }
 }
 
 impl std::str::FromStr for Method {
@@ -28,9 +56,16 @@ impl std::str::FromStr for Method {
         match s {
             "prior" => Ok(Method::Prior),
             "fsr" => Ok(Method::Fsr),
+            "sigma-dps" => Ok(Method::SigmaDps),
+            "zeta-dps" => Ok(Method::ZetaDps),
+            "pigdm" => Ok(Method::Pigdm),
+            "tmpd" => Ok(Method::Tmpd),
             _ => Err(Error::config(
                 "--method",
-                format!("unknown method {s:?}; expected fsr or prior"),
+                format!(
+                    "unknown method {s:?}; expected one of {}",
+                    Method::NAMES.join(", ")
+                ),
             )),
         }
     }
@@ -49,6 +84,8 @@ pub struct ScoreRequest {
     pub shape: Option<ImageShape>,
     pub backend: String,
     pub schedule: Schedule,
+    /// ζ of zeta-dps and the CG settings of pigdm/tmpd.
+    pub options: SamplerOptions,
 }
 
 /// Reads a 2-D (rows, D) float array (a 1-D array is one row).
@@ -105,52 +142,99 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
         eight_bit: false,
     };
     debug_assert_eq!(dataset.len(), n);
-    let mut engine = crate::engine::create(&req.backend, &dataset)?;
-    let set = match req.method {
-        Method::Prior => Weights::Prior,
-        Method::Fsr => {
-            let y_path = req.y.as_ref().ok_or_else(|| {
-                Error::config("--y", "--method fsr needs the measurement --y Y.npy")
-            })?;
-            let spec = req.operator.as_ref().ok_or_else(|| {
-                Error::config(
-                    "--operator",
-                    "--method fsr needs --operator (e.g. matrix:M.npy)",
-                )
-            })?;
-            let sigma = req
-                .sigma
-                .ok_or_else(|| Error::config("--sigma", "--method fsr needs --sigma S (S > 0)"))?;
-            if !(sigma.is_finite() && sigma > 0.0) {
-                return Err(Error::config(
-                    "--sigma",
-                    format!("must be a positive number, got {sigma}"),
-                ));
-            }
-            let base = Path::new(".");
-            let op = crate::operators::parse(spec, shape, base).map_err(|e| match e {
-                Error::Config { problem, .. } => Error::config("--operator", problem),
-                other => other,
-            })?;
-            let ya = read_npy(y_path)?;
-            let m = op.output_len();
-            if ya.data.len() != m || ya.shape.len() != 1 {
-                return Err(Error::data(
-                    y_path,
-                    format!(
-                        "y has shape {:?} but operator {} measures m = {m} values; y must have shape ({m},)",
-                        ya.shape,
-                        op.spec()
-                    ),
-                ));
-            }
-            let y: Vec<f32> = ya.data.iter().map(|&v| v as f32).collect();
-            let measured = crate::operators::measure_atoms(op.as_ref(), &dataset.images);
-            let b = crate::operators::log_likelihoods(&measured, &y, sigma)?;
-            Weights::Biased(engine.add_bias(&b)?)
-        }
-    };
     let noise = req.schedule.noise(req.t);
-    let s = tweedie_score(engine.as_ref(), &x, noise, set)?;
+    let method = req.method.name();
+    if req.method == Method::Prior {
+        let engine = crate::engine::create(&req.backend, &dataset)?;
+        let s = tweedie_score(engine.as_ref(), &x, noise, Weights::Prior)?;
+        return Ok((b, d, s));
+    }
+    let (op, y, sigma) = measurement(req, shape, method)?;
+    if req.method == Method::Fsr {
+        let mut engine = crate::engine::create(&req.backend, &dataset)?;
+        let measured = crate::operators::measure_atoms(op.as_ref(), &dataset.images);
+        let bias = crate::operators::log_likelihoods(&measured, &y, sigma)?;
+        let set = Weights::Biased(engine.add_bias(&bias)?);
+        let s = tweedie_score(engine.as_ref(), &x, noise, set)?;
+        return Ok((b, d, s));
+    }
+    let mut likelihood = crate::samplers::likelihood_by_name(method, &req.options)
+        .map_err(|e| match e {
+            Error::Config { key, problem } => Error::config(
+                format!(
+                    "--{}",
+                    key.trim_start_matches("sampling.").replace('_', "-")
+                ),
+                problem,
+            ),
+            other => other,
+        })?
+        .expect("every approximate method names a likelihood");
+    check_operator(likelihood.as_ref(), op.as_ref()).map_err(|e| match e {
+        Error::Config { problem, .. } => Error::config("--method", problem),
+        other => other,
+    })?;
+    let engine = crate::engine::create(&req.backend, &dataset)?;
+    let ctx = Context {
+        backend: engine.as_ref(),
+        operator: op.as_ref(),
+        y: &y,
+        sigma,
+    };
+    let s = posterior_score(likelihood.as_mut(), &ctx, &x, noise)?;
+    if let Some(w) = likelihood.solve_warning() {
+        eprintln!("fslens score: warning: {w}");
+    }
     Ok((b, d, s))
+}
+
+/// The operator, y and σ that the posterior methods need, with errors naming the flag.
+fn measurement(
+    req: &ScoreRequest,
+    shape: ImageShape,
+    method: &str,
+) -> Result<(Box<dyn Operator>, Vec<f32>, f64)> {
+    let y_path = req.y.as_ref().ok_or_else(|| {
+        Error::config(
+            "--y",
+            format!("--method {method} needs the measurement --y Y.npy"),
+        )
+    })?;
+    let spec = req.operator.as_ref().ok_or_else(|| {
+        Error::config(
+            "--operator",
+            format!("--method {method} needs --operator (e.g. matrix:M.npy)"),
+        )
+    })?;
+    let sigma = req.sigma.ok_or_else(|| {
+        Error::config(
+            "--sigma",
+            format!("--method {method} needs --sigma S (S > 0)"),
+        )
+    })?;
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(Error::config(
+            "--sigma",
+            format!("must be a positive number, got {sigma}"),
+        ));
+    }
+    let base = Path::new(".");
+    let op = crate::operators::parse(spec, shape, base).map_err(|e| match e {
+        Error::Config { problem, .. } => Error::config("--operator", problem),
+        other => other,
+    })?;
+    let ya = read_npy(y_path)?;
+    let m = op.output_len();
+    if ya.data.len() != m || ya.shape.len() != 1 {
+        return Err(Error::data(
+            y_path,
+            format!(
+                "y has shape {:?} but operator {} measures m = {m} values; y must have shape ({m},)",
+                ya.shape,
+                op.spec()
+            ),
+        ));
+    }
+    let y: Vec<f32> = ya.data.iter().map(|&v| v as f32).collect();
+    Ok((op, y, sigma))
 }

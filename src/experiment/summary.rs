@@ -93,4 +93,12 @@ pub struct SamplerSummary {
     pub class_weights: Option<Vec<ClassWeight>>,
     /// Total variation between this sampler's class weights and the exact ones.
     pub class_tv_to_exact: Option<f64>,
+    /// Named numbers about the run: `engine_passes_per_step`, and for pigdm/tmpd
+    /// `cg_solves`, `cg_iterations_mean`, `cg_iterations_max`, `cg_residual_max`,
+    /// `cg_not_converged`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub diagnostics: std::collections::BTreeMap<String, f64>,
+    /// Warnings raised during the run (e.g. conjugate gradients that hit the iteration cap).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -83,6 +83,8 @@ impl Sampler for Exact {
             samples,
             snapshots,
             passes_per_step: 0.0,
+            diagnostics: Vec::new(),
+            warnings: Vec::new(),
         })
     }
 }

@@ -60,6 +60,8 @@ impl Sampler for Fsr {
             samples: x,
             snapshots,
             passes_per_step: 1.0,
+            diagnostics: Vec::new(),
+            warnings: Vec::new(),
         })
     }
 }

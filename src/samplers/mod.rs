@@ -7,7 +7,13 @@
 
 pub mod exact;
 pub mod fsr;
+pub mod likelihood;
+pub mod pigdm;
 pub mod score;
+pub mod sigma_dps;
+pub mod solve;
+pub mod tmpd;
+pub mod zeta_dps;
 
 use crate::diffusion::Schedule;
 use crate::diffusion::integrate::{Snapshot, TimeGrid};
@@ -85,8 +91,32 @@ pub struct Run {
     pub samples: Vec<f32>,
     /// Snapshots of the cloud at the requested checkpoints (decreasing t).
     pub snapshots: Vec<Snapshot>,
-    /// Passes over the atom set per step (the cost model: fsr 1, DPS family 2).
+    /// Passes over the atom set per step (the cost model: fsr 1, DPS family 2, TMPD by CG
+    /// 2 + its iterations), measured.
     pub passes_per_step: f64,
+    /// Named numbers about the run (CG iterations and residuals, …) for summary.json.
+    pub diagnostics: Vec<(String, f64)>,
+    /// Things the user must hear about (non-converged solves), for stderr and summary.json.
+    pub warnings: Vec<String>,
+}
+
+/// Parameters of the approximate samplers (config `[sampling]`: `zeta`, `cg_tolerance`,
+/// `cg_max_iterations`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplerOptions {
+    /// ζ of `zeta-dps` (default 1.0).
+    pub zeta: f64,
+    /// Conjugate gradients of `pigdm` (general A Aᵀ) and `tmpd`.
+    pub cg: solve::CgOptions,
+}
+
+impl Default for SamplerOptions {
+    fn default() -> Self {
+        SamplerOptions {
+            zeta: 1.0,
+            cg: solve::CgOptions::default(),
+        }
+    }
 }
 
 /// Progress of one sampler: `done` of `total` steps.
@@ -99,6 +129,11 @@ pub struct Progress {
 pub trait Sampler {
     /// The name used in configs and file names (`exact`, `fsr`, …).
     fn name(&self) -> &'static str;
+    /// Fails when this sampler cannot use `operator` (ΠGDM and TMPD need a linear one), so a
+    /// run can refuse before any work.
+    fn check_operator(&self, _operator: &dyn Operator) -> Result<()> {
+        Ok(())
+    }
     fn sample(
         &self,
         problem: &Problem,
@@ -107,14 +142,49 @@ pub trait Sampler {
     ) -> Result<Run>;
 }
 
-/// The samplers this build knows, by config name.
-pub const NAMES: &[&str] = &["exact", "fsr"];
+/// The likelihood score of an approximate sampler by config name (`sigma-dps`, `zeta-dps`,
+/// `pigdm`, `tmpd`); `None` for the exact samplers and unknown names.
+pub fn likelihood_by_name(
+    name: &str,
+    options: &SamplerOptions,
+) -> Result<Option<Box<dyn likelihood::Likelihood>>> {
+    options.cg.validate("sampling")?;
+    Ok(match name {
+        "sigma-dps" => Some(Box::new(sigma_dps::SigmaDps::default())),
+        "zeta-dps" => Some(Box::new(zeta_dps::ZetaDps::new(options.zeta)?)),
+        "pigdm" => Some(Box::new(pigdm::Pigdm::new(options.cg))),
+        "tmpd" => Some(Box::new(tmpd::Tmpd::new(options.cg))),
+        _ => None,
+    })
+}
 
-/// Looks a sampler up by its config name.
+/// The samplers this build knows, by config name.
+pub const NAMES: &[&str] = &["exact", "fsr", "sigma-dps", "zeta-dps", "pigdm", "tmpd"];
+
+/// Looks a sampler up by its config name, with default [`SamplerOptions`].
 pub fn by_name(name: &str) -> Result<Box<dyn Sampler>> {
+    by_name_with(name, &SamplerOptions::default())
+}
+
+/// Looks a sampler up by its config name; fails on an unknown name or bad options.
+pub fn by_name_with(name: &str, options: &SamplerOptions) -> Result<Box<dyn Sampler>> {
+    use likelihood::Approximate;
+    options.cg.validate("sampling")?;
     match name {
         "exact" => Ok(Box::new(exact::Exact)),
         "fsr" => Ok(Box::new(fsr::Fsr)),
+        "sigma-dps" => Ok(Box::new(Approximate {
+            likelihood: sigma_dps::SigmaDps::default(),
+        })),
+        "zeta-dps" => Ok(Box::new(Approximate {
+            likelihood: zeta_dps::ZetaDps::new(options.zeta)?,
+        })),
+        "pigdm" => Ok(Box::new(Approximate {
+            likelihood: pigdm::Pigdm::new(options.cg),
+        })),
+        "tmpd" => Ok(Box::new(Approximate {
+            likelihood: tmpd::Tmpd::new(options.cg),
+        })),
         _ => Err(Error::config(
             "sampling.samplers",
             format!(
