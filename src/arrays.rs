@@ -133,6 +133,16 @@ pub fn read_npy(path: &Path) -> Result<Array> {
 
 /// Writes `data` with `shape` as a little-endian float32 `.npy`, atomically.
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write_npy(path, shape, data)
+}
+
+/// Writes `data` with `shape` as an `.npy` of T's natural dtype (`<f4`, `<f8`, `|u1`, …),
+/// atomically.
+pub fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+    path: &Path,
+    shape: &[usize],
+    data: &[T],
+) -> Result<()> {
     let expected: usize = shape.iter().product();
     if expected != data.len() {
         return Err(Error::input(format!(
@@ -141,11 +151,11 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
             data.len()
         )));
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(data.len() * 4 + 128);
+    let mut buf: Vec<u8> = Vec::with_capacity(data.len() * std::mem::size_of::<T>() + 128);
     {
         let shape64: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
         use npyz::WriterBuilder;
-        let mut w = npyz::WriteOptions::<f32>::new()
+        let mut w = npyz::WriteOptions::<T>::new()
             .default_dtype()
             .shape(&shape64)
             .writer(&mut buf)

@@ -14,17 +14,8 @@ fn tmpdir(tag: &str) -> PathBuf {
 }
 
 fn write_f64(path: &Path, shape: &[u64], data: &[f64]) {
-    use npyz::WriterBuilder;
-    let mut buf = Vec::new();
-    let mut w = npyz::WriteOptions::<f64>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(&mut buf)
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-    std::fs::write(path, buf).unwrap();
+    let shape: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+    fslens::arrays::write_npy(path, &shape, data).unwrap();
 }
 
 fn write_f32(path: &Path, shape: &[usize], data: &[f64]) {

@@ -233,17 +233,8 @@ mod tests {
     use crate::data::testutil::tmpdir;
 
     fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(p: &Path, shape: &[u64], data: &[T]) {
-        use npyz::WriterBuilder;
-        let mut buf = Vec::new();
-        let mut w = npyz::WriteOptions::<T>::new()
-            .default_dtype()
-            .shape(shape)
-            .writer(&mut buf)
-            .begin_nd()
-            .unwrap();
-        w.extend(data.iter().copied()).unwrap();
-        w.finish().unwrap();
-        std::fs::write(p, buf).unwrap();
+        let shape: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+        crate::arrays::write_npy(p, &shape, data).unwrap();
     }
 
     #[test]

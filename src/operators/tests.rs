@@ -45,17 +45,8 @@ fn write_mask(path: &Path, h: usize, w: usize, observed: impl Fn(usize, usize) -
 
 /// Writes a float64 (m, D) matrix as .npy.
 fn write_npy_f64(path: &Path, shape: &[u64], data: &[f64]) {
-    use npyz::WriterBuilder;
-    let mut buf = Vec::new();
-    let mut w = npyz::WriteOptions::<f64>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(&mut buf)
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-    std::fs::write(path, buf).unwrap();
+    let shape: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
+    crate::arrays::write_npy(path, &shape, data).unwrap();
 }
 
 /// Every operator, built through `parse`, for `shape` (H and W divisible by 4, H ≥ 12,

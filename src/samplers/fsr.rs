@@ -1,12 +1,10 @@
 //! `fsr`: the reverse SDE driven by the exact finite-sample posterior score
 //! ∇ log p(x_t | y) = (s m̃(x) − x)/v, m̃ = Σ_i softmax_i(ℓ_i(x) + b_i) a_i (design §3–5).
 
-use rand::SeedableRng;
-
 use super::score::tweedie_score;
-use super::{Problem, Progress, Run, Sampler, Settings, initial_noise};
+use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
 use crate::Result;
-use crate::diffusion::integrate::{Score, euler_maruyama};
+use crate::diffusion::integrate::Score;
 use crate::engine::Weights;
 
 pub struct Fsr;
@@ -41,21 +39,8 @@ impl Sampler for Fsr {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Run> {
         settings.validate()?;
-        let grid = settings.grid();
-        let mut x = initial_noise(settings.particles, problem.dim, settings.seed);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(settings.seed.wrapping_add(1));
-        let steps = grid.checkpoint_steps(&settings.checkpoints);
         let mut score = PosteriorScore { problem };
-        let total = grid.steps;
-        let snapshots = euler_maruyama(
-            &mut score,
-            &problem.schedule,
-            &grid,
-            &mut x,
-            &mut rng,
-            &steps,
-            &mut |k| progress(Progress { done: k, total }),
-        )?;
+        let (x, snapshots) = reverse_sde(&mut score, problem, settings, progress)?;
         Ok(Run {
             samples: x,
             snapshots,

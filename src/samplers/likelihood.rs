@@ -10,12 +10,10 @@
 //! pass for C·g, plus whatever the solve for g needs (TMPD's CG: one pass per iteration).
 //! No autodiff and no D × D matrix: C·g comes from [`Backend::covariance_products`].
 
-use rand::SeedableRng;
-
 use super::solve::SolveStats;
-use super::{Problem, Progress, Run, Sampler, Settings, initial_noise};
+use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
 use crate::diffusion::Schedule;
-use crate::diffusion::integrate::{Score, euler_maruyama};
+use crate::diffusion::integrate::Score;
 use crate::engine::{Backend, Noise, Weights};
 use crate::operators::Operator;
 use crate::{Error, Result};
@@ -184,10 +182,6 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
     ) -> Result<Run> {
         check_operator(&self.likelihood, problem.operator)?;
         settings.validate()?;
-        let grid = settings.grid();
-        let mut x = initial_noise(settings.particles, problem.dim, settings.seed);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(settings.seed.wrapping_add(1));
-        let steps = grid.checkpoint_steps(&settings.checkpoints);
         let mut score = DrivenScore {
             ctx: Context {
                 backend: problem.backend,
@@ -199,16 +193,7 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
             likelihood: self.likelihood.clone(),
             calls: 0,
         };
-        let total = grid.steps;
-        let snapshots = euler_maruyama(
-            &mut score,
-            &problem.schedule,
-            &grid,
-            &mut x,
-            &mut rng,
-            &steps,
-            &mut |k| progress(Progress { done: k, total }),
-        )?;
+        let (x, snapshots) = reverse_sde(&mut score, problem, settings, progress)?;
         let calls = score.calls.max(1) as f64;
         let lik = &score.likelihood;
         let passes = (score.calls + lik.passes()) as f64 / calls;

@@ -203,6 +203,34 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
     e.into_iter().map(|v| v / z).collect()
 }
 
+/// Runs reverse Euler–Maruyama with `score` from the shared initial noise of `settings` (the
+/// same N(0, I) start and noise stream for every score-based sampler of a run, so that their
+/// differences come from the likelihood approximation alone). Returns the particles at t_min
+/// and the snapshots at the checkpoints.
+pub fn reverse_sde(
+    score: &mut dyn crate::diffusion::integrate::Score,
+    problem: &Problem,
+    settings: &Settings,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<f32>, Vec<crate::diffusion::integrate::Snapshot>)> {
+    use rand::SeedableRng;
+    let grid = settings.grid();
+    let mut x = initial_noise(settings.particles, problem.dim, settings.seed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(settings.seed.wrapping_add(1));
+    let steps = grid.checkpoint_steps(&settings.checkpoints);
+    let total = grid.steps;
+    let snapshots = crate::diffusion::integrate::euler_maruyama(
+        score,
+        &problem.schedule,
+        &grid,
+        &mut x,
+        &mut rng,
+        &steps,
+        &mut |k| progress(Progress { done: k, total }),
+    )?;
+    Ok((x, snapshots))
+}
+
 /// N(0, I) initial particles, K × D, from the sampler's seed (the same for every sampler of
 /// a run, so their differences come from the likelihood approximation alone).
 pub fn initial_noise(particles: usize, dim: usize, seed: u64) -> Vec<f32> {
