@@ -151,7 +151,7 @@ pub fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
             data.len()
         )));
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(data.len() * std::mem::size_of::<T>() + 128);
+    let mut buf: Vec<u8> = Vec::with_capacity(std::mem::size_of_val(data) + 128);
     {
         let shape64: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
         use npyz::WriterBuilder;

@@ -385,7 +385,7 @@ pub fn run(
                 }));
             }
             let (secs, result, p) =
-                time_fsr_step(&*backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
+                time_fsr_step(backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
             // cpu: the peak of this case only, measured between its own steps under the same
             // load; gpu: the nominal peak.
             let peak_best = if on_gpu {
@@ -570,30 +570,9 @@ pub fn nominal_gpu_peak_gflops(adapter: &str) -> Option<f64> {
         .map(|&(_, g)| g)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::nominal_gpu_peak_gflops;
-
-    #[test]
-    fn nominal_peak_matches_the_most_specific_name() {
-        if std::env::var_os("FSLENS_GPU_PEAK_GFLOPS").is_some() {
-            eprintln!("FSLENS_GPU_PEAK_GFLOPS is set: the table is not consulted");
-            return;
-        }
-        let peak = |name: &str| nominal_gpu_peak_gflops(name);
-        assert_eq!(
-            peak("gpu: NVIDIA H100 80GB HBM3 (Vulkan, DiscreteGpu)"),
-            Some(66_900.0)
-        );
-        assert_eq!(peak("NVIDIA H100 PCIe"), Some(51_200.0));
-        assert_eq!(peak("NVIDIA L40S"), Some(91_600.0));
-        assert_eq!(peak("NVIDIA L4"), Some(30_300.0));
-        assert_eq!(peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
-    }
-}
-
 /// The backend under test and the host atoms the bench reads (particles, the baseline's
 /// .npy): the CPU backend's own store, or the copy a GPU backend was built from.
+#[allow(clippy::large_enum_variant)] // one value per bench run
 enum Subject {
     Cpu(CpuBackend),
     Gpu(GpuBackend, Vec<f32>),
@@ -617,5 +596,27 @@ impl Subject {
             Subject::Cpu(cpu) => cpu,
             Subject::Gpu(gpu, _) => gpu,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nominal_gpu_peak_gflops;
+
+    #[test]
+    fn nominal_peak_matches_the_most_specific_name() {
+        if std::env::var_os("FSLENS_GPU_PEAK_GFLOPS").is_some() {
+            eprintln!("FSLENS_GPU_PEAK_GFLOPS is set: the table is not consulted");
+            return;
+        }
+        let peak = |name: &str| nominal_gpu_peak_gflops(name);
+        assert_eq!(
+            peak("gpu: NVIDIA H100 80GB HBM3 (Vulkan, DiscreteGpu)"),
+            Some(66_900.0)
+        );
+        assert_eq!(peak("NVIDIA H100 PCIe"), Some(51_200.0));
+        assert_eq!(peak("NVIDIA L40S"), Some(91_600.0));
+        assert_eq!(peak("NVIDIA L4"), Some(30_300.0));
+        assert_eq!(peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
     }
 }

@@ -93,7 +93,7 @@ impl Dataset {
     /// N, the number of images.
     pub fn len(&self) -> usize {
         let d = self.shape.dim();
-        if d == 0 { 0 } else { self.images.len() / d }
+        self.images.len().checked_div(d).unwrap_or(0)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

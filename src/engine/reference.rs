@@ -16,7 +16,7 @@ pub struct ReferenceBackend {
 impl ReferenceBackend {
     /// `atoms` is N × D row-major.
     pub fn new(atoms: &[f32], d: usize) -> Result<Self> {
-        if d == 0 || atoms.is_empty() || atoms.len() % d != 0 {
+        if d == 0 || atoms.is_empty() || !atoms.len().is_multiple_of(d) {
             return Err(Error::input(format!(
                 "reference backend: {} atom values do not split into rows of D = {d}",
                 atoms.len()

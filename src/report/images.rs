@@ -21,7 +21,7 @@ pub fn save_grid(
     scale: usize,
 ) -> Result<()> {
     let d = shape.dim();
-    if d == 0 || images.is_empty() || images.len() % d != 0 {
+    if d == 0 || images.is_empty() || !images.len().is_multiple_of(d) {
         return Err(Error::input(format!(
             "{}: {} pixel values are not a whole number of {shape} images",
             path.display(),
