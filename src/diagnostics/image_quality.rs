@@ -33,7 +33,7 @@ pub fn psnr(x: &[f32], truth: &[f32]) -> f64 {
 /// The window side used for an image of `shape`: 7, or the largest odd side that fits.
 pub fn ssim_window(shape: ImageShape) -> usize {
     let fit = SSIM_WINDOW.min(shape.height).min(shape.width).max(1);
-    if fit % 2 == 0 { fit - 1 } else { fit }
+    if fit.is_multiple_of(2) { fit - 1 } else { fit }
 }
 
 /// Mean SSIM of `x` against `truth` (HWC, same shape):

@@ -2,7 +2,7 @@
 //!
 //! [`ExactPosterior`] holds what every comparison needs (the atoms, ω, the modes, the
 //! measurement and the truth); [`ExactPosterior::score`] turns one cloud at one time t into a
-//! [`CheckpointMetrics`], given one engine pass over that cloud ([`analyse`]: its Tweedie
+//! [`CheckpointMetrics`], given one engine pass over that cloud ([`ExactPosterior::analyse`]: its Tweedie
 //! means m(x_t) under the prior and each particle's nearest atom) and the exact posterior's
 //! [`ReferenceAt`] the same t. The list of per-checkpoint records of a run is its
 //! early-stopping curve: mode weights, hallucination and off-support use the x_t assignment,
@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::data::ImageShape;
 use crate::diffusion::Schedule;
+use crate::engine::cpu::direct_dist2;
 use crate::engine::{Backend, Neighbor, Noise, Weights};
 use crate::operators::Operator;
 use crate::samplers::exact::Exact;
@@ -74,15 +75,6 @@ pub struct Analysis {
     pub denoised: Vec<f32>,
     /// argmin_i ‖x_k − s a_i‖² per particle.
     pub nearest: Vec<Neighbor>,
-}
-
-/// Runs the one pass [`Analysis`] needs.
-pub fn analyse(backend: &dyn Backend, cloud: &[f32], noise: Noise) -> Result<Analysis> {
-    let mut pass = backend.weighted_means(cloud, noise, &[Weights::Prior])?;
-    Ok(Analysis {
-        denoised: std::mem::take(&mut pass.sets[0].means),
-        nearest: pass.nearest,
-    })
 }
 
 /// What the exact posterior's own particles look like at one time t.
@@ -200,6 +192,22 @@ impl<'a> ExactPosterior<'a> {
         self.shape.dim()
     }
 
+    /// Runs the one pass an [`Analysis`] needs, then recomputes each particle's nearest-atom
+    /// distance ‖x − s a_i‖² directly in float64 (K·D work): backends may return it from an
+    /// expanded float32 form, whose cancellation at small t would move the off-support
+    /// percentile.
+    pub fn analyse(&self, backend: &dyn Backend, cloud: &[f32], noise: Noise) -> Result<Analysis> {
+        let d = self.dim();
+        let mut pass = backend.weighted_means(cloud, noise, &[Weights::Prior])?;
+        for (n, x) in pass.nearest.iter_mut().zip(cloud.chunks(d)) {
+            n.dist2 = direct_dist2(x, &self.atoms[n.index * d..(n.index + 1) * d], noise.s);
+        }
+        Ok(Analysis {
+            denoised: std::mem::take(&mut pass.sets[0].means),
+            nearest: pass.nearest,
+        })
+    }
+
     /// E‖x_t − E x_t‖² under the exact posterior at t: s² Σ_i ω_i ‖a_i − ā‖² + D v.
     pub fn exact_spread(&self, noise: Noise) -> f64 {
         noise.s * noise.s * self.atom_spread + self.dim() as f64 * noise.v
@@ -251,11 +259,11 @@ impl<'a> ExactPosterior<'a> {
         let noise = self.schedule.noise(t);
         let seed = self.options.seed ^ t.to_bits() ^ 0x7265_6665_7265_6e63;
         let cloud = self.draw(noise, count.max(100), seed);
-        let analysis = analyse(backend, &cloud, noise)?;
+        let analysis = self.analyse(backend, &cloud, noise)?;
         Ok(self.reference_from(t, &analysis, false))
     }
 
-    /// The metrics of `cloud` (K × D) at time t, from its [`analyse`] pass and the exact
+    /// The metrics of `cloud` (K × D) at time t, from its [`ExactPosterior::analyse`] pass and the exact
     /// reference at the same t.
     pub fn score(
         &self,

@@ -153,7 +153,7 @@ fn exact_draws_have_no_hallucination_and_one_percent_off_support() {
     let noise = post.schedule.noise(t);
     let k = 4000;
     let reference_cloud = post.draw(noise, k, 1);
-    let ra = analyse(&f.backend, &reference_cloud, noise).unwrap();
+    let ra = post.analyse(&f.backend, &reference_cloud, noise).unwrap();
     let reference = post.reference_from(t, &ra, true);
     // The reference cloud itself: by the nearest-rank definition at most 1 % lies beyond.
     let own = post.score(t, &reference_cloud, &ra, &reference);
@@ -161,7 +161,7 @@ fn exact_draws_have_no_hallucination_and_one_percent_off_support() {
     assert_eq!(own.mode_tv_to_exact_cloud, 0.0);
     // A fresh exact cloud: no ruled-out mass, ~1 % off support (binomial, 4 standard errors).
     let cloud = post.draw(noise, k, 2);
-    let a = analyse(&f.backend, &cloud, noise).unwrap();
+    let a = post.analyse(&f.backend, &cloud, noise).unwrap();
     let m = post.score(t, &cloud, &a, &reference);
     assert_eq!(m.hallucination_rate, 0.0);
     let se = (0.01f64 * 0.99 / k as f64).sqrt();
@@ -183,7 +183,7 @@ fn particles_from_a_ruled_out_mode_are_all_hallucinated_and_off_support_flags_fa
     let reference_cloud = post.draw(noise, 2000, 1);
     let reference = post.reference_from(
         t,
-        &analyse(&f.backend, &reference_cloud, noise).unwrap(),
+        &post.analyse(&f.backend, &reference_cloud, noise).unwrap(),
         true,
     );
     // Exact-style draws around class-2 atoms (ω ≈ 0 there).
@@ -196,14 +196,14 @@ fn particles_from_a_ruled_out_mode_are_all_hallucinated_and_off_support_flags_fa
             cloud.push((noise.s * a as f64 + noise.v.sqrt() * e) as f32);
         }
     }
-    let a = analyse(&f.backend, &cloud, noise).unwrap();
+    let a = post.analyse(&f.backend, &cloud, noise).unwrap();
     let m = post.score(t, &cloud, &a, &reference);
     assert_eq!(m.hallucination_rate, 1.0);
     assert!((m.mode_weights[2] - 1.0).abs() < 1e-12);
     assert!((m.mode_tv - 1.0).abs() < 1e-9);
-    // Halfway between two classes every particle is far from every atom.
-    let between: Vec<f32> = cloud.iter().map(|&v| v * 0.0).collect();
-    let b = analyse(&f.backend, &between, noise).unwrap();
+    // The all-zero image is ‖0 − s a_i‖ ≈ 2 from every atom, far beyond exact draws.
+    let between = vec![0.0f32; cloud.len()];
+    let b = post.analyse(&f.backend, &between, noise).unwrap();
     assert_eq!(
         post.score(t, &between, &b, &reference).off_support_rate,
         1.0
@@ -218,7 +218,7 @@ fn mode_tv_of_exact_draws_is_small_and_of_prior_draws_large() {
     let noise = post.schedule.noise(t);
     let k = 2000;
     let exact = post.draw(noise, k, 4);
-    let a = analyse(&f.backend, &exact, noise).unwrap();
+    let a = post.analyse(&f.backend, &exact, noise).unwrap();
     let reference = post.reference_from(t, &a, true);
     let m = post.score(t, &exact, &a, &reference);
     // E TV ≤ ½ Σ_m √(p_m (1 − p_m) / K) for multinomial frequencies.
@@ -236,7 +236,7 @@ fn mode_tv_of_exact_draws_is_small_and_of_prior_draws_large() {
         ..f.posterior()
     };
     let prior = prior_post.draw(noise, k, 5);
-    let pa = analyse(&f.backend, &prior, noise).unwrap();
+    let pa = post.analyse(&f.backend, &prior, noise).unwrap();
     let pm = post.score(t, &prior, &pa, &reference);
     assert!((pm.mode_tv - 0.4).abs() < 0.05, "{}", pm.mode_tv);
     assert!(pm.hallucination_rate > 0.2);

@@ -14,7 +14,7 @@ use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
 use crate::data::{Dataset, ImageShape};
 use crate::diagnostics::image_quality::ssim_window;
-use crate::diagnostics::{Analysis, ExactPosterior, OFF_SUPPORT_QUANTILE, ReferenceAt, analyse};
+use crate::diagnostics::{Analysis, ExactPosterior, OFF_SUPPORT_QUANTILE, ReferenceAt};
 use crate::engine::Backend;
 use crate::operators::{self, Operator};
 use crate::report::images::{default_scale, save_grid};
@@ -209,7 +209,7 @@ pub fn run(
         let wall = t0.elapsed().as_secs_f64();
         let mut analyses = Vec::new();
         for (t, cloud) in clouds(&run, settings.t_min) {
-            let analysis = analyse(engine, cloud, problem.schedule.noise(t))?;
+            let analysis = posterior_view.analyse(engine, cloud, problem.schedule.noise(t))?;
             references
                 .by_time
                 .push(posterior_view.reference_from(t, &analysis, true));
@@ -241,7 +241,7 @@ pub fn run(
         for (t, cloud) in clouds(&run, settings.t_min) {
             let analysis = match cached.as_mut().and_then(|c| c.next()) {
                 Some(a) => a,
-                None => analyse(engine, cloud, problem.schedule.noise(t))?,
+                None => posterior_view.analyse(engine, cloud, problem.schedule.noise(t))?,
             };
             let reference =
                 references.at(&posterior_view, engine, t, settings.particles.max(1000))?;
