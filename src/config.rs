@@ -28,6 +28,10 @@
 //! zeta = 1.0               # ζ of zeta-dps
 //! cg_tolerance = 1e-6      # relative residual of pigdm/tmpd conjugate gradients
 //! cg_max_iterations = 100
+//!
+//! [diagnostics]            # optional
+//! hallucination_threshold = 1e-3   # exact mode mass below which a mode is ruled out
+//! clusters = 8             # k-means modes when the data set has no labels
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -50,6 +54,37 @@ pub struct RunConfig {
     pub measurement: MeasurementConfig,
     #[serde(default)]
     pub sampling: SamplingConfig,
+    #[serde(default)]
+    pub diagnostics: DiagnosticsConfig,
+}
+
+/// How the run's samplers are compared with the exact posterior (`[diagnostics]`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    /// Modes whose exact posterior mass is below this count as ruled out; particles there are
+    /// prior-mode hallucinations. In (0, 1); default 1e-3.
+    #[serde(default = "default_hallucination_threshold")]
+    pub hallucination_threshold: f64,
+    /// k of the k-means modes used when the data set has no class labels; default 8.
+    #[serde(default = "default_clusters")]
+    pub clusters: usize,
+}
+
+fn default_hallucination_threshold() -> f64 {
+    1e-3
+}
+fn default_clusters() -> usize {
+    8
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        DiagnosticsConfig {
+            hallucination_threshold: default_hallucination_threshold(),
+            clusters: default_clusters(),
+        }
+    }
 }
 
 fn default_backend() -> String {
@@ -241,6 +276,19 @@ impl RunConfig {
             other => other,
         })?;
         self.sampler_settings().validate()?;
+        let g = &self.diagnostics;
+        if !(g.hallucination_threshold > 0.0 && g.hallucination_threshold < 1.0) {
+            return Err(Error::config(
+                "diagnostics.hallucination_threshold",
+                format!("must lie in (0, 1), got {}", g.hallucination_threshold),
+            ));
+        }
+        if g.clusters == 0 {
+            return Err(Error::config(
+                "diagnostics.clusters",
+                "must be at least 1 (default 8)",
+            ));
+        }
         let t = &self.truth;
         if t.file.is_none() && !t.in_atoms && t.index >= t.held_out {
             return Err(Error::config(
@@ -273,6 +321,14 @@ impl RunConfig {
                 tolerance: s.cg_tolerance,
                 max_iterations: s.cg_max_iterations,
             },
+        }
+    }
+
+    pub fn diagnostics_options(&self) -> crate::diagnostics::Options {
+        crate::diagnostics::Options {
+            hallucination_threshold: self.diagnostics.hallucination_threshold,
+            clusters: self.diagnostics.clusters,
+            seed: self.seed,
         }
     }
 

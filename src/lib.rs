@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod diagnostics;
 pub mod diffusion;
 pub mod engine;
 pub mod error;

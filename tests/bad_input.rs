@@ -124,6 +124,27 @@ fn config_errors_name_the_key() {
     run_fails(&dir, &c, &["measurement.sigma"]);
     let c = write_config(&dir, "box.toml", SYNTH, &GOOD_TAIL.replace("w=4", "w=40"));
     run_fails(&dir, &c, &["measurement.operator"]);
+    let c = write_config(
+        &dir,
+        "diag-key.toml",
+        SYNTH,
+        &format!("{GOOD_TAIL}\n[diagnostics]\nthreshold = 0.1\n"),
+    );
+    run_fails(&dir, &c, &["diag-key.toml", "threshold"]);
+    let c = write_config(
+        &dir,
+        "diag-threshold.toml",
+        SYNTH,
+        &format!("{GOOD_TAIL}\n[diagnostics]\nhallucination_threshold = 1.5\n"),
+    );
+    run_fails(&dir, &c, &["diagnostics.hallucination_threshold"]);
+    let c = write_config(
+        &dir,
+        "diag-clusters.toml",
+        SYNTH,
+        &format!("{GOOD_TAIL}\n[diagnostics]\nclusters = 0\n"),
+    );
+    run_fails(&dir, &c, &["diagnostics.clusters"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -29,6 +29,9 @@ samplers = ["exact", "fsr"]
 particles = 24
 steps = 40
 checkpoints = [0.5, 0.1]
+[diagnostics]
+hallucination_threshold = 1e-3
+clusters = 4
 "#,
     )
     .unwrap();
@@ -64,6 +67,7 @@ checkpoints = [0.5, 0.1]
     for f in [
         "config.toml",
         "summary.json",
+        "metrics.json",
         "samples_exact.npy",
         "samples_fsr.npy",
         "denoised_fsr.npy",
@@ -123,6 +127,49 @@ checkpoints = [0.5, 0.1]
             "{times:?}"
         );
     }
+    // metrics.json: every sampler's final metrics and one record per checkpoint, the same
+    // as summary.json's; the exact sampler's mode TV within its sampling noise.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["modes"]["source"], "classes");
+    let exact_weights: Vec<f64> = metrics["modes"]["exact_weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_f64().unwrap())
+        .collect();
+    for (i, name) in ["exact", "fsr"].into_iter().enumerate() {
+        let m = &metrics["samplers"][name];
+        let last = &m["metrics"];
+        let ratio = last["spread_ratio"].as_f64().unwrap();
+        assert!(
+            ratio.is_finite() && ratio > 0.0,
+            "{name}: spread ratio {ratio}"
+        );
+        assert!((last["t"].as_f64().unwrap() - 1e-3).abs() < 1e-12);
+        for key in ["hallucination_rate", "off_support_rate", "mode_tv"] {
+            let v = last[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{name}: {key} = {v}");
+        }
+        assert!(last["ssim_denoised"]["mean"].as_f64().unwrap() <= 1.0);
+        let checkpoints = m["checkpoints"].as_array().unwrap();
+        assert_eq!(checkpoints.len(), 2, "{name}");
+        assert_eq!(&samplers[i]["metrics"], last);
+        assert_eq!(samplers[i]["checkpoints"].as_array().unwrap().len(), 2);
+    }
+    // Multinomial noise of 24 exact draws: E TV ≤ ½ Σ √(p(1 − p)/K); allow three times that.
+    let bound: f64 = 0.5
+        * exact_weights
+            .iter()
+            .map(|p| (p * (1.0 - p) / 24.0).sqrt())
+            .sum::<f64>();
+    let exact_tv = metrics["samplers"]["exact"]["metrics"]["mode_tv"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        exact_tv <= 3.0 * bound,
+        "exact mode TV {exact_tv} vs bound {bound}"
+    );
     // The resolved config is a valid run config with the defaults filled in.
     let back = fslens::config::RunConfig::load(&out.join("config.toml")).unwrap();
     assert_eq!(back.sampling.particles, 24);

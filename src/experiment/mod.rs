@@ -13,13 +13,18 @@ use rand::{Rng, SeedableRng};
 use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
 use crate::data::{Dataset, ImageShape};
-use crate::engine::{Backend, Weights};
+use crate::diagnostics::image_quality::ssim_window;
+use crate::diagnostics::{Analysis, ExactPosterior, OFF_SUPPORT_QUANTILE, ReferenceAt};
+use crate::engine::Backend;
 use crate::operators::{self, Operator};
 use crate::report::images::{default_scale, save_grid};
 use crate::report::output::OutputDir;
 use crate::samplers::{self, Problem, Progress};
 use crate::{Error, Result};
-use summary::{ClassWeight, DatasetSummary, MeasurementSummary, SamplerSummary, Summary, TopAtom};
+use summary::{
+    ClassWeight, DatasetSummary, MeasurementSummary, MetricsFile, ModesSummary, SamplerMetrics,
+    SamplerSummary, Summary, TopAtom,
+};
 
 /// What a run tells the person watching it; the CLI turns it into a progress bar or JSON.
 pub trait Observer {
@@ -175,22 +180,76 @@ pub fn run(
     let settings = cfg.sampler_settings();
     let omega = problem.posterior_weights();
     let exact_classes = class_weights_exact(&setup.atoms, &omega);
-    let t_min_noise = problem.schedule.noise(settings.t_min);
 
     let dir = staging.path().to_path_buf();
+    let posterior_view = ExactPosterior::new(
+        &setup.atoms,
+        &omega,
+        setup.operator.as_ref(),
+        &setup.y,
+        cfg.measurement.sigma,
+        &setup.truth,
+        problem.schedule,
+        cfg.diagnostics_options(),
+    );
     let mut samplers_out = Vec::new();
+    let mut metrics_out = std::collections::BTreeMap::new();
     let options = cfg.sampler_options();
-    for name in &cfg.sampling.samplers {
-        let sampler = samplers::by_name_with(name, &options)?;
-        observer.stage(&format!("sampler {name}"));
+    // The exact sampler runs first (it is cheap) so that every sampler's checkpoints are
+    // compared with exact particles at the same times; its analyses are kept for its own
+    // metrics, so each cloud costs one engine pass.
+    let mut references = References::default();
+    let mut exact_done: Option<(crate::samplers::Run, f64, Vec<Analysis>)> = None;
+    if cfg.sampling.samplers.iter().any(|n| n == "exact") {
+        observer.stage("sampler exact");
         let t0 = Instant::now();
-        let run = sampler.sample(&problem, &settings, &mut |p| observer.progress(name, p))?;
+        let run =
+            samplers::by_name_with("exact", &options)?
+                .sample(&problem, &settings, &mut |p| observer.progress("exact", p))?;
         let wall = t0.elapsed().as_secs_f64();
+        let mut analyses = Vec::new();
+        for (t, cloud) in clouds(&run, settings.t_min) {
+            let analysis = posterior_view.analyse(engine, cloud, problem.schedule.noise(t))?;
+            references
+                .by_time
+                .push(posterior_view.reference_from(t, &analysis, true));
+            analyses.push(analysis);
+        }
+        exact_done = Some((run, wall, analyses));
+    }
+    for name in &cfg.sampling.samplers {
+        let (run, wall, cached) = match (name.as_str(), exact_done.take()) {
+            ("exact", Some(done)) => (done.0, done.1, Some(done.2)),
+            (_, kept) => {
+                exact_done = kept;
+                let sampler = samplers::by_name_with(name, &options)?;
+                observer.stage(&format!("sampler {name}"));
+                let t0 = Instant::now();
+                let run =
+                    sampler.sample(&problem, &settings, &mut |p| observer.progress(name, p))?;
+                (run, t0.elapsed().as_secs_f64(), None)
+            }
+        };
         for w in &run.warnings {
             observer.warning(w);
         }
-        // Assign each final particle to its nearest atom and denoise it (Tweedie mean).
-        let pass = engine.weighted_means(&run.samples, t_min_noise, &[Weights::Prior])?;
+        // One pass per cloud (checkpoints, then t_min): Tweedie means and nearest atoms.
+        observer.stage(&format!("metrics of {name}"));
+        let mut records = Vec::new();
+        let mut cached = cached.map(|c| c.into_iter());
+        let mut last = None;
+        for (t, cloud) in clouds(&run, settings.t_min) {
+            let analysis = match cached.as_mut().and_then(|c| c.next()) {
+                Some(a) => a,
+                None => posterior_view.analyse(engine, cloud, problem.schedule.noise(t))?,
+            };
+            let reference =
+                references.at(&posterior_view, engine, t, settings.particles.max(1000))?;
+            records.push(posterior_view.score(t, cloud, &analysis, reference));
+            last = Some(analysis);
+        }
+        let final_metrics = records.pop().expect("clouds always end with t_min");
+        let pass = last.expect("clouds always end with t_min");
         let nearest: Vec<usize> = pass.nearest.iter().map(|n| n.index).collect();
         let classes = class_weights_of_samples(&setup.atoms, &nearest);
         let tv = match (&exact_classes, &classes) {
@@ -206,7 +265,7 @@ pub fn run(
         write_npy_f32(
             &dir.join(format!("denoised_{name}.npy")),
             &[k, d],
-            &pass.sets[0].means,
+            &pass.denoised,
         )?;
         if !run.snapshots.is_empty() {
             let cloud: Vec<f32> = run
@@ -244,7 +303,16 @@ pub fn run(
             class_tv_to_exact: tv,
             diagnostics: run.diagnostics.iter().cloned().collect(),
             warnings: run.warnings.clone(),
+            metrics: final_metrics.clone(),
+            checkpoints: records.clone(),
         });
+        metrics_out.insert(
+            name.clone(),
+            SamplerMetrics {
+                metrics: final_metrics,
+                checkpoints: records,
+            },
+        );
     }
 
     observer.stage("writing the report");
@@ -272,6 +340,28 @@ pub fn run(
         scale,
     )?;
 
+    let modes_summary = ModesSummary {
+        source: posterior_view.modes.source,
+        names: posterior_view.modes.names.clone(),
+        exact_weights: posterior_view.exact_mode_weights.clone(),
+        hallucination_threshold: posterior_view.options.hallucination_threshold,
+    };
+    let metrics_file = MetricsFile {
+        modes: modes_summary.clone(),
+        ssim: format!(
+            "mean SSIM, {w}x{w} uniform window, sample covariances, K1 = 0.01, K2 = 0.03, \
+             data range 2 (pixels in [-1, 1]), per channel",
+            w = ssim_window(shape)
+        ),
+        off_support_quantile: OFF_SUPPORT_QUANTILE,
+        samplers: metrics_out,
+    };
+    crate::arrays::write_atomic(
+        &dir.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics_file)
+            .expect("metrics serialise")
+            .as_bytes(),
+    )?;
     let summary = Summary {
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: engine.describe(),
@@ -298,6 +388,7 @@ pub fn run(
             })
             .collect(),
         exact_class_weights: exact_classes.map(|c| named_weights(&setup.atoms, &c)),
+        modes: modes_summary.clone(),
         samplers: samplers_out,
         total_seconds: started.elapsed().as_secs_f64(),
     };
@@ -311,6 +402,48 @@ pub fn run(
     )?;
     let path = staging.finish()?;
     Ok((path, summary))
+}
+
+/// A run's clouds in time order: its checkpoint snapshots, then the samples at t_min.
+fn clouds(run: &crate::samplers::Run, t_min: f64) -> Vec<(f64, &[f32])> {
+    run.snapshots
+        .iter()
+        .map(|snap| (snap.t, snap.particles.as_slice()))
+        .chain(std::iter::once((t_min, run.samples.as_slice())))
+        .collect()
+}
+
+/// The exact posterior's references by time: from the exact run where it recorded that time,
+/// else drawn on first use.
+#[derive(Default)]
+struct References {
+    by_time: Vec<ReferenceAt>,
+}
+
+impl References {
+    fn at(
+        &mut self,
+        posterior: &ExactPosterior,
+        backend: &dyn Backend,
+        t: f64,
+        count: usize,
+    ) -> Result<&ReferenceAt> {
+        // Every sampler snaps its checkpoints to the same grid, so equal times are equal bits;
+        // the tolerance only absorbs a t_min written differently.
+        let found = self
+            .by_time
+            .iter()
+            .position(|r| (r.t - t).abs() <= 1e-12 * t.abs().max(1.0));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.by_time
+                    .push(posterior.reference_drawn(backend, t, count)?);
+                self.by_time.len() - 1
+            }
+        };
+        Ok(&self.by_time[i])
+    }
 }
 
 fn label_name(ds: &Dataset, label: u32) -> String {

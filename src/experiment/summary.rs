@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::data::Dataset;
+use crate::diagnostics::{CheckpointMetrics, ModeSource};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -16,6 +17,8 @@ pub struct Summary {
     pub exact_top_atoms: Vec<TopAtom>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact_class_weights: Option<Vec<ClassWeight>>,
+    /// The modes the metrics group atoms into, with their exact posterior mass.
+    pub modes: ModesSummary,
     pub samplers: Vec<SamplerSummary>,
     pub total_seconds: f64,
 }
@@ -101,4 +104,36 @@ pub struct SamplerSummary {
     /// Warnings raised during the run (e.g. conjugate gradients that hit the iteration cap).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The metrics against the exact posterior at t_min.
+    pub metrics: CheckpointMetrics,
+    /// The same at every checkpoint time (decreasing t): the early-stopping curves.
+    pub checkpoints: Vec<CheckpointMetrics>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModesSummary {
+    /// `classes` (the data set's labels) or `clusters` (k-means, see diagnostics::modes).
+    pub source: ModeSource,
+    pub names: Vec<String>,
+    /// Σ_{i ∈ mode} ω_i.
+    pub exact_weights: Vec<f64>,
+    /// Modes below this exact mass count as ruled out (prior-mode hallucination).
+    pub hallucination_threshold: f64,
+}
+
+/// metrics.json: every sampler's metrics records in one object.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricsFile {
+    pub modes: ModesSummary,
+    /// How SSIM and off-support are computed, for readers of the numbers.
+    pub ssim: String,
+    pub off_support_quantile: f64,
+    /// Sampler name → its final metrics and checkpoint records.
+    pub samplers: std::collections::BTreeMap<String, SamplerMetrics>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SamplerMetrics {
+    pub metrics: CheckpointMetrics,
+    pub checkpoints: Vec<CheckpointMetrics>,
 }

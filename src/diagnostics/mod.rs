@@ -1,0 +1,399 @@
+//! How a sampler's particle cloud differs from the exact posterior, in numbers (design §6).
+//!
+//! [`ExactPosterior`] holds what every comparison needs (the atoms, ω, the modes, the
+//! measurement and the truth); [`ExactPosterior::score`] turns one cloud at one time t into a
+//! [`CheckpointMetrics`], given one engine pass over that cloud ([`ExactPosterior::analyse`]: its Tweedie
+//! means m(x_t) under the prior and each particle's nearest atom) and the exact posterior's
+//! [`ReferenceAt`] the same t. The list of per-checkpoint records of a run is its
+//! early-stopping curve: mode weights, hallucination and off-support use the x_t assignment,
+//! PSNR/SSIM/data fit use m(x_t) (and data fit also x_t/s). This module computes numbers
+//! only; the experiment writes them.
+
+pub mod image_quality;
+pub mod modes;
+
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::Result;
+use crate::data::ImageShape;
+use crate::diffusion::Schedule;
+use crate::engine::cpu::direct_dist2;
+use crate::engine::{Backend, Neighbor, Noise, Weights};
+use crate::operators::Operator;
+use crate::samplers::exact::Exact;
+pub use modes::{ModeSource, Modes};
+
+/// Knobs of the diagnostics (config `[diagnostics]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    /// Modes whose exact mass is below this are "ruled out" (prior-mode hallucination).
+    pub hallucination_threshold: f64,
+    /// k of the k-means modes when the data set has no labels.
+    pub clusters: usize,
+    /// Seed of k-means and of exact draws made for a time the exact run did not record.
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hallucination_threshold: 1e-3,
+            clusters: 8,
+            seed: 0,
+        }
+    }
+}
+
+/// Quantile of the exact cloud's nearest-atom distances that bounds "on support".
+pub const OFF_SUPPORT_QUANTILE: f64 = 0.99;
+
+/// The exact posterior of one measurement, with what the metrics compare against.
+pub struct ExactPosterior<'a> {
+    /// N × D.
+    pub atoms: &'a [f32],
+    pub shape: ImageShape,
+    /// ω = softmax(b), the exact posterior at t = 0.
+    pub omega: &'a [f64],
+    pub modes: Modes,
+    /// Σ_{i ∈ m} ω_i per mode.
+    pub exact_mode_weights: Vec<f64>,
+    /// Σ_i ω_i ‖a_i − ā‖², ā = Σ_i ω_i a_i (float64).
+    pub atom_spread: f64,
+    pub operator: &'a dyn Operator,
+    pub y: &'a [f32],
+    pub sigma: f64,
+    pub truth: &'a [f32],
+    pub schedule: Schedule,
+    pub options: Options,
+}
+
+/// One engine pass over a cloud: Tweedie means under the prior and nearest atoms.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    /// K × D, m(x_k) = Σ_i w_i(x_k) a_i with the prior weights.
+    pub denoised: Vec<f32>,
+    /// argmin_i ‖x_k − s a_i‖² per particle.
+    pub nearest: Vec<Neighbor>,
+}
+
+/// What the exact posterior's own particles look like at one time t.
+#[derive(Clone, Debug)]
+pub struct ReferenceAt {
+    pub t: f64,
+    /// The 99th percentile (nearest rank) of the exact particles' ‖x − s a_nearest‖.
+    pub off_support_distance: f64,
+    /// Mode weights of the exact particles assigned by nearest atom at this t.
+    pub cloud_mode_weights: Vec<f64>,
+    /// Whether the exact particles came from the exact run (else drawn here).
+    pub from_exact_run: bool,
+}
+
+/// Mean and standard deviation (N − 1; 0 for one value) over particles.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl MeanStd {
+    pub fn of(values: &[f64]) -> MeanStd {
+        let n = values.len();
+        if n == 0 {
+            return MeanStd {
+                mean: f64::NAN,
+                std: f64::NAN,
+            };
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        MeanStd {
+            mean,
+            std: var.sqrt(),
+        }
+    }
+}
+
+/// The metrics of one cloud at one time t, as if the run had stopped there.
+/// In JSON an infinite PSNR (a sample equal to the truth) is written as null.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointMetrics {
+    pub t: f64,
+    /// Fraction of particles per mode (nearest atom at this t → its mode).
+    pub mode_weights: Vec<f64>,
+    /// ½ Σ_m |mode_weights − exact mode weights (Σ_{i∈m} ω_i)|.
+    pub mode_tv: f64,
+    /// ½ Σ_m |mode_weights − the exact particles' mode weights at this t|: at large t the
+    /// nearest atom of even an exact draw is often not its own, and this compares like with
+    /// like.
+    pub mode_tv_to_exact_cloud: f64,
+    /// Fraction of particles in modes whose exact mass < the hallucination threshold.
+    pub hallucination_rate: f64,
+    /// Fraction of particles with ‖x − s a_nearest‖ > `off_support_distance`.
+    pub off_support_rate: f64,
+    /// 99th percentile of the exact particles' nearest-atom distances at this t.
+    pub off_support_distance: f64,
+    /// tr Cov(cloud) with the (K − 1) normalisation.
+    pub spread: f64,
+    /// s² Σ_i ω_i ‖a_i − ā‖² + D v (design §3).
+    pub exact_spread: f64,
+    /// spread / exact_spread: < 1 under-dispersed, > 1 over-dispersed.
+    pub spread_ratio: f64,
+    /// ‖y − A(m(x))‖² / (m σ²) over particles.
+    pub data_fit_denoised: MeanStd,
+    /// ‖y − A(x/s)‖² / (m σ²) over particles.
+    pub data_fit_scaled: MeanStd,
+    /// PSNR (dB, range 2) of m(x) against the truth, over particles.
+    pub psnr_denoised: MeanStd,
+    /// SSIM (7×7 uniform window) of m(x) against the truth, over particles.
+    pub ssim_denoised: MeanStd,
+    /// PSNR and SSIM of the mean of the m(x) over particles.
+    pub psnr_denoised_mean: f64,
+    pub ssim_denoised_mean: f64,
+}
+
+impl<'a> ExactPosterior<'a> {
+    /// Builds the modes (classes from `labels` when given, else k-means) and the constants.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        atoms: &'a crate::data::Dataset,
+        omega: &'a [f64],
+        operator: &'a dyn Operator,
+        y: &'a [f32],
+        sigma: f64,
+        truth: &'a [f32],
+        schedule: Schedule,
+        options: Options,
+    ) -> ExactPosterior<'a> {
+        let modes = Modes::for_dataset(atoms, omega, options.clusters, options.seed);
+        let exact_mode_weights = modes.exact_weights(omega);
+        let atom_spread = atom_spread(&atoms.images, atoms.dim(), omega);
+        ExactPosterior {
+            atoms: &atoms.images,
+            shape: atoms.shape,
+            omega,
+            modes,
+            exact_mode_weights,
+            atom_spread,
+            operator,
+            y,
+            sigma,
+            truth,
+            schedule,
+            options,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.shape.dim()
+    }
+
+    /// Runs the one pass an [`Analysis`] needs, then recomputes each particle's nearest-atom
+    /// distance ‖x − s a_i‖² directly in float64 (K·D work): backends may return it from an
+    /// expanded float32 form, whose cancellation at small t would move the off-support
+    /// percentile.
+    pub fn analyse(&self, backend: &dyn Backend, cloud: &[f32], noise: Noise) -> Result<Analysis> {
+        let d = self.dim();
+        let mut pass = backend.weighted_means(cloud, noise, &[Weights::Prior])?;
+        for (n, x) in pass.nearest.iter_mut().zip(cloud.chunks(d)) {
+            n.dist2 = direct_dist2(x, &self.atoms[n.index * d..(n.index + 1) * d], noise.s);
+        }
+        Ok(Analysis {
+            denoised: std::mem::take(&mut pass.sets[0].means),
+            nearest: pass.nearest,
+        })
+    }
+
+    /// E‖x_t − E x_t‖² under the exact posterior at t: s² Σ_i ω_i ‖a_i − ā‖² + D v.
+    pub fn exact_spread(&self, noise: Noise) -> f64 {
+        noise.s * noise.s * self.atom_spread + self.dim() as f64 * noise.v
+    }
+
+    /// K exact draws at noise (s, v): i ~ Cat(ω), x = s a_i + √v ε, from `seed`.
+    pub fn draw(&self, noise: Noise, count: usize, seed: u64) -> Vec<f32> {
+        use rand::Rng;
+        let d = self.dim();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let picks = Exact::draw_atoms(self.omega, count, &mut rng);
+        let sd = noise.v.sqrt();
+        let mut x = Vec::with_capacity(count * d);
+        for i in picks {
+            for &a in &self.atoms[i * d..(i + 1) * d] {
+                let e: f64 = rng.sample(rand_distr::StandardNormal);
+                x.push((noise.s * a as f64 + sd * e) as f32);
+            }
+        }
+        x
+    }
+
+    /// The reference at t from an exact cloud's analysis at that t.
+    pub fn reference_from(&self, t: f64, exact: &Analysis, from_exact_run: bool) -> ReferenceAt {
+        let mut dist: Vec<f64> = exact
+            .nearest
+            .iter()
+            .map(|n| n.dist2.max(0.0).sqrt())
+            .collect();
+        dist.sort_by(f64::total_cmp);
+        let rank = ((OFF_SUPPORT_QUANTILE * dist.len() as f64).ceil() as usize).max(1);
+        let nearest: Vec<usize> = exact.nearest.iter().map(|n| n.index).collect();
+        ReferenceAt {
+            t,
+            off_support_distance: dist.get(rank - 1).copied().unwrap_or(f64::NAN),
+            cloud_mode_weights: self.modes.weights_of(&nearest),
+            from_exact_run,
+        }
+    }
+
+    /// The reference at t from `count` fresh exact draws (for a time the exact run did not
+    /// record), seeded from the options' seed and t.
+    pub fn reference_drawn(
+        &self,
+        backend: &dyn Backend,
+        t: f64,
+        count: usize,
+    ) -> Result<ReferenceAt> {
+        let noise = self.schedule.noise(t);
+        let seed = self.options.seed ^ t.to_bits() ^ 0x7265_6665_7265_6e63;
+        let cloud = self.draw(noise, count.max(100), seed);
+        let analysis = self.analyse(backend, &cloud, noise)?;
+        Ok(self.reference_from(t, &analysis, false))
+    }
+
+    /// The metrics of `cloud` (K × D) at time t, from its [`ExactPosterior::analyse`] pass and the exact
+    /// reference at the same t.
+    pub fn score(
+        &self,
+        t: f64,
+        cloud: &[f32],
+        analysis: &Analysis,
+        reference: &ReferenceAt,
+    ) -> CheckpointMetrics {
+        let d = self.dim();
+        let k = cloud.len() / d;
+        let noise = self.schedule.noise(t);
+        let nearest: Vec<usize> = analysis.nearest.iter().map(|n| n.index).collect();
+        let mode_weights = self.modes.weights_of(&nearest);
+        let threshold = self.options.hallucination_threshold;
+        let ruled_out = nearest
+            .iter()
+            .filter(|&&i| self.exact_mode_weights[self.modes.of_atom[i]] < threshold)
+            .count();
+        let off = analysis
+            .nearest
+            .iter()
+            .filter(|n| n.dist2.max(0.0).sqrt() > reference.off_support_distance)
+            .count();
+        let spread = cloud_spread(cloud, d);
+        let exact_spread = self.exact_spread(noise);
+        let scaled: Vec<f32> = cloud.iter().map(|&x| (x as f64 / noise.s) as f32).collect();
+        let psnr: Vec<f64> = analysis
+            .denoised
+            .chunks(d)
+            .map(|x| image_quality::psnr(x, self.truth))
+            .collect();
+        let ssim: Vec<f64> = analysis
+            .denoised
+            .chunks(d)
+            .map(|x| image_quality::ssim(x, self.truth, self.shape))
+            .collect();
+        let mut mean = vec![0.0f64; d];
+        for x in analysis.denoised.chunks(d) {
+            for (m, &v) in mean.iter_mut().zip(x) {
+                *m += v as f64 / k as f64;
+            }
+        }
+        let mean: Vec<f32> = mean.into_iter().map(|v| v as f32).collect();
+        CheckpointMetrics {
+            t,
+            mode_tv: total_variation(&mode_weights, &self.exact_mode_weights),
+            mode_tv_to_exact_cloud: total_variation(&mode_weights, &reference.cloud_mode_weights),
+            mode_weights,
+            hallucination_rate: ruled_out as f64 / k.max(1) as f64,
+            off_support_rate: off as f64 / k.max(1) as f64,
+            off_support_distance: reference.off_support_distance,
+            spread,
+            exact_spread,
+            spread_ratio: spread / exact_spread,
+            data_fit_denoised: MeanStd::of(&self.data_fit(&analysis.denoised)),
+            data_fit_scaled: MeanStd::of(&self.data_fit(&scaled)),
+            psnr_denoised: MeanStd::of(&psnr),
+            ssim_denoised: MeanStd::of(&ssim),
+            psnr_denoised_mean: image_quality::psnr(&mean, self.truth),
+            ssim_denoised_mean: image_quality::ssim(&mean, self.truth, self.shape),
+        }
+    }
+
+    /// ‖y − A(x_k)‖² / (m σ²) for every row x_k (float64 sums).
+    pub fn data_fit(&self, xs: &[f32]) -> Vec<f64> {
+        let m = self.y.len();
+        let k = xs.len() / self.dim();
+        let mut ax = vec![0.0f32; k * m];
+        self.operator.forward_batch(xs, &mut ax);
+        ax.chunks(m)
+            .map(|a| {
+                a.iter()
+                    .zip(self.y)
+                    .map(|(&p, &q)| (q as f64 - p as f64).powi(2))
+                    .sum::<f64>()
+                    / (m as f64 * self.sigma * self.sigma)
+            })
+            .collect()
+    }
+}
+
+/// Σ_i ω_i ‖a_i − ā‖² with ā = Σ_i ω_i a_i, in float64.
+pub fn atom_spread(atoms: &[f32], dim: usize, omega: &[f64]) -> f64 {
+    let mut mean = vec![0.0f64; dim];
+    for (a, &w) in atoms.chunks(dim).zip(omega) {
+        for (m, &v) in mean.iter_mut().zip(a) {
+            *m += w * v as f64;
+        }
+    }
+    atoms
+        .chunks(dim)
+        .zip(omega)
+        .map(|(a, &w)| {
+            w * a
+                .iter()
+                .zip(&mean)
+                .map(|(&v, m)| (v as f64 - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// tr Cov of a cloud (K × D): Σ_k ‖x_k − x̄‖² / (K − 1) (0 for one particle).
+pub fn cloud_spread(cloud: &[f32], dim: usize) -> f64 {
+    let k = cloud.len() / dim;
+    if k < 2 {
+        return 0.0;
+    }
+    let mut mean = vec![0.0f64; dim];
+    for x in cloud.chunks(dim) {
+        for (m, &v) in mean.iter_mut().zip(x) {
+            *m += v as f64 / k as f64;
+        }
+    }
+    cloud
+        .chunks(dim)
+        .map(|x| {
+            x.iter()
+                .zip(&mean)
+                .map(|(&v, m)| (v as f64 - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / (k - 1) as f64
+}
+
+/// ½ Σ |p − q|.
+pub fn total_variation(p: &[f64], q: &[f64]) -> f64 {
+    0.5 * p.iter().zip(q).map(|(a, b)| (a - b).abs()).sum::<f64>()
+}
+
+#[cfg(test)]
+mod tests;
