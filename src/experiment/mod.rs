@@ -175,7 +175,8 @@ pub fn run(
     let settings = cfg.sampler_settings();
     let omega = problem.posterior_weights();
     let exact_classes = class_weights_exact(&setup.atoms, &omega);
-    let t_min_noise = problem.schedule.noise(settings.t_min);
+    let final_level = settings.final_level(&problem.schedule);
+    let walked = settings.integrator.steps(settings.steps);
 
     let dir = staging.path().to_path_buf();
     let mut samplers_out = Vec::new();
@@ -190,7 +191,7 @@ pub fn run(
             observer.warning(w);
         }
         // Assign each final particle to its nearest atom and denoise it (Tweedie mean).
-        let pass = engine.weighted_means(&run.samples, t_min_noise, &[Weights::Prior])?;
+        let pass = engine.weighted_means(&run.samples, final_level.noise, &[Weights::Prior])?;
         let nearest: Vec<usize> = pass.nearest.iter().map(|n| n.index).collect();
         let classes = class_weights_of_samples(&setup.atoms, &nearest);
         let tv = match (&exact_classes, &classes) {
@@ -232,12 +233,15 @@ pub fn run(
             name: name.clone(),
             wall_seconds: wall,
             particles: k,
-            steps: if name == "exact" { 0 } else { settings.steps },
+            steps: if name == "exact" { 0 } else { walked },
             seconds_per_step: if name == "exact" {
                 None
             } else {
-                Some(wall / settings.steps as f64)
+                Some(wall / walked as f64)
             },
+            integrator: (name != "exact").then(|| settings.integrator),
+            final_time: final_level.t,
+            final_noise_variance: final_level.noise.v,
             passes_per_step: run.passes_per_step,
             checkpoint_times: run.snapshots.iter().map(|snap| snap.t).collect(),
             class_weights: classes.map(|c| named_weights(&setup.atoms, &c)),

@@ -12,7 +12,6 @@
 
 use super::solve::SolveStats;
 use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
-use crate::diffusion::Schedule;
 use crate::diffusion::integrate::Score;
 use crate::engine::{Backend, Noise, Weights};
 use crate::operators::Operator;
@@ -142,7 +141,8 @@ pub fn denoiser_vjp(
     Ok(cg.iter().map(|&c| k * f64::from(c)).collect())
 }
 
-/// The reverse SDE driven by prior score + a likelihood score, for any [`Likelihood`].
+/// The reverse process (the run's integrator) driven by prior score + a likelihood score, for
+/// any [`Likelihood`].
 #[derive(Clone)]
 pub struct Approximate<L> {
     pub likelihood: L,
@@ -150,14 +150,12 @@ pub struct Approximate<L> {
 
 struct DrivenScore<'a, L> {
     ctx: Context<'a>,
-    schedule: Schedule,
     likelihood: L,
     calls: usize,
 }
 
 impl<L: Likelihood> Score for DrivenScore<'_, L> {
-    fn score(&mut self, x: &[f32], t: f64, out: &mut [f32]) -> Result<()> {
-        let noise = self.schedule.noise(t);
+    fn score(&mut self, x: &[f32], noise: Noise, out: &mut [f32]) -> Result<()> {
         self.calls += 1;
         let s = posterior_score(&mut self.likelihood, &self.ctx, x, noise)?;
         out.copy_from_slice(&s);
@@ -189,7 +187,6 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
                 y: problem.y,
                 sigma: problem.sigma,
             },
-            schedule: problem.schedule,
             likelihood: self.likelihood.clone(),
             calls: 0,
         };
