@@ -8,10 +8,10 @@
 //!
 //! - `heun-ode`: the probability-flow ODE dx/dt = −½ β(t) (x + score(x, t)) on the same grid,
 //!   integrated backward with Heun's method (predictor x̃ = x − h f(x, t), corrector
-//!   x ← x − ½h (f(x, t) + f(x̃, t − h))): two score evaluations per step, except the last
-//!   step, which is the Euler predictor alone (2K − 1 evaluations; the score at t_min is stiff,
-//!   ½β/v ≈ 750 at t_min = 1e-3, so the corrector would be unstable there). Deterministic
-//!   given the initial noise.
+//!   x ← x − ½h (f(x, t) + f(x̃, t − h))): two score evaluations per step, the last step
+//!   included (2K evaluations). An Euler last step would save one evaluation but, measured on
+//!   a clustered empirical prior at K = 200, leaves twice the noise v(t_min) around the atoms,
+//!   where the Heun last step leaves 1.1 ×. Deterministic given the initial noise.
 //! - `ddpm`: ancestral sampling on the DPS paper's discrete schedule ([`super::discrete`]):
 //!
 //!     x_{k−1} = (x_k + β_k score(x_k))/√α_k + √β̃_k z,   β̃_k = (1 − ᾱ_{k−1})/(1 − ᾱ_k) β_k,
@@ -157,10 +157,10 @@ impl Integrator {
         }
     }
 
-    /// Score evaluations of a run of `steps` steps (Heun: 2K − 1).
+    /// Score evaluations of a run of `steps` steps (Heun: 2K).
     pub fn score_evaluations(&self, steps: usize) -> usize {
         match self {
-            Integrator::HeunOde => 2 * steps - 1,
+            Integrator::HeunOde => 2 * steps,
             _ => self.steps(steps),
         }
     }
@@ -321,7 +321,7 @@ pub fn euler_maruyama<S: Score + ?Sized, R: Rng>(
 }
 
 /// The probability-flow ODE dx/dt = −½β(t)(x + score) integrated backward by Heun's method
-/// on `grid`, the last step by Euler (see the module docs). Deterministic.
+/// on `grid` (two score evaluations per step). Deterministic.
 pub fn heun_ode<S: Score + ?Sized>(
     score: &mut S,
     schedule: &Schedule,
@@ -347,10 +347,6 @@ pub fn heun_ode<S: Score + ?Sized>(
             for (((d, p), &xi), &si) in d1.iter_mut().zip(pred.iter_mut()).zip(x.iter()).zip(&sc) {
                 *d = -half_beta * (f64::from(xi) + f64::from(si));
                 *p = (f64::from(xi) - h * *d) as f32;
-            }
-            if k + 1 == grid.steps {
-                x.copy_from_slice(&pred);
-                return Ok(());
             }
             score.score(&pred, schedule.noise(t_next), &mut sc)?;
             let half_beta_next = 0.5 * schedule.beta(t_next);
@@ -622,7 +618,7 @@ mod tests {
         assert!(Integrator::from_config("rk4", 0.0).is_err());
         assert!(Integrator::from_config("ddim", 1.5).is_err());
         assert!(Integrator::from_config("ddpm", 0.5).is_err());
-        assert_eq!(Integrator::HeunOde.score_evaluations(10), 19);
+        assert_eq!(Integrator::HeunOde.score_evaluations(10), 20);
         assert_eq!(Integrator::Ddpm.steps(1000), 999);
     }
 
