@@ -103,6 +103,9 @@ fn check(integrator: Integrator, steps: usize) {
         .unwrap()
         .sample(&problem, &settings, &mut |_| {})
         .unwrap();
+    // fsr makes one pass per score evaluation: two a step for the Heun ODE.
+    let per_step = if integrator == Integrator::HeunOde { 2.0 } else { 1.0 };
+    assert_eq!(run.passes_per_step, per_step);
     let last = settings.final_level(&problem.schedule);
     assert_eq!(run.snapshots.len(), 2);
     let (s, v) = (last.noise.s, last.noise.v);

@@ -43,7 +43,7 @@ impl Sampler for Fsr {
         Ok(Run {
             samples: x,
             snapshots,
-            passes_per_step: 1.0,
+            passes_per_step: settings.evaluations_per_step(),
             diagnostics: Vec::new(),
             warnings: Vec::new(),
         })

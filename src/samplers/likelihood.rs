@@ -193,7 +193,7 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
         let (x, snapshots) = reverse_sde(&mut score, problem, settings, progress)?;
         let calls = score.calls.max(1) as f64;
         let lik = &score.likelihood;
-        let passes = (score.calls + lik.passes()) as f64 / calls;
+        let passes = (score.calls + lik.passes()) as f64 / calls * settings.evaluations_per_step();
         let mut diagnostics = vec![("engine_passes_per_step".to_string(), passes)];
         if let Some(stats) = lik.solve_stats() {
             diagnostics.extend(stats.diagnostics());

@@ -107,6 +107,12 @@ impl Settings {
         )
     }
 
+    /// Score evaluations per integrator step (2 for the Heun ODE, else 1).
+    pub fn evaluations_per_step(&self) -> f64 {
+        self.integrator.score_evaluations(self.steps) as f64
+            / self.integrator.steps(self.steps) as f64
+    }
+
     /// The (equivalent) time and noise of the final samples.
     pub fn final_level(&self, schedule: &Schedule) -> crate::diffusion::integrate::Level {
         self.recorded_levels(schedule).1
@@ -121,7 +127,8 @@ pub struct Run {
     /// Snapshots of the cloud at the requested checkpoints (decreasing t).
     pub snapshots: Vec<Snapshot>,
     /// Passes over the atom set per step (the cost model: fsr 1, DPS family 2, TMPD by CG
-    /// 2 + its iterations), measured.
+    /// 2 + its iterations, per score evaluation; the Heun ODE makes two evaluations a step),
+    /// measured.
     pub passes_per_step: f64,
     /// Named numbers about the run (CG iterations and residuals, …) for summary.json.
     pub diagnostics: Vec<(String, f64)>,
