@@ -30,6 +30,7 @@
 //! cg_max_iterations = 100
 //! integrator = "euler-maruyama"   # | heun-ode | ddpm | ddim (see diffusion::integrate)
 //! eta = 0.0                # η of ddim (0 deterministic, 1 = ddpm)
+//! dps_update = false       # zeta-dps on ddpm/ddim: the DPS paper's post-step update
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -135,6 +136,10 @@ pub struct SamplingConfig {
     /// η of `ddim`, in [0, 1].
     #[serde(default)]
     pub eta: f64,
+    /// `zeta-dps` with ddpm/ddim: the DPS paper's post-step update x ← x′ − ζ∇‖y − A(m(x))‖
+    /// instead of the score form.
+    #[serde(default)]
+    pub dps_update: bool,
 }
 
 fn default_integrator() -> String {
@@ -187,6 +192,7 @@ impl Default for SamplingConfig {
             cg_max_iterations: default_cg_max_iterations(),
             integrator: default_integrator(),
             eta: 0.0,
+            dps_update: false,
         }
     }
 }
@@ -290,6 +296,7 @@ impl RunConfig {
             seed: self.seed,
             checkpoints: s.checkpoints.clone(),
             integrator: self.integrator().unwrap_or_default(),
+            dps_update: s.dps_update,
         }
     }
 

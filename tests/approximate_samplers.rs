@@ -752,6 +752,7 @@ fn run_sampler(name: &str, op: &dyn Operator, data: &Small) -> fslens::Result<sa
         seed: 5,
         checkpoints: vec![0.5, 0.1],
         integrator: Default::default(),
+        dps_update: false,
     };
     let sampler = samplers::by_name(name)?;
     assert_eq!(sampler.name(), name);

@@ -98,13 +98,18 @@ fn check(integrator: Integrator, steps: usize) {
         seed: 4,
         checkpoints: vec![0.3, 0.05],
         integrator,
+        dps_update: false,
     };
     let run = samplers::by_name("fsr")
         .unwrap()
         .sample(&problem, &settings, &mut |_| {})
         .unwrap();
     // fsr makes one pass per score evaluation: two a step for the Heun ODE.
-    let per_step = if integrator == Integrator::HeunOde { 2.0 } else { 1.0 };
+    let per_step = if integrator == Integrator::HeunOde {
+        2.0
+    } else {
+        1.0
+    };
     assert_eq!(run.passes_per_step, per_step);
     let last = settings.final_level(&problem.schedule);
     assert_eq!(run.snapshots.len(), 2);
@@ -255,6 +260,7 @@ fn exact_sampler_follows_the_integrator_levels() {
             seed: 9,
             checkpoints: vec![0.5],
             integrator,
+            dps_update: false,
         };
         let run = samplers::by_name("exact")
             .unwrap()
@@ -288,4 +294,144 @@ fn exact_sampler_follows_the_integrator_levels() {
             D as f64 * want_v
         );
     }
+}
+
+/// m(x) = Σ_i softmax_i(−‖x − s a_i‖²/(2v)) a_i in float64.
+fn prior_mean(atoms: &[f32], x: &[f64], s: f64, v: f64) -> Vec<f64> {
+    let l: Vec<f64> = atoms
+        .chunks(D)
+        .map(|a| {
+            -a.iter()
+                .zip(x)
+                .map(|(&ai, xi)| (xi - s * f64::from(ai)).powi(2))
+                .sum::<f64>()
+                / (2.0 * v)
+        })
+        .collect();
+    let w = samplers::softmax(&l);
+    let mut m = vec![0.0; D];
+    for (a, wi) in atoms.chunks(D).zip(&w) {
+        for (mj, &aj) in m.iter_mut().zip(a) {
+            *mj += wi * f64::from(aj);
+        }
+    }
+    m
+}
+
+/// The DPS paper's update −ζ ∇ₓ‖y − A(m(x))‖ (the norm, not its square) against float64
+/// central differences of ‖y − m(x)‖ (identity A).
+#[test]
+fn dps_update_is_the_gradient_of_the_residual_norm() {
+    use fslens::samplers::likelihood::{Context, dps_update_displacement};
+    let fx = Fixture::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let y: Vec<f32> = (0..D).map(|_| rng.random_range(-0.5..0.5)).collect();
+    let (zeta, sigma) = (0.7, 0.3);
+    let ctx = Context {
+        backend: &fx.engine,
+        operator: fx.op.as_ref(),
+        y: &y,
+        sigma,
+    };
+    let mut lik = fslens::samplers::zeta_dps::ZetaDps::new(zeta).unwrap();
+    for t in [0.05, 0.2] {
+        let noise = Schedule::default().noise(t);
+        let (s, v) = (noise.s, noise.v);
+        let rows = 3;
+        let x: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                let j = 17 * r + 5;
+                fx.atoms[j * D..(j + 1) * D].to_vec()
+            })
+            .map(|a| (s * f64::from(a) + v.sqrt() * rng.random_range(-1.0..1.0)) as f32)
+            .collect();
+        let pass = fx
+            .engine
+            .weighted_means(&x, noise, &[Weights::Prior])
+            .unwrap();
+        let disp = dps_update_displacement(&mut lik, &ctx, &x, &pass.sets[0].means, noise)
+            .unwrap()
+            .expect("zeta-dps has the DPS update");
+        let norm = |x: &[f64]| {
+            let m = prior_mean(&fx.atoms, x, s, v);
+            y.iter()
+                .zip(&m)
+                .map(|(&yi, mi)| (f64::from(yi) - mi).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let h = 1e-5 * v.sqrt();
+        for (r, row) in x.chunks(D).enumerate() {
+            let x64: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+            let scale = disp[r * D..(r + 1) * D]
+                .iter()
+                .fold(0.0f64, |a, b| a.max(b.abs()));
+            for k in 0..D {
+                let (mut xp, mut xm) = (x64.clone(), x64.clone());
+                xp[k] += h;
+                xm[k] -= h;
+                let fd = (norm(&xp) - norm(&xm)) / (2.0 * h);
+                let got = disp[r * D + k];
+                assert!(
+                    (got + zeta * fd).abs() <= 2e-3 * scale + 1e-9,
+                    "t={t} row {r} coord {k}: {got} vs −ζ·fd = {}",
+                    -zeta * fd
+                );
+            }
+        }
+    }
+}
+
+/// zeta-dps with `dps_update` runs on DDPM, differs from its score form, and is refused on a
+/// continuous integrator.
+#[test]
+fn zeta_dps_runs_the_paper_update_on_ddpm() {
+    let fx = Fixture::new();
+    let y: Vec<f32> = fx.atoms[D..2 * D].to_vec();
+    let mut problem = fx.problem();
+    problem.y = &y;
+    problem.sigma = 0.2;
+    let sampler = samplers::by_name("zeta-dps").unwrap();
+    let mut settings = Settings {
+        particles: 64,
+        steps: 100,
+        t_min: 1e-3,
+        seed: 2,
+        checkpoints: vec![],
+        integrator: Integrator::Ddpm,
+        dps_update: true,
+    };
+    let paper = sampler.sample(&problem, &settings, &mut |_| {}).unwrap();
+    assert!(paper.samples.iter().all(|v| v.is_finite()));
+    assert_eq!(paper.passes_per_step, 2.0);
+    settings.dps_update = false;
+    let score_form = sampler.sample(&problem, &settings, &mut |_| {}).unwrap();
+    assert_ne!(paper.samples, score_form.samples);
+    // Same initial noise and noise stream: the runs differ by the guidance only. The paper's
+    // step ζ(s/v)C r/‖r‖ lacks the score form's β_k·2/σ² factor, so at σ = 0.2 and 100 steps
+    // it pulls towards y = a_1 far less (printed for the record).
+    let dist = |xs: &[f32]| {
+        xs.chunks(D)
+            .map(|r| {
+                r.iter()
+                    .zip(&y)
+                    .map(|(&a, &b)| f64::from(a - b).powi(2))
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / 64.0
+    };
+    eprintln!(
+        "mean ‖x − y‖²: paper update {:.4}, score form {:.4}",
+        dist(&paper.samples),
+        dist(&score_form.samples)
+    );
+    settings.integrator = Integrator::HeunOde;
+    settings.dps_update = true;
+    let err = sampler
+        .sample(&problem, &settings, &mut |_| {})
+        .err()
+        .expect("dps_update on a continuous integrator is refused")
+        .to_string();
+    assert!(err.contains("sampling.dps_update"), "{err}");
 }

@@ -181,6 +181,7 @@ fn exact_sampler_class_frequencies_match_omega() {
         seed: 11,
         checkpoints: vec![0.3],
         integrator: Default::default(),
+        dps_update: false,
     };
     let run = samplers::by_name("exact")
         .unwrap()
@@ -214,6 +215,7 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
         seed: 4,
         checkpoints: vec![],
         integrator: Default::default(),
+        dps_update: false,
     };
     let run = samplers::by_name("fsr")
         .unwrap()

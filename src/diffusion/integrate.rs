@@ -24,6 +24,11 @@
 //!
 //!   η = 0 is deterministic, η = 1 is `ddpm`.
 //!
+//! On the discrete schedule a score may instead split itself into a prior score, which drives
+//! the step, and a displacement added after it ([`Score::prior_and_update`]): `zeta-dps` with
+//! `dps_update = true` runs the DPS paper's own update x_{k−1} = x′ − ζ ∇_{x_k}‖y − A(m(x_k))‖
+//! that way (see [`crate::samplers::likelihood`]).
+//!
 //! The continuous integrators use the run's schedule (β_min, β_max) and t_min. The discrete
 //! ones ignore all three: they walk the fixed 1000-level schedule from level 999 to level 0,
 //! so their final noise is v = 1 − ᾱ_0 = 1e-4 (the continuous time with that noise is
@@ -218,6 +223,20 @@ pub struct Snapshot {
 pub trait Score {
     /// Writes the score of each row of `x` (B × D) at noise (s, v) into `out` (B × D).
     fn score(&mut self, x: &[f32], noise: Noise, out: &mut [f32]) -> Result<()>;
+
+    /// For the DPS paper's update on the discrete schedule: writes the prior score into
+    /// `prior` and a displacement into `after` that the integrator adds after its step (both
+    /// B × D), and returns true; false (writing nothing) for scores without that split, which
+    /// the integrator then asks for [`Score::score`].
+    fn prior_and_update(
+        &mut self,
+        _x: &[f32],
+        _noise: Noise,
+        _prior: &mut [f32],
+        _after: &mut [f32],
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Runs `integrator` in place on `x` (B × D, initialised by the caller, usually N(0, I)), with
@@ -373,6 +392,7 @@ pub fn discrete<S: Score + ?Sized, R: Rng>(
     on_step: &mut dyn FnMut(usize),
 ) -> Result<Vec<Snapshot>> {
     let mut sc = vec![0.0f32; x.len()];
+    let mut after = vec![0.0f32; x.len()];
     walk(
         sched.steps(),
         checkpoint_steps,
@@ -381,11 +401,18 @@ pub fn discrete<S: Score + ?Sized, R: Rng>(
         on_step,
         &mut |j, x| {
             let (k, prev) = (sched.level_after(j), sched.level_after(j + 1));
-            score.score(x, sched.noise(k), &mut sc)?;
+            let noise = sched.noise(k);
+            let split = score.prior_and_update(x, noise, &mut sc, &mut after)?;
+            if !split {
+                score.score(x, noise, &mut sc)?;
+            }
             let st = sched.step(k, prev);
             match eta {
                 None => ddpm_step(&st, x, &sc, rng),
                 Some(eta) => ddim_step(&st, eta, x, &sc, rng),
+            }
+            if split {
+                x.iter_mut().zip(&after).for_each(|(xi, &a)| *xi += a);
             }
             Ok(())
         },

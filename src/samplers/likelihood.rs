@@ -9,6 +9,16 @@
 //! (the denoiser Jacobian is ∂m/∂x = (s/v) C). One step costs a prior pass for m, a second
 //! pass for C·g, plus whatever the solve for g needs (TMPD's CG: one pass per iteration).
 //! No autodiff and no D × D matrix: C·g comes from [`Backend::covariance_products`].
+//!
+//! The DPS paper's own update (`zeta-dps` with `sampling.dps_update = true`, DDPM/DDIM only)
+//! steps with the prior score and then moves each particle by
+//!
+//!   x_{k−1} = x′ − ζ ∇_{x_k}‖y − A(m(x_k))‖,   ∇ₓ‖r‖ = −(s/v) C J_A(m)ᵀ r/‖r‖
+//!
+//! (∂m/∂x = (s/v) C; the norm, not its square), i.e. x′ + (σ²/2)·L_ζ(x_k) with L_ζ the
+//! zeta-dps likelihood score (2ζ/‖r‖)(s/v) C J_Aᵀ r/σ². The score form instead adds
+//! β_k L_ζ/√α_k inside the step: the two differ by the factor 2β_k/(σ²√α_k) in the guidance's
+//! size at each level.
 
 use super::solve::SolveStats;
 use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
@@ -58,6 +68,29 @@ pub trait Likelihood: Send {
     fn solve_warning(&self) -> Option<String> {
         None
     }
+    /// The factor c for which the DPS paper's post-step update −ζ ∇ₓ‖y − A(m(x))‖ equals
+    /// c · L(x) (zeta-dps: c = σ²/2), or None for likelihoods without that update.
+    fn dps_update_scale(&self, _ctx: &Context) -> Option<f64> {
+        None
+    }
+}
+
+/// The DPS paper's displacement −ζ ∇ₓ‖y − A(m(x))‖ = c · L(x) per row (float64), with the
+/// prior means of x; None when `likelihood` has no such update (see
+/// [`Likelihood::dps_update_scale`]).
+pub fn dps_update_displacement(
+    likelihood: &mut dyn Likelihood,
+    ctx: &Context,
+    x: &[f32],
+    means: &[f32],
+    noise: Noise,
+) -> Result<Option<Vec<f64>>> {
+    let Some(c) = likelihood.dps_update_scale(ctx) else {
+        return Ok(None);
+    };
+    let mut l = likelihood.likelihood_score(ctx, x, means, noise)?;
+    l.iter_mut().for_each(|v| *v *= c);
+    Ok(Some(l))
 }
 
 /// The error for ΠGDM/TMPD with a nonlinear operator, raised before any work.
@@ -152,6 +185,9 @@ struct DrivenScore<'a, L> {
     ctx: Context<'a>,
     likelihood: L,
     calls: usize,
+    /// Run the DPS paper's post-step update instead of the score form (zeta-dps on the
+    /// discrete schedule, `sampling.dps_update`).
+    dps_update: bool,
 }
 
 impl<L: Likelihood> Score for DrivenScore<'_, L> {
@@ -160,6 +196,31 @@ impl<L: Likelihood> Score for DrivenScore<'_, L> {
         let s = posterior_score(&mut self.likelihood, &self.ctx, x, noise)?;
         out.copy_from_slice(&s);
         Ok(())
+    }
+
+    fn prior_and_update(
+        &mut self,
+        x: &[f32],
+        noise: Noise,
+        prior: &mut [f32],
+        after: &mut [f32],
+    ) -> Result<bool> {
+        if !self.dps_update {
+            return Ok(false);
+        }
+        let pass = self
+            .ctx
+            .backend
+            .weighted_means(x, noise, &[Weights::Prior])?;
+        let means = &pass.sets[0].means;
+        let Some(d) = dps_update_displacement(&mut self.likelihood, &self.ctx, x, means, noise)?
+        else {
+            return Ok(false);
+        };
+        self.calls += 1;
+        prior.copy_from_slice(&super::score::score_from_means(x, means, noise));
+        after.iter_mut().zip(&d).for_each(|(a, &v)| *a = v as f32);
+        Ok(true)
     }
 }
 
@@ -187,6 +248,16 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
                 y: problem.y,
                 sigma: problem.sigma,
             },
+            dps_update: settings.dps_update
+                && self
+                    .likelihood
+                    .dps_update_scale(&Context {
+                        backend: problem.backend,
+                        operator: problem.operator,
+                        y: problem.y,
+                        sigma: problem.sigma,
+                    })
+                    .is_some(),
             likelihood: self.likelihood.clone(),
             calls: 0,
         };

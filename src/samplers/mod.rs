@@ -58,6 +58,9 @@ pub struct Settings {
     pub checkpoints: Vec<f64>,
     /// How every score-based sampler integrates the reverse process.
     pub integrator: Integrator,
+    /// `zeta-dps` on DDPM/DDIM runs the DPS paper's post-step update instead of the score
+    /// form (see [`likelihood`]); other samplers ignore it.
+    pub dps_update: bool,
 }
 
 impl Settings {
@@ -86,6 +89,15 @@ impl Settings {
         }
         if let Integrator::Ddim { eta } = self.integrator {
             Integrator::from_config("ddim", eta)?;
+        }
+        if self.dps_update && !self.integrator.is_discrete() {
+            return Err(Error::config(
+                "sampling.dps_update",
+                format!(
+                    "the DPS paper's update runs on the discrete schedule only, but the integrator is {:?}; set integrator = \"ddpm\" (as in the paper) or \"ddim\", or drop dps_update",
+                    self.integrator.name()
+                ),
+            ));
         }
         Ok(())
     }
