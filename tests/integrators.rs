@@ -428,10 +428,9 @@ fn zeta_dps_runs_the_paper_update_on_ddpm() {
     );
     settings.integrator = Integrator::HeunOde;
     settings.dps_update = true;
-    let err = sampler
-        .sample(&problem, &settings, &mut |_| {})
-        .err()
-        .expect("dps_update on a continuous integrator is refused")
-        .to_string();
+    let Err(err) = sampler.sample(&problem, &settings, &mut |_| {}) else {
+        panic!("dps_update on a continuous integrator must be refused");
+    };
+    let err = err.to_string();
     assert!(err.contains("sampling.dps_update"), "{err}");
 }

@@ -3,9 +3,9 @@
 //!
 //! - `euler-maruyama` (default): the reverse VP-SDE on a uniform grid from t_max = 1 down to
 //!   t_min, K steps, dt = (1 − t_min)/K:
-//!
-//!     x ← x + (½ β(t) x + β(t) score(x, t)) dt + √(β(t) dt) ε,   ε ~ N(0, I).
-//!
+//!   ```text
+//!   x ← x + (½ β(t) x + β(t) score(x, t)) dt + √(β(t) dt) ε,   ε ~ N(0, I).
+//!   ```
 //! - `heun-ode`: the probability-flow ODE dx/dt = −½ β(t) (x + score(x, t)) on the same grid,
 //!   integrated backward with Heun's method (predictor x̃ = x − h f(x, t), corrector
 //!   x ← x − ½h (f(x, t) + f(x̃, t − h))): two score evaluations per step, the last step
@@ -13,15 +13,15 @@
 //!   a clustered empirical prior at K = 200, leaves twice the noise v(t_min) around the atoms,
 //!   where the Heun last step leaves 1.1 ×. Deterministic given the initial noise.
 //! - `ddpm`: ancestral sampling on the DPS paper's discrete schedule ([`super::discrete`]):
-//!
-//!     x_{k−1} = (x_k + β_k score(x_k))/√α_k + √β̃_k z,   β̃_k = (1 − ᾱ_{k−1})/(1 − ᾱ_k) β_k,
-//!
+//!   ```text
+//!   x_{k−1} = (x_k + β_k score(x_k))/√α_k + √β̃_k z,   β̃_k = (1 − ᾱ_{k−1})/(1 − ᾱ_k) β_k,
+//!   ```
 //!   the posterior variance (as DPS does), α_k = 1 − β_k.
 //! - `ddim` (η): x̂_0 = (x_k + (1 − ᾱ_k) score)/√ᾱ_k, ε̂ = −√(1 − ᾱ_k) score,
-//!
-//!     x_{k−1} = √ᾱ_{k−1} x̂_0 + √(1 − ᾱ_{k−1} − σ_k²) ε̂ + σ_k z,
-//!     σ_k = η √((1 − ᾱ_{k−1})/(1 − ᾱ_k)) √(1 − ᾱ_k/ᾱ_{k−1});
-//!
+//!   ```text
+//!   x_{k−1} = √ᾱ_{k−1} x̂_0 + √(1 − ᾱ_{k−1} − σ_k²) ε̂ + σ_k z,
+//!   σ_k = η √((1 − ᾱ_{k−1})/(1 − ᾱ_k)) √(1 − ᾱ_k/ᾱ_{k−1});
+//!   ```
 //!   η = 0 is deterministic, η = 1 is `ddpm`.
 //!
 //! On the discrete schedule a score may instead split itself into a prior score, which drives

@@ -239,7 +239,7 @@ pub fn run(
             } else {
                 Some(wall / walked as f64)
             },
-            integrator: (name != "exact").then(|| settings.integrator),
+            integrator: (name != "exact").then_some(settings.integrator),
             final_time: final_level.t,
             final_noise_variance: final_level.noise.v,
             passes_per_step: run.passes_per_step,
