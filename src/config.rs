@@ -28,6 +28,9 @@
 //! zeta = 1.0               # ζ of zeta-dps
 //! cg_tolerance = 1e-6      # relative residual of pigdm/tmpd conjugate gradients
 //! cg_max_iterations = 100
+//! integrator = "euler-maruyama"   # | heun-ode | ddpm | ddim (see diffusion::integrate)
+//! eta = 0.0                # η of ddim (0 deterministic, 1 = ddpm)
+//! dps_update = false       # zeta-dps on ddpm/ddim: the DPS paper's post-step update
 //!
 //! [diagnostics]            # optional
 //! hallucination_threshold = 1e-3   # exact mode mass below which a mode is ruled out
@@ -160,6 +163,22 @@ pub struct SamplingConfig {
     /// Iteration cap of those solves (a solve that hits it is reported as a warning).
     #[serde(default = "default_cg_max_iterations")]
     pub cg_max_iterations: usize,
+    /// How every score-based sampler integrates: `euler-maruyama` (default), `heun-ode`
+    /// (probability-flow ODE), `ddpm`, `ddim` (the discrete DPS schedule; they ignore t_min,
+    /// beta_min, beta_max).
+    #[serde(default = "default_integrator")]
+    pub integrator: String,
+    /// η of `ddim`, in [0, 1].
+    #[serde(default)]
+    pub eta: f64,
+    /// `zeta-dps` with ddpm/ddim: the DPS paper's post-step update x ← x′ − ζ∇‖y − A(m(x))‖
+    /// instead of the score form.
+    #[serde(default)]
+    pub dps_update: bool,
+}
+
+fn default_integrator() -> String {
+    "euler-maruyama".into()
 }
 
 fn default_samplers() -> Vec<String> {
@@ -206,6 +225,9 @@ impl Default for SamplingConfig {
             zeta: default_zeta(),
             cg_tolerance: default_cg_tolerance(),
             cg_max_iterations: default_cg_max_iterations(),
+            integrator: default_integrator(),
+            eta: 0.0,
+            dps_update: false,
         }
     }
 }
@@ -275,6 +297,7 @@ impl RunConfig {
             Error::Config { key, problem } => Error::config(format!("sampling.{key}"), problem),
             other => other,
         })?;
+        self.integrator()?;
         self.sampler_settings().validate()?;
         let g = &self.diagnostics;
         if !(g.hallucination_threshold > 0.0 && g.hallucination_threshold < 1.0) {
@@ -302,6 +325,16 @@ impl RunConfig {
         Ok(())
     }
 
+    /// The integrator named by `sampling.integrator` and `sampling.eta`.
+    pub fn integrator(&self) -> Result<crate::diffusion::integrate::Integrator> {
+        crate::diffusion::integrate::Integrator::from_config(
+            &self.sampling.integrator,
+            self.sampling.eta,
+        )
+    }
+
+    /// The sampler settings (call [`RunConfig::validate`] first: a bad integrator name falls
+    /// back to Euler–Maruyama here).
     pub fn sampler_settings(&self) -> crate::samplers::Settings {
         let s = &self.sampling;
         crate::samplers::Settings {
@@ -310,6 +343,8 @@ impl RunConfig {
             t_min: s.t_min,
             seed: self.seed,
             checkpoints: s.checkpoints.clone(),
+            integrator: self.integrator().unwrap_or_default(),
+            dps_update: s.dps_update,
         }
     }
 

@@ -751,6 +751,8 @@ fn run_sampler(name: &str, op: &dyn Operator, data: &Small) -> fslens::Result<sa
         t_min: 1e-3,
         seed: 5,
         checkpoints: vec![0.5, 0.1],
+        integrator: Default::default(),
+        dps_update: false,
     };
     let sampler = samplers::by_name(name)?;
     assert_eq!(sampler.name(), name);

@@ -103,6 +103,33 @@ fn config_errors_name_the_key() {
     run_fails(&dir, &c, &["magic", "sampling.samplers"]);
     let c = write_config(
         &dir,
+        "integrator.toml",
+        SYNTH,
+        &GOOD_TAIL.replace("particles = 8", "particles = 8\nintegrator = \"rk45\""),
+    );
+    run_fails(&dir, &c, &["rk45", "sampling.integrator", "heun-ode"]);
+    let c = write_config(
+        &dir,
+        "eta.toml",
+        SYNTH,
+        &GOOD_TAIL.replace(
+            "particles = 8",
+            "particles = 8\nintegrator = \"ddim\"\neta = 2.0",
+        ),
+    );
+    run_fails(&dir, &c, &["sampling.eta", "[0, 1]"]);
+    let c = write_config(
+        &dir,
+        "eta-ddpm.toml",
+        SYNTH,
+        &GOOD_TAIL.replace(
+            "particles = 8",
+            "particles = 8\nintegrator = \"ddpm\"\neta = 0.5",
+        ),
+    );
+    run_fails(&dir, &c, &["sampling.eta", "ddim"]);
+    let c = write_config(
+        &dir,
         "operator.toml",
         SYNTH,
         &GOOD_TAIL.replace("box:x=2,y=2,w=4,h=4", "wobble:3"),

@@ -201,3 +201,69 @@ fn demo_config_is_valid_and_embedded() {
         fslens::config::RunConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     }
 }
+
+/// A run with a discrete integrator: every score-based sampler uses it, summary.json says so,
+/// and the final level is the discrete schedule's (v = 1e-4), t_min notwithstanding.
+#[test]
+fn run_with_ddim_reports_the_integrator() {
+    let dir = std::env::temp_dir().join(format!("fslens-run-ddim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ddim.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+seed = 3
+backend = "cpu"
+[data]
+kind = "synthetic"
+count = 200
+size = 16
+[measurement]
+operator = "downsample:4"
+sigma = 0.1
+[sampling]
+samplers = ["exact", "fsr", "sigma-dps"]
+particles = 16
+steps = 30
+t_min = 0.01
+checkpoints = [0.5, 0.1]
+integrator = "ddim"
+eta = 0.25
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let samplers = summary["samplers"].as_array().unwrap();
+    assert_eq!(samplers.len(), 3);
+    for s in samplers {
+        let v = s["final_noise_variance"].as_f64().unwrap();
+        assert!((v - 1e-4).abs() < 1e-12, "{s}");
+        assert_eq!(s["checkpoint_times"].as_array().unwrap().len(), 2, "{s}");
+        if s["name"] == "exact" {
+            assert!(s.get("integrator").is_none());
+        } else {
+            assert_eq!(s["integrator"]["ddim"]["eta"], 0.25, "{s}");
+            assert_eq!(s["steps"], 30);
+        }
+    }
+    // The exact clouds are drawn at the integrator's levels: the same checkpoint times.
+    assert_eq!(
+        samplers[0]["checkpoint_times"],
+        samplers[1]["checkpoint_times"]
+    );
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("integrator = \"ddim\""), "{config}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

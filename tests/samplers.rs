@@ -180,6 +180,8 @@ fn exact_sampler_class_frequencies_match_omega() {
         t_min: 1e-3,
         seed: 11,
         checkpoints: vec![0.3],
+        integrator: Default::default(),
+        dps_update: false,
     };
     let run = samplers::by_name("exact")
         .unwrap()
@@ -212,6 +214,8 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
         t_min: 1e-3,
         seed: 4,
         checkpoints: vec![],
+        integrator: Default::default(),
+        dps_update: false,
     };
     let run = samplers::by_name("fsr")
         .unwrap()

@@ -3,6 +3,7 @@
 //! β(t) = β_min + t(β_max − β_min),  ᾱ(t) = exp(−β_min t − ½(β_max − β_min) t²),
 //! s(t) = √ᾱ(t), v(t) = 1 − ᾱ(t);  x_t | x_0 ~ N(s x_0, v I)   (design §2).
 
+pub mod discrete;
 pub mod integrate;
 
 use crate::engine::Noise;
@@ -52,6 +53,17 @@ impl Schedule {
         -self.beta_min * t - 0.5 * (self.beta_max - self.beta_min) * t * t
     }
 
+    /// The time whose log ᾱ(t) equals `log_alpha_bar` (≤ 0): the positive root of
+    /// ½(β_max − β_min) t² + β_min t + log ᾱ = 0, written 2c/(b + √(b² + 4ac)) so that it
+    /// stays exact when β_max = β_min. Maps a discrete level to the continuous time with the
+    /// same noise (it can exceed 1 when ᾱ is below ᾱ(1)).
+    pub fn time_of_log_alpha_bar(&self, log_alpha_bar: f64) -> f64 {
+        let c = -log_alpha_bar;
+        let b = self.beta_min;
+        let two_a = self.beta_max - self.beta_min;
+        2.0 * c / (b + (b * b + 2.0 * two_a * c).sqrt())
+    }
+
     /// s(t) = √ᾱ(t) and v(t) = 1 − ᾱ(t); v by expm1 so that it keeps full precision near t = 0
     /// (v ≈ β_min t ≈ 1e-5 at t = 1e-3, where 1 − ᾱ would lose four digits).
     pub fn noise(&self, t: f64) -> Noise {
@@ -92,6 +104,12 @@ mod tests {
             let fd = (s.log_alpha_bar(t + h) - s.log_alpha_bar(t - h)) / (2.0 * h);
             assert!((fd + s.beta(t)).abs() < 1e-6 * s.beta(t));
         }
+        for &t in &[1e-3, 0.3, 1.0] {
+            let back = s.time_of_log_alpha_bar(s.log_alpha_bar(t));
+            assert!((back - t).abs() < 1e-12 * t.max(1e-3), "{t} → {back}");
+        }
+        let flat = Schedule::new(0.5, 0.5).unwrap();
+        assert!((flat.time_of_log_alpha_bar(-0.25) - 0.5).abs() < 1e-15);
         // Near t = 0, v ≈ β_min t to first order.
         let n = s.noise(1e-3);
         assert!((n.v / (0.01e-3 + 0.5 * 19.99e-6) - 1.0).abs() < 1e-3);

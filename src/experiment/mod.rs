@@ -180,6 +180,8 @@ pub fn run(
     let settings = cfg.sampler_settings();
     let omega = problem.posterior_weights();
     let exact_classes = class_weights_exact(&setup.atoms, &omega);
+    let final_level = settings.final_level(&problem.schedule);
+    let walked = settings.integrator.steps(settings.steps);
 
     let dir = staging.path().to_path_buf();
     let posterior_view = ExactPosterior::new(
@@ -208,7 +210,7 @@ pub fn run(
                 .sample(&problem, &settings, &mut |p| observer.progress("exact", p))?;
         let wall = t0.elapsed().as_secs_f64();
         let mut analyses = Vec::new();
-        for (t, cloud) in clouds(&run, settings.t_min) {
+        for (t, cloud) in clouds(&run, final_level.t) {
             let analysis = posterior_view.analyse(engine, cloud, problem.schedule.noise(t))?;
             references
                 .by_time
@@ -238,7 +240,7 @@ pub fn run(
         let mut records = Vec::new();
         let mut cached = cached.map(|c| c.into_iter());
         let mut last = None;
-        for (t, cloud) in clouds(&run, settings.t_min) {
+        for (t, cloud) in clouds(&run, final_level.t) {
             let analysis = match cached.as_mut().and_then(|c| c.next()) {
                 Some(a) => a,
                 None => posterior_view.analyse(engine, cloud, problem.schedule.noise(t))?,
@@ -291,12 +293,15 @@ pub fn run(
             name: name.clone(),
             wall_seconds: wall,
             particles: k,
-            steps: if name == "exact" { 0 } else { settings.steps },
+            steps: if name == "exact" { 0 } else { walked },
             seconds_per_step: if name == "exact" {
                 None
             } else {
-                Some(wall / settings.steps as f64)
+                Some(wall / walked as f64)
             },
+            integrator: (name != "exact").then_some(settings.integrator),
+            final_time: final_level.t,
+            final_noise_variance: final_level.noise.v,
             passes_per_step: run.passes_per_step,
             checkpoint_times: run.snapshots.iter().map(|snap| snap.t).collect(),
             class_weights: classes.map(|c| named_weights(&setup.atoms, &c)),
@@ -404,12 +409,13 @@ pub fn run(
     Ok((path, summary))
 }
 
-/// A run's clouds in time order: its checkpoint snapshots, then the samples at t_min.
-fn clouds(run: &crate::samplers::Run, t_min: f64) -> Vec<(f64, &[f32])> {
+/// A run's clouds in time order: its checkpoint snapshots, then the final samples at `t_end`
+/// (t_min, or for a discrete integrator the continuous time of its last level).
+fn clouds(run: &crate::samplers::Run, t_end: f64) -> Vec<(f64, &[f32])> {
     run.snapshots
         .iter()
         .map(|snap| (snap.t, snap.particles.as_slice()))
-        .chain(std::iter::once((t_min, run.samples.as_slice())))
+        .chain(std::iter::once((t_end, run.samples.as_slice())))
         .collect()
 }
 

@@ -91,6 +91,15 @@ pub struct SamplerSummary {
     pub steps: usize,
     pub seconds_per_step: Option<f64>,
     pub passes_per_step: f64,
+    /// How the reverse process was integrated (absent for `exact`): `"euler-maruyama"`,
+    /// `"heun-ode"`, `"ddpm"` or `{"ddim": {"eta": η}}`. The discrete ones (ddpm, ddim) ignore
+    /// t_min and the β range: they end at discrete level 0, v = 1e-4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integrator: Option<crate::diffusion::integrate::Integrator>,
+    /// The continuous time whose noise the final samples carry (t_min for the continuous
+    /// integrators; for ddpm/ddim the time with v(t) = 1e-4), and that noise variance v.
+    pub final_time: f64,
+    pub final_noise_variance: f64,
     /// Times of the clouds in checkpoints_<name>.npy (T × K × D), decreasing.
     pub checkpoint_times: Vec<f64>,
     pub class_weights: Option<Vec<ClassWeight>>,

@@ -3,6 +3,8 @@
 //!
 //! Each particle draws an atom index i ~ Cat(ω) once and keeps it; at every recorded time it
 //! is s(t) a_i + √v(t) ε with fresh ε, so each snapshot is an exact draw of that marginal.
+//! The recorded levels are those of the run's integrator (for DDPM/DDIM the discrete levels'
+//! noise, ending at v = 1e-4), so the exact clouds sit at the same (s, v) as the others.
 
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -48,17 +50,16 @@ impl Sampler for Exact {
         // A different stream from the SDE samplers' initial noise, derived from the same seed.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(settings.seed ^ 0x5eed_e8ac_7000_0001);
         let picks = Self::draw_atoms(&omega, settings.particles, &mut rng);
-        let grid = settings.grid();
-        let requested = grid.checkpoint_steps(&settings.checkpoints);
-        let mut steps = requested.clone();
-        if !steps.contains(&grid.steps) {
-            steps.push(grid.steps);
+        // The same levels the run's integrator records, so that the clouds compare one to one.
+        let (requested, last) = settings.recorded_levels(&problem.schedule);
+        let mut levels = requested.clone();
+        if !levels.contains(&last) {
+            levels.push(last);
         }
         let mut snapshots = Vec::with_capacity(requested.len());
         let mut samples = Vec::new();
-        for (done, &k) in steps.iter().enumerate() {
-            let t = grid.time(k);
-            let noise = problem.schedule.noise(t);
+        for (done, level) in levels.iter().enumerate() {
+            let (t, noise) = (level.t, level.noise);
             let sd = noise.v.sqrt();
             let mut particles = Vec::with_capacity(settings.particles * d);
             for &i in &picks {
@@ -68,15 +69,15 @@ impl Sampler for Exact {
                     (noise.s * av as f64 + sd * e) as f32
                 }));
             }
-            if k == grid.steps {
+            if *level == last {
                 samples = particles.clone();
             }
-            if requested.contains(&k) {
+            if requested.contains(level) {
                 snapshots.push(Snapshot { t, particles });
             }
             progress(Progress {
                 done: done + 1,
-                total: steps.len(),
+                total: levels.len(),
             });
         }
         Ok(Run {

@@ -1,11 +1,11 @@
-//! `fsr`: the reverse SDE driven by the exact finite-sample posterior score
+//! `fsr`: the reverse SDE (or the run's integrator) driven by the exact finite-sample posterior score
 //! ∇ log p(x_t | y) = (s m̃(x) − x)/v, m̃ = Σ_i softmax_i(ℓ_i(x) + b_i) a_i (design §3–5).
 
 use super::score::tweedie_score;
 use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
 use crate::Result;
 use crate::diffusion::integrate::Score;
-use crate::engine::Weights;
+use crate::engine::{Noise, Weights};
 
 pub struct Fsr;
 
@@ -14,8 +14,7 @@ struct PosteriorScore<'a> {
 }
 
 impl Score for PosteriorScore<'_> {
-    fn score(&mut self, x: &[f32], t: f64, out: &mut [f32]) -> Result<()> {
-        let noise = self.problem.schedule.noise(t);
+    fn score(&mut self, x: &[f32], noise: Noise, out: &mut [f32]) -> Result<()> {
         let s = tweedie_score(
             self.problem.backend,
             x,
@@ -44,7 +43,7 @@ impl Sampler for Fsr {
         Ok(Run {
             samples: x,
             snapshots,
-            passes_per_step: 1.0,
+            passes_per_step: settings.evaluations_per_step(),
             diagnostics: Vec::new(),
             warnings: Vec::new(),
         })

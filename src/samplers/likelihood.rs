@@ -9,10 +9,19 @@
 //! (the denoiser Jacobian is ∂m/∂x = (s/v) C). One step costs a prior pass for m, a second
 //! pass for C·g, plus whatever the solve for g needs (TMPD's CG: one pass per iteration).
 //! No autodiff and no D × D matrix: C·g comes from [`Backend::covariance_products`].
+//!
+//! The DPS paper's own update (`zeta-dps` with `sampling.dps_update = true`, DDPM/DDIM only)
+//! steps with the prior score and then moves each particle by
+//!
+//!   x_{k−1} = x′ − ζ ∇_{x_k}‖y − A(m(x_k))‖,   ∇ₓ‖r‖ = −(s/v) C J_A(m)ᵀ r/‖r‖
+//!
+//! (∂m/∂x = (s/v) C; the norm, not its square), i.e. x′ + (σ²/2)·L_ζ(x_k) with L_ζ the
+//! zeta-dps likelihood score (2ζ/‖r‖)(s/v) C J_Aᵀ r/σ². The score form instead adds
+//! β_k L_ζ/√α_k inside the step: the two differ by the factor 2β_k/(σ²√α_k) in the guidance's
+//! size at each level.
 
 use super::solve::SolveStats;
 use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
-use crate::diffusion::Schedule;
 use crate::diffusion::integrate::Score;
 use crate::engine::{Backend, Noise, Weights};
 use crate::operators::Operator;
@@ -59,6 +68,29 @@ pub trait Likelihood: Send {
     fn solve_warning(&self) -> Option<String> {
         None
     }
+    /// The factor c for which the DPS paper's post-step update −ζ ∇ₓ‖y − A(m(x))‖ equals
+    /// c · L(x) (zeta-dps: c = σ²/2), or None for likelihoods without that update.
+    fn dps_update_scale(&self, _ctx: &Context) -> Option<f64> {
+        None
+    }
+}
+
+/// The DPS paper's displacement −ζ ∇ₓ‖y − A(m(x))‖ = c · L(x) per row (float64), with the
+/// prior means of x; None when `likelihood` has no such update (see
+/// [`Likelihood::dps_update_scale`]).
+pub fn dps_update_displacement(
+    likelihood: &mut dyn Likelihood,
+    ctx: &Context,
+    x: &[f32],
+    means: &[f32],
+    noise: Noise,
+) -> Result<Option<Vec<f64>>> {
+    let Some(c) = likelihood.dps_update_scale(ctx) else {
+        return Ok(None);
+    };
+    let mut l = likelihood.likelihood_score(ctx, x, means, noise)?;
+    l.iter_mut().for_each(|v| *v *= c);
+    Ok(Some(l))
 }
 
 /// The error for ΠGDM/TMPD with a nonlinear operator, raised before any work.
@@ -142,7 +174,8 @@ pub fn denoiser_vjp(
     Ok(cg.iter().map(|&c| k * f64::from(c)).collect())
 }
 
-/// The reverse SDE driven by prior score + a likelihood score, for any [`Likelihood`].
+/// The reverse process (the run's integrator) driven by prior score + a likelihood score, for
+/// any [`Likelihood`].
 #[derive(Clone)]
 pub struct Approximate<L> {
     pub likelihood: L,
@@ -150,18 +183,44 @@ pub struct Approximate<L> {
 
 struct DrivenScore<'a, L> {
     ctx: Context<'a>,
-    schedule: Schedule,
     likelihood: L,
     calls: usize,
+    /// Run the DPS paper's post-step update instead of the score form (zeta-dps on the
+    /// discrete schedule, `sampling.dps_update`).
+    dps_update: bool,
 }
 
 impl<L: Likelihood> Score for DrivenScore<'_, L> {
-    fn score(&mut self, x: &[f32], t: f64, out: &mut [f32]) -> Result<()> {
-        let noise = self.schedule.noise(t);
+    fn score(&mut self, x: &[f32], noise: Noise, out: &mut [f32]) -> Result<()> {
         self.calls += 1;
         let s = posterior_score(&mut self.likelihood, &self.ctx, x, noise)?;
         out.copy_from_slice(&s);
         Ok(())
+    }
+
+    fn prior_and_update(
+        &mut self,
+        x: &[f32],
+        noise: Noise,
+        prior: &mut [f32],
+        after: &mut [f32],
+    ) -> Result<bool> {
+        if !self.dps_update {
+            return Ok(false);
+        }
+        let pass = self
+            .ctx
+            .backend
+            .weighted_means(x, noise, &[Weights::Prior])?;
+        let means = &pass.sets[0].means;
+        let Some(d) = dps_update_displacement(&mut self.likelihood, &self.ctx, x, means, noise)?
+        else {
+            return Ok(false);
+        };
+        self.calls += 1;
+        prior.copy_from_slice(&super::score::score_from_means(x, means, noise));
+        after.iter_mut().zip(&d).for_each(|(a, &v)| *a = v as f32);
+        Ok(true)
     }
 }
 
@@ -189,14 +248,23 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
                 y: problem.y,
                 sigma: problem.sigma,
             },
-            schedule: problem.schedule,
+            dps_update: settings.dps_update
+                && self
+                    .likelihood
+                    .dps_update_scale(&Context {
+                        backend: problem.backend,
+                        operator: problem.operator,
+                        y: problem.y,
+                        sigma: problem.sigma,
+                    })
+                    .is_some(),
             likelihood: self.likelihood.clone(),
             calls: 0,
         };
         let (x, snapshots) = reverse_sde(&mut score, problem, settings, progress)?;
         let calls = score.calls.max(1) as f64;
         let lik = &score.likelihood;
-        let passes = (score.calls + lik.passes()) as f64 / calls;
+        let passes = (score.calls + lik.passes()) as f64 / calls * settings.evaluations_per_step();
         let mut diagnostics = vec![("engine_passes_per_step".to_string(), passes)];
         if let Some(stats) = lik.solve_stats() {
             diagnostics.extend(stats.diagnostics());

@@ -16,7 +16,7 @@ pub mod tmpd;
 pub mod zeta_dps;
 
 use crate::diffusion::Schedule;
-use crate::diffusion::integrate::{Snapshot, TimeGrid};
+use crate::diffusion::integrate::{Integrator, Snapshot, TimeGrid};
 use crate::engine::{Backend, BiasId};
 use crate::operators::Operator;
 use crate::{Error, Result};
@@ -49,11 +49,18 @@ impl Problem<'_> {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
     pub particles: usize,
+    /// Steps of the integrator (the discrete ones walk at most 999).
     pub steps: usize,
+    /// The final time of the continuous integrators (the discrete ones end at level 0).
     pub t_min: f64,
     pub seed: u64,
     /// Times at which to record the cloud (snapped to the step grid).
     pub checkpoints: Vec<f64>,
+    /// How every score-based sampler integrates the reverse process.
+    pub integrator: Integrator,
+    /// `zeta-dps` on DDPM/DDIM runs the DPS paper's post-step update instead of the score
+    /// form (see [`likelihood`]); other samplers ignore it.
+    pub dps_update: bool,
 }
 
 impl Settings {
@@ -80,7 +87,47 @@ impl Settings {
         for &t in &self.checkpoints {
             crate::diffusion::check_time("sampling.checkpoints", t)?;
         }
+        if let Integrator::Ddim { eta } = self.integrator {
+            Integrator::from_config("ddim", eta)?;
+        }
+        if self.dps_update && !self.integrator.is_discrete() {
+            return Err(Error::config(
+                "sampling.dps_update",
+                format!(
+                    "the DPS paper's update runs on the discrete schedule only, but the integrator is {:?}; set integrator = \"ddpm\" (as in the paper) or \"ddim\", or drop dps_update",
+                    self.integrator.name()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The levels recorded at the checkpoints and at the end under `schedule` (see
+    /// [`crate::diffusion::integrate::recorded_levels`]).
+    pub fn recorded_levels(
+        &self,
+        schedule: &Schedule,
+    ) -> (
+        Vec<crate::diffusion::integrate::Level>,
+        crate::diffusion::integrate::Level,
+    ) {
+        crate::diffusion::integrate::recorded_levels(
+            self.integrator,
+            schedule,
+            &self.grid(),
+            &self.checkpoints,
+        )
+    }
+
+    /// Score evaluations per integrator step (2 for the Heun ODE, else 1).
+    pub fn evaluations_per_step(&self) -> f64 {
+        self.integrator.score_evaluations(self.steps) as f64
+            / self.integrator.steps(self.steps) as f64
+    }
+
+    /// The (equivalent) time and noise of the final samples.
+    pub fn final_level(&self, schedule: &Schedule) -> crate::diffusion::integrate::Level {
+        self.recorded_levels(schedule).1
     }
 }
 
@@ -92,7 +139,8 @@ pub struct Run {
     /// Snapshots of the cloud at the requested checkpoints (decreasing t).
     pub snapshots: Vec<Snapshot>,
     /// Passes over the atom set per step (the cost model: fsr 1, DPS family 2, TMPD by CG
-    /// 2 + its iterations), measured.
+    /// 2 + its iterations, per score evaluation; the Heun ODE makes two evaluations a step),
+    /// measured.
     pub passes_per_step: f64,
     /// Named numbers about the run (CG iterations and residuals, …) for summary.json.
     pub diagnostics: Vec<(String, f64)>,
@@ -203,10 +251,11 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
     e.into_iter().map(|v| v / z).collect()
 }
 
-/// Runs reverse Euler–Maruyama with `score` from the shared initial noise of `settings` (the
-/// same N(0, I) start and noise stream for every score-based sampler of a run, so that their
-/// differences come from the likelihood approximation alone). Returns the particles at t_min
-/// and the snapshots at the checkpoints.
+/// Runs the integrator of `settings` (Euler–Maruyama, probability-flow ODE, DDPM, DDIM) with
+/// `score` from the shared initial noise of `settings` (the same N(0, I) start and noise
+/// stream for every score-based sampler of a run, so that their differences come from the
+/// likelihood approximation alone). Returns the final particles (at t_min, or at discrete
+/// level 0) and the snapshots at the checkpoints.
 pub fn reverse_sde(
     score: &mut dyn crate::diffusion::integrate::Score,
     problem: &Problem,
@@ -217,15 +266,15 @@ pub fn reverse_sde(
     let grid = settings.grid();
     let mut x = initial_noise(settings.particles, problem.dim, settings.seed);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(settings.seed.wrapping_add(1));
-    let steps = grid.checkpoint_steps(&settings.checkpoints);
-    let total = grid.steps;
-    let snapshots = crate::diffusion::integrate::euler_maruyama(
+    let total = settings.integrator.steps(grid.steps);
+    let snapshots = crate::diffusion::integrate::integrate(
+        settings.integrator,
         score,
         &problem.schedule,
         &grid,
         &mut x,
         &mut rng,
-        &steps,
+        &settings.checkpoints,
         &mut |k| progress(Progress { done: k, total }),
     )?;
     Ok((x, snapshots))

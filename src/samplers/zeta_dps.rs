@@ -59,4 +59,8 @@ impl Likelihood for ZetaDps {
     fn passes(&self) -> usize {
         self.inner.passes()
     }
+    /// −ζ ∇ₓ‖r‖ = ζ (s/v) C J_Aᵀ r/‖r‖ = (σ²/2) L(x).
+    fn dps_update_scale(&self, ctx: &Context) -> Option<f64> {
+        Some(0.5 * ctx.sigma * ctx.sigma)
+    }
 }
