@@ -7,11 +7,13 @@
 //! K = 2000 particles); DDPM and DDIM walk the full 999-level DPS chain, because their
 //! variance deficit is O(1/K) with the exact score (see `diffusion::integrate` tests).
 
-use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
 use fslens::diffusion::integrate::Integrator;
-use fslens::engine::{Backend, Weights, cpu::CpuBackend};
-use fslens::samplers::{self, Problem, Settings};
+use fslens::engine::{Backend, Weights};
+use fslens::samplers::{self, Settings};
+mod common;
+
+use common::{Fixture, clustered_atoms};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,76 +21,21 @@ const N: usize = 240;
 const D: usize = 6;
 const CLASSES: usize = 3;
 
-struct Fixture {
-    atoms: Vec<f32>,
-    labels: Vec<usize>,
-    b: Vec<f64>,
-    engine: CpuBackend,
-    posterior: fslens::engine::BiasId,
-    op: Box<dyn fslens::operators::Operator>,
-    y: Vec<f32>,
-}
-
-impl Fixture {
-    /// Three well-separated clusters with biased log-likelihoods (class masses ≈ 0.30, 0.50,
-    /// 0.20) and a spread within each class.
-    fn new() -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let centres: Vec<Vec<f32>> = (0..CLASSES)
-            .map(|_| (0..D).map(|_| rng.random_range(-0.8..0.8)).collect())
-            .collect();
-        let mut atoms = Vec::with_capacity(N * D);
-        let mut labels = Vec::with_capacity(N);
-        for i in 0..N {
-            let c = i % CLASSES;
-            labels.push(c);
-            atoms.extend(
-                centres[c]
-                    .iter()
-                    .map(|&v| v + rng.random_range(-0.1..0.1f32)),
-            );
-        }
-        let b: Vec<f64> = labels
-            .iter()
-            .map(|&c| [-0.5, 0.0, -1.0][c] + rng.random_range(-0.3..0.3))
-            .collect();
-        let mut engine = CpuBackend::new(&atoms, D).unwrap();
-        let posterior = engine.add_bias(&b).unwrap();
-        let op = fslens::operators::parse(
-            "identity",
-            ImageShape::new(1, D, 1),
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        Fixture {
-            atoms,
-            labels,
-            b,
-            engine,
-            posterior,
-            op,
-            y: vec![0.0; D],
-        }
-    }
-
-    fn problem(&self) -> Problem<'_> {
-        Problem {
-            backend: &self.engine,
-            atoms: &self.atoms,
-            dim: D,
-            log_likelihoods: &self.b,
-            posterior: self.posterior,
-            operator: self.op.as_ref(),
-            y: &self.y,
-            sigma: 1.0,
-            schedule: Schedule::default(),
-        }
-    }
+/// Three well-separated clusters with biased log-likelihoods (class masses ≈ 0.30, 0.50,
+/// 0.20) and a spread within each class.
+fn fixture() -> Fixture {
+    let (atoms, labels) = clustered_atoms(N, D, CLASSES, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let b: Vec<f64> = labels
+        .iter()
+        .map(|&c| [-0.5, 0.0, -1.0][c] + rng.random_range(-0.3..0.3))
+        .collect();
+    Fixture::new(atoms, labels, CLASSES, D, b)
 }
 
 /// Runs fsr with `integrator` and checks class weights and spread against the closed forms.
 fn check(integrator: Integrator, steps: usize) {
-    let fx = Fixture::new();
+    let fx = fixture();
     let problem = fx.problem();
     let k = 2000;
     let settings = Settings {
@@ -247,7 +194,7 @@ fn stochastic_ddim_matches_the_exact_posterior() {
 /// discrete v = 1e-4 under DDPM/DDIM and at t_min under the continuous integrators.
 #[test]
 fn exact_sampler_follows_the_integrator_levels() {
-    let fx = Fixture::new();
+    let fx = fixture();
     let problem = fx.problem();
     for (integrator, want_v) in [
         (Integrator::Ddpm, 1e-4),
@@ -323,7 +270,7 @@ fn prior_mean(atoms: &[f32], x: &[f64], s: f64, v: f64) -> Vec<f64> {
 #[test]
 fn dps_update_is_the_gradient_of_the_residual_norm() {
     use fslens::samplers::likelihood::{Context, dps_update_displacement};
-    let fx = Fixture::new();
+    let fx = fixture();
     let mut rng = ChaCha8Rng::seed_from_u64(21);
     let y: Vec<f32> = (0..D).map(|_| rng.random_range(-0.5..0.5)).collect();
     let (zeta, sigma) = (0.7, 0.3);
@@ -386,7 +333,7 @@ fn dps_update_is_the_gradient_of_the_residual_norm() {
 /// continuous integrator.
 #[test]
 fn zeta_dps_runs_the_paper_update_on_ddpm() {
-    let fx = Fixture::new();
+    let fx = fixture();
     let y: Vec<f32> = fx.atoms[D..2 * D].to_vec();
     let mut problem = fx.problem();
     problem.y = &y;

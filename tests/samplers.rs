@@ -1,107 +1,13 @@
 //! The exact samplers against closed forms and float64 references.
 
-use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
 use fslens::engine::{Backend, Weights, cpu::CpuBackend};
-use fslens::samplers::{self, Problem, Settings};
+use fslens::samplers::{self, Settings};
+mod common;
+
+use common::{Fixture, clustered_atoms};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// Atoms in `classes` well-separated clusters in D dimensions, with labels.
-fn clustered_atoms(n: usize, d: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centres: Vec<Vec<f32>> = (0..classes)
-        .map(|_| (0..d).map(|_| rng.random_range(-0.8..0.8)).collect())
-        .collect();
-    let mut atoms = Vec::with_capacity(n * d);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let c = i % classes;
-        labels.push(c);
-        atoms.extend(
-            centres[c]
-                .iter()
-                .map(|&v| v + rng.random_range(-0.1..0.1f32)),
-        );
-    }
-    (atoms, labels)
-}
-
-/// Clustered atoms with a posterior bias b registered on a CPU engine: enough to build a
-/// [`Problem`] for the samplers (identity operator; y and σ unused by exact and fsr).
-struct Fixture {
-    atoms: Vec<f32>,
-    labels: Vec<usize>,
-    classes: usize,
-    d: usize,
-    b: Vec<f64>,
-    engine: CpuBackend,
-    posterior: fslens::engine::BiasId,
-    op: Box<dyn fslens::operators::Operator>,
-    y: Vec<f32>,
-}
-
-impl Fixture {
-    fn new(atoms: Vec<f32>, labels: Vec<usize>, classes: usize, d: usize, b: Vec<f64>) -> Self {
-        let mut engine = CpuBackend::new(&atoms, d).unwrap();
-        let posterior = engine.add_bias(&b).unwrap();
-        let op = fslens::operators::parse(
-            "identity",
-            ImageShape::new(1, d, 1),
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        Fixture {
-            atoms,
-            labels,
-            classes,
-            d,
-            b,
-            engine,
-            posterior,
-            op,
-            y: vec![0.0; d],
-        }
-    }
-
-    fn problem(&self) -> Problem<'_> {
-        Problem {
-            backend: &self.engine,
-            atoms: &self.atoms,
-            dim: self.d,
-            log_likelihoods: &self.b,
-            posterior: self.posterior,
-            operator: self.op.as_ref(),
-            y: &self.y,
-            sigma: 1.0,
-            schedule: Schedule::default(),
-        }
-    }
-
-    /// Exact class masses Σ_{i in c} ω_i.
-    fn exact_classes(&self) -> Vec<f64> {
-        let mut want = vec![0.0; self.classes];
-        for (&c, &w) in self.labels.iter().zip(&self.problem().posterior_weights()) {
-            want[c] += w;
-        }
-        want
-    }
-
-    /// Class frequencies of samples at t_min, each assigned to its nearest atom.
-    fn sample_classes(&self, samples: &[f32]) -> Vec<f64> {
-        let noise = Schedule::default().noise(1e-3);
-        let pass = self
-            .engine
-            .weighted_means(samples, noise, &[Weights::Prior])
-            .unwrap();
-        let k = pass.nearest.len() as f64;
-        let mut got = vec![0.0; self.classes];
-        for nb in &pass.nearest {
-            got[self.labels[nb.index]] += 1.0 / k;
-        }
-        got
-    }
-}
 
 /// log p(x_t | y) = log Σ_i exp(b_i − ‖x − s a_i‖²/(2v)) + const, in float64.
 fn log_posterior_marginal(atoms: &[f32], d: usize, b: &[f64], x: &[f64], s: f64, v: f64) -> f64 {
