@@ -384,13 +384,20 @@ fn run_config(
         );
     } else if !cli.quiet {
         eprintln!("wrote {}  (backend: {})", path.display(), summary.backend);
+        eprintln!(
+            "  {:<10} {:>9} {:>8} {:>8} {:>8} {:>8}   (at the final time; metrics.json has every checkpoint)",
+            "sampler", "seconds", "mode TV", "halluc.", "off-sup.", "spread"
+        );
         for s in &summary.samplers {
-            let tv = s
-                .class_tv_to_exact
-                .map_or("-".to_string(), |v| format!("{v:.3}"));
+            let m = &s.metrics;
             eprintln!(
-                "  {:<10} {:>8.2} s   class TV to exact: {tv}",
-                s.name, s.wall_seconds
+                "  {:<10} {:>9.2} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+                s.name,
+                s.wall_seconds,
+                m.mode_tv,
+                m.hallucination_rate,
+                m.off_support_rate,
+                m.spread_ratio
             );
         }
     }
