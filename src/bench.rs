@@ -46,6 +46,8 @@ pub struct BenchOptions {
     pub blocking: Option<(usize, usize)>,
     /// Side of the square SGEMM that measures the peak.
     pub peak_size: usize,
+    /// Also time a σ-DPS step (prior pass + C·g pass) beside each fsr step.
+    pub dps: bool,
     /// Seed of particles, bias and random atoms.
     pub seed: u64,
     /// Where the baseline script lives.
@@ -72,6 +74,7 @@ impl Default for BenchOptions {
             threads: None,
             blocking: None,
             peak_size: 2048,
+            dps: false,
             seed: 1,
             script: PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -82,6 +85,33 @@ impl Default for BenchOptions {
             tile_dims: None,
         }
     }
+}
+
+/// Best wall time of the two passes of a DPS-family step (σ-DPS, ζ-DPS, ΠGDM): the prior
+/// pass for m(x), then the covariance pass C·g with the same prior weights, for a fixed g.
+pub fn time_dps_step(
+    backend: &dyn Backend,
+    x: &[f32],
+    noise: Noise,
+    repeats: usize,
+) -> Result<f64> {
+    // Any direction works for timing; a deterministic one keeps runs comparable.
+    let g: Vec<f32> = (0..x.len())
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let step = || -> Result<()> {
+        let pass = backend.weighted_means(x, noise, &[Weights::Prior])?;
+        backend.covariance_products(x, noise, Weights::Prior, &pass.sets[0].means, &g)?;
+        Ok(())
+    };
+    step()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let t0 = Instant::now();
+        step()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
 /// One measured case, one JSON line.
@@ -113,6 +143,8 @@ pub struct BenchRecord {
     /// Mean ESS of the step's posterior weights over the rows (near 1: each mean is one atom,
     /// and both implementations then agree exactly).
     pub mean_ess: f64,
+    /// sigma-dps-step only: its time over the fsr step's at the same B, t (issue target ≤ 2.2).
+    pub ratio_to_fsr: Option<f64>,
     /// VmHWM of this process, MB.
     pub peak_rss_mb: f64,
     /// N·D·4 bytes, MB.
@@ -421,10 +453,31 @@ pub fn run(
                 baseline: base_desc,
                 baseline_max_rel_diff: base_diff,
                 mean_ess,
+                ratio_to_fsr: None,
                 peak_rss_mb: peak_rss_mb(),
                 atom_store_mb: (n * d) as f64 * opts.storage.bytes_per_value() / 1e6,
             };
             on_record(&rec);
+            if opts.dps {
+                // 10·B·N·D: prior pass (distances + weighted sum) 4·B·N·D, C·g pass
+                // (distances, projections ⟨a_i, g⟩, weighted sum) 6·B·N·D.
+                let dps_secs = time_dps_step(backend, &x, noise, opts.repeats)?;
+                let dps_gflops = 10.0 * (b * n * d) as f64 / dps_secs / 1e9;
+                let dps = BenchRecord {
+                    kernel: "sigma-dps-step".into(),
+                    seconds_per_step: dps_secs,
+                    gflops: dps_gflops,
+                    fraction_of_peak: peak_best.map(|p| dps_gflops / p),
+                    baseline_seconds_per_step: None,
+                    baseline: Some("no baseline for this kernel".into()),
+                    baseline_max_rel_diff: None,
+                    ratio_to_fsr: Some(dps_secs / secs),
+                    peak_rss_mb: peak_rss_mb(),
+                    ..rec.clone()
+                };
+                on_record(&dps);
+                records.push(dps);
+            }
             records.push(rec);
         }
     }

@@ -138,6 +138,9 @@ enum Command {
         /// Skip the numpy baseline.
         #[arg(long)]
         no_baseline: bool,
+        /// Also time a σ-DPS step (prior pass + covariance pass) and its ratio to the fsr step.
+        #[arg(long)]
+        dps: bool,
         /// Timed repeats per case (the best is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
@@ -264,6 +267,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             data,
             random,
             no_baseline,
+            dps,
             repeats,
             threads,
             backend,
@@ -279,6 +283,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 atoms: *atoms,
                 dim: *dim,
                 baseline: !no_baseline,
+                dps: *dps,
                 repeats: (*repeats).max(1),
                 threads: *threads,
                 backend: backend.clone(),
@@ -293,8 +298,18 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }
             if !cli.json && !cli.quiet {
                 eprintln!(
-                    "{:>6} {:>6} {:>6} {:>8} {:>10} {:>8} {:>8} {:>7} {:>10} {:>8}",
-                    "t", "B", "N", "D", "s/step", "GFLOP/s", "peak", "frac", "numpy s", "speedup"
+                    "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10} {:>8} {:>8} {:>7} {:>10} {:>10}",
+                    "kernel",
+                    "t",
+                    "B",
+                    "N",
+                    "D",
+                    "s/step",
+                    "GFLOP/s",
+                    "peak",
+                    "frac",
+                    "numpy s",
+                    "speedup"
                 );
             }
             crate::bench::run(&opts, &mut |r| {
@@ -304,12 +319,16 @@ fn dispatch(cli: &Cli) -> Result<()> {
                         serde_json::to_string(r).expect("bench records serialise")
                     );
                 } else if !cli.quiet {
-                    let (base, speedup) = match r.baseline_seconds_per_step {
-                        Some(b) => (format!("{b:.4}"), format!("{:.2}x", b / r.seconds_per_step)),
-                        None => ("-".into(), "-".into()),
+                    let (base, speedup) = match (r.baseline_seconds_per_step, r.ratio_to_fsr) {
+                        (Some(b), _) => {
+                            (format!("{b:.4}"), format!("{:.2}x", b / r.seconds_per_step))
+                        }
+                        (None, Some(q)) => ("-".into(), format!("{q:.2}x fsr")),
+                        (None, None) => ("-".into(), "-".into()),
                     };
                     eprintln!(
-                        "{:>6} {:>6} {:>6} {:>8} {:>10.4} {:>8.1} {:>8.1} {:>7.2} {:>10} {:>8}",
+                        "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>8.1} {:>8.1} {:>7.2} {:>10} {:>10}",
+                        r.kernel,
                         r.t,
                         r.b,
                         r.n,
