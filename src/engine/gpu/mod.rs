@@ -741,17 +741,7 @@ impl Backend for GpuBackend {
     }
 
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
-        if bias.len() != self.n {
-            return Err(Error::input(format!(
-                "bias has {} values but there are {} atoms",
-                bias.len(),
-                self.n
-            )));
-        }
-        if let Some(i) = bias.iter().position(|b| !b.is_finite()) {
-            return Err(Error::input(format!("bias value {i} is not finite")));
-        }
-        let max = bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let max = super::check_bias("gpu", bias, self.n)?;
         let bytes = (self.bias_host.len() + self.n) as u64 * 4;
         if bytes > self.gpu.limits.max_storage_buffer_binding_size {
             return Err(backend_error(format!(
