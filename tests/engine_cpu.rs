@@ -183,6 +183,84 @@ fn matches_reference_on_random_data() {
     }
 }
 
+/// ‖a − b‖ / (‖b‖ + 0.1‖g‖) over whole arrays, in float64: relative, with the absolute floor of
+/// `matches_reference_on_random_data` for rows whose C is ~0 (one atom holds all the weight).
+fn relative_error(a: &[f32], b: &[f32], g: &[f32]) -> f64 {
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    let norm: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    let gnorm: f64 = g.iter().map(|&y| (y as f64).powi(2)).sum();
+    diff.sqrt() / (norm.sqrt() + 0.1 * gnorm.sqrt())
+}
+
+/// C·g right after a prior pass reuses that pass's weights (module `cpu::weight_cache`): it
+/// must equal the float64 reference and the full recomputation, also for a gathered subset
+/// of the rows with repeats (TMPD's CG and dense solves call it that way), and a call at
+/// another noise level must not use the kept weights.
+#[test]
+fn kept_prior_weights_give_the_same_covariance_products() {
+    let schedule = Schedule::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    for &(n, d, b) in &[(900, 48, 12), (1500, 784, 70)] {
+        let atoms = random_atoms(&mut rng, n, d);
+        let kept = CpuBackend::new(&atoms, d).unwrap();
+        let full = CpuBackend::new(&atoms, d).unwrap().with_weight_cache(0);
+        let reference = ReferenceBackend::new(&atoms, d).unwrap();
+        for &t in &[1e-3, 0.05, 0.3, 0.9] {
+            let noise = schedule.noise(t);
+            let ctx = format!("N={n} D={d} B={b} t={t}");
+            let x = particles(&mut rng, &atoms, d, b, noise);
+            let means = kept.weighted_means(&x, noise, &[Weights::Prior]).unwrap();
+            let means = &means.sets[0].means;
+            let g: Vec<f32> = (0..b * d).map(|_| normal(&mut rng) as f32).collect();
+            let want = reference
+                .covariance_products(&x, noise, Weights::Prior, means, &g)
+                .unwrap();
+            let got = kept
+                .covariance_products(&x, noise, Weights::Prior, means, &g)
+                .unwrap();
+            let recomputed = full
+                .covariance_products(&x, noise, Weights::Prior, means, &g)
+                .unwrap();
+            let e_kept = relative_error(&got, &want, &g);
+            let e_full = relative_error(&recomputed, &want, &g);
+            assert!(e_kept <= 1e-4, "{ctx}: kept weights C·g error {e_kept}");
+            assert!(e_full <= 1e-4, "{ctx}: recomputed C·g error {e_full}");
+            // Rows 3, 1, 1, 5 (a subset with a repeat), in that order.
+            let pick = [3usize, 1, 1, 5];
+            let gather = |v: &[f32]| -> Vec<f32> {
+                pick.iter()
+                    .flat_map(|&r| v[r * d..(r + 1) * d].iter().copied())
+                    .collect()
+            };
+            let (xs, ms, gs) = (gather(&x), gather(means), gather(&g));
+            let sub = kept
+                .covariance_products(&xs, noise, Weights::Prior, &ms, &gs)
+                .unwrap();
+            let sub_want = reference
+                .covariance_products(&xs, noise, Weights::Prior, &ms, &gs)
+                .unwrap();
+            let e_sub = relative_error(&sub, &sub_want, &gs);
+            assert!(e_sub <= 1e-4, "{ctx}: gathered rows C·g error {e_sub}");
+            // Another noise level: the kept weights do not apply.
+            let other = schedule.noise(t * 0.5 + 0.05);
+            let other_means = full.weighted_means(&x, other, &[Weights::Prior]).unwrap();
+            let om = &other_means.sets[0].means;
+            let o = kept
+                .covariance_products(&x, other, Weights::Prior, om, &g)
+                .unwrap();
+            let o_want = reference
+                .covariance_products(&x, other, Weights::Prior, om, &g)
+                .unwrap();
+            let e_other = relative_error(&o, &o_want, &g);
+            assert!(e_other <= 1e-4, "{ctx}: other noise C·g error {e_other}");
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_an_error() {
     assert!(CpuBackend::new(&[1.0, 2.0, 3.0], 2).is_err());

@@ -32,7 +32,11 @@
 //! the final weight of an atom is at most e^{ℓ_i − M}/S0 (M and S0 of the atoms seen so far),
 //! and the expansion moves it by at most a factor e^{±δ}, i.e. by ≲ 2δ·w_i; outside the window
 //! that is below τ (and outside 30 nats its weight is below 1e-13 anyway). The running max only
-//! grows and S0 only adds, so a window taken against them is safe. Typically 1–4 atoms per row
+//! grows and S0 only adds, so a window taken against them is safe. When more than
+//! `SPREAD_CANDIDATES` atoms of a chunk fall in the window, S0 is first raised by the chunk's
+//! own approximate sum Σ e^{ℓ̃ − M} (times e^{−δ}, a lower bound of its exact part): without
+//! that, the first chunk of every task (S0 = 0) recomputed up to all its atoms directly when
+//! the weights are spread out, which made a prior pass at t ≈ 0.3 cost twice a concentrated one. Typically 1–4 atoms per row
 //! are recomputed at small t (where it matters: δ ≈ 50 nats); when the weights are spread out
 //! S0 grows and the window closes, so the pass stays at GEMM speed (errors of many small
 //! weights are independent roundings and average out; the tests check the means at D = 784).
@@ -43,9 +47,14 @@
 //! operand (e^{−60} ≈ 8.8e-27 times any pixel ≥ 1e-11 is still normal). The mass thrown away is
 //! at most N·e^{−60} relative to the largest weight.
 
+mod weight_cache;
+
+use std::sync::{Arc, Mutex};
+
 use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights};
 use crate::{Error, Result};
 use rayon::prelude::*;
+use weight_cache::{KeptWeights, PriorWeights};
 
 /// Atom ranges per worker thread (each with its own accumulators, merged at the end).
 const TASKS_PER_THREAD: usize = 4;
@@ -61,6 +70,12 @@ const WINDOW: f64 = 30.0;
 const NEGLIGIBLE_NATS: f64 = 1e-5;
 /// Largest tolerated error bound of one normalised weight left to the expansion.
 const WEIGHT_TOL: f64 = 1e-6;
+/// Above this many candidates in a chunk, the chunk's own weight sum is used to close the
+/// window (module docs).
+const SPREAD_CANDIDATES: usize = 16;
+/// Default budget for the prior weights kept after a pass (B × N float32; module
+/// `weight_cache`): 256 MiB holds B = 1024 rows of N = 60000 atoms.
+pub const DEFAULT_WEIGHT_CACHE_BYTES: usize = 256 << 20;
 
 /// CPU implementation of [`Backend`]. See the module documentation for the algorithm.
 pub struct CpuBackend {
@@ -80,6 +95,9 @@ pub struct CpuBackend {
     /// Atoms per chunk when set by [`CpuBackend::with_blocking`]; else [`chunk_for_rows`].
     chunk: Option<usize>,
     row_block: usize,
+    /// The prior weights of the last pass that asked for them (module `weight_cache`).
+    prior_weights: Mutex<Option<Arc<PriorWeights>>>,
+    weight_cache_bytes: usize,
 }
 
 /// Default atoms per chunk for a block of `rows` rows. Small batches: 128 atoms (≈ 400 KB of
@@ -143,7 +161,17 @@ impl CpuBackend {
             threads,
             chunk: None,
             row_block: DEFAULT_ROW_BLOCK,
+            prior_weights: Mutex::new(None),
+            weight_cache_bytes: DEFAULT_WEIGHT_CACHE_BYTES,
         })
+    }
+
+    /// Keeps the prior weights of a pass for the C·g passes that follow it when B·N·4 ≤
+    /// `bytes` (0 turns keeping off; default [`DEFAULT_WEIGHT_CACHE_BYTES`]).
+    pub fn with_weight_cache(mut self, bytes: usize) -> CpuBackend {
+        self.weight_cache_bytes = bytes;
+        self.prior_weights = Mutex::new(None);
+        self
     }
 
     /// Uses `threads` worker threads (≥ 1) instead of all cores.
@@ -318,8 +346,23 @@ impl CpuBackend {
                 } else {
                     f64::NEG_INFINITY
                 };
-                let window = WINDOW.min((2.0 * delta / WEIGHT_TOL).ln() - ln_s0).max(0.0);
-                let cut = (m_approx - (window + 2.0 * delta)) as f32;
+                let ln_tol = (2.0 * delta / WEIGHT_TOL).ln();
+                let mut window = WINDOW.min(ln_tol - ln_s0).max(0.0);
+                let mut cut = (m_approx - (window + 2.0 * delta)) as f32;
+                if window > 0.0 && rel.iter().filter(|&&r| r >= cut).count() > SPREAD_CANDIDATES {
+                    // Many atoms near the max: the weights are spread out, and this chunk's
+                    // own sum already bounds every weight. Σ e^{ℓ̃ − M̃} over the chunk, less δ
+                    // for its logits' error, is a lower bound on its part of S0.
+                    let chunk_sum: f64 = rel.iter().map(|&r| (r as f64 - m_approx).exp()).sum();
+                    let prev = if s0[b] > 0.0 {
+                        s0[b] * (m_run[b] - m_approx).exp()
+                    } else {
+                        0.0
+                    };
+                    let ln_s = (prev + chunk_sum).ln() - delta;
+                    window = WINDOW.min(ln_tol - ln_s).max(0.0);
+                    cut = (m_approx - (window + 2.0 * delta)) as f32;
+                }
                 let mut m_new = m_run[b];
                 let xb = job.row(b);
                 let exact = &mut bufs.exact[b * c..(b + 1) * c];
@@ -368,21 +411,24 @@ impl CpuBackend {
     }
 
     /// One row block of `weighted_means`: returns per set the merged state and the nearest.
+    /// With `keep = Some(k)`, also the normalised weights of set k (rows × N).
     fn means_block(
         &self,
         x: &[f32],
         noise: Noise,
         sets: &[Weights],
-    ) -> (Vec<WeightedMean>, Vec<Neighbor>) {
+        keep: Option<usize>,
+    ) -> (Vec<WeightedMean>, Vec<Neighbor>, Option<Vec<f32>>) {
         let job = RowJob::new(self, x, noise);
         let rows = job.rows;
         let chunk = self.chunk_size(rows);
         let ranges = self.task_ranges(chunk);
-        let states: Vec<TaskState> = self.pool.install(|| {
+        let tasks: Vec<(TaskState, Option<KeptWeights>)> = self.pool.install(|| {
             ranges
                 .par_iter()
                 .map(|&(a0, a1)| {
                     let mut st = TaskState::new(rows, self.d, sets.len());
+                    let mut kept = keep.map(|_| KeptWeights::new(rows, a0, a1));
                     let mut bufs = ChunkBuffers::new(rows, chunk, 1);
                     for i0 in (a0..a1).step_by(chunk) {
                         let c = chunk.min(a1 - i0);
@@ -393,6 +439,11 @@ impl CpuBackend {
                             self.relative_logits(&job, &mut bufs, i0, c, set, &mut sk.m, &sk.s0);
                             sk.rescale(&old, self.d);
                             sk.add_weights(&mut bufs, c);
+                            if keep == Some(k)
+                                && let Some(kw) = kept.as_mut()
+                            {
+                                kw.record(&bufs.rel[..rows * c], &sk.m, i0, c);
+                            }
                             // acc += W · A_chunk
                             unsafe {
                                 gemm_rm(
@@ -413,10 +464,11 @@ impl CpuBackend {
                         }
                         bufs.nearest(self, &job, i0, c, &mut st.nearest);
                     }
-                    st
+                    (st, kept)
                 })
                 .collect()
         });
+        let (states, kept): (Vec<TaskState>, Vec<Option<KeptWeights>>) = tasks.into_iter().unzip();
         let merged = TaskState::merge(states, self.d);
         let mut out = Vec::with_capacity(sets.len());
         for sk in &merged.sets {
@@ -445,7 +497,13 @@ impl CpuBackend {
             .iter()
             .map(|&(dist2, index)| Neighbor { index, dist2 })
             .collect();
-        (out, nearest)
+        let weights = keep.map(|k| {
+            let log_norm: Vec<f64> = out[k].stats.iter().map(|s| s.log_norm).collect();
+            let kept: Vec<KeptWeights> = kept.into_iter().flatten().collect();
+            self.pool
+                .install(|| weight_cache::normalise(&kept, &log_norm, self.n))
+        });
+        (out, nearest, weights)
     }
 
     #[allow(clippy::needless_range_loop)] // rows index several per-row arrays
@@ -623,21 +681,13 @@ impl ChunkBuffers {
         }
     }
 
-    /// d̃_bi = ‖x_b‖² + s²‖a_i‖² − 2s⟨x_b, a_i⟩ for the chunk (layout B × c); with `g`, also the
-    /// projections ⟨g_b, a_i⟩ in rows B..2B of `dots`.
-    fn distances(&mut self, be: &CpuBackend, job: &RowJob, i0: usize, c: usize, g: Option<&[f32]>) {
-        let rows = job.rows;
+    /// dots[r·c + i] = ⟨lhs_r, a_{i0+i}⟩ for the m rows of `lhs` (row-major m × D) and the c
+    /// atoms of the chunk.
+    ///
+    /// # Safety
+    /// `lhs` must point at m·D readable values.
+    unsafe fn products(&mut self, be: &CpuBackend, lhs: *const f32, m: usize, i0: usize, c: usize) {
         let d = be.d;
-        let (lhs, m) = match g {
-            None => (job.x.as_ptr(), rows),
-            Some(g) => {
-                if self.lhs.is_empty() {
-                    self.lhs.extend_from_slice(job.x);
-                    self.lhs.extend_from_slice(g);
-                }
-                (self.lhs.as_ptr(), 2 * rows)
-            }
-        };
         let atoms = be.atoms[i0 * d..].as_ptr();
         if m <= SMALL_GEMM_ROWS {
             // Few rows: a column-major destination keeps the GEMM in its m = rows orientation,
@@ -692,6 +742,24 @@ impl ChunkBuffers {
                 );
             }
         }
+    }
+
+    /// d̃_bi = ‖x_b‖² + s²‖a_i‖² − 2s⟨x_b, a_i⟩ for the chunk (layout B × c); with `g`, also the
+    /// projections ⟨g_b, a_i⟩ in rows B..2B of `dots`.
+    fn distances(&mut self, be: &CpuBackend, job: &RowJob, i0: usize, c: usize, g: Option<&[f32]>) {
+        let rows = job.rows;
+        let (lhs, m) = match g {
+            None => (job.x.as_ptr(), rows),
+            Some(g) => {
+                if self.lhs.is_empty() {
+                    self.lhs.extend_from_slice(job.x);
+                    self.lhs.extend_from_slice(g);
+                }
+                (self.lhs.as_ptr(), 2 * rows)
+            }
+        };
+        // SAFETY: lhs points at m rows of D values (job.x, or the stacked [X; G]).
+        unsafe { self.products(be, lhs, m, i0, c) };
         let s = job.noise.s as f32;
         let s2 = s * s;
         let an = &be.norms2[i0..i0 + c];
@@ -880,13 +948,26 @@ impl Backend for CpuBackend {
             })
             .collect();
         let mut nearest = Vec::new();
+        let rows = x.len() / self.d;
+        let keep = sets
+            .iter()
+            .position(|&s| s == Weights::Prior)
+            .filter(|_| rows * self.n * 4 <= self.weight_cache_bytes);
+        let mut kept = Vec::with_capacity(if keep.is_some() { rows * self.n } else { 0 });
         for xb in x.chunks(self.row_block * self.d) {
-            let (sets_out, near) = self.means_block(xb, noise, sets);
+            let (sets_out, near, w) = self.means_block(xb, noise, sets, keep);
             for (o, s) in out.iter_mut().zip(sets_out) {
                 o.means.extend_from_slice(&s.means);
                 o.stats.extend_from_slice(&s.stats);
             }
             nearest.extend(near);
+            if let Some(w) = w {
+                kept.extend_from_slice(&w);
+            }
+        }
+        if keep.is_some() {
+            let cache = PriorWeights::new(x.to_vec(), kept, noise, self.d, self.n);
+            *self.prior_weights.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(cache));
         }
         Ok(PassOutput { sets: out, nearest })
     }
@@ -916,6 +997,26 @@ impl Backend for CpuBackend {
         }
         let step = self.row_block * self.d;
         let mut out = Vec::with_capacity(x.len());
+        let cache = if set == Weights::Prior {
+            self.prior_weights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        } else {
+            None
+        };
+        if let Some(cache) = cache
+            && let Some(rows) = cache.lookup(x, noise)
+        {
+            for ((kb, mb), gb) in rows
+                .chunks(self.row_block)
+                .zip(means.chunks(step))
+                .zip(g.chunks(step))
+            {
+                out.extend(self.cov_block_kept(&cache, kb, mb, gb));
+            }
+            return Ok(out);
+        }
         for ((xb, mb), gb) in x.chunks(step).zip(means.chunks(step)).zip(g.chunks(step)) {
             out.extend(self.cov_block(xb, noise, set, mb, gb));
         }
