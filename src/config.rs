@@ -51,6 +51,9 @@ pub struct RunConfig {
     pub seed: u64,
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// GPU atom storage: auto (u8 for 8-bit data, else f32), f32, u8 or f16.
+    #[serde(default = "default_storage")]
+    pub storage: String,
     pub data: DataConfig,
     #[serde(default)]
     pub truth: TruthConfig,
@@ -91,6 +94,9 @@ impl Default for DiagnosticsConfig {
 }
 
 fn default_backend() -> String {
+    "auto".into()
+}
+fn default_storage() -> String {
     "auto".into()
 }
 
@@ -273,6 +279,16 @@ impl RunConfig {
             return Err(Error::config(
                 "backend",
                 format!("expected auto, cpu or gpu, got {:?}", self.backend),
+            ));
+        }
+        if !crate::engine::STORAGES.contains(&self.storage.as_str()) {
+            return Err(Error::config(
+                "storage",
+                format!(
+                    "expected one of {}, got {:?}",
+                    crate::engine::STORAGES.join(", "),
+                    self.storage
+                ),
             ));
         }
         let m = &self.measurement;

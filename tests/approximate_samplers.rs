@@ -343,6 +343,7 @@ fn score_command_matches_float64_design_formulas_on_cpu() {
             sigma: Some(sigma),
             shape: None,
             backend: "cpu".into(),
+            storage: "auto".into(),
             schedule: Schedule::default(),
             options: SamplerOptions::default(),
         };
@@ -846,6 +847,7 @@ fn pigdm_and_tmpd_refuse_nonlinear_operators_before_any_work() {
         sigma: Some(0.1),
         shape: None,
         backend: "cpu".into(),
+        storage: "auto".into(),
         schedule: Schedule::default(),
         options: SamplerOptions::default(),
     };

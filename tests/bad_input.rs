@@ -101,6 +101,14 @@ fn config_errors_name_the_key() {
         ),
     );
     run_fails(&dir, &c, &["magic", "sampling.samplers"]);
+    // A top-level key: written by hand, above [data].
+    let c = dir.join("storage.toml");
+    std::fs::write(
+        &c,
+        format!("storage = \"f64\"\n[data]\n{SYNTH}\n{GOOD_TAIL}"),
+    )
+    .unwrap();
+    run_fails(&dir, &c, &["storage", "f64", "f16"]);
     let c = write_config(
         &dir,
         "integrator.toml",
@@ -310,6 +318,9 @@ fn score_errors_name_the_argument() {
         assert!(!Path::new(out).exists(), "a failed score wrote its output");
     };
     run(base(&x, "0", &y, &op, "0.1"), &["--t"]);
+    let mut bad_storage = base(&x, "0.5", &y, &op, "0.1");
+    bad_storage.extend(["--storage".to_string(), "f64".to_string()]);
+    run(bad_storage, &["storage", "f64", "u8"]);
     run(base(&x, "1.5", &y, &op, "0.1"), &["--t"]);
     run(base(&x, "0.5", &y_bad, &op, "0.1"), &["y_bad.npy"]);
     run(base(&x, "0.5", &y, &op_bad, "0.1"), &["M_bad.npy"]);

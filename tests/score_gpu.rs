@@ -155,3 +155,76 @@ fn score_gpu_equals_cpu_on_all_fashion_mnist_f32() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--storage` picks the GPU atom storage: u8 of 8-bit data equals f32 bit for bit, f16 is
+/// close (it rounds the atoms to 11 significant bits), and u8 of data with more than 256
+/// distinct values is refused with an error that names the storage.
+#[test]
+fn score_gpu_storage_flag() {
+    if !have_gpu() {
+        return;
+    }
+    let exe = env!("CARGO_BIN_EXE_fslens");
+    let dir = std::env::temp_dir().join(format!("fslens-storage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (n, d, b) = (500usize, 64usize, 4usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let eight_bit: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 2654435761) % 256) as f32 / 127.5 - 1.0)
+        .collect();
+    let smooth: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x: Vec<f32> = (0..b * d)
+        .map(|_| {
+            let e: f64 = StandardNormal.sample(&mut rng);
+            (0.6 * e) as f32
+        })
+        .collect();
+    fslens::arrays::write_npy_f32(&dir.join("A8.npy"), &[n, d], &eight_bit).unwrap();
+    fslens::arrays::write_npy_f32(&dir.join("As.npy"), &[n, d], &smooth).unwrap();
+    fslens::arrays::write_npy_f32(&dir.join("x.npy"), &[b, d], &x).unwrap();
+    let score = |atoms: &str, storage: &str| {
+        let out = dir.join(format!("s_{atoms}_{storage}.npy"));
+        let result = Command::new(exe)
+            .args(["score", "--quiet", "--backend", "gpu", "--method", "prior"])
+            .args(["--t", "0.5", "--storage", storage])
+            .arg("--atoms")
+            .arg(dir.join(atoms))
+            .arg("--x")
+            .arg(dir.join("x.npy"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        (result, out)
+    };
+    let read = |(r, out): (std::process::Output, PathBuf)| {
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        fslens::arrays::read_npy(&out).unwrap().data
+    };
+    let f32s = read(score("A8.npy", "f32"));
+    let u8s = read(score("A8.npy", "u8"));
+    let f16s = read(score("A8.npy", "f16"));
+    assert_eq!(f32s, u8s, "u8 storage of 8-bit data must equal f32 storage");
+    let norm = f32s.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let diff = f32s
+        .iter()
+        .zip(&f16s)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        diff / norm < 1e-2,
+        "f16 storage: relative difference {}",
+        diff / norm
+    );
+    let (refused, out) = score("As.npy", "u8");
+    assert!(
+        !refused.status.success(),
+        "u8 storage of smooth data was accepted"
+    );
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("u8"), "error does not name the storage: {msg}");
+    assert!(!msg.contains("panicked"), "{msg}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

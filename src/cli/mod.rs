@@ -49,6 +49,9 @@ enum Command {
         /// auto | cpu | gpu (overrides the embedded config).
         #[arg(long)]
         backend: Option<String>,
+        /// GPU atom storage: auto (u8 for 8-bit data, else f32) | f32 | u8 | f16.
+        #[arg(long)]
+        storage: Option<String>,
     },
     /// Run a TOML run config (see assets/configs/ and the README's config reference).
     #[command(after_help = operator_help())]
@@ -61,6 +64,10 @@ enum Command {
         /// auto | cpu | gpu (overrides the config's `backend`).
         #[arg(long)]
         backend: Option<String>,
+        /// GPU atom storage: auto (u8 for 8-bit data, else f32) | f32 | u8 | f16 (overrides the
+        /// config's `storage`).
+        #[arg(long)]
+        storage: Option<String>,
     },
     /// Compute the score of particles x at time t, from .npy files: exact posterior (fsr), prior,
     /// or an approximate sampler's (sigma-dps, zeta-dps, pigdm, tmpd).
@@ -106,6 +113,9 @@ enum Command {
         /// auto | cpu | gpu.
         #[arg(long, default_value = "auto")]
         backend: String,
+        /// GPU atom storage: auto (u8 when the atoms are 8-bit values, else f32) | f32 | u8 | f16.
+        #[arg(long, default_value = "auto")]
+        storage: String,
         #[arg(long, default_value_t = 0.01)]
         beta_min: f64,
         #[arg(long, default_value_t = 20.0)]
@@ -183,8 +193,15 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Command::Demo { out, backend } => {
-            let cfg = RunConfig::demo();
+        Command::Demo {
+            out,
+            backend,
+            storage,
+        } => {
+            let mut cfg = RunConfig::demo();
+            if let Some(st) = storage {
+                cfg.storage = st.clone();
+            }
             run_config(
                 cli,
                 &cfg,
@@ -197,8 +214,12 @@ fn dispatch(cli: &Cli) -> Result<()> {
             config,
             out,
             backend,
+            storage,
         } => {
-            let cfg = RunConfig::load(config)?;
+            let mut cfg = RunConfig::load(config)?;
+            if let Some(st) = storage {
+                cfg.storage = st.clone();
+            }
             let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
             let out = out.clone().unwrap_or_else(|| {
                 PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
@@ -219,6 +240,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             out,
             shape,
             backend,
+            storage,
             beta_min,
             beta_max,
         } => {
@@ -232,6 +254,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 sigma: *sigma,
                 shape: shape.as_deref().map(parse_shape).transpose()?,
                 backend: backend.clone(),
+                storage: storage.clone(),
                 options: crate::samplers::SamplerOptions {
                     zeta: *zeta,
                     cg: crate::samplers::solve::CgOptions {

@@ -123,6 +123,11 @@ pub fn check_bias(backend: &str, bias: &[f64], atoms: usize) -> Result<f64> {
 /// The backends `create` knows, by name.
 pub const BACKENDS: &[&str] = &["auto", "cpu", "gpu"];
 
+/// GPU atom storage choices, by name: `auto` is u8 for 8-bit data sets (exact) and f32
+/// otherwise; `f32`, `u8` (refused for data with more than 256 distinct values) and `f16`
+/// (changes the prior: README "Atom storage"). The CPU backend always stores f32.
+pub const STORAGES: &[&str] = &["auto", "f32", "u8", "f16"];
+
 /// Builds the backend named `kind` over the images of `atoms`:
 /// - `cpu`: the multithreaded CPU backend;
 /// - `gpu`: the WGSL backend on the best adapter found (the Mesa software one included;
@@ -131,15 +136,29 @@ pub const BACKENDS: &[&str] = &["auto", "cpu", "gpu"];
 /// - `auto`: `gpu` when a hardware adapter (discrete, integrated or virtual) exists, else
 ///   `cpu` — a software adapter (llvmpipe) is about 1000× slower than the CPU backend.
 pub fn create(kind: &str, atoms: &Dataset) -> Result<Box<dyn Backend>> {
+    create_with_storage(kind, atoms, "auto")
+}
+
+/// [`create`] with the GPU atom storage named by `storage` (one of [`STORAGES`]; ignored by
+/// the CPU backend).
+pub fn create_with_storage(kind: &str, atoms: &Dataset, storage: &str) -> Result<Box<dyn Backend>> {
+    let storage = match storage {
+        "auto" if atoms.eight_bit => gpu::Storage::U8,
+        "auto" => gpu::Storage::F32,
+        other => other.parse::<gpu::Storage>().map_err(|_| {
+            Error::config(
+                "storage",
+                format!(
+                    "unknown atom storage {other:?}; expected one of {}",
+                    STORAGES.join(", ")
+                ),
+            )
+        })?,
+    };
     let cpu = || -> Result<Box<dyn Backend>> {
         Ok(Box::new(cpu::CpuBackend::new(&atoms.images, atoms.dim())?))
     };
     let gpu = || -> Result<Box<dyn Backend>> {
-        let storage = if atoms.eight_bit {
-            gpu::Storage::U8
-        } else {
-            gpu::Storage::F32
-        };
         let opts = gpu::GpuOptions {
             storage,
             ..Default::default()

@@ -163,7 +163,7 @@ pub fn run(
     let shape = setup.atoms.shape;
     let d = shape.dim();
     observer.stage("building the engine");
-    let mut engine = crate::engine::create(&cfg.backend, &setup.atoms)?;
+    let mut engine = crate::engine::create_with_storage(&cfg.backend, &setup.atoms, &cfg.storage)?;
     let posterior = engine.add_bias(&setup.log_likelihoods)?;
     let engine: &dyn Backend = engine.as_ref();
     let problem = Problem {

@@ -83,6 +83,8 @@ pub struct ScoreRequest {
     pub sigma: Option<f64>,
     pub shape: Option<ImageShape>,
     pub backend: String,
+    /// GPU atom storage (one of [`crate::engine::STORAGES`]).
+    pub storage: String,
     pub schedule: Schedule,
     /// ζ of zeta-dps and the CG settings of pigdm/tmpd.
     pub options: SamplerOptions,
@@ -145,13 +147,13 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
     let noise = req.schedule.noise(req.t);
     let method = req.method.name();
     if req.method == Method::Prior {
-        let engine = crate::engine::create(&req.backend, &dataset)?;
+        let engine = crate::engine::create_with_storage(&req.backend, &dataset, &req.storage)?;
         let s = tweedie_score(engine.as_ref(), &x, noise, Weights::Prior)?;
         return Ok((b, d, s));
     }
     let (op, y, sigma) = measurement(req, shape, method)?;
     if req.method == Method::Fsr {
-        let mut engine = crate::engine::create(&req.backend, &dataset)?;
+        let mut engine = crate::engine::create_with_storage(&req.backend, &dataset, &req.storage)?;
         let measured = crate::operators::measure_atoms(op.as_ref(), &dataset.images);
         let bias = crate::operators::log_likelihoods(&measured, &y, sigma)?;
         let set = Weights::Biased(engine.add_bias(&bias)?);
@@ -174,7 +176,7 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
         Error::Config { problem, .. } => Error::config("--method", problem),
         other => other,
     })?;
-    let engine = crate::engine::create(&req.backend, &dataset)?;
+    let engine = crate::engine::create_with_storage(&req.backend, &dataset, &req.storage)?;
     let ctx = Context {
         backend: engine.as_ref(),
         operator: op.as_ref(),
