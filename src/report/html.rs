@@ -259,6 +259,8 @@ td.bad { background: #fde2e1; }
 figure { margin: 16px 0; }
 figure svg, figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figure img { image-rendering: pixelated; }
+figure.png { display: inline-block; vertical-align: top; margin: 8px 24px 16px 0; max-width: 560px; }
+.ftitle { font-weight: bold; margin-bottom: 6px; }
 figcaption { color: #555; font-size: 14px; margin-top: 4px; max-width: 1000px; }
 pre { background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 13px; }
 .warn { color: #a33; font-size: 13px; text-align: left; }
@@ -377,17 +379,29 @@ pub fn render(page: &ReportPage) -> String {
         }
         h.push_str("</table>\n");
     }
+    let mut in_images = false;
     for f in &page.figures {
-        let _ = write!(h, "<h2>{}</h2>\n<figure>\n", escape(&f.title));
         match &f.content {
             FigureContent::Svg(svg) => {
+                in_images = false;
+                let _ = write!(h, "<h2>{}</h2>\n<figure>\n", escape(&f.title));
                 h.push_str(strip_xml_declaration(svg));
                 h.push('\n');
             }
             FigureContent::Png(bytes) => {
+                // Consecutive images flow side by side under one heading.
+                if !in_images {
+                    h.push_str("<h2>Images</h2>\n");
+                    in_images = true;
+                }
+                let width = png_display_width(bytes)
+                    .map(|w| format!(" width=\"{w}\""))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     h,
-                    "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
+                    "<figure class=\"png\">\n<div class=\"ftitle\">{}</div>\n\
+                     <img alt=\"{}\"{width} src=\"data:image/png;base64,{}\">",
+                    escape(&f.title),
                     escape(&f.title),
                     base64(bytes)
                 );
@@ -404,6 +418,20 @@ pub fn render(page: &ReportPage) -> String {
     }
     h.push_str("</body>\n</html>\n");
     h
+}
+
+/// Small PNGs (a 4×4 measurement, a 16×16 truth) are shown enlarged by a whole factor to about
+/// 200 pixels wide; the width comes from the IHDR chunk (bytes 16..20, big-endian). `None`
+/// for bytes that are not a PNG or for images already 200 pixels or wider.
+fn png_display_width(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" {
+        return None;
+    }
+    let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    if w == 0 || w >= 200 {
+        return None;
+    }
+    Some(w * 200u32.div_ceil(w))
 }
 
 /// Inline SVG in HTML must not carry an `<?xml …?>` declaration.
@@ -436,6 +464,26 @@ mod tests {
             assert_eq!(base64(input.as_bytes()), expected, "{input:?}");
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn small_pngs_are_enlarged_by_a_whole_factor() {
+        let png = |w: u32, h: u32| {
+            let mut bytes = Vec::new();
+            image::ImageEncoder::write_image(
+                image::codecs::png::PngEncoder::new(&mut bytes),
+                &vec![128u8; (w * h * 3) as usize],
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+            bytes
+        };
+        assert_eq!(png_display_width(&png(4, 4)), Some(200));
+        assert_eq!(png_display_width(&png(68, 68)), Some(204));
+        assert_eq!(png_display_width(&png(530, 530)), None);
+        assert_eq!(png_display_width(b"not a png at all, no header"), None);
     }
 
     #[test]

@@ -150,6 +150,22 @@ fn format_time(t: f64) -> String {
     }
 }
 
+/// `12`, `1.5`, `0.25`: ratio labels with no trailing zeros.
+fn format_ratio(r: f64) -> String {
+    let text = if r.abs() >= 10.0 {
+        format!("{r:.0}")
+    } else if r.abs() >= 1.0 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.3}")
+    };
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 /// The smallest and largest positive finite time among `times`, widened to whole decades
 /// when they are equal.
 fn time_range(times: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -405,7 +421,7 @@ pub fn spread_ratio_plot(series: &[Series]) -> Result<String> {
             .x_desc("t (log scale)")
             .y_desc("spread ratio (log scale)")
             .x_label_formatter(&|t| format_time(*t))
-            .y_label_formatter(&|r| format!("{r:.3}"))
+            .y_label_formatter(&|r| format_ratio(*r))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(plot_error)?;
