@@ -90,7 +90,7 @@ fn compare_writes_a_self_contained_report() {
     let metrics = json(&out.join("metrics.json"));
     let u = fslens::arrays::read_npy(&out.join("projection_direction.npy")).unwrap();
     assert_eq!(u.shape, vec![256]);
-    let norm: f64 = u.data.iter().map(|&v| v as f64 * v as f64).sum();
+    let norm: f64 = u.data.iter().map(|&v| v * v).sum();
     assert!((norm - 1.0).abs() < 1e-5, "‖u‖² = {norm}");
     for s in summary["samplers"].as_array().unwrap() {
         let name = s["name"].as_str().unwrap();
@@ -131,9 +131,9 @@ fn compare_writes_a_self_contained_report() {
         let samples = fslens::arrays::read_npy(&out.join(format!("samples_{name}.npy"))).unwrap();
         for k in 0..64 {
             let dot: f64 = (0..256)
-                .map(|q| samples.data[k * 256 + q] as f64 * u.data[q] as f64)
+                .map(|q| samples.data[k * 256 + q] * u.data[q])
                 .sum();
-            let got = proj.data[50 * 64 + k] as f64;
+            let got = proj.data[50 * 64 + k];
             assert!(
                 (got - dot).abs() < 1e-4 * (1.0 + dot.abs()),
                 "{name} k={k}: {got} vs {dot}"
@@ -143,9 +143,9 @@ fn compare_writes_a_self_contained_report() {
         let row = times.iter().position(|&t| t == full[3]).unwrap();
         for k in 0..64 {
             let dot: f64 = (0..256)
-                .map(|q| clouds.data[(3 * 64 + k) * 256 + q] as f64 * u.data[q] as f64)
+                .map(|q| clouds.data[(3 * 64 + k) * 256 + q] * u.data[q])
                 .sum();
-            let got = proj.data[row * 64 + k] as f64;
+            let got = proj.data[row * 64 + k];
             assert!((got - dot).abs() < 1e-4 * (1.0 + dot.abs()), "{name} k={k}");
         }
     }

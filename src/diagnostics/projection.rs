@@ -182,7 +182,7 @@ fn difference(a: &[f64], b: &[f64]) -> Vec<f64> {
 /// v/‖v‖, or `None` when ‖v‖ is 0 (or too small to give a direction).
 fn unit(v: Vec<f64>, label: String) -> Option<Direction> {
     let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if !(norm > 1e-9) {
+    if norm.is_nan() || norm <= 1e-9 {
         return None;
     }
     Some(Direction {
@@ -244,11 +244,11 @@ mod tests {
         let mean = |c: u32| -> Vec<f64> {
             let mut m = [0.0f64; 6];
             let mut mass = 0.0;
-            for i in 0..30 {
+            for (i, &w) in omega.iter().enumerate() {
                 if i % 3 == c as usize {
-                    mass += omega[i];
-                    for q in 0..6 {
-                        m[q] += omega[i] * ds.image(i)[q] as f64;
+                    mass += w;
+                    for (mq, &a) in m.iter_mut().zip(ds.image(i)) {
+                        *mq += w * a as f64;
                     }
                 }
             }

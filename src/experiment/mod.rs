@@ -491,7 +491,7 @@ fn run_planned(
                 .iter()
                 .map(|&t| {
                     let noise = problem.schedule.noise(t);
-                    let seed = cfg.seed ^ t.to_bits() ^ 0x6865_6174_6d61_70;
+                    let seed = cfg.seed ^ t.to_bits() ^ 0x0068_6561_746d_6170;
                     direction.project(&posterior_view.draw(noise, k, seed))
                 })
                 .collect();

@@ -437,10 +437,10 @@ fn png_display_width(bytes: &[u8]) -> Option<u32> {
 /// Inline SVG in HTML must not carry an `<?xml …?>` declaration.
 fn strip_xml_declaration(svg: &str) -> &str {
     let s = svg.trim_start();
-    if s.starts_with("<?xml") {
-        if let Some(end) = s.find("?>") {
-            return s[end + 2..].trim_start();
-        }
+    if s.starts_with("<?xml")
+        && let Some(end) = s.find("?>")
+    {
+        return s[end + 2..].trim_start();
     }
     s
 }

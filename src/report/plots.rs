@@ -52,7 +52,7 @@ pub const HEATMAP_BINS: usize = 60;
 /// not counted. Empty when bins = 0 or hi ≤ lo.
 pub fn bin_counts(values: &[f32], lo: f64, hi: f64, bins: usize) -> Vec<u32> {
     let mut counts = vec![0u32; bins];
-    if bins == 0 || !(hi > lo) {
+    if bins == 0 || hi.is_nan() || lo.is_nan() || hi <= lo {
         return counts;
     }
     let width = hi - lo;
