@@ -195,6 +195,77 @@ fn compare_writes_a_self_contained_report() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `fslens run` without the exact sampler still writes report.html: the heatmap's reference
+/// panel is drawn from the exact posterior at the sampler's times, along the configured
+/// `atoms:i,j` direction; explicit checkpoints are kept as given.
+#[test]
+fn run_without_exact_reports_against_exact_draws() {
+    let dir = std::env::temp_dir().join(format!("fslens-report-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("fsr.toml");
+    let text = config("downsample:4")
+        .replace(
+            "samplers = [\"exact\"]",
+            "samplers = [\"fsr\"]\ncheckpoints = [0.5, 0.1, 0.02]",
+        )
+        .replace("clusters = 4", "clusters = 4\ndirection = \"atoms:3,10\"");
+    std::fs::write(&cfg, text).unwrap();
+    let out = dir.join("out");
+    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["projection_direction"], "atom 3 − atom 10");
+    let s = &summary["samplers"][0];
+    assert_eq!(s["checkpoint_times"].as_array().unwrap().len(), 3);
+    assert_eq!(s["full_checkpoint_times"], s["checkpoint_times"]);
+    let proj = fslens::arrays::read_npy(&out.join("projections_fsr.npy")).unwrap();
+    assert_eq!(proj.shape, vec![4, 64]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_self_contained(&html);
+    assert!(html.contains("exact (drawn)"));
+    assert!(html.contains("atom 3 − atom 10"));
+    assert_eq!(html.matches("<svg").count(), 4);
+
+    // A direction naming an atom that does not exist fails before anything is written.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("atoms:3,10", "atoms:3,100000"),
+    )
+    .unwrap();
+    let bad = dir.join("bad");
+    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            bad.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success());
+    assert!(stderr.contains("diagnostics.direction"), "{stderr}");
+    assert!(!bad.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Screenshots the page with chromium (when installed) and checks the PNG shows something:
 /// at least 2 % non-white pixels and many distinct colours (the heatmaps' colour map).
 fn screenshot(report: &Path, png: &Path) {
