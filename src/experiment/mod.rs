@@ -204,10 +204,15 @@ fn run_planned(
             match samplers::by_name_with(name, &options)?.check_operator(setup.operator.as_ref()) {
                 Ok(()) => cfg.sampling.samplers.push(name.to_string()),
                 Err(e) => {
-                    observer.warning(&format!("compare: skipping {name}: {e}"));
+                    // The config key the error names is moot here: compare chose the sampler.
+                    let reason = match e {
+                        Error::Config { problem, .. } => problem,
+                        other => other.to_string(),
+                    };
+                    observer.warning(&format!("compare: skipping {name}: {reason}"));
                     skipped.push(SkippedSampler {
                         name: name.to_string(),
-                        reason: e.to_string(),
+                        reason,
                     });
                 }
             }
