@@ -24,7 +24,7 @@
 //! t_min = 1e-3
 //! beta_min = 0.01
 //! beta_max = 20.0
-//! checkpoints = [0.5, 0.2, 0.1, 0.05, 0.02]
+//! # checkpoints = [0.5, 0.2, 0.1]  # default: 50 grid times log-spaced from 1 to t_min
 //! zeta = 1.0               # ζ of zeta-dps
 //! cg_tolerance = 1e-6      # relative residual of pigdm/tmpd conjugate gradients
 //! cg_max_iterations = 100
@@ -35,6 +35,7 @@
 //! [diagnostics]            # optional
 //! hallucination_threshold = 1e-3   # exact mode mass below which a mode is ruled out
 //! clusters = 8             # k-means modes when the data set has no labels
+//! direction = "modes"      # heatmap direction u: "modes" (two heaviest exact modes) or "atoms:i,j"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -75,6 +76,15 @@ pub struct DiagnosticsConfig {
     /// k of the k-means modes used when the data set has no class labels; default 8.
     #[serde(default = "default_clusters")]
     pub clusters: usize,
+    /// The direction u of the (t, ⟨x_t, u⟩) heatmap: `"modes"` (default; from the mean image
+    /// of the second heaviest exact mode to that of the heaviest) or `"atoms:i,j"` (from atom j
+    /// to atom i, 0-based indices into the atoms after the hold-out).
+    #[serde(default = "default_direction")]
+    pub direction: String,
+}
+
+fn default_direction() -> String {
+    "modes".into()
 }
 
 fn default_hallucination_threshold() -> f64 {
@@ -89,6 +99,7 @@ impl Default for DiagnosticsConfig {
         DiagnosticsConfig {
             hallucination_threshold: default_hallucination_threshold(),
             clusters: default_clusters(),
+            direction: default_direction(),
         }
     }
 }
@@ -158,8 +169,10 @@ pub struct SamplingConfig {
     pub beta_min: f64,
     #[serde(default = "default_beta_max")]
     pub beta_max: f64,
-    #[serde(default = "default_checkpoints")]
-    pub checkpoints: Vec<f64>,
+    /// Times at which every sampler's cloud is recorded and scored (snapped to the step grid).
+    /// Absent: [`DEFAULT_CHECKPOINTS`] grid times log-spaced between 1 and t_min.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<Vec<f64>>,
     /// ζ of `zeta-dps` (the published DPS step size written as a score), > 0.
     #[serde(default = "default_zeta")]
     pub zeta: f64,
@@ -214,9 +227,8 @@ fn default_cg_tolerance() -> f64 {
 fn default_cg_max_iterations() -> usize {
     100
 }
-fn default_checkpoints() -> Vec<f64> {
-    vec![0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
-}
+/// How many checkpoints a run records when `sampling.checkpoints` is absent.
+pub const DEFAULT_CHECKPOINTS: usize = 50;
 
 impl Default for SamplingConfig {
     fn default() -> Self {
@@ -227,7 +239,7 @@ impl Default for SamplingConfig {
             t_min: default_t_min(),
             beta_min: default_beta_min(),
             beta_max: default_beta_max(),
-            checkpoints: default_checkpoints(),
+            checkpoints: None,
             zeta: default_zeta(),
             cg_tolerance: default_cg_tolerance(),
             cg_max_iterations: default_cg_max_iterations(),
@@ -322,6 +334,7 @@ impl RunConfig {
                 format!("must lie in (0, 1), got {}", g.hallucination_threshold),
             ));
         }
+        crate::diagnostics::projection::DirectionSpec::parse(&g.direction)?;
         if g.clusters == 0 {
             return Err(Error::config(
                 "diagnostics.clusters",
@@ -353,12 +366,20 @@ impl RunConfig {
     /// back to Euler–Maruyama here).
     pub fn sampler_settings(&self) -> crate::samplers::Settings {
         let s = &self.sampling;
+        let checkpoints = s.checkpoints.clone().unwrap_or_else(|| {
+            crate::diffusion::integrate::TimeGrid {
+                t_max: 1.0,
+                t_min: s.t_min,
+                steps: s.steps.max(1),
+            }
+            .log_spaced_checkpoints(DEFAULT_CHECKPOINTS)
+        });
         crate::samplers::Settings {
             particles: s.particles,
             steps: s.steps,
             t_min: s.t_min,
             seed: self.seed,
-            checkpoints: s.checkpoints.clone(),
+            checkpoints,
             integrator: self.integrator().unwrap_or_default(),
             dps_update: s.dps_update,
         }

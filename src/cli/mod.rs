@@ -20,6 +20,7 @@ finite-sample posterior of an empirical (training-set) prior.";
 const AFTER_HELP: &str = "Examples:
   fslens demo --out demo-out                 # the embedded default: synthetic shapes, no files needed
   fslens run assets/configs/fashion-mnist-inpaint.toml --out fm-inpaint
+  fslens compare assets/configs/glyphs-blur.toml --out glyphs-compare   # every sampler, one report.html
   fslens score --atoms A.npy --x X.npy --t 0.3 --method fsr --y Y.npy \\
                --operator matrix:M.npy --sigma 0.05 --out S.npy
   fslens info                                # version, backends, GPU adapters
@@ -66,6 +67,24 @@ enum Command {
         backend: Option<String>,
         /// GPU atom storage: auto (u8 for 8-bit data, else f32) | f32 | u8 | f16 (overrides the
         /// config's `storage`).
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    /// Run the exact sampler and every approximate sampler that applies (exact, fsr, sigma-dps,
+    /// zeta-dps, and pigdm/tmpd when the operator is linear) on the config's measurement, the
+    /// same y and seed, whatever its `sampling.samplers` says; write one report.html and
+    /// metrics.json. Skipped samplers are named, with the reason, on stderr and in the report.
+    #[command(after_help = operator_help())]
+    Compare {
+        /// The run config (TOML). Relative paths inside it are resolved against its folder.
+        config: PathBuf,
+        /// Output folder (replaced if it exists); default: runs/<config name>-compare.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// auto | cpu | gpu (overrides the config's `backend`).
+        #[arg(long)]
+        backend: Option<String>,
+        /// GPU atom storage: auto | f32 | u8 | f16 (overrides the config's `storage`).
         #[arg(long)]
         storage: Option<String>,
     },
@@ -225,6 +244,28 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
             });
             run_config(cli, &cfg, &base, &out, backend.as_deref())
+        }
+        Command::Compare {
+            config,
+            out,
+            backend,
+            storage,
+        } => {
+            let mut cfg = RunConfig::load(config)?;
+            if let Some(st) = storage {
+                cfg.storage = st.clone();
+            }
+            let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let out = out.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!(
+                    "{}-compare",
+                    config.file_stem().unwrap_or_default().to_string_lossy()
+                ))
+            });
+            let mut reporter = Reporter::new(cli.quiet, cli.json);
+            let result =
+                crate::experiment::compare(&cfg, &base, &out, backend.as_deref(), &mut reporter);
+            finish_run(cli, reporter, result)
         }
         Command::Score {
             atoms,
@@ -417,7 +458,17 @@ fn run_config(
     backend: Option<&str>,
 ) -> Result<()> {
     let mut reporter = Reporter::new(cli.quiet, cli.json);
-    let (path, summary) = crate::experiment::run(cfg, base, out, backend, &mut reporter)?;
+    let result = crate::experiment::run(cfg, base, out, backend, &mut reporter);
+    finish_run(cli, reporter, result)
+}
+
+/// Prints a finished run's result: the JSON record, or the table of final metrics.
+fn finish_run(
+    cli: &Cli,
+    mut reporter: Reporter,
+    result: Result<(PathBuf, crate::experiment::summary::Summary)>,
+) -> Result<()> {
+    let (path, summary) = result?;
     reporter.finish();
     if cli.json {
         println!(
@@ -442,6 +493,10 @@ fn run_config(
                 m.spread_ratio
             );
         }
+        for s in &summary.skipped_samplers {
+            eprintln!("  skipped {}: {}", s.name, s.reason);
+        }
+        eprintln!("  report: {}", path.join("report.html").display());
     }
     Ok(())
 }

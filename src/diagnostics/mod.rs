@@ -11,6 +11,7 @@
 
 pub mod image_quality;
 pub mod modes;
+pub mod projection;
 
 use rand::SeedableRng;
 use serde::Serialize;

@@ -81,6 +81,50 @@ impl TimeGrid {
         ks.dedup();
         ks
     }
+
+    /// The default checkpoint times: up to `count` distinct grid times t_k, k = 0..K−1 (t_max
+    /// down to the last step before t_min, which every run records anyway), spaced evenly in
+    /// log t, so denser toward t_min where the posterior sharpens. Log-spaced times closer
+    /// together than a step snap to the same t_k; the candidate count grows until `count`
+    /// distinct steps are found or every step is taken. Decreasing t.
+    pub fn log_spaced_checkpoints(&self, count: usize) -> Vec<f64> {
+        let available = self.steps; // k = 0..K−1
+        let want = count.min(available);
+        if want == 0 {
+            return Vec::new();
+        }
+        let (lo, hi) = (self.t_min.ln(), self.t_max.ln());
+        let mut candidates = want;
+        loop {
+            let times: Vec<f64> = (0..candidates)
+                .map(|j| {
+                    let f = if candidates == 1 {
+                        0.0
+                    } else {
+                        j as f64 / (candidates - 1) as f64
+                    };
+                    (hi + f * (lo - hi)).exp()
+                })
+                .collect();
+            let ks: Vec<usize> = self
+                .checkpoint_steps(&times)
+                .into_iter()
+                .filter(|&k| k < self.steps)
+                .collect();
+            if ks.len() >= want || candidates >= 64 * want.max(1) {
+                // An overshoot keeps an evenly indexed subset, so both ends stay covered.
+                let picked = (0..want.min(ks.len())).map(|j| {
+                    if want == 1 {
+                        ks[0]
+                    } else {
+                        ks[(j * (ks.len() - 1) + (want - 1) / 2) / (want - 1)]
+                    }
+                });
+                return picked.map(|k| self.time(k)).collect();
+            }
+            candidates += (want - ks.len()).max(1);
+        }
+    }
 }
 
 /// How the reverse process is integrated (config `[sampling] integrator`, plus `eta`).
@@ -465,6 +509,43 @@ pub fn ddim_step<R: Rng>(
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// The default checkpoints: the requested count of distinct grid times, decreasing, on the
+    /// grid, never t_min itself, denser toward t_min (log spacing: the gap ratio between the
+    /// first and last gaps is large), and every step when the grid has fewer.
+    #[test]
+    fn log_spaced_checkpoints_are_distinct_grid_times_dense_near_t_min() {
+        for (steps, t_min) in [(500usize, 1e-3), (60, 1e-3), (1000, 1e-2), (2000, 1e-4)] {
+            let grid = TimeGrid {
+                t_max: 1.0,
+                t_min,
+                steps,
+            };
+            let ts = grid.log_spaced_checkpoints(50);
+            assert_eq!(ts.len(), 50.min(steps), "steps {steps}");
+            assert!(ts.windows(2).all(|w| w[0] > w[1]), "{ts:?}");
+            assert!(ts.iter().all(|&t| t > t_min && t <= 1.0));
+            let ks = grid.checkpoint_steps(&ts);
+            assert_eq!(ks.len(), ts.len(), "times on distinct steps");
+            for (&k, &t) in ks.iter().zip(&ts) {
+                assert_eq!(grid.time(k), t, "on the grid");
+            }
+            assert_eq!(ts[0], 1.0);
+            let first_gap = ts[0] - ts[1];
+            let last_gap = ts[ts.len() - 2] - ts[ts.len() - 1];
+            if steps >= 10 * ts.len() {
+                assert!(first_gap > 5.0 * last_gap, "{first_gap} vs {last_gap}");
+            }
+        }
+        let tiny = TimeGrid {
+            t_max: 1.0,
+            t_min: 1e-3,
+            steps: 7,
+        };
+        let ts = tiny.log_spaced_checkpoints(50);
+        let all: Vec<f64> = (0..7).map(|k| tiny.time(k)).collect();
+        assert_eq!(ts, all);
+    }
 
     /// For a Gaussian data distribution x_0 ~ N(μ, τ²) the marginal is
     /// x_t ~ N(s μ, s² τ² + v) with score −(x − s μ)/(s² τ² + v); reverse EM from N(0, 1)

@@ -2,6 +2,7 @@
 //! load the atoms, hold out the truth, measure it, build the engine, run every sampler on the
 //! same y and seed, and write what they produced (README: "Output folder").
 
+pub mod page;
 pub mod score;
 pub mod summary;
 
@@ -14,17 +15,23 @@ use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
 use crate::data::{Dataset, ImageShape};
 use crate::diagnostics::image_quality::ssim_window;
+use crate::diagnostics::projection::{Direction, DirectionSpec};
 use crate::diagnostics::{Analysis, ExactPosterior, OFF_SUPPORT_QUANTILE, ReferenceAt};
 use crate::engine::Backend;
 use crate::operators::{self, Operator};
 use crate::report::images::{default_scale, save_grid};
 use crate::report::output::OutputDir;
+use crate::report::plots::ProjectionSeries;
 use crate::samplers::{self, Problem, Progress};
 use crate::{Error, Result};
 use summary::{
     ClassWeight, DatasetSummary, MeasurementSummary, MetricsFile, ModesSummary, SamplerMetrics,
-    SamplerSummary, Summary, TopAtom,
+    SamplerSummary, SkippedSampler, Summary, TopAtom,
 };
+
+/// At most this many full checkpoint clouds (K × D each) are written per sampler; the
+/// projections and metrics cover every checkpoint.
+pub const FULL_CHECKPOINTS: usize = 8;
 
 /// What a run tells the person watching it; the CLI turns it into a progress bar or JSON.
 pub trait Observer {
@@ -152,14 +159,65 @@ pub fn run(
     backend: Option<&str>,
     observer: &mut dyn Observer,
 ) -> Result<(PathBuf, Summary)> {
+    run_planned(cfg, base_dir, out, backend, observer, false)
+}
+
+/// `fslens compare`: runs every sampler that applies to the config's operator (all of
+/// [`samplers::NAMES`]; pigdm and tmpd only for a linear operator), whatever
+/// `sampling.samplers` says, on the same y and seed, into one output folder. Skipped samplers
+/// are reported to `observer` as warnings and listed in summary.json and report.html.
+pub fn compare(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    out: &Path,
+    backend: Option<&str>,
+    observer: &mut dyn Observer,
+) -> Result<(PathBuf, Summary)> {
+    run_planned(cfg, base_dir, out, backend, observer, true)
+}
+
+fn run_planned(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    out: &Path,
+    backend: Option<&str>,
+    observer: &mut dyn Observer,
+    every_sampler: bool,
+) -> Result<(PathBuf, Summary)> {
     let started = Instant::now();
     let mut cfg = cfg.clone();
     if let Some(b) = backend {
         cfg.backend = b.to_string();
     }
+    if every_sampler {
+        // Which samplers apply depends on the operator, known after setup.
+        cfg.sampling.samplers = vec!["exact".into()];
+    }
     cfg.validate()?;
     let staging = OutputDir::create(out)?;
     let setup = setup(&cfg, base_dir, observer)?;
+    let mut skipped = Vec::new();
+    if every_sampler {
+        let options = cfg.sampler_options();
+        cfg.sampling.samplers.clear();
+        for &name in samplers::NAMES {
+            match samplers::by_name_with(name, &options)?.check_operator(setup.operator.as_ref()) {
+                Ok(()) => cfg.sampling.samplers.push(name.to_string()),
+                Err(e) => {
+                    // The config key the error names is moot here: compare chose the sampler.
+                    let reason = match e {
+                        Error::Config { problem, .. } => problem,
+                        other => other.to_string(),
+                    };
+                    observer.warning(&format!("compare: skipping {name}: {reason}"));
+                    skipped.push(SkippedSampler {
+                        name: name.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
     let shape = setup.atoms.shape;
     let d = shape.dim();
     observer.stage("building the engine");
@@ -194,6 +252,13 @@ pub fn run(
         problem.schedule,
         cfg.diagnostics_options(),
     );
+    let direction = Direction::new(
+        &posterior_view,
+        DirectionSpec::parse(&cfg.diagnostics.direction)?,
+    )?;
+    let u32s: Vec<f32> = direction.u.iter().map(|&v| v as f32).collect();
+    write_npy_f32(&dir.join("projection_direction.npy"), &[d], &u32s)?;
+    let mut projections: Vec<(String, ProjectionSeries)> = Vec::new();
     let mut samplers_out = Vec::new();
     let mut metrics_out = std::collections::BTreeMap::new();
     let options = cfg.sampler_options();
@@ -240,7 +305,15 @@ pub fn run(
         let mut records = Vec::new();
         let mut cached = cached.map(|c| c.into_iter());
         let mut last = None;
-        for (t, cloud) in clouds(&run, final_level.t) {
+        let recorded = clouds(&run, final_level.t);
+        let projection = ProjectionSeries {
+            times: recorded.iter().map(|&(t, _)| t).collect(),
+            values: recorded
+                .iter()
+                .map(|&(_, cloud)| direction.project(cloud))
+                .collect(),
+        };
+        for (t, cloud) in recorded {
             let analysis = match cached.as_mut().and_then(|c| c.next()) {
                 Some(a) => a,
                 None => posterior_view.analyse(engine, cloud, problem.schedule.noise(t))?,
@@ -269,18 +342,25 @@ pub fn run(
             &[k, d],
             &pass.denoised,
         )?;
-        if !run.snapshots.is_empty() {
-            let cloud: Vec<f32> = run
-                .snapshots
+        let checkpoint_times: Vec<f64> = run.snapshots.iter().map(|snap| snap.t).collect();
+        let full = spread_in_log_time(&checkpoint_times, FULL_CHECKPOINTS);
+        if !full.is_empty() {
+            let cloud: Vec<f32> = full
                 .iter()
-                .flat_map(|snap| snap.particles.iter().copied())
+                .flat_map(|&i| run.snapshots[i].particles.iter().copied())
                 .collect();
             write_npy_f32(
                 &dir.join(format!("checkpoints_{name}.npy")),
-                &[run.snapshots.len(), k, d],
+                &[full.len(), k, d],
                 &cloud,
             )?;
         }
+        let flat: Vec<f32> = projection.values.iter().flatten().copied().collect();
+        write_npy_f32(
+            &dir.join(format!("projections_{name}.npy")),
+            &[projection.times.len(), k],
+            &flat,
+        )?;
         let shown = k.min(64);
         save_grid(
             &dir.join(format!("grid_{name}.png")),
@@ -303,7 +383,9 @@ pub fn run(
             final_time: final_level.t,
             final_noise_variance: final_level.noise.v,
             passes_per_step: run.passes_per_step,
-            checkpoint_times: run.snapshots.iter().map(|snap| snap.t).collect(),
+            full_checkpoint_times: full.iter().map(|&i| checkpoint_times[i]).collect(),
+            checkpoint_times,
+            projection_times: projection.times.clone(),
             class_weights: classes.map(|c| named_weights(&setup.atoms, &c)),
             class_tv_to_exact: tv,
             diagnostics: run.diagnostics.iter().cloned().collect(),
@@ -311,6 +393,7 @@ pub fn run(
             metrics: final_metrics.clone(),
             checkpoints: records.clone(),
         });
+        projections.push((name.clone(), projection));
         metrics_out.insert(
             name.clone(),
             SamplerMetrics {
@@ -395,10 +478,53 @@ pub fn run(
         exact_class_weights: exact_classes.map(|c| named_weights(&setup.atoms, &c)),
         modes: modes_summary.clone(),
         samplers: samplers_out,
+        projection_direction: direction.label.clone(),
+        skipped_samplers: skipped,
         total_seconds: started.elapsed().as_secs_f64(),
     };
-    std::fs::write(dir.join("config.toml"), cfg.to_toml())
+    let config_toml = cfg.to_toml();
+    std::fs::write(dir.join("config.toml"), &config_toml)
         .map_err(|e| Error::io(dir.join("config.toml"), e))?;
+    // The heatmap's reference: the exact sampler's own clouds, or fresh exact draws at the
+    // first sampler's times when the run has no exact sampler.
+    let exact_projection = match projections.iter().find(|(n, _)| n == "exact") {
+        Some((_, p)) => Some(("exact".to_string(), p.clone())),
+        None => projections.first().map(|(_, p)| {
+            let k = settings.particles;
+            let values = p
+                .times
+                .iter()
+                .map(|&t| {
+                    let noise = problem.schedule.noise(t);
+                    let seed = cfg.seed ^ t.to_bits() ^ 0x0068_6561_746d_6170;
+                    direction.project(&posterior_view.draw(noise, k, seed))
+                })
+                .collect();
+            (
+                "exact (drawn)".to_string(),
+                ProjectionSeries {
+                    times: p.times.clone(),
+                    values,
+                },
+            )
+        }),
+    };
+    let report = page::run_page(
+        &summary,
+        &config_toml,
+        &projections,
+        exact_projection.as_ref().map(|(n, p)| (n.as_str(), p)),
+        &dir,
+        if every_sampler {
+            "fslens compare"
+        } else {
+            "fslens run"
+        },
+    )?;
+    crate::arrays::write_atomic(
+        &dir.join("report.html"),
+        crate::report::html::render(&report).as_bytes(),
+    )?;
     crate::arrays::write_atomic(
         &dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)
@@ -417,6 +543,42 @@ fn clouds(run: &crate::samplers::Run, t_end: f64) -> Vec<(f64, &[f32])> {
         .map(|snap| (snap.t, snap.particles.as_slice()))
         .chain(std::iter::once((t_end, run.samples.as_slice())))
         .collect()
+}
+
+/// Indices of at most `count` of `times` (decreasing) spread evenly in log t: the nearest
+/// index to each of `count` log-spaced targets between the first and last time, deduplicated.
+/// All of them when there are no more than `count`.
+pub fn spread_in_log_time(times: &[f64], count: usize) -> Vec<usize> {
+    if times.len() <= count {
+        return (0..times.len()).collect();
+    }
+    if count == 0 {
+        return Vec::new();
+    }
+    let logs: Vec<f64> = times
+        .iter()
+        .map(|t| t.max(f64::MIN_POSITIVE).ln())
+        .collect();
+    let (first, last) = (logs[0], logs[logs.len() - 1]);
+    let mut picked: Vec<usize> = (0..count)
+        .map(|j| {
+            let target = if count == 1 {
+                last
+            } else {
+                first + (last - first) * j as f64 / (count - 1) as f64
+            };
+            (0..logs.len())
+                .min_by(|&a, &b| {
+                    (logs[a] - target)
+                        .abs()
+                        .total_cmp(&(logs[b] - target).abs())
+                })
+                .expect("times is not empty")
+        })
+        .collect();
+    picked.sort_unstable();
+    picked.dedup();
+    picked
 }
 
 /// The exact posterior's references by time: from the exact run where it recorded that time,

@@ -20,7 +20,20 @@ pub struct Summary {
     /// The modes the metrics group atoms into, with their exact posterior mass.
     pub modes: ModesSummary,
     pub samplers: Vec<SamplerSummary>,
+    /// The unit direction u of projections_<sampler>.npy and the report's heatmap (its D
+    /// values are in projection_direction.npy): `"Shirt − Coat"` (mode means) or
+    /// `"atom i − atom j"`.
+    pub projection_direction: String,
+    /// Samplers `fslens compare` left out, with the reason (e.g. pigdm on a nonlinear operator).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_samplers: Vec<SkippedSampler>,
     pub total_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SkippedSampler {
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -100,8 +113,14 @@ pub struct SamplerSummary {
     /// integrators; for ddpm/ddim the time with v(t) = 1e-4), and that noise variance v.
     pub final_time: f64,
     pub final_noise_variance: f64,
-    /// Times of the clouds in checkpoints_<name>.npy (T × K × D), decreasing.
+    /// The recorded checkpoint times (decreasing), one `checkpoints` metrics record each.
     pub checkpoint_times: Vec<f64>,
+    /// The times of the full clouds in checkpoints_<name>.npy (F × K × D): at most 8 of the
+    /// checkpoint times, evenly spread in log t.
+    pub full_checkpoint_times: Vec<f64>,
+    /// The rows of projections_<name>.npy ((T + 1) × K, ⟨x_t, u⟩): the checkpoint times, then
+    /// the final time.
+    pub projection_times: Vec<f64>,
     pub class_weights: Option<Vec<ClassWeight>>,
     /// Total variation between this sampler's class weights and the exact ones.
     pub class_tv_to_exact: Option<f64>,

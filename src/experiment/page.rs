@@ -1,0 +1,232 @@
+//! A run's report.html content, from what summary.json holds, the projections and the PNGs in
+//! the output folder (see [`crate::report::html`]).
+
+use std::path::Path;
+
+use super::summary::Summary;
+use crate::report::html::{
+    Figure, FigureContent, ModeTable, ReportPage, SPREAD_BAND, SamplerCurves, SamplerRow,
+    standard_figures,
+};
+use crate::report::plots::ProjectionSeries;
+use crate::{Error, Result};
+
+/// The page of a run folder `dir` (whose PNGs it embeds): the facts and table from `summary`,
+/// the standard plots from its metric records and `projections` (sampler name → series),
+/// the exact heatmap panel from `exact_projection`, the config text, and notes for skipped
+/// samplers and flagged failures. `command` names what made the folder.
+pub fn run_page(
+    summary: &Summary,
+    config_toml: &str,
+    projections: &[(String, ProjectionSeries)],
+    exact_projection: Option<(&str, &ProjectionSeries)>,
+    dir: &Path,
+    command: &str,
+) -> Result<ReportPage> {
+    let m = &summary.measurement;
+    let ds = &summary.dataset;
+    let mut facts = vec![
+        (
+            "data set".to_string(),
+            format!(
+                "{} ({} atoms of {}×{}×{})",
+                ds.source, ds.atoms, ds.height, ds.width, ds.channels
+            ),
+        ),
+        (
+            "measurement".to_string(),
+            format!(
+                "{} ({}, m = {}), σ = {}",
+                m.operator,
+                if m.linear { "linear" } else { "nonlinear" },
+                m.m,
+                m.sigma
+            ),
+        ),
+        (
+            "truth".to_string(),
+            match &m.truth_label {
+                Some(l) => format!("{} (label {l})", m.truth),
+                None => m.truth.clone(),
+            },
+        ),
+        (
+            "exact posterior".to_string(),
+            format!(
+                "{:.1} effective atoms; heaviest: {}",
+                summary.exact_effective_atoms,
+                summary
+                    .exact_top_atoms
+                    .iter()
+                    .take(5)
+                    .map(|a| match &a.label {
+                        Some(l) => format!("atom {} ({l}) {:.3}", a.index, a.weight),
+                        None => format!("atom {} {:.3}", a.index, a.weight),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        (
+            "modes".to_string(),
+            format!(
+                "{} ({})",
+                summary.modes.names.len(),
+                match summary.modes.source {
+                    crate::diagnostics::ModeSource::Classes => "the data set's classes",
+                    crate::diagnostics::ModeSource::Clusters => "k-means clusters",
+                }
+            ),
+        ),
+        (
+            "heatmap direction u".to_string(),
+            summary.projection_direction.clone(),
+        ),
+        ("backend".to_string(), summary.backend.clone()),
+    ];
+    if let Some(first) = summary.samplers.first() {
+        facts.push((
+            "final time".to_string(),
+            format!(
+                "t = {:.4e} (noise variance {:.3e}), {} checkpoints",
+                first.final_time,
+                first.final_noise_variance,
+                first.checkpoint_times.len()
+            ),
+        ));
+    }
+    let mut notes: Vec<String> = summary
+        .skipped_samplers
+        .iter()
+        .map(|s| format!("{} was skipped: {}", s.name, s.reason))
+        .collect();
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    for s in &summary.samplers {
+        let mut records = s.checkpoints.clone();
+        records.push(s.metrics.clone());
+        let ratios = records
+            .iter()
+            .map(|r| r.spread_ratio)
+            .filter(|r| r.is_finite());
+        let range = ratios.clone().fold(None, |acc: Option<(f64, f64)>, r| {
+            Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))))
+        });
+        if let Some((lo, hi)) = range
+            && (lo < SPREAD_BAND.0 || hi > SPREAD_BAND.1)
+        {
+            let worst = records
+                .iter()
+                .filter(|r| r.spread_ratio.is_finite())
+                .max_by(|a, b| {
+                    a.spread_ratio
+                        .ln()
+                        .abs()
+                        .total_cmp(&b.spread_ratio.ln().abs())
+                })
+                .expect("a finite ratio exists");
+            notes.push(format!(
+                "{}: spread ratio outside [{}, {}] (worst {:.3} at t = {:.3e})",
+                s.name, SPREAD_BAND.0, SPREAD_BAND.1, worst.spread_ratio, worst.t
+            ));
+        }
+        if s.metrics.hallucination_rate > 0.05 {
+            notes.push(format!(
+                "{}: {:.1} % of the final particles sit in modes the exact posterior rules out",
+                s.name,
+                100.0 * s.metrics.hallucination_rate
+            ));
+        }
+        if s.metrics.off_support_rate > 0.05 {
+            notes.push(format!(
+                "{}: {:.1} % of the final particles are off the data's support",
+                s.name,
+                100.0 * s.metrics.off_support_rate
+            ));
+        }
+        rows.push(SamplerRow {
+            name: s.name.clone(),
+            particles: s.particles,
+            steps: s.steps,
+            wall_seconds: s.wall_seconds,
+            seconds_per_step: s.seconds_per_step,
+            passes_per_step: s.passes_per_step,
+            metrics: s.metrics.clone(),
+            spread_ratio_range: range,
+            warnings: s.warnings.clone(),
+        });
+        curves.push(SamplerCurves {
+            name: s.name.clone(),
+            records,
+            projection: projections
+                .iter()
+                .find(|(n, _)| n == &s.name)
+                .map(|(_, p)| p.clone()),
+        });
+    }
+    let mut figures = standard_figures(
+        &curves,
+        exact_projection,
+        &summary.projection_direction,
+        &summary.modes.names,
+        &summary.modes.exact_weights,
+    )?;
+    let mut png = |file: String, title: String, caption: String| -> Result<()> {
+        let path = dir.join(&file);
+        if path.is_file() {
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            figures.push(Figure {
+                title,
+                caption,
+                content: FigureContent::Png(bytes),
+            });
+        }
+        Ok(())
+    };
+    png(
+        "truth.png".into(),
+        "Ground truth".into(),
+        "The image the measurement was taken of.".into(),
+    )?;
+    png(
+        "measurement.png".into(),
+        "Measurement y".into(),
+        "A viewable rendering of y.".into(),
+    )?;
+    png(
+        "exact_top_atoms.png".into(),
+        "Heaviest atoms of the exact posterior".into(),
+        "The ten atoms with the largest ω_i, heaviest first.".into(),
+    )?;
+    for s in &summary.samplers {
+        png(
+            format!("grid_{}.png", s.name),
+            format!("Samples of {}", s.name),
+            format!(
+                "The first {} of {}'s {} samples at the final time.",
+                s.particles.min(64),
+                s.name,
+                s.particles
+            ),
+        )?;
+    }
+    Ok(ReportPage {
+        title: format!("{command}: {}", ds.source),
+        subtitle: format!(
+            "fslens {} · {} samplers · {:.1} s",
+            summary.fslens_version,
+            summary.samplers.len(),
+            summary.total_seconds
+        ),
+        facts,
+        notes,
+        modes: Some(ModeTable {
+            names: summary.modes.names.clone(),
+            exact_weights: summary.modes.exact_weights.clone(),
+            hallucination_threshold: summary.modes.hallucination_threshold,
+        }),
+        samplers: rows,
+        figures,
+        config_toml: Some(config_toml.to_string()),
+    })
+}
