@@ -3,7 +3,8 @@
 //
 //   weighted mean:  out_d = Σ_p α_p acc_pd / Σ_p α_p S0_p
 //   covariance:     out_d = (C·g)_d = Σ_p α_p acc_pd / Σ_p α_p S0_p
-//                   (acc already holds Σ c_j (a_jd − m_d), so no m·Σc correction is needed)
+//                   (acc holds Σ c_j (a_jd − m_d); with kept distances it holds Σ c_j a_jd and
+//                   the host subtracts m_d·SC/S0)
 //
 // The row statistics are merged on the host in float64 from the same partials.
 
@@ -18,7 +19,7 @@ struct Params {
     s: f32,
     inv2v: f32,
     stride: u32,
-    _pad: u32,
+    row_base: u32,
     bias_off: vec4<u32>,
 }
 

@@ -13,6 +13,14 @@
 //   c_j = e^{ℓ−M} ⟨a_j − m_b, g_b⟩,  SC = Σ c_j,  acc_d = Σ c_j (a_jd − m_bd)
 // so that C·g = acc / S0 after the merge (differences taken directly: no cancellation).
 //
+// Kept distances (the σ-DPS family makes a prior pass, then a C·g pass over the same x):
+// with KEEP = true a pass also writes dist_bj to `kept` (row-major, global row and atom
+// indices); with KEPT = true (and COVARIANCE) the C·g pass reads them instead of recomputing
+// them and forms the projections by expansion, as the CPU backend does,
+//   c_j = e^{ℓ−M} (⟨a_j, g_b⟩ − ⟨m_b, g_b⟩),  SC = Σ c_j,  acc_d = Σ c_j a_jd,
+// so C·g = (acc − m_b·SC) / S0 (the host subtracts m_b·SC/S0). Per pair and dimension that is
+// 2 flops instead of 6.
+//
 // Each workgroup writes partial (M, S0, S2, SL, SC, acc) for its atom range; merge_partials.wgsl
 // combines them exactly (rescaling by e^{M_p − M}). A range may be covered by several
 // dispatches (`step_begin`, `step_len`): all but the first resume from the stored partials.
@@ -23,6 +31,8 @@
 // 2 = f16 pairs (two per word, even column low) decoded exactly by unpack2x16float.
 override STORAGE: u32 = 0u;
 override COVARIANCE: bool = false;
+override KEEP: bool = false;
+override KEPT: bool = false;
 
 const WG: u32 = 64u;        // threads per workgroup
 const TR: u32 = 8u;         // particle rows per workgroup
@@ -46,7 +56,7 @@ struct Params {
     s: f32,
     inv2v: f32,       // 1 / (2v)
     stride: u32,      // u32 words per atom row
-    _pad: u32,
+    row_base: u32,    // global index of this block's first row (kept distances)
     bias_off: vec4<u32>,  // offset of each set's bias in `bias`; 0xffffffff = prior
 }
 
@@ -58,14 +68,14 @@ struct Chunk {
     step_begin: u32, // this dispatch covers atoms [step_begin, step_begin + step_len) of each
     step_len: u32,   //   split (multiples of TA)
     first: u32,      // 1: start fresh; 0: resume from the partials
-    _pad: u32,
+    total: u32,      // N, the row length of `kept`
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<uniform> chunk: Chunk;
 @group(0) @binding(2) var<storage, read> atoms: array<u32>;
 @group(0) @binding(3) var<storage, read> xs: array<f32>;
-// rows × D of g, then rows × D of m (covariance pass only).
+// rows × D of g, then rows × D of m (covariance pass only); with KEPT then rows of ⟨m_b, g_b⟩.
 @group(0) @binding(4) var<storage, read> gm: array<f32>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read> table: array<f32>;
@@ -74,6 +84,8 @@ struct Chunk {
 @group(0) @binding(8) var<storage, read_write> part_stats: array<f32>;
 // per slot, row: nearest dist (f32 bits), global index
 @group(0) @binding(9) var<storage, read_write> part_near: array<u32>;
+// (row_base + b) · N + global atom index: dist_bj of the last KEEP pass.
+@group(0) @binding(10) var<storage, read_write> kept: array<f32>;
 
 var<workgroup> sh_a: array<f32, SH_A_LEN>;
 var<workgroup> sh_x: array<f32, SH_X_LEN>;
@@ -182,10 +194,10 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
                 var gv = 0.0;
                 var mv = 0.0;
                 if (b < params.rows && d < D) {
-                    xv = xs[b * D + d];
+                    if (!KEPT) { xv = xs[b * D + d]; }
                     if (COVARIANCE) {
                         gv = gm[b * D + d];
-                        mv = gm[(params.rows + b) * D + d];
+                        if (!KEPT) { mv = gm[(params.rows + b) * D + d]; }
                     }
                 }
                 sh_x[e] = xv;
@@ -198,17 +210,26 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
             for (var dd = 0u; dd < dn; dd++) {
                 let aa = sh_a[ja * (DK + 1u) + dd];
                 let ab = sh_a[jb * (DK + 1u) + dd];
-                let x0 = sh_x[r0 * DK + dd];
-                let x1 = sh_x[(r0 + 1u) * DK + dd];
-                let e00 = x0 - s * aa;
-                let e01 = x0 - s * ab;
-                let e10 = x1 - s * aa;
-                let e11 = x1 - s * ab;
-                d00 = fma(e00, e00, d00);
-                d01 = fma(e01, e01, d01);
-                d10 = fma(e10, e10, d10);
-                d11 = fma(e11, e11, d11);
-                if (COVARIANCE) {
+                if (!KEPT) {
+                    let x0 = sh_x[r0 * DK + dd];
+                    let x1 = sh_x[(r0 + 1u) * DK + dd];
+                    let e00 = x0 - s * aa;
+                    let e01 = x0 - s * ab;
+                    let e10 = x1 - s * aa;
+                    let e11 = x1 - s * ab;
+                    d00 = fma(e00, e00, d00);
+                    d01 = fma(e01, e01, d01);
+                    d10 = fma(e10, e10, d10);
+                    d11 = fma(e11, e11, d11);
+                }
+                if (KEPT) {
+                    let g0 = sh_g[r0 * DK + dd];
+                    let g1 = sh_g[(r0 + 1u) * DK + dd];
+                    p00 = fma(aa, g0, p00);
+                    p01 = fma(ab, g0, p01);
+                    p10 = fma(aa, g1, p10);
+                    p11 = fma(ab, g1, p11);
+                } else if (COVARIANCE) {
                     let g0 = sh_g[r0 * DK + dd];
                     let g1 = sh_g[(r0 + 1u) * DK + dd];
                     let m0 = sh_m[r0 * DK + dd];
@@ -220,6 +241,30 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
                 }
             }
             workgroupBarrier();
+        }
+        if (KEEP || KEPT) {
+            // The pairs this thread owns, by global row and atom; pairs outside the block or
+            // the range are never used (phase 2 reads j < tile_n, rows < params.rows).
+            let ga = chunk.base + a0 + ja;
+            let gb = chunk.base + a0 + jb;
+            let b0 = row0 + r0;
+            let o0 = (params.row_base + b0) * chunk.total;
+            let o1 = o0 + chunk.total;
+            let in_a = a0 + ja < a_end;
+            let in_b = a0 + jb < a_end;
+            let in_0 = b0 < params.rows;
+            let in_1 = b0 + 1u < params.rows;
+            if (KEEP) {
+                if (in_0 && in_a) { kept[o0 + ga] = d00; }
+                if (in_0 && in_b) { kept[o0 + gb] = d01; }
+                if (in_1 && in_a) { kept[o1 + ga] = d10; }
+                if (in_1 && in_b) { kept[o1 + gb] = d11; }
+            } else {
+                if (in_0 && in_a) { d00 = kept[o0 + ga]; }
+                if (in_0 && in_b) { d01 = kept[o0 + gb]; }
+                if (in_1 && in_a) { d10 = kept[o1 + ga]; }
+                if (in_1 && in_b) { d11 = kept[o1 + gb]; }
+            }
         }
         sh_dist[r0 * TA + ja] = d00;
         sh_dist[r0 * TA + jb] = d01;
@@ -263,7 +308,11 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
                         sl += p * z;
                     }
                 }
-                if (COVARIANCE) {
+                if (KEPT) {
+                    let mg = gm[2u * params.rows * D + min(row0 + r, params.rows - 1u)];
+                    p = p * (sh_proj[r * TA + j] - mg);
+                    sc += p;
+                } else if (COVARIANCE) {
                     p = p * sh_proj[r * TA + j];
                     sc += p;
                 }
@@ -300,7 +349,7 @@ fn pass_main(@builtin(local_invocation_index) lid: u32,
                 let a = load_atom(a0 + j, d);
                 for (var r = 0u; r < TR; r++) {
                     var av = a;
-                    if (COVARIANCE) {
+                    if (COVARIANCE && !KEPT) {
                         av = a - gm[(params.rows + min(row0 + r, params.rows - 1u)) * D + d];
                     }
                     for (var k = 0u; k < K; k++) {

@@ -702,3 +702,56 @@ fn f16_prior_shift_on_8bit_data() {
         );
     }
 }
+
+/// C·g right after a prior pass over the same x reads the distances that pass kept on the
+/// device (weighted_means.wgsl, KEEP / KEPT) and forms the projections by expansion; C·g on
+/// other particles recomputes them with direct differences. Both must match the float64
+/// reference, and each other, for the prior and a posterior set.
+#[test]
+fn kept_distances_give_the_same_covariance_products() {
+    if !have_gpu("kept distances") {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let (n, d, b) = (300, 24, 9);
+    let atoms = atoms8(&mut rng, n, d);
+    let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
+    let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
+    let bvec = bias(&mut rng, &atoms, d, 0.5);
+    let id = gpu.add_bias(&bvec).unwrap();
+    assert_eq!(reference.add_bias(&bvec).unwrap(), id);
+    for t in [1e-3, 0.1, 0.5] {
+        let nz = noise(t);
+        let x = particles(&mut rng, &atoms, d, b, nz);
+        let other = particles(&mut rng, &atoms, d, b, nz);
+        let g: Vec<f32> = (0..b * d).map(|_| rng.sample(StandardNormal)).collect();
+        for set in [Weights::Prior, Weights::Biased(id)] {
+            let m = reference.weighted_means(&x, nz, &[set]).unwrap().sets[0]
+                .means
+                .clone();
+            let want = reference.covariance_products(&x, nz, set, &m, &g).unwrap();
+            // Fresh: the last prior pass was over other particles.
+            gpu.weighted_means(&other, nz, &[Weights::Prior]).unwrap();
+            let fresh = gpu.covariance_products(&x, nz, set, &m, &g).unwrap();
+            // Kept: a prior pass over x first.
+            gpu.weighted_means(&x, nz, &[Weights::Prior]).unwrap();
+            let kept = gpu.covariance_products(&x, nz, set, &m, &g).unwrap();
+            let norm = want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            let gnorm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            for (label, got) in [("fresh", &fresh), ("kept", &kept)] {
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                // Relative 1e-4, with an absolute floor for rows whose C is ~0 (one atom holds
+                // the weight): the expansion's ⟨a, g⟩ is good to ~1e-6 ‖a‖‖g‖.
+                assert!(
+                    err <= 1e-4 * norm + 1e-5 * gnorm,
+                    "t={t} {set:?} {label}: C·g error {err:.3e} (norm {norm:.3e})"
+                );
+            }
+        }
+    }
+}

@@ -390,8 +390,11 @@ fn dispatch(cli: &Cli) -> Result<()> {
                         (None, Some(q)) => ("-".into(), format!("{q:.2}x fsr")),
                         (None, None) => ("-".into(), "-".into()),
                     };
+                    // Unknown peaks (a GPU without a data-sheet entry) print as "-".
+                    let peak = r.peak_gflops.map_or("-".into(), |p| format!("{p:.1}"));
+                    let frac = r.fraction_of_peak.map_or("-".into(), |f| format!("{f:.2}"));
                     eprintln!(
-                        "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>8.1} {:>8.1} {:>7.2} {:>10} {:>10}",
+                        "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>8.1} {:>8} {:>7} {:>10} {:>10}",
                         r.kernel,
                         r.t,
                         r.b,
@@ -399,8 +402,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
                         r.d,
                         r.seconds_per_step,
                         r.gflops,
-                        r.peak_gflops.unwrap_or(f64::NAN),
-                        r.fraction_of_peak.unwrap_or(f64::NAN),
+                        peak,
+                        frac,
                         base,
                         speedup
                     );

@@ -100,7 +100,8 @@ struct Params {
     s: f32,
     inv2v: f32,
     stride: u32,
-    _pad: u32,
+    /// Global index of the block's first row, for the kept distances.
+    row_base: u32,
     bias_off: [u32; 4],
 }
 
@@ -115,7 +116,8 @@ struct ChunkParams {
     step_begin: u32,
     step_len: u32,
     first: u32,
-    _pad: u32,
+    /// N, the row length of the kept distances.
+    total: u32,
 }
 
 struct AtomChunk {
@@ -152,6 +154,24 @@ impl Workspace {
     }
 }
 
+/// The distances ‖x_b − s a_i‖² of the last prior pass, kept on the device (B × N float32)
+/// for the C·g pass that follows on the same x (weighted_means.wgsl, KEEP / KEPT).
+struct KeptDistances {
+    buffer: wgpu::Buffer,
+    /// The rows and s they were computed for; None while the buffer holds nothing usable.
+    key: Option<(Vec<f32>, f32)>,
+}
+
+/// What a block does with the kept distances.
+#[derive(Clone, Copy)]
+enum Kept<'a> {
+    Ignore,
+    /// Write this block's distances, its first row being global row `row_base`.
+    Write(&'a wgpu::Buffer, u32),
+    /// Read them instead of computing them (covariance pass).
+    Read(&'a wgpu::Buffer, u32),
+}
+
 /// What one block returns: merged outputs (rows × K × D), raw partial stats
 /// (P × rows × K × STAT), raw partial nearest (P × rows × 2), and P.
 type BlockOutput = (Vec<f32>, Vec<f32>, Vec<u32>, usize);
@@ -170,8 +190,13 @@ pub struct GpuBackend {
     bias_shift: Vec<f64>,
     bias_buf: wgpu::Buffer,
     pass_means: wgpu::ComputePipeline,
+    /// pass_means that also writes the distances (KEEP).
+    pass_means_keep: wgpu::ComputePipeline,
     pass_cov: wgpu::ComputePipeline,
+    /// pass_cov from kept distances (KEPT).
+    pass_cov_kept: wgpu::ComputePipeline,
     merge: wgpu::ComputePipeline,
+    kept: Mutex<KeptDistances>,
     params: wgpu::Buffer,
     /// Bytes allowed for one per-call binding (partials, x, outputs).
     binding_budget: u64,
@@ -291,7 +316,20 @@ impl GpuBackend {
                 Ok((chunks, table, bias_buf, params, pipelines))
             },
         )?;
-        let (pass_means, pass_cov, merge) = pipelines;
+        let Pipelines {
+            means: pass_means,
+            means_keep: pass_means_keep,
+            cov: pass_cov,
+            cov_kept: pass_cov_kept,
+            merge,
+        } = pipelines;
+        // Replaced by a B × N buffer at the first prior pass that fits one binding.
+        let no_kept = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kept distances"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         // Make the upload finish (and fail) here rather than in the first pass.
         gpu.device
             .poll(wgpu::PollType::Wait {
@@ -312,8 +350,14 @@ impl GpuBackend {
             bias_shift: Vec::new(),
             bias_buf,
             pass_means,
+            pass_means_keep,
             pass_cov,
+            pass_cov_kept,
             merge,
+            kept: Mutex::new(KeptDistances {
+                buffer: no_kept,
+                key: None,
+            }),
             params,
             binding_budget,
             target_workgroups,
@@ -387,6 +431,7 @@ impl GpuBackend {
         offsets: &[u32],
         splits: &[usize],
         gm: Option<&[f32]>,
+        kept: Kept,
     ) -> Result<BlockOutput> {
         let rows = x.len() / self.d;
         let k = offsets.len();
@@ -417,7 +462,7 @@ impl GpuBackend {
             &format!("pass over {} atoms for {rows} rows", self.n),
             || {
                 let xb = work.get(gpu, "x", (rows * d * 4) as u64, STORAGE_RW);
-                let gmb = work.get(gpu, "g, m", (2 * rows * d * 4) as u64, STORAGE_RW);
+                let gmb = work.get(gpu, "g, m", ((2 * rows * d + rows) * 4) as u64, STORAGE_RW);
                 let accb = work.get(gpu, "partial sums", acc_bytes, STORAGE_RW);
                 let statb = work.get(gpu, "partial stats", stats_bytes, STORAGE_RW);
                 let nearb = work.get(gpu, "partial nearest", near_bytes, STORAGE_RW);
@@ -442,7 +487,10 @@ impl GpuBackend {
                     s: noise.s as f32,
                     inv2v: (0.5 / noise.v) as f32,
                     stride: self.stride as u32,
-                    _pad: 0,
+                    row_base: match kept {
+                        Kept::Ignore => 0,
+                        Kept::Write(_, r) | Kept::Read(_, r) => r,
+                    },
                     bias_off,
                 };
                 gpu.queue
@@ -480,7 +528,7 @@ impl GpuBackend {
                             step_begin: begin as u32,
                             step_len: step as u32,
                             first: (begin == 0) as u32,
-                            _pad: 0,
+                            total: self.n as u32,
                         });
                     }
                 }
@@ -497,11 +545,15 @@ impl GpuBackend {
                         .copy_from_slice(bytemuck::bytes_of(cp));
                 }
                 gpu.queue.write_buffer(&chunkb, 0, &bytes);
-                let pass = if gm.is_some() {
-                    &self.pass_cov
-                } else {
-                    &self.pass_means
+                let (pass, kept_buf) = match (gm.is_some(), kept) {
+                    (true, Kept::Read(b, _)) => (&self.pass_cov_kept, Some(b)),
+                    (true, _) => (&self.pass_cov, None),
+                    (false, Kept::Write(b, _)) => (&self.pass_means_keep, Some(b)),
+                    (false, _) => (&self.pass_means, None),
                 };
+                // Passes that neither write nor read the kept distances bind a stand-in.
+                let stand_in = work.get(gpu, "no kept distances", 16, STORAGE_RW);
+                let kept_buf = kept_buf.unwrap_or(&stand_in);
                 let mut enc = gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -533,6 +585,7 @@ impl GpuBackend {
                                 entire(7, &accb),
                                 entire(8, &statb),
                                 entire(9, &nearb),
+                                entire(10, kept_buf),
                             ],
                         });
                         cp.set_bind_group(0, &bg, &[]);
@@ -638,6 +691,23 @@ fn merge_stats(parts: impl Iterator<Item = [f32; STAT]> + Clone, shift: f64) -> 
     }
 }
 
+/// SC/S0 of one row from its partials [M_p, S0_p, SC_p], merged in float64 with
+/// α_p = e^{M_p − M} (as the merge kernel does for acc and S0).
+fn coefficient_ratio(parts: impl Iterator<Item = [f32; 3]> + Clone) -> f64 {
+    let m = parts
+        .clone()
+        .filter(|p| p[1] > 0.0)
+        .map(|p| p[0] as f64)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (mut s0, mut sc) = (0.0, 0.0);
+    for p in parts.filter(|p| p[1] > 0.0) {
+        let a = (p[0] as f64 - m).exp();
+        s0 += a * p[1] as f64;
+        sc += a * p[2] as f64;
+    }
+    sc / s0
+}
+
 /// Loop iterations (back-edges plus loop entries) one invocation of weighted_means.wgsl runs
 /// per atom tile, counted from the kernel's loops, for budgeting on adapters with a limit.
 fn loop_iterations_per_tile(d: usize, k: usize, dk: usize) -> u64 {
@@ -663,16 +733,16 @@ fn entire(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     }
 }
 
-fn build_pipelines(
-    gpu: &Gpu,
-    storage: Storage,
-    trusted: bool,
-    tile_dims: usize,
-) -> (
-    wgpu::ComputePipeline,
-    wgpu::ComputePipeline,
-    wgpu::ComputePipeline,
-) {
+/// The compute pipelines of one backend: the pass (four override variants) and the merge.
+struct Pipelines {
+    means: wgpu::ComputePipeline,
+    means_keep: wgpu::ComputePipeline,
+    cov: wgpu::ComputePipeline,
+    cov_kept: wgpu::ComputePipeline,
+    merge: wgpu::ComputePipeline,
+}
+
+fn build_pipelines(gpu: &Gpu, storage: Storage, trusted: bool, tile_dims: usize) -> Pipelines {
     let module = |label: &str, src: &str| {
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(label),
@@ -707,19 +777,27 @@ fn build_pipelines(
                 cache: None,
             })
     };
-    (
+    let variant = |covariance: bool, keep: bool, kept: bool| {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
         pipeline(
             &pass,
             "pass_main",
-            &[("STORAGE", storage_code), ("COVARIANCE", 0.0), ("DK", dk)],
-        ),
-        pipeline(
-            &pass,
-            "pass_main",
-            &[("STORAGE", storage_code), ("COVARIANCE", 1.0), ("DK", dk)],
-        ),
-        pipeline(&merge, "merge_main", &[]),
-    )
+            &[
+                ("STORAGE", storage_code),
+                ("COVARIANCE", flag(covariance)),
+                ("KEEP", flag(keep)),
+                ("KEPT", flag(kept)),
+                ("DK", dk),
+            ],
+        )
+    };
+    Pipelines {
+        means: variant(false, false, false),
+        means_keep: variant(false, true, false),
+        cov: variant(true, false, false),
+        cov_kept: variant(true, false, true),
+        merge: pipeline(&merge, "merge_main", &[]),
+    }
 }
 
 impl Backend for GpuBackend {
@@ -790,6 +868,24 @@ impl Backend for GpuBackend {
                 .map(|(g, o)| (g * KMAX, o))
                 .collect()
         };
+        // A prior pass keeps its distances for the C·g pass that usually follows (σ-DPS family)
+        // when B × N floats fit one binding.
+        let kept_bytes = (rows * self.n * 4) as u64;
+        let keep = sets.contains(&Weights::Prior)
+            && kept_bytes <= self.gpu.limits.max_storage_buffer_binding_size
+            && kept_bytes <= self.gpu.limits.max_buffer_size;
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if keep {
+            kept.key = None;
+            if kept.buffer.size() < kept_bytes {
+                kept.buffer = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kept distances"),
+                    size: kept_bytes.next_multiple_of(16),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                });
+            }
+        }
         let mut r0 = 0;
         while r0 < rows {
             let (block, _) = self.plan(rows - r0, KMAX.min(offsets.len().max(1)))?;
@@ -797,8 +893,13 @@ impl Backend for GpuBackend {
             for (gi, &(first, offs)) in groups.iter().enumerate() {
                 let k = offs.len();
                 let (_, splits) = self.plan(block, k)?;
+                let mode = if keep && gi == 0 {
+                    Kept::Write(&kept.buffer, r0 as u32)
+                } else {
+                    Kept::Ignore
+                };
                 let (means, stats, near, nparts) =
-                    self.run_block(xb, noise, offs, &splits, None)?;
+                    self.run_block(xb, noise, offs, &splits, None, mode)?;
                 for (kk, &off) in offs.iter().enumerate() {
                     if offsets.is_empty() {
                         break;
@@ -840,6 +941,9 @@ impl Backend for GpuBackend {
             }
             r0 += block;
         }
+        if keep {
+            kept.key = Some((x.to_vec(), noise.s as f32));
+        }
         Ok(PassOutput { sets: out, nearest })
     }
 
@@ -862,16 +966,51 @@ impl Backend for GpuBackend {
         }
         let rows = x.len() / self.d;
         let d = self.d;
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let use_kept = matches!(&kept.key, Some((kx, ks)) if *ks == noise.s as f32 && kx == x);
         let mut out = Vec::with_capacity(x.len());
         let mut r0 = 0;
         while r0 < rows {
             let (block, splits) = self.plan(rows - r0, 1)?;
             let range = r0 * d..(r0 + block) * d;
-            let mut gm = Vec::with_capacity(2 * block * d);
+            let mut gm = Vec::with_capacity(2 * block * d + block);
             gm.extend_from_slice(&g[range.clone()]);
             gm.extend_from_slice(&means[range.clone()]);
-            let (cg, _, _, _) = self.run_block(&x[range], noise, &offsets, &splits, Some(&gm))?;
-            out.extend_from_slice(&cg);
+            // ⟨m_b, g_b⟩ in float64, for the expansion of the kept-distance pass.
+            gm.extend(
+                means[range.clone()]
+                    .chunks(d)
+                    .zip(g[range.clone()].chunks(d))
+                    .map(|(m, g)| {
+                        m.iter()
+                            .zip(g)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>() as f32
+                    }),
+            );
+            let mode = if use_kept {
+                Kept::Read(&kept.buffer, r0 as u32)
+            } else {
+                Kept::Ignore
+            };
+            let (cg, stats, _, nparts) =
+                self.run_block(&x[range.clone()], noise, &offsets, &splits, Some(&gm), mode)?;
+            if use_kept {
+                // acc/S0 = Σ c a / S0; C·g = that − m_b · SC/S0 (SC, S0 merged in float64).
+                for (b, (row, m)) in cg.chunks(d).zip(means[range].chunks(d)).enumerate() {
+                    let ratio = coefficient_ratio((0..nparts).map(|p| {
+                        let o = (p * block + b) * STAT;
+                        [stats[o], stats[o + 1], stats[o + 4]]
+                    }));
+                    out.extend(
+                        row.iter()
+                            .zip(m)
+                            .map(|(&c, &mv)| (c as f64 - mv as f64 * ratio) as f32),
+                    );
+                }
+            } else {
+                out.extend_from_slice(&cg);
+            }
             r0 += block;
         }
         Ok(out)
