@@ -2,6 +2,7 @@
 //! load the atoms, hold out the truth, measure it, build the engine, run every sampler on the
 //! same y and seed, and write what they produced (README: "Output folder").
 
+pub mod diagnose;
 pub mod score;
 pub mod summary;
 
@@ -14,7 +15,10 @@ use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
 use crate::data::{Dataset, ImageShape};
 use crate::diagnostics::image_quality::ssim_window;
-use crate::diagnostics::{Analysis, ExactPosterior, OFF_SUPPORT_QUANTILE, ReferenceAt};
+use crate::diagnostics::{
+    Analysis, ExactPosterior, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE,
+    ReferenceAt,
+};
 use crate::engine::Backend;
 use crate::operators::{self, Operator};
 use crate::report::images::{default_scale, save_grid};
@@ -359,6 +363,9 @@ pub fn run(
             w = ssim_window(shape)
         ),
         off_support_quantile: OFF_SUPPORT_QUANTILE,
+        off_support_rule: OFF_SUPPORT_RULE.to_string(),
+        atom_scale: posterior_view.atom_scale,
+        off_support_margin: OFF_SUPPORT_MARGIN,
         samplers: metrics_out,
     };
     crate::arrays::write_atomic(
@@ -396,6 +403,7 @@ pub fn run(
         modes: modes_summary.clone(),
         samplers: samplers_out,
         total_seconds: started.elapsed().as_secs_f64(),
+        external: None,
     };
     std::fs::write(dir.join("config.toml"), cfg.to_toml())
         .map_err(|e| Error::io(dir.join("config.toml"), e))?;
