@@ -102,8 +102,18 @@ fn exact_samples_score_as_exact_and_prior_samples_do_not() {
     assert_eq!(summary["samplers"][0]["name"], "exact");
     assert_eq!(summary["samplers"][1]["name"], "mine");
     assert_eq!(summary["external"]["pixels"], "minus-one-to-one");
-    assert!(summary["samplers"][0]["metrics"]["mode_tv"].as_f64().unwrap() <= 0.05);
-    for f in ["grid_mine.png", "grid_exact.png", "truth.png", "samples_mine.npy"] {
+    assert!(
+        summary["samplers"][0]["metrics"]["mode_tv"]
+            .as_f64()
+            .unwrap()
+            <= 0.05
+    );
+    for f in [
+        "grid_mine.png",
+        "grid_exact.png",
+        "truth.png",
+        "samples_mine.npy",
+    ] {
         assert!(dir.join("d-exact").join(f).is_file(), "{f}");
     }
 
@@ -162,7 +172,13 @@ fn rejected(dir: &Path, samples: &Path, extra: &[&str], hint: &str) {
     assert!(!dir.join("never").exists());
     let staged = std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("partial"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("partial")
+        })
         .count();
     assert_eq!(staged, 0);
 }
@@ -176,7 +192,12 @@ fn bad_samples_are_errors_that_name_the_file() {
         p
     };
     let good: Vec<f32> = (0..4 * 256).map(|i| ((i % 7) as f32) / 7.0 - 0.5).collect();
-    rejected(&dir, &w("wrong.npy", &[4, 16, 16, 3], &[0.0; 4 * 768]), &[], "(K, 256)");
+    rejected(
+        &dir,
+        &w("wrong.npy", &[4, 16, 16, 3], &[0.0; 4 * 768]),
+        &[],
+        "(K, 256)",
+    );
     rejected(&dir, &w("flat.npy", &[8, 128], &good), &[], "16x16x1");
     let mut nan = good.clone();
     nan[37] = f32::NAN;
@@ -188,6 +209,11 @@ fn bad_samples_are_errors_that_name_the_file() {
         &["--pixels", "minus-one-to-one"],
         "--pixels 0-255",
     );
-    rejected(&dir, &w("floats.npy", &[4, 256], &good), &["--pixels", "0-255"], "minus-one-to-one");
+    rejected(
+        &dir,
+        &w("floats.npy", &[4, 256], &good),
+        &["--pixels", "0-255"],
+        "minus-one-to-one",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -310,7 +310,10 @@ fn dispatch(cli: &Cli) -> Result<()> {
             });
             let req = crate::experiment::diagnose::DiagnoseRequest {
                 samples: samples.clone(),
-                pixels: pixels.as_deref().map(str::parse).transpose()?,
+                pixels: pixels
+                    .as_deref()
+                    .map(str::parse::<crate::experiment::diagnose::PixelConvention>)
+                    .transpose()?,
                 label: label.clone(),
                 out,
                 backend: backend.clone(),

@@ -15,8 +15,8 @@ use std::time::Instant;
 use rand::SeedableRng;
 
 use super::summary::{
-    DatasetSummary, ExternalSource, MeasurementSummary, MetricsFile, ModesSummary,
-    SamplerMetrics, SamplerSummary, Summary, TopAtom,
+    DatasetSummary, ExternalSource, MeasurementSummary, MetricsFile, ModesSummary, SamplerMetrics,
+    SamplerSummary, Summary, TopAtom,
 };
 use super::{Observer, class_weights_exact, class_weights_of_samples, top_atoms};
 use crate::arrays::write_npy_f32;
@@ -24,8 +24,7 @@ use crate::config::RunConfig;
 use crate::data::ImageShape;
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::{
-    Analysis, CheckpointMetrics, ExactPosterior, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE,
-    OFF_SUPPORT_RULE,
+    CheckpointMetrics, ExactPosterior, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE,
 };
 use crate::engine::Noise;
 use crate::report::images::{default_scale, save_grid};
@@ -206,12 +205,21 @@ fn load_folder(
 /// Errors when values lie outside the convention's range by more than [`RANGE_SLACK`] of its
 /// width, or (for 0-255) when every value lies in [-1, 1] and some are fractional: both mean
 /// the file is in another convention.
-fn check_range(path: &Path, data: &[f64], convention: PixelConvention, declared: bool) -> Result<()> {
+fn check_range(
+    path: &Path,
+    data: &[f64],
+    convention: PixelConvention,
+    declared: bool,
+) -> Result<()> {
     let (lo, hi) = convention.bounds();
     let slack = RANGE_SLACK * (hi - lo);
     let min = data.iter().copied().fold(f64::INFINITY, f64::min);
     let max = data.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let how = if declared { "declared" } else { "the default for this dtype" };
+    let how = if declared {
+        "declared"
+    } else {
+        "the default for this dtype"
+    };
     let guess = if max > 2.0 {
         "0-255"
     } else if min >= 0.0 {
@@ -378,7 +386,13 @@ pub fn diagnose(
         .iter()
         .flat_map(|&(i, _)| setup.atoms.image(i).iter().copied())
         .collect();
-    save_grid(&dir.join("exact_top_atoms.png"), &top_pixels, shape, 10, scale)?;
+    save_grid(
+        &dir.join("exact_top_atoms.png"),
+        &top_pixels,
+        shape,
+        10,
+        scale,
+    )?;
 
     let modes = ModesSummary {
         source: posterior.modes.source,
@@ -561,14 +575,20 @@ mod tests {
         let p = dir.join("nchw.npy");
         write_npy_f32(&p, &[1, 3, 2, 2], &values).unwrap();
         let e = load_samples(&p, shape3, None).unwrap_err().to_string();
-        assert!(e.contains("nchw.npy") && e.contains("permute(0, 2, 3, 1)"), "{e}");
+        assert!(
+            e.contains("nchw.npy") && e.contains("permute(0, 2, 3, 1)"),
+            "{e}"
+        );
         let p = dir.join("bytes.npy");
         let big: Vec<f32> = (0..12).map(|i| (i * 20) as f32).collect();
         write_npy_f32(&p, &[2, 6], &big).unwrap();
         let e = load_samples(&p, shape, Some(PixelConvention::MinusOneToOne))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bytes.npy") && e.contains("--pixels 0-255"), "{e}");
+        assert!(
+            e.contains("bytes.npy") && e.contains("--pixels 0-255"),
+            "{e}"
+        );
         // [-1, 1] floats declared 0-255.
         let p = dir.join("s.npy");
         write_npy_f32(&p, &[2, 6], &values).unwrap();
