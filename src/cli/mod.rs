@@ -193,8 +193,8 @@ const DIAGNOSE_HELP: &str = "Exporting samples from PyTorch (x: a (K, C, H, W) t
 or as PNGs (one file per sample, 8-bit, in a folder):
   for k, img in enumerate(((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()):
       PIL.Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f\"out/{k:05d}.png\")
-Values may overshoot the declared range by half its width (unclipped samplers do); beyond
-that the samples are taken to be in another convention and rejected.";
+Values may overshoot the declared range by its width (unclipped samplers do, e.g. [-3, 3]
+for [-1, 1]); beyond that the samples are taken to be in another convention and rejected.";
 
 fn operator_help() -> String {
     format!("Operator specs:\n{}", crate::operators::SPEC_HELP)

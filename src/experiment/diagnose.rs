@@ -90,7 +90,7 @@ impl std::str::FromStr for PixelConvention {
 
 /// Values may overshoot the declared range by this fraction of its width (an unclipped
 /// sampler's output does) before the file is taken to be in another convention.
-pub const RANGE_SLACK: f64 = 0.5;
+pub const RANGE_SLACK: f64 = 1.0;
 
 /// Samples read from a file or folder, as fslens pixels.
 #[derive(Clone, Debug)]
@@ -228,11 +228,16 @@ fn check_range(
         "minus-one-to-one"
     };
     if min < lo - slack || max > hi + slack {
+        let fix = if guess == convention.name() {
+            format!("more than {RANGE_SLACK} range width outside it; clip or rescale the samples")
+        } else {
+            format!("these look like {guess}: pass --pixels {guess}, or rescale the samples")
+        };
         return Err(Error::data(
             path,
             format!(
                 "values span [{min}, {max}] but the pixel convention is {} ({how}: [{lo}, {hi}]); \
-                 these look like {guess}: pass --pixels {guess}, or rescale the samples",
+                 {fix}",
                 convention.name()
             ),
         ));
