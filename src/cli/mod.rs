@@ -23,6 +23,8 @@ const AFTER_HELP: &str = "Examples:
   fslens compare assets/configs/glyphs-blur.toml --out glyphs-compare   # every sampler, one report.html
   fslens score --atoms A.npy --x X.npy --t 0.3 --method fsr --y Y.npy \\
                --operator matrix:M.npy --sigma 0.05 --out S.npy
+  fslens diagnose --samples samples.npy --config assets/configs/demo.toml --out diag
+                                             # score another program's samples vs the exact posterior
   fslens info                                # version, backends, GPU adapters
   fslens bench --json                        # one fsr step vs the GEMM peak and a numpy baseline";
 
@@ -140,6 +142,33 @@ enum Command {
         #[arg(long, default_value_t = 20.0)]
         beta_max: f64,
     },
+    /// Score samples made by another program (e.g. a neural DPS run in PyTorch) against the
+    /// exact posterior of a config's measurement (same atoms, truth, operator and y as `fslens
+    /// run` of that config), with the metrics of a run at t = 0, beside fresh exact draws.
+    #[command(after_help = DIAGNOSE_HELP)]
+    Diagnose {
+        /// The samples: a .npy of shape (K, D), (K, H, W, C) or (K, H, W) (float32, float64 or
+        /// uint8; HWC order), or a folder of PNG/JPEG images of the config's size.
+        #[arg(long)]
+        samples: PathBuf,
+        /// The run config whose posterior the samples target (its [sampling] samplers are not
+        /// run).
+        #[arg(long)]
+        config: PathBuf,
+        /// Pixel convention of the samples: minus-one-to-one, zero-to-one or 0-255. Default:
+        /// minus-one-to-one for float .npy, 0-255 for uint8 .npy and images.
+        #[arg(long)]
+        pixels: Option<String>,
+        /// Output folder (replaced if it exists); default: runs/diagnose-<config name>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The name the samples are listed under (samples_<label>.npy, grid_<label>.png).
+        #[arg(long, default_value = "external")]
+        label: String,
+        /// auto | cpu | gpu (overrides the config's `backend`).
+        #[arg(long)]
+        backend: Option<String>,
+    },
     /// Version, compute backends and GPU adapters, and which one `auto` picks.
     Info,
     /// Time one fsr step (a posterior pass over N atoms) at several batch sizes, as GFLOP/s
@@ -187,6 +216,14 @@ enum Command {
         tile_dims: Option<usize>,
     },
 }
+
+const DIAGNOSE_HELP: &str = "Exporting samples from PyTorch (x: a (K, C, H, W) tensor in [-1, 1]):
+  np.save(\"samples.npy\", x.permute(0, 2, 3, 1).cpu().numpy())
+or as PNGs (one file per sample, 8-bit, in a folder):
+  for k, img in enumerate(((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()):
+      PIL.Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f\"out/{k:05d}.png\")
+Values may overshoot the declared range by its width (unclipped samplers do, e.g. [-3, 3]
+for [-1, 1]); beyond that the samples are taken to be in another convention and rejected.";
 
 fn operator_help() -> String {
     format!("Operator specs:\n{}", crate::operators::SPEC_HELP)
@@ -317,6 +354,39 @@ fn dispatch(cli: &Cli) -> Result<()> {
             } else if !cli.quiet {
                 eprintln!("wrote {} ({b} x {d} float32)", out.display());
             }
+            Ok(())
+        }
+        Command::Diagnose {
+            samples,
+            config,
+            pixels,
+            out,
+            label,
+            backend,
+        } => {
+            let cfg = RunConfig::load(config)?;
+            let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let out = out.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!(
+                    "diagnose-{}",
+                    config.file_stem().unwrap_or_default().to_string_lossy()
+                ))
+            });
+            let req = crate::experiment::diagnose::DiagnoseRequest {
+                samples: samples.clone(),
+                pixels: pixels
+                    .as_deref()
+                    .map(str::parse::<crate::experiment::diagnose::PixelConvention>)
+                    .transpose()?,
+                label: label.clone(),
+                out,
+                backend: backend.clone(),
+            };
+            let mut reporter = Reporter::new(cli.quiet, cli.json);
+            let (path, summary) =
+                crate::experiment::diagnose::diagnose(&cfg, &base, &req, &mut reporter)?;
+            reporter.finish();
+            report_done(cli, &path, &summary, "at t = 0");
             Ok(())
         }
         Command::Info => {
@@ -473,6 +543,22 @@ fn finish_run(
 ) -> Result<()> {
     let (path, summary) = result?;
     reporter.finish();
+    report_done(
+        cli,
+        &path,
+        &summary,
+        "at the final time; metrics.json has every checkpoint",
+    );
+    Ok(())
+}
+
+/// The last word of `run`, `demo` and `diagnose`: a JSON record, or a table of the metrics.
+fn report_done(
+    cli: &Cli,
+    path: &std::path::Path,
+    summary: &crate::experiment::summary::Summary,
+    when: &str,
+) {
     if cli.json {
         println!(
             "{}",
@@ -481,7 +567,7 @@ fn finish_run(
     } else if !cli.quiet {
         eprintln!("wrote {}  (backend: {})", path.display(), summary.backend);
         eprintln!(
-            "  {:<10} {:>9} {:>8} {:>8} {:>8} {:>8}   (at the final time; metrics.json has every checkpoint)",
+            "  {:<10} {:>9} {:>8} {:>8} {:>8} {:>8}   ({when})",
             "sampler", "seconds", "mode TV", "halluc.", "off-sup.", "spread"
         );
         for s in &summary.samplers {
@@ -501,7 +587,6 @@ fn finish_run(
         }
         eprintln!("  report: {}", path.join("report.html").display());
     }
-    Ok(())
 }
 
 fn print_info(cli: &Cli) {

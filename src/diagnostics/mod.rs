@@ -48,6 +48,17 @@ impl Default for Options {
 
 /// Quantile of the exact cloud's nearest-atom distances that bounds "on support".
 pub const OFF_SUPPORT_QUANTILE: f64 = 0.99;
+/// The margin beyond that quantile, in units of the atom scale ρ (see [`atom_scale`]).
+pub const OFF_SUPPORT_MARGIN: f64 = 0.5;
+/// At most this many atoms are queried for the atom scale ρ.
+pub const ATOM_SCALE_SAMPLE: usize = 1000;
+
+/// The off-support rule in words, for metrics.json and the README.
+pub const OFF_SUPPORT_RULE: &str = "a particle x at time t is off support when \
+    ‖x/s(t) − a_nearest‖ > q99(t) + 0.5·ρ, where a_nearest = argmin_i ‖x − s a_i‖, q99(t) is the \
+    99th percentile (nearest rank) of the same distance over exact posterior particles at t, \
+    and ρ (atom_scale) is the median distance from an atom to its nearest other atom \
+    (a seeded sample of at most 1000 atoms against all atoms, float64)";
 
 /// The exact posterior of one measurement, with what the metrics compare against.
 pub struct ExactPosterior<'a> {
@@ -61,6 +72,9 @@ pub struct ExactPosterior<'a> {
     pub exact_mode_weights: Vec<f64>,
     /// Σ_i ω_i ‖a_i − ā‖², ā = Σ_i ω_i a_i (float64).
     pub atom_spread: f64,
+    /// ρ: the median distance from an atom to its nearest other atom ([`atom_scale`]); the
+    /// off-support margin is [`OFF_SUPPORT_MARGIN`]·ρ.
+    pub atom_scale: f64,
     pub operator: &'a dyn Operator,
     pub y: &'a [f32],
     pub sigma: f64,
@@ -82,7 +96,9 @@ pub struct Analysis {
 #[derive(Clone, Debug)]
 pub struct ReferenceAt {
     pub t: f64,
-    /// The 99th percentile (nearest rank) of the exact particles' ‖x − s a_nearest‖.
+    /// q99(t): the 99th percentile (nearest rank) of the exact particles' ‖x/s − a_nearest‖.
+    pub exact_distance_q99: f64,
+    /// The off-support threshold q99(t) + [`OFF_SUPPORT_MARGIN`]·ρ on ‖x/s − a_nearest‖.
     pub off_support_distance: f64,
     /// Mode weights of the exact particles assigned by nearest atom at this t.
     pub cloud_mode_weights: Vec<f64>,
@@ -134,10 +150,13 @@ pub struct CheckpointMetrics {
     pub mode_tv_to_exact_cloud: f64,
     /// Fraction of particles in modes whose exact mass < the hallucination threshold.
     pub hallucination_rate: f64,
-    /// Fraction of particles with ‖x − s a_nearest‖ > `off_support_distance`.
+    /// Fraction of particles with ‖x/s − a_nearest‖ > `off_support_distance`
+    /// ([`OFF_SUPPORT_RULE`]).
     pub off_support_rate: f64,
-    /// 99th percentile of the exact particles' nearest-atom distances at this t.
+    /// The threshold q99(t) + ½ρ on ‖x/s − a_nearest‖ (data units).
     pub off_support_distance: f64,
+    /// q99(t): 99th percentile of the exact particles' ‖x/s − a_nearest‖ at this t.
+    pub exact_distance_q99: f64,
     /// tr Cov(cloud) with the (K − 1) normalisation.
     pub spread: f64,
     /// s² Σ_i ω_i ‖a_i − ā‖² + D v (design §3).
@@ -173,6 +192,7 @@ impl<'a> ExactPosterior<'a> {
         let modes = Modes::for_dataset(atoms, omega, options.clusters, options.seed);
         let exact_mode_weights = modes.exact_weights(omega);
         let atom_spread = atom_spread(&atoms.images, atoms.dim(), omega);
+        let atom_scale = atom_scale(&atoms.images, atoms.dim(), options.seed);
         ExactPosterior {
             atoms: &atoms.images,
             shape: atoms.shape,
@@ -180,6 +200,7 @@ impl<'a> ExactPosterior<'a> {
             modes,
             exact_mode_weights,
             atom_spread,
+            atom_scale,
             operator,
             y,
             sigma,
@@ -231,19 +252,24 @@ impl<'a> ExactPosterior<'a> {
         x
     }
 
-    /// The reference at t from an exact cloud's analysis at that t.
+    /// The reference at t from an exact cloud's analysis at that t: q99(t) of the scaled
+    /// nearest-atom distances ‖x/s − a_nearest‖ = ‖x − s a_nearest‖/s, and the threshold
+    /// q99(t) + ½ρ.
     pub fn reference_from(&self, t: f64, exact: &Analysis, from_exact_run: bool) -> ReferenceAt {
+        let s = self.schedule.noise(t).s;
         let mut dist: Vec<f64> = exact
             .nearest
             .iter()
-            .map(|n| n.dist2.max(0.0).sqrt())
+            .map(|n| n.dist2.max(0.0).sqrt() / s)
             .collect();
         dist.sort_by(f64::total_cmp);
         let rank = ((OFF_SUPPORT_QUANTILE * dist.len() as f64).ceil() as usize).max(1);
         let nearest: Vec<usize> = exact.nearest.iter().map(|n| n.index).collect();
+        let q99 = dist.get(rank - 1).copied().unwrap_or(f64::NAN);
         ReferenceAt {
             t,
-            off_support_distance: dist.get(rank - 1).copied().unwrap_or(f64::NAN),
+            exact_distance_q99: q99,
+            off_support_distance: q99 + OFF_SUPPORT_MARGIN * self.atom_scale,
             cloud_mode_weights: self.modes.weights_of(&nearest),
             from_exact_run,
         }
@@ -262,6 +288,28 @@ impl<'a> ExactPosterior<'a> {
         let cloud = self.draw(noise, count.max(100), seed);
         let analysis = self.analyse(backend, &cloud, noise)?;
         Ok(self.reference_from(t, &analysis, false))
+    }
+
+    /// Exact draws at t = 0 from atom indices i ~ Cat(ω): the cloud x = a_i (K × D) and its
+    /// analysis, known without a pass (each particle's nearest atom is its own, at distance
+    /// 0; its Tweedie mean at t = 0 is itself).
+    pub fn atoms_at_zero(&self, picks: &[usize]) -> (Vec<f32>, Analysis) {
+        let d = self.dim();
+        let cloud: Vec<f32> = picks
+            .iter()
+            .flat_map(|&i| self.atoms[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let nearest = picks
+            .iter()
+            .map(|&index| Neighbor { index, dist2: 0.0 })
+            .collect();
+        (
+            cloud.clone(),
+            Analysis {
+                denoised: cloud,
+                nearest,
+            },
+        )
     }
 
     /// The metrics of `cloud` (K × D) at time t, from its [`ExactPosterior::analyse`] pass and the exact
@@ -286,7 +334,7 @@ impl<'a> ExactPosterior<'a> {
         let off = analysis
             .nearest
             .iter()
-            .filter(|n| n.dist2.max(0.0).sqrt() > reference.off_support_distance)
+            .filter(|n| n.dist2.max(0.0).sqrt() / noise.s > reference.off_support_distance)
             .count();
         let spread = cloud_spread(cloud, d);
         let exact_spread = self.exact_spread(noise);
@@ -316,6 +364,7 @@ impl<'a> ExactPosterior<'a> {
             hallucination_rate: ruled_out as f64 / k.max(1) as f64,
             off_support_rate: off as f64 / k.max(1) as f64,
             off_support_distance: reference.off_support_distance,
+            exact_distance_q99: reference.exact_distance_q99,
             spread,
             exact_spread,
             spread_ratio: spread / exact_spread,
@@ -365,6 +414,64 @@ pub fn atom_spread(atoms: &[f32], dim: usize, omega: &[f64]) -> f64 {
                 .sum::<f64>()
         })
         .sum()
+}
+
+/// ρ = median over a seeded sample of at most [`ATOM_SCALE_SAMPLE`] atoms a_j of
+/// min_{i ≠ j} ‖a_j − a_i‖ (float64 direct differences, every atom a candidate). It is the
+/// data set's own distance scale: a particle closer to an atom than ½ρ is nearer to it than
+/// half the typical gap between neighbouring atoms. 0 for fewer than two atoms.
+pub fn atom_scale(atoms: &[f32], dim: usize, seed: u64) -> f64 {
+    use rand::Rng;
+    use rayon::prelude::*;
+    let n = atoms.len() / dim.max(1);
+    if n < 2 {
+        return 0.0;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    let take = n.min(ATOM_SCALE_SAMPLE);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x7268_6f5f_7363_616c);
+    // Partial Fisher–Yates: a seeded uniform sample of `take` atoms.
+    for j in 0..take {
+        let r = rng.random_range(j..n);
+        order.swap(j, r);
+    }
+    let row = |i: usize| &atoms[i * dim..(i + 1) * dim];
+    let mut nearest: Vec<f64> = order[..take]
+        .par_iter()
+        .map(|&j| {
+            let a = row(j);
+            let mut best = f64::INFINITY;
+            for i in (0..n).filter(|&i| i != j) {
+                best = best.min(partial_dist2(a, row(i), best));
+            }
+            best.sqrt()
+        })
+        .collect();
+    nearest.sort_by(f64::total_cmp);
+    let m = nearest.len();
+    if m % 2 == 1 {
+        nearest[m / 2]
+    } else {
+        0.5 * (nearest[m / 2 - 1] + nearest[m / 2])
+    }
+}
+
+/// ‖a − b‖² in float64, or any value ≥ `bound` as soon as the partial sum exceeds it (the
+/// caller only needs distances below its current best).
+fn partial_dist2(a: &[f32], b: &[f32], bound: f64) -> f64 {
+    let mut acc = 0.0f64;
+    for (ca, cb) in a.chunks(64).zip(b.chunks(64)) {
+        let mut part = [0.0f64; 8];
+        for (k, (&x, &y)) in ca.iter().zip(cb).enumerate() {
+            let e = x as f64 - y as f64;
+            part[k % 8] += e * e;
+        }
+        acc += part.iter().sum::<f64>();
+        if acc >= bound {
+            return acc;
+        }
+    }
+    acc
 }
 
 /// tr Cov of a cloud (K × D): Σ_k ‖x_k − x̄‖² / (K − 1) (0 for one particle).

@@ -2,6 +2,7 @@
 //! load the atoms, hold out the truth, measure it, build the engine, run every sampler on the
 //! same y and seed, and write what they produced (README: "Output folder").
 
+pub mod diagnose;
 pub mod page;
 pub mod score;
 pub mod summary;
@@ -16,7 +17,10 @@ use crate::config::RunConfig;
 use crate::data::{Dataset, ImageShape};
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::projection::{Direction, DirectionSpec};
-use crate::diagnostics::{Analysis, ExactPosterior, OFF_SUPPORT_QUANTILE, ReferenceAt};
+use crate::diagnostics::{
+    Analysis, ExactPosterior, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE,
+    ReferenceAt,
+};
 use crate::engine::Backend;
 use crate::operators::{self, Operator};
 use crate::report::images::{default_scale, save_grid};
@@ -442,6 +446,9 @@ fn run_planned(
             w = ssim_window(shape)
         ),
         off_support_quantile: OFF_SUPPORT_QUANTILE,
+        off_support_rule: OFF_SUPPORT_RULE.to_string(),
+        atom_scale: posterior_view.atom_scale,
+        off_support_margin: OFF_SUPPORT_MARGIN,
         samplers: metrics_out,
     };
     crate::arrays::write_atomic(
@@ -481,6 +488,7 @@ fn run_planned(
         projection_direction: direction.label.clone(),
         skipped_samplers: skipped,
         total_seconds: started.elapsed().as_secs_f64(),
+        external: None,
     };
     let config_toml = cfg.to_toml();
     std::fs::write(dir.join("config.toml"), &config_toml)
@@ -520,6 +528,7 @@ fn run_planned(
         } else {
             "fslens run"
         },
+        true,
     )?;
     crate::arrays::write_atomic(
         &dir.join("report.html"),

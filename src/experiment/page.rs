@@ -14,7 +14,8 @@ use crate::{Error, Result};
 /// The page of a run folder `dir` (whose PNGs it embeds): the facts and table from `summary`,
 /// the standard plots from its metric records and `projections` (sampler name → series),
 /// the exact heatmap panel from `exact_projection`, the config text, and notes for skipped
-/// samplers and flagged failures. `command` names what made the folder.
+/// samplers and flagged failures. `command` names what made the folder. Without
+/// `plots_over_t` (scored clean samples: one record at t = 0) the plots against t are left out.
 pub fn run_page(
     summary: &Summary,
     config_toml: &str,
@@ -22,6 +23,7 @@ pub fn run_page(
     exact_projection: Option<(&str, &ProjectionSeries)>,
     dir: &Path,
     command: &str,
+    plots_over_t: bool,
 ) -> Result<ReportPage> {
     let m = &summary.measurement;
     let ds = &summary.dataset;
@@ -164,13 +166,17 @@ pub fn run_page(
                 .map(|(_, p)| p.clone()),
         });
     }
-    let mut figures = standard_figures(
-        &curves,
-        exact_projection,
-        &summary.projection_direction,
-        &summary.modes.names,
-        &summary.modes.exact_weights,
-    )?;
+    let mut figures = if plots_over_t {
+        standard_figures(
+            &curves,
+            exact_projection,
+            &summary.projection_direction,
+            &summary.modes.names,
+            &summary.modes.exact_weights,
+        )?
+    } else {
+        Vec::new()
+    };
     let mut png = |file: String, title: String, caption: String| -> Result<()> {
         let path = dir.join(&file);
         if path.is_file() {

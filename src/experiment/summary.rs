@@ -28,6 +28,24 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_samplers: Vec<SkippedSampler>,
     pub total_seconds: f64,
+    /// Set by `fslens diagnose`: where the scored samples came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSource>,
+}
+
+/// The samples `fslens diagnose` scored (produced by another program).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExternalSource {
+    /// The .npy file or PNG folder.
+    pub path: String,
+    /// e.g. `npy f32 (1024, 16, 16, 1)` or `png folder (1024 files)`.
+    pub format: String,
+    /// The declared pixel convention: minus-one-to-one, zero-to-one or 0-255.
+    pub pixels: String,
+    /// The sampler name the samples are listed under.
+    pub label: String,
+    /// How the numbers read: the time they are scored at and what "denoised" means there.
+    pub note: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -156,6 +174,12 @@ pub struct MetricsFile {
     /// How SSIM and off-support are computed, for readers of the numbers.
     pub ssim: String,
     pub off_support_quantile: f64,
+    /// [`crate::diagnostics::OFF_SUPPORT_RULE`].
+    pub off_support_rule: String,
+    /// ρ: median distance from an atom to its nearest other atom (pixels in [-1, 1]).
+    pub atom_scale: f64,
+    /// The threshold's margin over q99(t), in units of ρ.
+    pub off_support_margin: f64,
     /// Sampler name → its final metrics and checkpoint records.
     pub samplers: std::collections::BTreeMap<String, SamplerMetrics>,
 }

@@ -1,0 +1,623 @@
+//! `fslens diagnose`: samples produced by another program (a neural DPS run in PyTorch, say)
+//! scored against the exact posterior of a config's measurement, with the metrics of a run.
+//!
+//! The config fixes the atoms, the truth, the operator and y exactly as `fslens run` would
+//! ([`super::setup`], same seed → same y). The samples are clean images, so they are scored at
+//! t = 0 (s = 1, v = 0): their nearest atom argmin_i ‖x − a_i‖ gives their mode, the
+//! reference is K_ref exact draws i ~ Cat(ω) (x = a_i, whose own nearest-atom distance is 0,
+//! so the off-support threshold is ½ρ), the spread ratio is tr Cov(samples)/Σ_i ω_i ‖a_i − ā‖²,
+//! and PSNR/SSIM/data fit are those of the samples themselves (the "denoised" fields of a run
+//! hold x here). An `exact` row of fresh exact draws sits beside them for comparison.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::SeedableRng;
+
+use super::summary::{
+    DatasetSummary, ExternalSource, MeasurementSummary, MetricsFile, ModesSummary, SamplerMetrics,
+    SamplerSummary, Summary, TopAtom,
+};
+use super::{Observer, class_weights_exact, class_weights_of_samples, top_atoms};
+use crate::arrays::write_npy_f32;
+use crate::config::RunConfig;
+use crate::data::ImageShape;
+use crate::diagnostics::image_quality::ssim_window;
+use crate::diagnostics::{
+    CheckpointMetrics, ExactPosterior, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE,
+};
+use crate::engine::Noise;
+use crate::report::images::{default_scale, save_grid};
+use crate::report::output::OutputDir;
+use crate::samplers::exact::Exact;
+use crate::{Error, Result};
+
+/// How the numbers in a file map to fslens pixels in [-1, 1].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelConvention {
+    /// Already in [-1, 1] (the default for float .npy).
+    MinusOneToOne,
+    /// In [0, 1]: x = 2p − 1.
+    ZeroToOne,
+    /// 8-bit intensities in [0, 255]: x = 2p/255 − 1 (the default for uint8 .npy and PNG).
+    Byte,
+}
+
+impl PixelConvention {
+    pub const NAMES: [&'static str; 3] = ["minus-one-to-one", "zero-to-one", "0-255"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelConvention::MinusOneToOne => "minus-one-to-one",
+            PixelConvention::ZeroToOne => "zero-to-one",
+            PixelConvention::Byte => "0-255",
+        }
+    }
+
+    /// The range [lo, hi] the convention's values live in.
+    pub fn bounds(self) -> (f64, f64) {
+        match self {
+            PixelConvention::MinusOneToOne => (-1.0, 1.0),
+            PixelConvention::ZeroToOne => (0.0, 1.0),
+            PixelConvention::Byte => (0.0, 255.0),
+        }
+    }
+
+    /// The fslens pixel of value p: x = −1 + 2(p − lo)/(hi − lo).
+    pub fn to_pixel(self, p: f64) -> f32 {
+        let (lo, hi) = self.bounds();
+        (-1.0 + 2.0 * (p - lo) / (hi - lo)) as f32
+    }
+}
+
+impl std::str::FromStr for PixelConvention {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "minus-one-to-one" | "-1-1" | "[-1,1]" => Ok(PixelConvention::MinusOneToOne),
+            "zero-to-one" | "0-1" | "[0,1]" => Ok(PixelConvention::ZeroToOne),
+            "0-255" | "byte" | "uint8" => Ok(PixelConvention::Byte),
+            _ => Err(Error::config(
+                "--pixels",
+                format!(
+                    "unknown pixel convention {s:?}; expected one of {}",
+                    PixelConvention::NAMES.join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+/// Values may overshoot the declared range by this fraction of its width (an unclipped
+/// sampler's output does) before the file is taken to be in another convention.
+pub const RANGE_SLACK: f64 = 1.0;
+
+/// Samples read from a file or folder, as fslens pixels.
+#[derive(Clone, Debug)]
+pub struct ExternalSamples {
+    /// K × D, HWC order, [-1, 1] scale (not clipped).
+    pub pixels: Vec<f32>,
+    pub count: usize,
+    pub convention: PixelConvention,
+    /// e.g. `npy f32 (1024, 16, 16, 1)`.
+    pub format: String,
+}
+
+/// Reads `.npy` samples (K × D, K × H × W × C, or K × H × W for one channel; f32, f64 or u8)
+/// or a folder of PNG/JPEG images, checks them against `shape` and the pixel convention
+/// (default: 0-255 for u8 and images, [-1, 1] for floats) and maps them to [-1, 1].
+pub fn load_samples(
+    path: &Path,
+    shape: ImageShape,
+    declared: Option<PixelConvention>,
+) -> Result<ExternalSamples> {
+    if path.is_dir() {
+        return load_folder(path, shape, declared);
+    }
+    let a = crate::arrays::read_npy(path)?;
+    let d = shape.dim();
+    let (h, w, c) = (shape.height, shape.width, shape.channels);
+    let expected = format!(
+        "expected (K, {d}) or (K, {h}, {w}, {c}) for the config's {h}x{w}x{c} images (HWC order)"
+    );
+    let count = match a.shape.as_slice() {
+        [k, dd] if *dd == d => *k,
+        [k, hh, ww] if c == 1 && (*hh, *ww) == (h, w) => *k,
+        [k, hh, ww, cc] if (*hh, *ww, *cc) == (h, w, c) => *k,
+        [_, cc, hh, ww] if (*cc, *hh, *ww) == (c, h, w) => {
+            return Err(Error::data(
+                path,
+                format!(
+                    "has shape {:?}, channels first (NCHW); {expected}: save \
+                     x.permute(0, 2, 3, 1) (PyTorch) or x.transpose(0, 2, 3, 1) (numpy)",
+                    a.shape
+                ),
+            ));
+        }
+        s => {
+            return Err(Error::data(
+                path,
+                format!(
+                    "has shape {s:?}; {expected}. Samples of another size need a config whose \
+                     [data] gives that size (data.size, data.resize)"
+                ),
+            ));
+        }
+    };
+    if count == 0 {
+        return Err(Error::data(path, "holds no samples (K = 0)"));
+    }
+    let default = if a.dtype == "u8" {
+        PixelConvention::Byte
+    } else {
+        PixelConvention::MinusOneToOne
+    };
+    let convention = declared.unwrap_or(default);
+    check_range(path, &a.data, convention, declared.is_some())?;
+    Ok(ExternalSamples {
+        pixels: a.data.iter().map(|&p| convention.to_pixel(p)).collect(),
+        count,
+        convention,
+        format: format!("npy {} {:?}", a.dtype, a.shape),
+    })
+}
+
+fn load_folder(
+    dir: &Path,
+    shape: ImageShape,
+    declared: Option<PixelConvention>,
+) -> Result<ExternalSamples> {
+    if let Some(p) = declared.filter(|&p| p != PixelConvention::Byte) {
+        return Err(Error::config(
+            "--pixels",
+            format!(
+                "is {} but {} is a folder of images, whose pixels are 8-bit (0-255); drop \
+                 --pixels or pass --pixels 0-255",
+                p.name(),
+                dir.display()
+            ),
+        ));
+    }
+    let ds = crate::data::folder::load(dir, &Default::default())?;
+    if ds.shape != shape {
+        return Err(Error::data(
+            dir,
+            format!(
+                "holds {} images (HxWxC) but the config's data set has {shape}; save the \
+                 samples at that size{}",
+                ds.shape,
+                if ds.shape.channels != shape.channels {
+                    " and channel count (gray PNGs for 1 channel, RGB for 3)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(ExternalSamples {
+        count: ds.len(),
+        format: format!("png folder ({} images)", ds.len()),
+        pixels: ds.images,
+        convention: PixelConvention::Byte,
+    })
+}
+
+/// Errors when values lie outside the convention's range by more than [`RANGE_SLACK`] of its
+/// width, or (for 0-255) when every value lies in [-1, 1] and some are fractional: both mean
+/// the file is in another convention.
+fn check_range(
+    path: &Path,
+    data: &[f64],
+    convention: PixelConvention,
+    declared: bool,
+) -> Result<()> {
+    let (lo, hi) = convention.bounds();
+    let slack = RANGE_SLACK * (hi - lo);
+    let min = data.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = data.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let how = if declared {
+        "declared"
+    } else {
+        "the default for this dtype"
+    };
+    let guess = if max > 2.0 {
+        "0-255"
+    } else if min >= 0.0 {
+        "zero-to-one"
+    } else {
+        "minus-one-to-one"
+    };
+    if min < lo - slack || max > hi + slack {
+        let fix = if guess == convention.name() {
+            format!("more than {RANGE_SLACK} range width outside it; clip or rescale the samples")
+        } else {
+            format!("these look like {guess}: pass --pixels {guess}, or rescale the samples")
+        };
+        return Err(Error::data(
+            path,
+            format!(
+                "values span [{min}, {max}] but the pixel convention is {} ({how}: [{lo}, {hi}]); \
+                 {fix}",
+                convention.name()
+            ),
+        ));
+    }
+    if convention == PixelConvention::Byte
+        && min >= -1.0
+        && max <= 1.0
+        && data.iter().any(|v| v.fract() != 0.0)
+    {
+        return Err(Error::data(
+            path,
+            format!(
+                "values span [{min}, {max}], fractional, but the pixel convention is 0-255 \
+                 ({how}); these look like {guess}: pass --pixels {guess}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What `fslens diagnose` is asked to do.
+#[derive(Clone, Debug)]
+pub struct DiagnoseRequest {
+    /// A .npy file or a folder of PNG/JPEG images.
+    pub samples: PathBuf,
+    /// The pixel convention; `None` takes the default of the file type.
+    pub pixels: Option<PixelConvention>,
+    /// The name the samples are listed under (file names `samples_<label>.npy`, ...).
+    pub label: String,
+    /// Output folder (staged, renamed into place when complete).
+    pub out: PathBuf,
+    /// Overrides the config's backend.
+    pub backend: Option<String>,
+}
+
+/// At least this many exact draws make the reference (and the `exact` row).
+pub const REFERENCE_DRAWS: usize = 2000;
+
+/// Scores external samples against the exact posterior of `cfg`'s measurement and writes the
+/// output folder (see the module notes). Nothing is written when the samples are rejected.
+pub fn diagnose(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    req: &DiagnoseRequest,
+    observer: &mut dyn Observer,
+) -> Result<(PathBuf, Summary)> {
+    let started = Instant::now();
+    let label = req.label.as_str();
+    if label.is_empty()
+        || label == "exact"
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::config(
+            "--label",
+            format!(
+                "{label:?} must be a non-empty name of letters, digits, '-', '_' or '.', and \
+                 not \"exact\" (it names output files)"
+            ),
+        ));
+    }
+    let mut cfg = cfg.clone();
+    if let Some(b) = &req.backend {
+        cfg.backend = b.clone();
+    }
+    // The samplers of the config are not run: keep `exact` so that setup checks nothing else.
+    cfg.sampling.samplers = vec!["exact".into()];
+    cfg.validate()?;
+    let setup = super::setup(&cfg, base_dir, observer)?;
+    let shape = setup.atoms.shape;
+    let d = shape.dim();
+    observer.stage("reading the samples");
+    let samples = load_samples(&req.samples, shape, req.pixels)?;
+    let staging = OutputDir::create(&req.out)?;
+    let dir = staging.path().to_path_buf();
+
+    observer.stage("building the engine");
+    let engine = crate::engine::create(&cfg.backend, &setup.atoms)?;
+    let omega = crate::samplers::softmax(&setup.log_likelihoods);
+    let schedule = cfg.schedule();
+    let posterior = ExactPosterior::new(
+        &setup.atoms,
+        &omega,
+        setup.operator.as_ref(),
+        &setup.y,
+        cfg.measurement.sigma,
+        &setup.truth,
+        schedule,
+        cfg.diagnostics_options(),
+    );
+
+    observer.stage("scoring the samples");
+    // Nearest atoms argmin_i ‖x − a_i‖ (s = 1; v only shapes the unused prior means) with the
+    // distances recomputed directly in float64 by `analyse`.
+    let v = schedule.noise(cfg.sampling.t_min).v;
+    let mut analysis = posterior.analyse(engine.as_ref(), &samples.pixels, Noise { s: 1.0, v })?;
+    analysis.denoised = samples.pixels.clone();
+    let k = samples.count;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6469_6167_6e6f_7365);
+    let reference_picks = Exact::draw_atoms(&omega, k.max(REFERENCE_DRAWS), &mut rng);
+    let (_, reference_analysis) = posterior.atoms_at_zero(&reference_picks);
+    let reference = posterior.reference_from(0.0, &reference_analysis, false);
+    let external = posterior.score(0.0, &samples.pixels, &analysis, &reference);
+    let exact_picks = Exact::draw_atoms(&omega, k.max(REFERENCE_DRAWS), &mut rng);
+    let (exact_cloud, exact_analysis) = posterior.atoms_at_zero(&exact_picks);
+    let exact = posterior.score(0.0, &exact_cloud, &exact_analysis, &reference);
+
+    observer.stage("writing the output");
+    let exact_classes = class_weights_exact(&setup.atoms, &omega);
+    let mut rows = Vec::new();
+    let mut metrics = std::collections::BTreeMap::new();
+    for (name, cloud, a, m) in [
+        ("exact", &exact_cloud, &exact_analysis, exact),
+        (label, &samples.pixels, &analysis, external),
+    ] {
+        let count = cloud.len() / d;
+        write_npy_f32(&dir.join(format!("samples_{name}.npy")), &[count, d], cloud)?;
+        let shown = count.min(64);
+        save_grid(
+            &dir.join(format!("grid_{name}.png")),
+            &cloud[..shown * d],
+            shape,
+            8,
+            default_scale(shape),
+        )?;
+        let nearest: Vec<usize> = a.nearest.iter().map(|n| n.index).collect();
+        let classes = class_weights_of_samples(&setup.atoms, &nearest);
+        rows.push(row(name, count, &setup.atoms, &exact_classes, classes, &m));
+        metrics.insert(
+            name.to_string(),
+            SamplerMetrics {
+                metrics: m,
+                checkpoints: Vec::new(),
+            },
+        );
+    }
+    let scale = default_scale(shape);
+    save_grid(&dir.join("truth.png"), &setup.truth, shape, 1, scale)?;
+    if let Some(view) = setup.operator.view(&setup.y) {
+        save_grid(
+            &dir.join("measurement.png"),
+            &view.pixels,
+            view.shape,
+            1,
+            default_scale(view.shape),
+        )?;
+    }
+    let top = top_atoms(&omega, 10);
+    let top_pixels: Vec<f32> = top
+        .iter()
+        .flat_map(|&(i, _)| setup.atoms.image(i).iter().copied())
+        .collect();
+    save_grid(
+        &dir.join("exact_top_atoms.png"),
+        &top_pixels,
+        shape,
+        10,
+        scale,
+    )?;
+
+    let modes = ModesSummary {
+        source: posterior.modes.source,
+        names: posterior.modes.names.clone(),
+        exact_weights: posterior.exact_mode_weights.clone(),
+        hallucination_threshold: posterior.options.hallucination_threshold,
+    };
+    let metrics_file = MetricsFile {
+        modes: modes.clone(),
+        ssim: format!(
+            "mean SSIM, {w}x{w} uniform window, sample covariances, K1 = 0.01, K2 = 0.03, \
+             data range 2 (pixels in [-1, 1]), per channel",
+            w = ssim_window(shape)
+        ),
+        off_support_quantile: OFF_SUPPORT_QUANTILE,
+        off_support_rule: OFF_SUPPORT_RULE.to_string(),
+        atom_scale: posterior.atom_scale,
+        off_support_margin: OFF_SUPPORT_MARGIN,
+        samplers: metrics,
+    };
+    crate::arrays::write_atomic(
+        &dir.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics_file)
+            .expect("metrics serialise")
+            .as_bytes(),
+    )?;
+    let label_of = |l: u32| super::label_name(&setup.atoms, l);
+    let summary = Summary {
+        fslens_version: env!("CARGO_PKG_VERSION").to_string(),
+        backend: engine.describe(),
+        dataset: DatasetSummary::of(&setup.atoms),
+        measurement: MeasurementSummary {
+            operator: setup.operator.spec(),
+            linear: setup.operator.is_linear(),
+            m: setup.y.len(),
+            sigma: cfg.measurement.sigma,
+            truth: setup.truth_source.clone(),
+            truth_label: setup.truth_label.map(label_of),
+        },
+        exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
+        exact_top_atoms: top
+            .iter()
+            .map(|&(i, w)| TopAtom {
+                index: i,
+                weight: w,
+                label: setup.atoms.labels.as_ref().map(|l| label_of(l[i])),
+            })
+            .collect(),
+        exact_class_weights: exact_classes.map(|c| super::named_weights(&setup.atoms, &c)),
+        modes,
+        projection_direction: String::new(),
+        samplers: rows,
+        skipped_samplers: Vec::new(),
+        total_seconds: started.elapsed().as_secs_f64(),
+        external: Some(ExternalSource {
+            path: req.samples.display().to_string(),
+            format: samples.format.clone(),
+            pixels: samples.convention.name().to_string(),
+            label: label.to_string(),
+            note: "scored at t = 0 (s = 1, v = 0): nearest atom argmin_i ‖x − a_i‖, the \
+                   *_denoised fields (PSNR, SSIM, data fit) are those of the samples \
+                   themselves, spread_ratio = tr Cov / Σ_i ω_i ‖a_i − ā‖²; the exact row is \
+                   fresh draws i ~ Cat(ω); wall_seconds of the external samples is unknown \
+                   (null)"
+                .to_string(),
+        }),
+    };
+    std::fs::write(dir.join("config.toml"), cfg.to_toml())
+        .map_err(|e| Error::io(dir.join("config.toml"), e))?;
+    let page = super::page::run_page(
+        &summary,
+        &cfg.to_toml(),
+        &[],
+        None,
+        &dir,
+        "fslens diagnose",
+        false,
+    )?;
+    crate::arrays::write_atomic(
+        &dir.join("report.html"),
+        crate::report::html::render(&page).as_bytes(),
+    )?;
+    crate::arrays::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .expect("summary serialises")
+            .as_bytes(),
+    )?;
+    let path = staging.finish()?;
+    Ok((path, summary))
+}
+
+/// One sampler row of summary.json for scored clean samples (no steps, no checkpoints).
+fn row(
+    name: &str,
+    count: usize,
+    atoms: &crate::data::Dataset,
+    exact_classes: &Option<Vec<f64>>,
+    classes: Option<Vec<f64>>,
+    metrics: &CheckpointMetrics,
+) -> SamplerSummary {
+    let tv = match (exact_classes, &classes) {
+        (Some(e), Some(c)) => Some(super::total_variation(e, c)),
+        _ => None,
+    };
+    SamplerSummary {
+        name: name.to_string(),
+        // Unknown for samples made elsewhere (written as null); the exact draws take no time
+        // worth reporting.
+        wall_seconds: if name == "exact" { 0.0 } else { f64::NAN },
+        particles: count,
+        steps: 0,
+        seconds_per_step: None,
+        passes_per_step: 0.0,
+        integrator: None,
+        final_time: 0.0,
+        final_noise_variance: 0.0,
+        checkpoint_times: Vec::new(),
+        full_checkpoint_times: Vec::new(),
+        projection_times: Vec::new(),
+        class_weights: classes.map(|c| super::named_weights(atoms, &c)),
+        class_tv_to_exact: tv,
+        diagnostics: Default::default(),
+        warnings: Vec::new(),
+        metrics: metrics.clone(),
+        checkpoints: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fslens-diag-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn conventions_map_their_ranges_onto_minus_one_to_one() {
+        for c in [
+            PixelConvention::MinusOneToOne,
+            PixelConvention::ZeroToOne,
+            PixelConvention::Byte,
+        ] {
+            let (lo, hi) = c.bounds();
+            assert_eq!(c.to_pixel(lo), -1.0);
+            assert_eq!(c.to_pixel(hi), 1.0);
+            assert_eq!(c.name().parse::<PixelConvention>().unwrap(), c);
+        }
+        // 8-bit values land on the same pixels as the data loaders'.
+        for k in [0u8, 1, 77, 128, 254, 255] {
+            assert_eq!(
+                PixelConvention::Byte.to_pixel(k as f64),
+                crate::data::pixel_from_u8(k)
+            );
+        }
+        assert!("percent".parse::<PixelConvention>().is_err());
+    }
+
+    #[test]
+    fn npy_samples_load_in_every_layout_and_bad_ones_are_named() {
+        let dir = tmp("load");
+        let shape = ImageShape::new(2, 3, 1);
+        let values: Vec<f32> = (0..12).map(|i| i as f32 / 11.0 * 2.0 - 1.0).collect();
+        for dims in [vec![2, 6], vec![2, 2, 3], vec![2, 2, 3, 1]] {
+            let p = dir.join("s.npy");
+            write_npy_f32(&p, &dims, &values).unwrap();
+            let s = load_samples(&p, shape, None).unwrap();
+            assert_eq!(s.count, 2);
+            assert_eq!(s.pixels, values);
+            assert_eq!(s.convention, PixelConvention::MinusOneToOne);
+        }
+        // u8 defaults to 0-255.
+        let p = dir.join("u.npy");
+        let bytes: Vec<u8> = (0..12).map(|i| (i * 20) as u8).collect();
+        crate::arrays::write_npy(&p, &[2, 6], &bytes).unwrap();
+        let s = load_samples(&p, shape, None).unwrap();
+        assert_eq!(s.convention, PixelConvention::Byte);
+        assert_eq!(s.pixels[3], crate::data::pixel_from_u8(60));
+        // [0, 1] declared as such.
+        let p = dir.join("z.npy");
+        let z: Vec<f32> = values.iter().map(|v| (v + 1.0) / 2.0).collect();
+        write_npy_f32(&p, &[2, 6], &z).unwrap();
+        let s = load_samples(&p, shape, Some(PixelConvention::ZeroToOne)).unwrap();
+        for (a, b) in s.pixels.iter().zip(&values) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        // Wrong shape, NCHW, and 0-255 values declared [-1, 1]: errors naming the file.
+        let p = dir.join("bad.npy");
+        write_npy_f32(&p, &[3, 4], &values).unwrap();
+        let e = load_samples(&p, shape, None).unwrap_err().to_string();
+        assert!(e.contains("bad.npy") && e.contains("(K, 6)"), "{e}");
+        let shape3 = ImageShape::new(2, 2, 3);
+        let p = dir.join("nchw.npy");
+        write_npy_f32(&p, &[1, 3, 2, 2], &values).unwrap();
+        let e = load_samples(&p, shape3, None).unwrap_err().to_string();
+        assert!(
+            e.contains("nchw.npy") && e.contains("permute(0, 2, 3, 1)"),
+            "{e}"
+        );
+        let p = dir.join("bytes.npy");
+        let big: Vec<f32> = (0..12).map(|i| (i * 20) as f32).collect();
+        write_npy_f32(&p, &[2, 6], &big).unwrap();
+        let e = load_samples(&p, shape, Some(PixelConvention::MinusOneToOne))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bytes.npy") && e.contains("--pixels 0-255"),
+            "{e}"
+        );
+        // [-1, 1] floats declared 0-255.
+        let p = dir.join("s.npy");
+        write_npy_f32(&p, &[2, 6], &values).unwrap();
+        let e = load_samples(&p, shape, Some(PixelConvention::Byte))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.npy") && e.contains("minus-one-to-one"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

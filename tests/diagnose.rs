@@ -1,0 +1,226 @@
+//! `fslens diagnose` (issue 5, item 6): the exact sampler's own samples, fed back from a
+//! `fslens run` output folder, score as exact (mode TV ≤ 0.05, no hallucination, nothing off
+//! support), as .npy and as a folder of PNGs; prior-only samples (uniform random atoms, no
+//! measurement) score a large TV; bad inputs are errors that name the file, exit 1 and leave
+//! no output folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rand::{Rng, SeedableRng};
+
+const CONFIG: &str = r#"
+seed = 2
+backend = "cpu"
+[data]
+kind = "synthetic"
+synthetic = "shapes"
+count = 1500
+size = 16
+[truth]
+held_out = 1
+index = 0
+[measurement]
+operator = "downsample:4"
+sigma = 0.1
+[sampling]
+samplers = ["exact"]
+particles = 1024
+steps = 50
+checkpoints = [0.1]
+"#;
+
+fn workdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fslens-diagnose-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cfg.toml"), CONFIG).unwrap();
+    dir
+}
+
+fn fslens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn diagnose(dir: &Path, samples: &Path, out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "diagnose",
+        "--samples",
+        samples.to_str().unwrap(),
+        "--config",
+        dir.join("cfg.toml").to_str().unwrap().to_owned().leak(),
+        "--out",
+        dir.join(out).to_str().unwrap().to_owned().leak(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    fslens(&args)
+}
+
+fn metrics(dir: &Path, out: &str, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(out).join("metrics.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v["atom_scale"].as_f64().unwrap() > 0.0);
+    // The same page as a run's: the table row of the scored samples and the embedded grids.
+    let html = std::fs::read_to_string(dir.join(out).join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!(">{name}<")),
+        "report.html has no row for {name}"
+    );
+    assert!(html.contains("data:image/png;base64,"));
+    v["samplers"][name]["metrics"].clone()
+}
+
+fn ok(res: &Output) {
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+#[test]
+fn exact_samples_score_as_exact_and_prior_samples_do_not() {
+    let dir = workdir("exact");
+    let run = dir.join("run");
+    ok(&fslens(&[
+        "run",
+        dir.join("cfg.toml").to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]));
+    let samples = run.join("samples_exact.npy");
+    ok(&diagnose(&dir, &samples, "d-exact", &["--label", "mine"]));
+    let m = metrics(&dir, "d-exact", "mine");
+    let tv = m["mode_tv"].as_f64().unwrap();
+    assert!(tv <= 0.05, "mode TV of exact samples {tv}");
+    assert!(m["hallucination_rate"].as_f64().unwrap() <= 0.005, "{m}");
+    assert_eq!(m["off_support_rate"].as_f64().unwrap(), 0.0, "{m}");
+    let spread = m["spread_ratio"].as_f64().unwrap();
+    assert!((spread - 1.0).abs() < 0.15, "spread ratio {spread}");
+    // The summary lists the exact draws beside the samples, and where these came from.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("d-exact/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["samplers"][0]["name"], "exact");
+    assert_eq!(summary["samplers"][1]["name"], "mine");
+    assert_eq!(summary["external"]["pixels"], "minus-one-to-one");
+    assert!(
+        summary["samplers"][0]["metrics"]["mode_tv"]
+            .as_f64()
+            .unwrap()
+            <= 0.05
+    );
+    for f in [
+        "grid_mine.png",
+        "grid_exact.png",
+        "truth.png",
+        "samples_mine.npy",
+    ] {
+        assert!(dir.join("d-exact").join(f).is_file(), "{f}");
+    }
+
+    // The same samples as 8-bit PNGs in a folder.
+    let a = fslens::arrays::read_npy(&samples).unwrap();
+    let pngs = dir.join("pngs");
+    std::fs::create_dir_all(&pngs).unwrap();
+    for (k, img) in a.data.chunks(256).enumerate() {
+        let bytes: Vec<u8> = img
+            .iter()
+            .map(|&x| ((x + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        image::GrayImage::from_raw(16, 16, bytes)
+            .unwrap()
+            .save(pngs.join(format!("{k:05}.png")))
+            .unwrap();
+    }
+    ok(&diagnose(&dir, &pngs, "d-png", &[]));
+    let m = metrics(&dir, "d-png", "external");
+    assert!(m["mode_tv"].as_f64().unwrap() <= 0.05, "{m}");
+    assert_eq!(m["off_support_rate"].as_f64().unwrap(), 0.0, "{m}");
+
+    // Prior-only samples: uniformly random atoms, as uint8 (K, H, W, C).
+    let cfg = fslens::config::RunConfig::load(&dir.join("cfg.toml")).unwrap();
+    let setup = fslens::experiment::setup(&cfg, &dir, &mut fslens::experiment::Silent).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let prior: Vec<u8> = (0..1024)
+        .flat_map(|_| {
+            let i = rng.random_range(0..setup.atoms.len());
+            setup
+                .atoms
+                .image(i)
+                .iter()
+                .map(|&x| fslens::data::pixel_to_u8(x))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let p = dir.join("prior.npy");
+    fslens::arrays::write_npy(&p, &[1024, 16, 16, 1], &prior).unwrap();
+    ok(&diagnose(&dir, &p, "d-prior", &[]));
+    let m = metrics(&dir, "d-prior", "external");
+    let tv = m["mode_tv"].as_f64().unwrap();
+    assert!(tv > 0.3, "prior-only samples: mode TV {tv}");
+    // Prior atoms are atoms: on support, whatever their mode.
+    assert_eq!(m["off_support_rate"].as_f64().unwrap(), 0.0, "{m}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A bad input: exit status 1, the file named, the fix hinted, no output folder.
+fn rejected(dir: &Path, samples: &Path, extra: &[&str], hint: &str) {
+    let res = diagnose(dir, samples, "never", extra);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    let name = samples.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name) && err.contains(hint), "{err}");
+    assert!(!dir.join("never").exists());
+    let staged = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("partial")
+        })
+        .count();
+    assert_eq!(staged, 0);
+}
+
+#[test]
+fn bad_samples_are_errors_that_name_the_file() {
+    let dir = workdir("bad");
+    let w = |name: &str, shape: &[usize], data: &[f32]| {
+        let p = dir.join(name);
+        fslens::arrays::write_npy_f32(&p, shape, data).unwrap();
+        p
+    };
+    let good: Vec<f32> = (0..4 * 256).map(|i| ((i % 7) as f32) / 7.0 - 0.5).collect();
+    rejected(
+        &dir,
+        &w("wrong.npy", &[4, 16, 16, 3], &[0.0; 4 * 768]),
+        &[],
+        "(K, 256)",
+    );
+    rejected(&dir, &w("flat.npy", &[8, 128], &good), &[], "16x16x1");
+    let mut nan = good.clone();
+    nan[37] = f32::NAN;
+    rejected(&dir, &w("nan.npy", &[4, 256], &nan), &[], "not finite");
+    let bytes: Vec<f32> = good.iter().map(|v| ((v + 1.0) * 127.5).round()).collect();
+    rejected(
+        &dir,
+        &w("bytes.npy", &[4, 256], &bytes),
+        &["--pixels", "minus-one-to-one"],
+        "--pixels 0-255",
+    );
+    rejected(
+        &dir,
+        &w("floats.npy", &[4, 256], &good),
+        &["--pixels", "0-255"],
+        "minus-one-to-one",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
