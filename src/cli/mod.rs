@@ -1,6 +1,7 @@
 //! The `fslens` command line: clap subcommands over the library. Nothing imports this module.
 
 mod progress;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ const AFTER_HELP: &str = "Examples:
   fslens run assets/configs/fashion-mnist-inpaint.toml --out fm-inpaint
   fslens score --atoms A.npy --x X.npy --t 0.3 --method fsr --y Y.npy \\
                --operator matrix:M.npy --sigma 0.05 --out S.npy
+  fslens sweep assets/configs/sweep-demo.toml --out sw   # a grid of runs; rerun to resume
+  fslens sweep sw.toml --out sw --shard 0/4  # one of 4 shards (one per Slurm array task)
+  fslens merge sw                            # results.csv, results.jsonl, report.html
   fslens info                                # version, backends, GPU adapters
   fslens bench --json                        # one fsr step vs the GEMM peak and a numpy baseline";
 
@@ -110,6 +114,39 @@ enum Command {
         beta_min: f64,
         #[arg(long, default_value_t = 20.0)]
         beta_max: f64,
+    },
+    /// Run a sweep: a base run config and axes to vary (README: "Sweeps"). Each job writes
+    /// OUT/jobs/<id>/ atomically; a rerun skips complete jobs and retries failed ones. The exit
+    /// status is nonzero when a job failed (its error is in OUT/failed/<id>/error.txt).
+    Sweep {
+        /// The sweep file (TOML): `base = "run.toml"` or a [base] table, and [axes].
+        config: PathBuf,
+        /// Output folder (shared by all shards); default: runs/<sweep file name>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run only shard i of n (0-based), e.g. --shard "$SLURM_ARRAY_TASK_ID/4".
+        #[arg(long)]
+        shard: Option<String>,
+        /// auto | cpu | gpu for every job (part of the job ids).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Print a Slurm batch script that runs the sweep as an array of N tasks (one shard
+        /// each, then a merge) and exit: `fslens sweep S.toml --out O --print-sbatch 4 | sbatch`.
+        #[arg(long, value_name = "N")]
+        print_sbatch: Option<usize>,
+        /// Extra #SBATCH lines for --print-sbatch, e.g. --sbatch-arg=--time=02:00:00.
+        #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+    },
+    /// Merge the finished jobs of sweep output folders (e.g. shards) into results.csv,
+    /// results.jsonl and report.html (every metric against every swept axis).
+    Merge {
+        /// Sweep output folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the merged files; default: the first folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Version, compute backends and GPU adapters, and which one `auto` picks.
     Info,
@@ -255,6 +292,26 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Sweep {
+            config,
+            out,
+            shard,
+            backend,
+            print_sbatch,
+            sbatch_args,
+        } => sweep::sweep(
+            &sweep::SweepArgs {
+                file: config,
+                out: out.as_deref(),
+                shard: shard.as_deref(),
+                backend: backend.as_deref(),
+                print_sbatch: *print_sbatch,
+                sbatch_args,
+            },
+            cli.quiet,
+            cli.json,
+        ),
+        Command::Merge { dirs, out } => sweep::merge(dirs, out.as_deref(), cli.quiet, cli.json),
         Command::Info => {
             print_info(cli);
             Ok(())

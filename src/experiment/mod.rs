@@ -152,14 +152,27 @@ pub fn run(
     backend: Option<&str>,
     observer: &mut dyn Observer,
 ) -> Result<(PathBuf, Summary)> {
-    let started = Instant::now();
     let mut cfg = cfg.clone();
     if let Some(b) = backend {
         cfg.backend = b.to_string();
     }
     cfg.validate()?;
     let staging = OutputDir::create(out)?;
-    let setup = setup(&cfg, base_dir, observer)?;
+    let summary = run_in(&cfg, base_dir, staging.path(), observer)?;
+    let path = staging.finish()?;
+    Ok((path, summary))
+}
+
+/// Runs a validated `cfg` and writes its outputs into the existing folder `dir` (the caller
+/// stages it: [`run`] and the sweep runner rename it into place when this returns Ok).
+pub fn run_in(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    dir: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let setup = setup(cfg, base_dir, observer)?;
     let shape = setup.atoms.shape;
     let d = shape.dim();
     observer.stage("building the engine");
@@ -183,7 +196,7 @@ pub fn run(
     let final_level = settings.final_level(&problem.schedule);
     let walked = settings.integrator.steps(settings.steps);
 
-    let dir = staging.path().to_path_buf();
+    let dir = dir.to_path_buf();
     let posterior_view = ExactPosterior::new(
         &setup.atoms,
         &omega,
@@ -405,8 +418,7 @@ pub fn run(
             .expect("summary serialises")
             .as_bytes(),
     )?;
-    let path = staging.finish()?;
-    Ok((path, summary))
+    Ok(summary)
 }
 
 /// A run's clouds in time order: its checkpoint snapshots, then the final samples at `t_end`
