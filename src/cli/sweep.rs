@@ -32,18 +32,33 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         .unwrap_or_else(|| default_out(args.file));
     if let Some(shards) = args.print_sbatch {
         if shards == 0 {
-            return Err(Error::config("--print-sbatch", "needs at least 1 array task"));
+            return Err(Error::config(
+                "--print-sbatch",
+                "needs at least 1 array task",
+            ));
         }
+        // Slurm opens the --output log under OUT before the script runs: OUT must exist.
+        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
         // Absolute paths: the batch job may start in another folder.
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
         print!(
             "{}",
-            sweep::sbatch_script(&abs(args.file), &abs(&out), shards, &binary, args.sbatch_args)
+            sweep::sbatch_script(
+                &abs(args.file),
+                &abs(&out),
+                shards,
+                &binary,
+                args.sbatch_args
+            )
         );
         return Ok(());
     }
-    let shard = args.shard.map(Shard::parse).transpose()?.unwrap_or(Shard::ALL);
+    let shard = args
+        .shard
+        .map(Shard::parse)
+        .transpose()?
+        .unwrap_or(Shard::ALL);
     let mut reporter = SweepReporter::new(quiet, json);
     let outcome = sweep::run(&spec, &out, shard, args.backend, &mut reporter)?;
     reporter.finish();
@@ -147,7 +162,8 @@ impl SweepObserver for SweepReporter {
                 serde_json::json!({"event": "sweep_start", "jobs": jobs, "already_complete": already_complete})
             );
         } else if !self.quiet && self.terminal {
-            let bar = ProgressBar::with_draw_target(Some(jobs as u64), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(jobs as u64), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
                     "  sweep [{bar:30}] {pos}/{len} jobs  {elapsed} (eta {eta})  {msg}",
@@ -188,7 +204,11 @@ impl SweepObserver for SweepReporter {
         if let Some(bar) = &self.bar {
             bar.inc(1);
             if let Some(e) = error {
-                bar.println(format!("job {} ({}) failed: {e}", job.id, describe_axes(&job.axes)));
+                bar.println(format!(
+                    "job {} ({}) failed: {e}",
+                    job.id,
+                    describe_axes(&job.axes)
+                ));
             }
         } else if let Some(e) = error {
             // A failure is never silent, --quiet or not.

@@ -80,7 +80,11 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Merged> {
             ));
         }
         for path in sorted_entries(&jobs)? {
-            let id = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let id = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if !seen.insert(id.clone()) {
                 merged.duplicates += 1;
                 continue;
@@ -90,14 +94,20 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Merged> {
         let failed = dir.join("failed");
         if failed.is_dir() {
             for path in sorted_entries(&failed)? {
-                let id = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let id = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
                 let error = std::fs::read_to_string(path.join("error.txt"))
                     .unwrap_or_else(|e| format!("(error.txt unreadable: {e})"));
                 let index = read_json(&path.join("job.json"))
                     .ok()
                     .and_then(|v| v["index"].as_u64())
                     .map(|i| i as usize);
-                failures.entry(id.clone()).or_insert(Failure { id, index, error });
+                failures
+                    .entry(id.clone())
+                    .or_insert(Failure { id, index, error });
             }
         }
     }
@@ -105,7 +115,9 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Merged> {
         .into_values()
         .filter(|f| !seen.contains(&f.id))
         .collect();
-    merged.rows.sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
+    merged
+        .rows
+        .sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
     let mut axes: Vec<String> = Vec::new();
     let mut samplers = BTreeSet::new();
     for row in &merged.rows {
@@ -147,13 +159,18 @@ fn read_job(dir: &Path, source: &Path) -> Result<Row> {
     let metrics = read_json(&dir.join("metrics.json"))?;
     let summary = read_json(&dir.join("summary.json"))?;
     let mut samplers = BTreeMap::new();
-    let by_name = metrics["samplers"].as_object().ok_or_else(|| {
-        Error::data(dir.join("metrics.json"), "has no `samplers` object")
-    })?;
+    let by_name = metrics["samplers"]
+        .as_object()
+        .ok_or_else(|| Error::data(dir.join("metrics.json"), "has no `samplers` object"))?;
     for (name, m) in by_name {
         let fin = &m["metrics"];
         let mut row = BTreeMap::new();
-        for key in ["mode_tv", "hallucination_rate", "off_support_rate", "spread_ratio"] {
+        for key in [
+            "mode_tv",
+            "hallucination_rate",
+            "off_support_rate",
+            "spread_ratio",
+        ] {
             if let Some(v) = fin[key].as_f64() {
                 row.insert(key.to_string(), v);
             }
@@ -313,6 +330,9 @@ mod tests {
     fn axis_labels_are_short() {
         assert_eq!(axis_label(&serde_json::json!(0.05)), "0.05");
         assert_eq!(axis_label(&serde_json::json!("ddim")), "ddim");
-        assert_eq!(axis_label(&serde_json::json!(["exact", "fsr"])), "exact+fsr");
+        assert_eq!(
+            axis_label(&serde_json::json!(["exact", "fsr"])),
+            "exact+fsr"
+        );
     }
 }

@@ -82,10 +82,7 @@ impl Sweep {
                 format!("invalid sweep file: {}", e.to_string().trim_end()),
             )
         })?;
-        let here = origin
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let here = origin.parent().map(Path::to_path_buf).unwrap_or_default();
         let (base, base_dir) = match table.remove("base") {
             Some(toml::Value::String(file)) => {
                 let path = here.join(&file);
@@ -96,7 +93,10 @@ impl Sweep {
                         format!("invalid run config: {}", e.to_string().trim_end()),
                     )
                 })?;
-                (base, path.parent().map(Path::to_path_buf).unwrap_or_default())
+                (
+                    base,
+                    path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                )
             }
             Some(toml::Value::Table(t)) => (t, here.clone()),
             Some(other) => {
@@ -588,7 +588,10 @@ steps = 10
 "#;
 
     fn sweep(axes: &str) -> Result<Sweep> {
-        let text = format!("[base]\n{}\n[axes]\n{axes}", BASE.replace("\n[", "\n[base."));
+        let text = format!(
+            "[base]\n{}\n[axes]\n{axes}",
+            BASE.replace("\n[", "\n[base.")
+        );
         Sweep::from_toml(&text, Path::new("/nonexistent/sweep.toml"))
     }
 
@@ -673,9 +676,13 @@ steps = 10
 
     #[test]
     fn bad_sweeps_name_the_key() {
-        let e = sweep("\"measurement.sigm\" = [0.1]\n").unwrap_err().to_string();
+        let e = sweep("\"measurement.sigm\" = [0.1]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sigm") && e.contains("job 0"), "{e}");
-        let e = sweep("\"measurement.sigma\" = [-1.0]\n").unwrap_err().to_string();
+        let e = sweep("\"measurement.sigma\" = [-1.0]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("measurement.sigma"), "{e}");
         let e = sweep("seed = []\n").unwrap_err().to_string();
         assert!(e.contains("axes.\"seed\"") && e.contains("empty"), "{e}");
@@ -691,7 +698,9 @@ steps = 10
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope.toml"), "{e}");
-        let e = sweep("seed = [1]\n[extra]\nx = 1\n").unwrap_err().to_string();
+        let e = sweep("seed = [1]\n[extra]\nx = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("extra"), "{e}");
     }
 
