@@ -517,9 +517,10 @@ impl Observer for JobObserver<'_> {
 }
 
 /// A Slurm batch script that runs `sweep_file` as an array of `shards` tasks, one shard each,
-/// then merges when the last task of the array has finished (`merge` is idempotent: any task
-/// may run it; the script runs it in every task, so the merged report reflects all tasks that
-/// finished so far, and the last one to finish leaves the complete merge).
+/// each task then merging what is complete. The merges hold `OUT/.merge.lock` (flock): every
+/// merge starts after its own shard ended, so the one that takes the lock last starts after
+/// every shard ended and leaves the complete merge (an unlocked earlier merge could otherwise
+/// overwrite it with a stale one).
 pub fn sbatch_script(
     sweep_file: &Path,
     out: &Path,
@@ -550,7 +551,12 @@ pub fn sbatch_script(
         q(sweep_file),
         q(out)
     ));
-    s.push_str(&format!("{} --quiet merge {}\n", q(binary), q(out)));
+    s.push_str(&format!(
+        "flock {} {} --quiet merge {}\n",
+        q(&out.join(".merge.lock")),
+        q(binary),
+        q(out)
+    ));
     s
 }
 
@@ -719,7 +725,9 @@ steps = 10
         assert!(s.contains(
             "/opt/fslens --quiet sweep 'sweeps/my sweep.toml' --out /scratch/out --shard \"${SLURM_ARRAY_TASK_ID}/4\""
         ));
-        assert!(s.contains("/opt/fslens --quiet merge /scratch/out\n"));
+        assert!(
+            s.contains("flock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out\n")
+        );
         // The shard expression the script passes parses for every task id.
         for i in 0..4 {
             assert!(Shard::parse(&format!("{i}/4")).is_ok());
