@@ -111,8 +111,12 @@ fn json_file(path: &Path) -> serde_json::Value {
 }
 
 /// Every file of job folder `a` equals the same file of `b`: bytes, except the timings of
-/// summary.json.
+/// summary.json (and the job's position in job.json when the sweeps differ).
 fn assert_same_job(a: &Path, b: &Path) {
+    assert_same_job_of(a, b, true)
+}
+
+fn assert_same_job_of(a: &Path, b: &Path, same_sweep: bool) {
     let names = |d: &Path| -> BTreeSet<String> {
         std::fs::read_dir(d)
             .unwrap()
@@ -127,7 +131,12 @@ fn assert_same_job(a: &Path, b: &Path) {
     }
     assert!(files.iter().any(|f| f.starts_with("samples_")));
     for f in &files {
-        if f == "summary.json" {
+        if f == "job.json" && !same_sweep {
+            let (mut x, mut y) = (json_file(&a.join(f)), json_file(&b.join(f)));
+            x.as_object_mut().unwrap().remove("index");
+            y.as_object_mut().unwrap().remove("index");
+            assert_eq!(x, y, "{}", a.join(f).display());
+        } else if f == "summary.json" {
             let (mut x, mut y) = (json_file(&a.join(f)), json_file(&b.join(f)));
             strip_timing(&mut x);
             strip_timing(&mut y);
@@ -469,5 +478,86 @@ fn print_sbatch_emits_an_array_script() {
     let jobs = complete_jobs(&dir.join("o"));
     assert_eq!(jobs.len(), 4);
     assert!(dir.join("o/results.csv").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_cache_holds_each_set_once_and_rebuilds_corrupt_entries() {
+    let reference = reference();
+    // 12 jobs, one data set, three atom selections (the seed picks the held-out image; σ and
+    // the samplers do not change the measured atoms): 1 + 3 entries.
+    let entries = |dir: &Path, kind: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{kind}-"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let cache = reference.join("cache");
+    assert_eq!(entries(&cache, "dataset").len(), 1);
+    assert_eq!(entries(&cache, "measured").len(), 3);
+
+    // Damage one byte of every entry in a copy of the cache, then run two of the reference's
+    // jobs against it: each damaged entry that is read is reported once, rebuilt, and the
+    // outputs equal the reference's.
+    let dir = scratch("cache");
+    let copy = dir.join("cache");
+    std::fs::create_dir_all(&copy).unwrap();
+    for p in entries(&cache, "dataset")
+        .into_iter()
+        .chain(entries(&cache, "measured"))
+    {
+        let mut bytes = std::fs::read(&p).unwrap();
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x01;
+        std::fs::write(copy.join(p.file_name().unwrap()), bytes).unwrap();
+    }
+    std::fs::write(
+        dir.join("two.toml"),
+        "base = \"base.toml\"\n[axes]\n\"measurement.sigma\" = [0.05, 0.2]\n\
+         \"sampling.samplers\" = [[\"exact\", \"fsr\"]]\nseed = [0]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let run = fslens(&[
+        "--json",
+        "sweep",
+        s(&dir.join("two.toml")),
+        "--out",
+        s(&out),
+        "--cache",
+        s(&copy),
+    ]);
+    let warnings: Vec<String> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter(|l| l.contains("\"warning\""))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.contains("checksum mismatch") && w.contains("rebuilt"))
+    );
+    assert!(warnings.iter().any(|w| w.contains("dataset-")));
+    assert!(warnings.iter().any(|w| w.contains("measured-")));
+    let jobs = complete_jobs(&out);
+    assert_eq!(jobs.len(), 2);
+    for id in &jobs {
+        assert_same_job_of(
+            &out.join("jobs").join(id),
+            &reference.join("jobs").join(id),
+            false,
+        );
+    }
+    assert!(!out.join("cache").exists(), "--cache replaces OUT/cache");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -137,6 +137,13 @@ enum Command {
         /// Extra #SBATCH lines for --print-sbatch, e.g. --sbatch-arg=--time=02:00:00.
         #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
         sbatch_args: Vec<String>,
+        /// Folder of the atom cache (loaded data sets and measured atoms, checksummed) shared
+        /// by the jobs; default OUT/cache.
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Load and measure the atoms afresh in every job.
+        #[arg(long, conflicts_with = "cache")]
+        no_cache: bool,
     },
     /// Merge the finished jobs of sweep output folders (e.g. shards) into results.csv,
     /// results.jsonl and report.html (every metric against every swept axis).
@@ -299,6 +306,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
             backend,
             print_sbatch,
             sbatch_args,
+            cache,
+            no_cache,
         } => sweep::sweep(
             &sweep::SweepArgs {
                 file: config,
@@ -307,6 +316,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 backend: backend.as_deref(),
                 print_sbatch: *print_sbatch,
                 sbatch_args,
+                cache: cache.as_deref(),
+                no_cache: *no_cache,
             },
             cli.quiet,
             cli.json,

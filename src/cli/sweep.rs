@@ -17,6 +17,8 @@ pub struct SweepArgs<'a> {
     pub backend: Option<&'a str>,
     pub print_sbatch: Option<usize>,
     pub sbatch_args: &'a [String],
+    pub cache: Option<&'a Path>,
+    pub no_cache: bool,
 }
 
 /// The default output folder of a sweep file: runs/<file stem>.
@@ -42,6 +44,17 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         // Absolute paths: the batch job may start in another folder.
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
+        // The options of this command line that every task must repeat.
+        let mut sweep_args = Vec::new();
+        if let Some(b) = args.backend {
+            sweep_args.extend(["--backend".to_string(), b.to_string()]);
+        }
+        if let Some(c) = args.cache {
+            sweep_args.extend(["--cache".to_string(), abs(c).display().to_string()]);
+        }
+        if args.no_cache {
+            sweep_args.push("--no-cache".to_string());
+        }
         print!(
             "{}",
             sweep::sbatch_script(
@@ -49,7 +62,8 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
                 &abs(&out),
                 shards,
                 &binary,
-                args.sbatch_args
+                args.sbatch_args,
+                &sweep_args
             )
         );
         return Ok(());
@@ -59,8 +73,24 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         .map(Shard::parse)
         .transpose()?
         .unwrap_or(Shard::ALL);
+    let cache = if args.no_cache {
+        None
+    } else {
+        let dir = args
+            .cache
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| out.join("cache"));
+        Some(crate::data::cache::AtomCache::open(&dir)?)
+    };
     let mut reporter = SweepReporter::new(quiet, json);
-    let outcome = sweep::run(&spec, &out, shard, args.backend, &mut reporter)?;
+    let outcome = sweep::run(
+        &spec,
+        &out,
+        shard,
+        args.backend,
+        cache.as_ref(),
+        &mut reporter,
+    )?;
     reporter.finish();
     let failed = outcome.failed.len();
     if json {

@@ -2,6 +2,7 @@
 //! load the atoms, hold out the truth, measure it, build the engine, run every sampler on the
 //! same y and seed, and write what they produced (README: "Output folder").
 
+mod cache_keys;
 pub mod score;
 pub mod summary;
 
@@ -12,6 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
+use crate::data::cache::{AtomCache, Lookup};
 use crate::data::{Dataset, ImageShape};
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::{Analysis, ExactPosterior, OFF_SUPPORT_QUANTILE, ReferenceAt};
@@ -56,8 +58,28 @@ pub struct Setup {
 
 /// Loads the data, picks the truth, builds the operator and draws y = A(x) + σ ε.
 pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> Result<Setup> {
+    setup_cached(cfg, base_dir, observer, None)
+}
+
+/// [`setup`], taking the loaded data set and the measured atoms from `cache` when it holds
+/// them (and storing them there when not). The results are bit for bit those of [`setup`].
+pub fn setup_cached(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    observer: &mut dyn Observer,
+    cache: Option<&AtomCache>,
+) -> Result<Setup> {
     observer.stage("loading data");
-    let dataset = crate::data::spec::load(&cfg.data, base_dir)?;
+    let load = || crate::data::spec::load(&cfg.data, base_dir);
+    let (dataset, data_key) = match cache {
+        None => (load()?, String::new()),
+        Some(c) => {
+            let key = cache_keys::dataset(&cfg.data, base_dir);
+            let (ds, how) = c.dataset(&key, load)?;
+            report_lookup(observer, c, "dataset", &key, &how);
+            (ds, key)
+        }
+    };
     let shape = dataset.shape;
     let (atoms, truth, truth_label, truth_source) = if let Some(file) = &cfg.truth.file {
         let path = if file.is_absolute() {
@@ -123,7 +145,16 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
         *yi = (*yi as f64 + cfg.measurement.sigma * e) as f32;
     }
     observer.stage(&format!("measuring {} atoms", atoms.len()));
-    let measured = operators::measure_atoms(operator.as_ref(), &atoms.images);
+    let measure = || Ok(operators::measure_atoms(operator.as_ref(), &atoms.images));
+    let measured = match cache {
+        None => measure()?,
+        Some(c) => {
+            let key = cache_keys::measured(&data_key, cfg, base_dir);
+            let (measured, how) = c.matrix("measured", &key, atoms.len(), m, measure)?;
+            report_lookup(observer, c, "measured", &key, &how);
+            measured
+        }
+    };
     let log_likelihoods = operators::log_likelihoods(&measured, &y, cfg.measurement.sigma)?;
     Ok(Setup {
         atoms,
@@ -134,6 +165,23 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
         y,
         log_likelihoods,
     })
+}
+
+fn report_lookup(
+    observer: &mut dyn Observer,
+    cache: &AtomCache,
+    kind: &str,
+    key: &str,
+    how: &Lookup,
+) {
+    match how {
+        Lookup::Hit => observer.stage(&format!("{kind} atoms from the cache")),
+        Lookup::Miss => {}
+        Lookup::Rebuilt(why) => observer.warning(&format!(
+            "cache entry {} was not used ({why}); rebuilt it",
+            cache.entry_path(kind, key).display()
+        )),
+    }
 }
 
 fn rename_key(e: Error, key: &str) -> Error {
@@ -158,21 +206,23 @@ pub fn run(
     }
     cfg.validate()?;
     let staging = OutputDir::create(out)?;
-    let summary = run_in(&cfg, base_dir, staging.path(), observer)?;
+    let summary = run_in(&cfg, base_dir, staging.path(), observer, None)?;
     let path = staging.finish()?;
     Ok((path, summary))
 }
 
 /// Runs a validated `cfg` and writes its outputs into the existing folder `dir` (the caller
-/// stages it: [`run`] and the sweep runner rename it into place when this returns Ok).
+/// stages it: [`run`] and the sweep runner rename it into place when this returns Ok), with
+/// the atoms and measured atoms from `cache` when given ([`setup_cached`]).
 pub fn run_in(
     cfg: &RunConfig,
     base_dir: &Path,
     dir: &Path,
     observer: &mut dyn Observer,
+    cache: Option<&AtomCache>,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let setup = setup(cfg, base_dir, observer)?;
+    let setup = setup_cached(cfg, base_dir, observer, cache)?;
     let shape = setup.atoms.shape;
     let d = shape.dim();
     observer.stage("building the engine");

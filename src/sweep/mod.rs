@@ -21,6 +21,8 @@
 //!   outputs (config.toml, summary.json, metrics.json, samples_*.npy, …). It is written as
 //!   `OUT/jobs/.<id>.partial-<pid>` and renamed when complete, so a folder under its final name
 //!   is always complete; a rerun skips it.
+//! - `OUT/cache/`: loaded atom sets and measured atoms shared by the jobs (data::cache), unless
+//!   the CLI is told `--no-cache` or another `--cache DIR`.
 //! - `OUT/failed/<id>/error.txt`: the error of the last failed attempt (replaced atomically;
 //!   removed when the job later succeeds). Failed jobs are retried by the next run.
 
@@ -34,6 +36,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
+use crate::data::cache::AtomCache;
 use crate::experiment::Observer;
 use crate::report::output::OutputDir;
 use crate::{Error, Result};
@@ -384,12 +387,14 @@ impl JobRecord {
 }
 
 /// Runs the jobs of `shard` that are not complete under `out`, one after another; a job that
-/// fails records its error and the sweep goes on.
+/// fails records its error and the sweep goes on. With `cache`, jobs share loaded and measured
+/// atoms through it (conventionally `OUT/cache`).
 pub fn run(
     sweep: &Sweep,
     out: &Path,
     shard: Shard,
     backend: Option<&str>,
+    cache: Option<&AtomCache>,
     observer: &mut dyn SweepObserver,
 ) -> Result<Outcome> {
     let jobs: Vec<Job> = sweep
@@ -412,7 +417,7 @@ pub fn run(
         }
         observer.job_started(job);
         let t0 = Instant::now();
-        let result = run_job(sweep, job, &jobs_dir, observer);
+        let result = run_job(sweep, job, &jobs_dir, cache, observer);
         let seconds = t0.elapsed().as_secs_f64();
         let failed_dir = out.join("failed").join(&job.id);
         match result {
@@ -438,6 +443,7 @@ fn run_job(
     sweep: &Sweep,
     job: &Job,
     jobs_dir: &Path,
+    cache: Option<&AtomCache>,
     observer: &mut dyn SweepObserver,
 ) -> std::result::Result<(), String> {
     remove_stale_staging(jobs_dir, &job.id);
@@ -447,7 +453,13 @@ fn run_job(
         let record = serde_json::to_string_pretty(&JobRecord::of(job)).expect("job serialises");
         crate::arrays::write_atomic(&staging.path().join("job.json"), record.as_bytes())?;
         let mut forward = JobObserver { job, observer };
-        crate::experiment::run_in(&job.config, &sweep.base_dir, staging.path(), &mut forward)?;
+        crate::experiment::run_in(
+            &job.config,
+            &sweep.base_dir,
+            staging.path(),
+            &mut forward,
+            cache,
+        )?;
         staging.finish()?;
         Ok(())
     };
@@ -527,6 +539,7 @@ pub fn sbatch_script(
     shards: usize,
     binary: &Path,
     extra_sbatch: &[String],
+    sweep_args: &[String],
 ) -> String {
     let q = |p: &Path| shell_quote(&p.display().to_string());
     let mut s = String::new();
@@ -545,8 +558,12 @@ pub fn sbatch_script(
     s.push_str(&format!(
         "# One shard of {shards} per array task; a rerun of the array skips completed jobs.\n"
     ));
+    let extra: String = sweep_args
+        .iter()
+        .map(|a| format!(" {}", shell_quote(a)))
+        .collect();
     s.push_str(&format!(
-        "{} --quiet sweep {} --out {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\"\n",
+        "{} --quiet sweep {} --out {}{extra} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\"\n",
         q(binary),
         q(sweep_file),
         q(out)
@@ -718,12 +735,13 @@ steps = 10
             4,
             Path::new("/opt/fslens"),
             &["--time=01:00:00".to_string()],
+            &["--backend".to_string(), "gpu".to_string()],
         );
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(s.contains("#SBATCH --array=0-3\n"));
         assert!(s.contains("#SBATCH --time=01:00:00\n"));
         assert!(s.contains(
-            "/opt/fslens --quiet sweep 'sweeps/my sweep.toml' --out /scratch/out --shard \"${SLURM_ARRAY_TASK_ID}/4\""
+            "/opt/fslens --quiet sweep 'sweeps/my sweep.toml' --out /scratch/out --backend gpu --shard \"${SLURM_ARRAY_TASK_ID}/4\""
         ));
         assert!(
             s.contains("flock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out\n")
