@@ -287,7 +287,7 @@ fn results(dir: &Path) -> Vec<serde_json::Value> {
 /// results.csv without the timing columns.
 fn csv_without_timing(dir: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
-    let rows: Vec<Vec<String>> = text.lines().map(|l| split_csv(l)).collect();
+    let rows: Vec<Vec<String>> = text.lines().map(split_csv).collect();
     let keep: Vec<bool> = rows[0]
         .iter()
         .map(|h| !TIMING.iter().any(|t| h.ends_with(t)))
