@@ -11,6 +11,18 @@ use serde_json::Value;
 use super::merge::{METRICS, Merged, axis_label};
 use crate::{Error, Result};
 
+/// Sampler colours (the "tab10" palette: distinct, readable on white).
+const COLOURS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
 /// The distinct values of an axis in plotting order: numerically when all are numbers, else in
 /// sweep order.
 fn axis_values(merged: &Merged, axis: &str) -> Vec<Value> {
@@ -35,8 +47,8 @@ fn axis_values(merged: &Merged, axis: &str) -> Vec<Value> {
 /// One metric against one axis as an SVG document; None when no job has the metric.
 pub fn metric_plot(merged: &Merged, axis: &str, metric: &str) -> Result<Option<String>> {
     let values = axis_values(merged, axis);
-    // sampler → (x position, y) of every job that has the metric.
-    let mut points: BTreeMap<&str, Vec<(i32, f64)>> = BTreeMap::new();
+    // sampler → (category, y) of every job that has the metric.
+    let mut points: BTreeMap<&str, Vec<(usize, f64)>> = BTreeMap::new();
     for row in &merged.rows {
         let Some(x) = row
             .axes
@@ -49,7 +61,7 @@ pub fn metric_plot(merged: &Merged, axis: &str, metric: &str) -> Result<Option<S
             if let Some(&y) = m.get(metric)
                 && y.is_finite()
             {
-                points.entry(name).or_default().push((x as i32, y));
+                points.entry(name).or_default().push((x, y));
             }
         }
     }
@@ -67,7 +79,7 @@ pub fn metric_plot(merged: &Merged, axis: &str, metric: &str) -> Result<Option<S
     };
     let (y0, y1) = (lo - pad, hi + pad);
     let labels: Vec<String> = values.iter().map(axis_label).collect();
-    let k = values.len() as i32;
+    let k = values.len();
     let mut svg = String::new();
     let plot_err = |e: &dyn std::fmt::Display| {
         Error::input(format!("plotting {metric} against {axis} failed: {e}"))
@@ -77,32 +89,42 @@ pub fn metric_plot(merged: &Merged, axis: &str, metric: &str) -> Result<Option<S
         root.fill(&WHITE).map_err(|e| plot_err(&e))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(format!("{metric} vs {axis}"), ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(-1i32..k, y0..y1)
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..(k as f64 - 0.5), y0..y1)
             .map_err(|e| plot_err(&e))?;
-        let fmt_x = |x: &i32| {
-            usize::try_from(*x)
-                .ok()
-                .and_then(|i| labels.get(i).cloned())
-                .unwrap_or_default()
+        // Categories sit at 0, 1, …; ticks fall on a finer grid that includes the integers,
+        // and only those are labelled.
+        let fmt_x = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         };
         chart
             .configure_mesh()
-            .x_labels((k + 2) as usize)
+            .disable_x_mesh()
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(WHITE)
+            .x_labels(4 * k + 4)
             .x_label_formatter(&fmt_x)
             .x_desc(axis)
             .y_desc(metric)
             .draw()
             .map_err(|e| plot_err(&e))?;
+        let shown = points.len() as f64;
         for (si, (name, pts)) in points.iter().enumerate() {
-            let color = Palette99::pick(si).to_rgba();
+            let color = COLOURS[si % COLOURS.len()];
+            // Samplers side by side within a category, so equal values stay visible.
+            let dx = (si as f64 - (shown - 1.0) / 2.0) * 0.06;
             let mut means = Vec::new();
             for x in 0..k {
                 let at: Vec<f64> = pts.iter().filter(|p| p.0 == x).map(|p| p.1).collect();
                 if !at.is_empty() {
-                    means.push((x, at.iter().sum::<f64>() / at.len() as f64));
+                    means.push((x as f64 + dx, at.iter().sum::<f64>() / at.len() as f64));
                 }
             }
             chart
@@ -111,13 +133,16 @@ pub fn metric_plot(merged: &Merged, axis: &str, metric: &str) -> Result<Option<S
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .draw_series(
+                    pts.iter()
+                        .map(|&(x, y)| Circle::new((x as f64 + dx, y), 3, color.filled())),
+                )
                 .map_err(|e| plot_err(&e))?;
         }
         chart
             .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
+            .background_style(WHITE)
+            .border_style(RGBColor(160, 160, 160))
             .draw()
             .map_err(|e| plot_err(&e))?;
         root.present().map_err(|e| plot_err(&e))?;
