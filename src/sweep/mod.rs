@@ -173,7 +173,25 @@ impl Sweep {
             origin: origin.to_path_buf(),
         };
         // Every job must be a valid run config: find a bad axis value now, not mid-sweep.
-        sweep.jobs(None)?;
+        let jobs = sweep.jobs(None)?;
+        // Two jobs with one config would share a folder (and two shards could race on it).
+        let mut first_with = std::collections::HashMap::new();
+        for job in &jobs {
+            if let Some(&earlier) = first_with.get(&job.id) {
+                let other: &Job = &jobs[earlier];
+                return Err(Error::data(
+                    origin,
+                    format!(
+                        "jobs {} ({}) and {} ({}) are the same run config; remove the repeated axis value",
+                        other.index,
+                        describe_axes(&other.axes),
+                        job.index,
+                        describe_axes(&job.axes)
+                    ),
+                ));
+            }
+            first_with.insert(job.id.clone(), job.index);
+        }
         Ok(sweep)
     }
 
@@ -707,6 +725,8 @@ steps = 10
             .unwrap_err()
             .to_string();
         assert!(e.contains("measurement.sigma"), "{e}");
+        let e = sweep("seed = [0, 1, 0]\n").unwrap_err().to_string();
+        assert!(e.contains("jobs 0 (seed=0) and 2 (seed=0)"), "{e}");
         let e = sweep("seed = []\n").unwrap_err().to_string();
         assert!(e.contains("axes.\"seed\"") && e.contains("empty"), "{e}");
         let e = sweep("seed = 3\n").unwrap_err().to_string();
