@@ -22,5 +22,6 @@ pub mod experiment;
 pub mod operators;
 pub mod report;
 pub mod samplers;
+pub mod sweep;
 
 pub use error::{Error, Result};

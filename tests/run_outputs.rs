@@ -194,10 +194,20 @@ fn demo_config_is_valid_and_embedded() {
     ))
     .unwrap();
     assert_eq!(on_disk, fslens::config::DEMO_TOML);
-    // Every example config parses.
+    // Every example config parses (sweep-*.toml as sweeps: every job a valid run config).
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/configs")).unwrap()
     {
         let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("sweep-")
+        {
+            let sweep =
+                fslens::sweep::Sweep::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(sweep.len() > 1, "{}", p.display());
+            continue;
+        }
         fslens::config::RunConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     }
 }

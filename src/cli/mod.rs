@@ -1,6 +1,7 @@
 //! The `fslens` command line: clap subcommands over the library. Nothing imports this module.
 
 mod progress;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ const AFTER_HELP: &str = "Examples:
                --operator matrix:M.npy --sigma 0.05 --out S.npy
   fslens diagnose --samples samples.npy --config assets/configs/demo.toml --out diag
                                              # score another program's samples vs the exact posterior
+  fslens sweep assets/configs/sweep-demo.toml --out sw   # a grid of runs; rerun to resume
+  fslens sweep sw.toml --out sw --shard 0/4  # one of 4 shards (one per Slurm array task)
+  fslens merge sw                            # results.csv, results.jsonl, report.html
   fslens info                                # version, backends, GPU adapters
   fslens bench --json                        # one fsr step vs the GEMM peak and a numpy baseline";
 
@@ -168,6 +172,46 @@ enum Command {
         /// auto | cpu | gpu (overrides the config's `backend`).
         #[arg(long)]
         backend: Option<String>,
+    },
+    /// Run a sweep: a base run config and axes to vary (README: "Sweeps"). Each job writes
+    /// OUT/jobs/<id>/ atomically; a rerun skips complete jobs and retries failed ones. The exit
+    /// status is nonzero when a job failed (its error is in OUT/failed/<id>/error.txt).
+    Sweep {
+        /// The sweep file (TOML): `base = "run.toml"` or a [base] table, and [axes].
+        config: PathBuf,
+        /// Output folder (shared by all shards); default: runs/<sweep file name>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run only shard i of n (0-based), e.g. --shard "$SLURM_ARRAY_TASK_ID/4".
+        #[arg(long)]
+        shard: Option<String>,
+        /// auto | cpu | gpu for every job (part of the job ids).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Print a Slurm batch script that runs the sweep as an array of N tasks (one shard
+        /// each, then a merge) and exit: `fslens sweep S.toml --out O --print-sbatch 4 | sbatch`.
+        #[arg(long, value_name = "N")]
+        print_sbatch: Option<usize>,
+        /// Extra #SBATCH lines for --print-sbatch, e.g. --sbatch-arg=--time=02:00:00.
+        #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+        /// Folder of the atom cache (loaded data sets and measured atoms, checksummed) shared
+        /// by the jobs; default OUT/cache.
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Load and measure the atoms afresh in every job.
+        #[arg(long, conflicts_with = "cache")]
+        no_cache: bool,
+    },
+    /// Merge the finished jobs of sweep output folders (e.g. shards) into results.csv,
+    /// results.jsonl and report.html (every metric against every swept axis).
+    Merge {
+        /// Sweep output folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the merged files; default: the first folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Version, compute backends and GPU adapters, and which one `auto` picks.
     Info,
@@ -389,6 +433,30 @@ fn dispatch(cli: &Cli) -> Result<()> {
             report_done(cli, &path, &summary, "at t = 0");
             Ok(())
         }
+        Command::Sweep {
+            config,
+            out,
+            shard,
+            backend,
+            print_sbatch,
+            sbatch_args,
+            cache,
+            no_cache,
+        } => sweep::sweep(
+            &sweep::SweepArgs {
+                file: config,
+                out: out.as_deref(),
+                shard: shard.as_deref(),
+                backend: backend.as_deref(),
+                print_sbatch: *print_sbatch,
+                sbatch_args,
+                cache: cache.as_deref(),
+                no_cache: *no_cache,
+            },
+            cli.quiet,
+            cli.json,
+        ),
+        Command::Merge { dirs, out } => sweep::merge(dirs, out.as_deref(), cli.quiet, cli.json),
         Command::Info => {
             print_info(cli);
             Ok(())

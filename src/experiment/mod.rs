@@ -2,6 +2,7 @@
 //! load the atoms, hold out the truth, measure it, build the engine, run every sampler on the
 //! same y and seed, and write what they produced (README: "Output folder").
 
+mod cache_keys;
 pub mod diagnose;
 pub mod page;
 pub mod score;
@@ -14,6 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
+use crate::data::cache::{AtomCache, Lookup};
 use crate::data::{Dataset, ImageShape};
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::projection::{Direction, DirectionSpec};
@@ -67,8 +69,28 @@ pub struct Setup {
 
 /// Loads the data, picks the truth, builds the operator and draws y = A(x) + σ ε.
 pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> Result<Setup> {
+    setup_cached(cfg, base_dir, observer, None)
+}
+
+/// [`setup`], taking the loaded data set and the measured atoms from `cache` when it holds
+/// them (and storing them there when not). The results are bit for bit those of [`setup`].
+pub fn setup_cached(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    observer: &mut dyn Observer,
+    cache: Option<&AtomCache>,
+) -> Result<Setup> {
     observer.stage("loading data");
-    let dataset = crate::data::spec::load(&cfg.data, base_dir)?;
+    let load = || crate::data::spec::load(&cfg.data, base_dir);
+    let (dataset, data_key) = match cache {
+        None => (load()?, String::new()),
+        Some(c) => {
+            let key = cache_keys::dataset(&cfg.data, base_dir);
+            let (ds, how) = c.dataset(&key, load)?;
+            report_lookup(observer, c, "dataset", &key, &how);
+            (ds, key)
+        }
+    };
     let shape = dataset.shape;
     let (atoms, truth, truth_label, truth_source) = if let Some(file) = &cfg.truth.file {
         let path = if file.is_absolute() {
@@ -134,7 +156,16 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
         *yi = (*yi as f64 + cfg.measurement.sigma * e) as f32;
     }
     observer.stage(&format!("measuring {} atoms", atoms.len()));
-    let measured = operators::measure_atoms(operator.as_ref(), &atoms.images);
+    let measure = || Ok(operators::measure_atoms(operator.as_ref(), &atoms.images));
+    let measured = match cache {
+        None => measure()?,
+        Some(c) => {
+            let key = cache_keys::measured(&data_key, cfg, base_dir);
+            let (measured, how) = c.matrix("measured", &key, atoms.len(), m, measure)?;
+            report_lookup(observer, c, "measured", &key, &how);
+            measured
+        }
+    };
     let log_likelihoods = operators::log_likelihoods(&measured, &y, cfg.measurement.sigma)?;
     Ok(Setup {
         atoms,
@@ -145,6 +176,23 @@ pub fn setup(cfg: &RunConfig, base_dir: &Path, observer: &mut dyn Observer) -> R
         y,
         log_likelihoods,
     })
+}
+
+fn report_lookup(
+    observer: &mut dyn Observer,
+    cache: &AtomCache,
+    kind: &str,
+    key: &str,
+    how: &Lookup,
+) {
+    match how {
+        Lookup::Hit => observer.stage(&format!("{kind} atoms from the cache")),
+        Lookup::Miss => {}
+        Lookup::Rebuilt(why) => observer.warning(&format!(
+            "cache entry {} was not used ({why}); rebuilt it",
+            cache.entry_path(kind, key).display()
+        )),
+    }
 }
 
 fn rename_key(e: Error, key: &str) -> Error {
@@ -188,7 +236,6 @@ fn run_planned(
     observer: &mut dyn Observer,
     every_sampler: bool,
 ) -> Result<(PathBuf, Summary)> {
-    let started = Instant::now();
     let mut cfg = cfg.clone();
     if let Some(b) = backend {
         cfg.backend = b.to_string();
@@ -199,7 +246,44 @@ fn run_planned(
     }
     cfg.validate()?;
     let staging = OutputDir::create(out)?;
-    let setup = setup(&cfg, base_dir, observer)?;
+    let summary = run_in_planned(
+        &cfg,
+        base_dir,
+        staging.path(),
+        observer,
+        None,
+        every_sampler,
+    )?;
+    let path = staging.finish()?;
+    Ok((path, summary))
+}
+
+/// Runs a validated `cfg` and writes its outputs into the existing folder `dir` (the caller
+/// stages it: [`run`] and the sweep runner rename it into place when this returns Ok), with
+/// the atoms and measured atoms from `cache` when given ([`setup_cached`]).
+pub fn run_in(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    dir: &Path,
+    observer: &mut dyn Observer,
+    cache: Option<&AtomCache>,
+) -> Result<Summary> {
+    run_in_planned(cfg, base_dir, dir, observer, cache, false)
+}
+
+/// [`run_in`]; with `every_sampler`, the samplers are every one that applies to the operator
+/// ([`compare`]).
+fn run_in_planned(
+    cfg: &RunConfig,
+    base_dir: &Path,
+    dir: &Path,
+    observer: &mut dyn Observer,
+    cache: Option<&AtomCache>,
+    every_sampler: bool,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let mut cfg = cfg.clone();
+    let setup = setup_cached(&cfg, base_dir, observer, cache)?;
     let mut skipped = Vec::new();
     if every_sampler {
         let options = cfg.sampler_options();
@@ -222,6 +306,7 @@ fn run_planned(
             }
         }
     }
+    let cfg = &cfg;
     let shape = setup.atoms.shape;
     let d = shape.dim();
     observer.stage("building the engine");
@@ -245,7 +330,7 @@ fn run_planned(
     let final_level = settings.final_level(&problem.schedule);
     let walked = settings.integrator.steps(settings.steps);
 
-    let dir = staging.path().to_path_buf();
+    let dir = dir.to_path_buf();
     let posterior_view = ExactPosterior::new(
         &setup.atoms,
         &omega,
@@ -540,8 +625,7 @@ fn run_planned(
             .expect("summary serialises")
             .as_bytes(),
     )?;
-    let path = staging.finish()?;
-    Ok((path, summary))
+    Ok(summary)
 }
 
 /// A run's clouds in time order: its checkpoint snapshots, then the final samples at `t_end`

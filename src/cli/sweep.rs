@@ -1,0 +1,269 @@
+//! `fslens sweep` and `fslens merge`: one progress bar over the jobs (hidden when stderr is
+//! not a terminal, where plain lines go instead), or with `--json` one record per job start
+//! and finish on stdout.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::sweep::{self, Job, Shard, Sweep, SweepObserver, describe_axes};
+use crate::{Error, Result};
+
+pub struct SweepArgs<'a> {
+    pub file: &'a Path,
+    pub out: Option<&'a Path>,
+    pub shard: Option<&'a str>,
+    pub backend: Option<&'a str>,
+    pub print_sbatch: Option<usize>,
+    pub sbatch_args: &'a [String],
+    pub cache: Option<&'a Path>,
+    pub no_cache: bool,
+}
+
+/// The default output folder of a sweep file: runs/<file stem>.
+fn default_out(file: &Path) -> PathBuf {
+    PathBuf::from("runs").join(file.file_stem().unwrap_or_default())
+}
+
+pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
+    let spec = Sweep::load(args.file)?;
+    let out = args
+        .out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_out(args.file));
+    if let Some(shards) = args.print_sbatch {
+        if shards == 0 {
+            return Err(Error::config(
+                "--print-sbatch",
+                "needs at least 1 array task",
+            ));
+        }
+        // Slurm opens the --output log under OUT before the script runs: OUT must exist.
+        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+        // Absolute paths: the batch job may start in another folder.
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
+        // The options of this command line that every task must repeat.
+        let mut sweep_args = Vec::new();
+        if let Some(b) = args.backend {
+            sweep_args.extend(["--backend".to_string(), b.to_string()]);
+        }
+        if let Some(c) = args.cache {
+            sweep_args.extend(["--cache".to_string(), abs(c).display().to_string()]);
+        }
+        if args.no_cache {
+            sweep_args.push("--no-cache".to_string());
+        }
+        print!(
+            "{}",
+            sweep::sbatch_script(
+                &abs(args.file),
+                &abs(&out),
+                shards,
+                &binary,
+                args.sbatch_args,
+                &sweep_args
+            )
+        );
+        return Ok(());
+    }
+    let shard = args
+        .shard
+        .map(Shard::parse)
+        .transpose()?
+        .unwrap_or(Shard::ALL);
+    let cache = if args.no_cache {
+        None
+    } else {
+        let dir = args
+            .cache
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| out.join("cache"));
+        Some(crate::data::cache::AtomCache::open(&dir)?)
+    };
+    let mut reporter = SweepReporter::new(quiet, json);
+    let outcome = sweep::run(
+        &spec,
+        &out,
+        shard,
+        args.backend,
+        cache.as_ref(),
+        &mut reporter,
+    )?;
+    reporter.finish();
+    let failed = outcome.failed.len();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "sweep_done", "out": out, "shard": format!("{}/{}", shard.index, shard.count),
+                "jobs": outcome.jobs, "skipped": outcome.skipped,
+                "completed": outcome.completed, "failed": outcome.failed,
+            })
+        );
+    }
+    if !quiet || failed > 0 {
+        eprintln!(
+            "sweep {}: {} job(s) in shard {}/{}: {} already complete, {} completed now, {} failed",
+            out.display(),
+            outcome.jobs,
+            shard.index,
+            shard.count,
+            outcome.skipped,
+            outcome.completed,
+            failed
+        );
+    }
+    if failed > 0 {
+        return Err(Error::input(format!(
+            "{failed} job(s) failed; their errors are in {}/failed/<id>/error.txt; run the sweep again to retry them",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+pub fn merge(dirs: &[PathBuf], out: Option<&Path>, quiet: bool, json: bool) -> Result<()> {
+    let out = match out {
+        Some(o) => o.to_path_buf(),
+        None => dirs
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::input("merge needs at least one sweep output folder"))?,
+    };
+    let done = sweep::merge::merge(dirs, &out)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "merge_done", "result": done})
+        );
+    } else if !quiet {
+        eprintln!(
+            "merged {} job(s) ({} failed{}) into {}/results.csv, results.jsonl, report.html",
+            done.jobs,
+            done.failed,
+            if done.duplicates > 0 {
+                format!(", {} duplicate(s) ignored", done.duplicates)
+            } else {
+                String::new()
+            },
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+struct SweepReporter {
+    quiet: bool,
+    json: bool,
+    terminal: bool,
+    bar: Option<ProgressBar>,
+    total: usize,
+    done: usize,
+}
+
+impl SweepReporter {
+    fn new(quiet: bool, json: bool) -> Self {
+        SweepReporter {
+            quiet,
+            json,
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
+            total: 0,
+            done: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl SweepObserver for SweepReporter {
+    fn begin(&mut self, jobs: usize, already_complete: usize) {
+        self.total = jobs;
+        self.done = already_complete;
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "sweep_start", "jobs": jobs, "already_complete": already_complete})
+            );
+        } else if !self.quiet && self.terminal {
+            let bar =
+                ProgressBar::with_draw_target(Some(jobs as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "  sweep [{bar:30}] {pos}/{len} jobs  {elapsed} (eta {eta})  {msg}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            // ETA from the jobs run now, not the skipped ones.
+            bar.set_position(already_complete as u64);
+            bar.reset_eta();
+            self.bar = Some(bar);
+        }
+    }
+
+    fn job_started(&mut self, job: &Job) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "job_start", "id": job.id, "index": job.index,
+                                   "axes": crate::sweep::JobRecord::of(job).axes})
+            );
+        } else if let Some(bar) = &self.bar {
+            bar.set_message(format!("{} ({})", job.id, describe_axes(&job.axes)));
+        }
+    }
+
+    fn job_finished(&mut self, job: &Job, seconds: f64, error: Option<&str>) {
+        self.done += 1;
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "job_finish", "id": job.id, "index": job.index,
+                                   "status": if error.is_some() { "failed" } else { "ok" },
+                                   "seconds": seconds, "error": error})
+            );
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if let Some(e) = error {
+                bar.println(format!(
+                    "job {} ({}) failed: {e}",
+                    job.id,
+                    describe_axes(&job.axes)
+                ));
+            }
+        } else if let Some(e) = error {
+            // A failure is never silent, --quiet or not.
+            eprintln!("job {} ({}) failed: {e}", job.id, describe_axes(&job.axes));
+        } else if !self.quiet {
+            eprintln!(
+                "job {}/{} {} ({}) done in {seconds:.1} s",
+                self.done,
+                self.total,
+                job.id,
+                describe_axes(&job.axes)
+            );
+        }
+    }
+
+    fn warning(&mut self, job: &Job, message: &str) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "warning", "id": job.id, "message": message})
+            );
+        }
+        match &self.bar {
+            Some(bar) => bar.println(format!("warning: job {}: {message}", job.id)),
+            None => eprintln!("warning: job {}: {message}", job.id),
+        }
+    }
+}

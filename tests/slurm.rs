@@ -1,0 +1,86 @@
+//! A 2-task Slurm array through a real single-node cluster (scripts/slurm-localhost.sh starts
+//! one; CI sets FSLENS_SLURM=1 after starting it). Without FSLENS_SLURM=1 the test prints why
+//! it does nothing; the sbatch generator itself is tested in tests/sweep.rs either way.
+
+use std::path::Path;
+use std::process::Command;
+
+const BASE: &str = r#"
+seed = 0
+backend = "cpu"
+[data]
+kind = "synthetic"
+count = 300
+size = 16
+[measurement]
+operator = "downsample:4"
+sigma = 0.1
+[sampling]
+samplers = ["exact", "fsr"]
+particles = 16
+steps = 30
+checkpoints = [0.5]
+[diagnostics]
+clusters = 4
+"#;
+
+#[test]
+fn sbatch_array_runs_the_sweep_and_merges() {
+    if std::env::var("FSLENS_SLURM").as_deref() != Ok("1") {
+        eprintln!(
+            "skipped: set FSLENS_SLURM=1 with a running Slurm cluster (scripts/slurm-localhost.sh starts one on localhost)"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("fslens-slurm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("base.toml"), BASE).unwrap();
+    std::fs::write(
+        dir.join("sweep.toml"),
+        "base = \"base.toml\"\n[axes]\nseed = [0, 1, 2]\n\"measurement.sigma\" = [0.05, 0.2]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let script = Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args(["sweep", s(&dir.join("sweep.toml")), "--out", s(&out)])
+        .args(["--print-sbatch", "2", "--sbatch-arg=--time=00:10:00"])
+        .output()
+        .unwrap();
+    assert!(script.status.success());
+    std::fs::write(dir.join("sweep.sbatch"), &script.stdout).unwrap();
+    // --wait: sbatch returns when every array task has ended, nonzero if one failed.
+    let submitted = Command::new("timeout")
+        .args(["300", "sbatch", "--wait", s(&dir.join("sweep.sbatch"))])
+        .current_dir(&dir)
+        .output()
+        .expect("sbatch is installed");
+    let logs: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        submitted.status.success(),
+        "sbatch: {}{}\ntask logs: {logs:?}",
+        String::from_utf8_lossy(&submitted.stdout),
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    // One log per array task, all six jobs complete, and the last merge saw them all.
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let jobs = std::fs::read_dir(out.join("jobs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(jobs, 6);
+    let rows = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 6, "{rows}");
+    assert!(out.join("report.html").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
