@@ -504,6 +504,7 @@ mod tests {
             hallucination_rate: 0.0,
             off_support_rate: 0.2,
             off_support_distance: 1.0,
+            exact_distance_q99: 0.5,
             spread: ratio,
             exact_spread: 1.0,
             spread_ratio: ratio,
