@@ -106,12 +106,27 @@ fn strip_timing(v: &mut serde_json::Value) {
     }
 }
 
+/// report.html without the run's timings: the subtitle (total seconds) and the rows of the
+/// sampler table (seconds, s/step; their metrics are compared through metrics.json).
+fn untimed_html(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let timed = line.starts_with("<p class=\"subtitle\">")
+            || line.starts_with("<tr><td class=\"name\">");
+        out.push_str(if timed { "<timed/>" } else { line });
+        out.push('\n');
+    }
+    out
+}
+
 fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Every file of job folder `a` equals the same file of `b`: bytes, except the timings of
-/// summary.json (and the job's position in job.json when the sweeps differ).
+/// summary.json (and the job's position in job.json when the sweeps differ); report.html shows
+/// those timings too, so it is compared with every number of seconds blanked.
 fn assert_same_job(a: &Path, b: &Path) {
     assert_same_job_of(a, b, true)
 }
@@ -136,6 +151,9 @@ fn assert_same_job_of(a: &Path, b: &Path, same_sweep: bool) {
             x.as_object_mut().unwrap().remove("index");
             y.as_object_mut().unwrap().remove("index");
             assert_eq!(x, y, "{}", a.join(f).display());
+        } else if f == "report.html" {
+            let (x, y) = (untimed_html(&a.join(f)), untimed_html(&b.join(f)));
+            assert!(x == y, "{} differs beyond its timings", a.join(f).display());
         } else if f == "summary.json" {
             let (mut x, mut y) = (json_file(&a.join(f)), json_file(&b.join(f)));
             strip_timing(&mut x);
