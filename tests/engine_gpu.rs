@@ -755,3 +755,38 @@ fn kept_distances_give_the_same_covariance_products() {
         }
     }
 }
+
+/// Adapters with timestamp queries time every pass on the device: the reading grows by a
+/// positive amount per pass, no more than the pass's wall time (plus timer slack).
+#[test]
+fn passes_are_timed_on_the_device_where_timestamps_exist() {
+    if !have_gpu("device time") {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (n, d, b) = (400, 32, 8);
+    let atoms = atoms8(&mut rng, n, d);
+    let gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
+    let has_timestamps = list_adapters()
+        .iter()
+        .any(|a| a.preferred && a.timestamp_query);
+    let Some(before) = gpu.device_seconds() else {
+        assert!(
+            !has_timestamps,
+            "the adapter has timestamp queries but no device time"
+        );
+        eprintln!("device time: adapter without timestamp queries, nothing to check");
+        return;
+    };
+    let nz = noise(0.3);
+    let x = particles(&mut rng, &atoms, d, b, nz);
+    let wall = std::time::Instant::now();
+    gpu.weighted_means(&x, nz, &[Weights::Prior]).unwrap();
+    let wall = wall.elapsed().as_secs_f64();
+    let spent = gpu.device_seconds().unwrap() - before;
+    assert!(spent > 0.0, "device time did not grow: {spent}");
+    assert!(
+        spent <= 1.5 * wall + 1e-3,
+        "device time {spent} s exceeds the pass's wall time {wall} s"
+    );
+}

@@ -500,13 +500,14 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }
             if !cli.json && !cli.quiet {
                 eprintln!(
-                    "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10} {:>8} {:>8} {:>7} {:>10} {:>10}",
+                    "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10} {:>10} {:>8} {:>8} {:>7} {:>10} {:>10}",
                     "kernel",
                     "t",
                     "B",
                     "N",
                     "D",
                     "s/step",
+                    "device s",
                     "GFLOP/s",
                     "peak",
                     "frac",
@@ -531,14 +532,19 @@ fn dispatch(cli: &Cli) -> Result<()> {
                     // Unknown peaks (a GPU without a data-sheet entry) print as "-".
                     let peak = r.peak_gflops.map_or("-".into(), |p| format!("{p:.1}"));
                     let frac = r.fraction_of_peak.map_or("-".into(), |f| format!("{f:.2}"));
+                    // GPU timestamps: the passes' own time on the device.
+                    let device = r
+                        .device_seconds_per_step
+                        .map_or("-".into(), |s| format!("{s:.4}"));
                     eprintln!(
-                        "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>8.1} {:>8} {:>7} {:>10} {:>10}",
+                        "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>10} {:>8.1} {:>8} {:>7} {:>10} {:>10}",
                         r.kernel,
                         r.t,
                         r.b,
                         r.n,
                         r.d,
                         r.seconds_per_step,
+                        device,
                         r.gflops,
                         peak,
                         frac,

@@ -99,6 +99,11 @@ pub trait Backend: Send + Sync {
         means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>>;
+    /// Seconds the device itself spent in passes so far, where the backend can measure it
+    /// (GPU timestamp queries); None elsewhere. Benchmarks difference two readings.
+    fn device_seconds(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Checks a bias vector for `add_bias` (one finite value per atom) and returns its maximum,

@@ -120,6 +120,8 @@ pub(crate) struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The device writes timestamps (TIMESTAMP_QUERY), so passes can be timed on the GPU.
+    pub timestamps: bool,
     /// Set by the device-lost callback or the uncaptured-error handler.
     pub failure: Arc<Mutex<Option<String>>>,
 }
@@ -142,9 +144,11 @@ impl Gpu {
         let adapter = &list[i];
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // Timestamps time the passes on the device (`fslens bench`); nothing else is needed.
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("fslens"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -170,6 +174,7 @@ impl Gpu {
             queue,
             info,
             limits,
+            timestamps: !features.is_empty(),
             failure,
         })
     }

@@ -172,6 +172,17 @@ enum Kept<'a> {
     Read(&'a wgpu::Buffer, u32),
 }
 
+/// Timestamp queries around every pass (adapters with TIMESTAMP_QUERY).
+struct PassTimer {
+    /// Two timestamps: the beginning and the end of a block's compute pass.
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    /// Nanoseconds per timestamp tick.
+    period: f64,
+    /// Device seconds over all passes so far.
+    total: Mutex<f64>,
+}
+
 /// What one block returns: merged outputs (rows × K × D), raw partial stats
 /// (P × rows × K × STAT), raw partial nearest (P × rows × 2), and P.
 type BlockOutput = (Vec<f32>, Vec<f32>, Vec<u32>, usize);
@@ -197,6 +208,7 @@ pub struct GpuBackend {
     pass_cov_kept: wgpu::ComputePipeline,
     merge: wgpu::ComputePipeline,
     kept: Mutex<KeptDistances>,
+    timer: Option<PassTimer>,
     params: wgpu::Buffer,
     /// Bytes allowed for one per-call binding (partials, x, outputs).
     binding_budget: u64,
@@ -338,6 +350,21 @@ impl GpuBackend {
             })
             .map_err(|e| backend_error(format!("uploading atoms: {e}")))?;
         gpu.check_alive("uploading atoms")?;
+        let timer = gpu.timestamps.then(|| PassTimer {
+            queries: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("resolved timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            period: gpu.queue.get_timestamp_period() as f64,
+            total: Mutex::new(0.0),
+        });
         Ok(GpuBackend {
             gpu,
             n,
@@ -358,6 +385,7 @@ impl GpuBackend {
                 buffer: no_kept,
                 key: None,
             }),
+            timer,
             params,
             binding_budget,
             target_workgroups,
@@ -470,7 +498,7 @@ impl GpuBackend {
                 let readb = work.get(
                     gpu,
                     "readback",
-                    stats_bytes + near_bytes + out_bytes,
+                    stats_bytes + near_bytes + out_bytes + 16,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 );
                 gpu.queue.write_buffer(&xb, 0, bytemuck::cast_slice(x));
@@ -558,7 +586,16 @@ impl GpuBackend {
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
                 {
-                    let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: self.timer.as_ref().map(|t| {
+                            wgpu::ComputePassTimestampWrites {
+                                query_set: &t.queries,
+                                beginning_of_pass_write_index: Some(0),
+                                end_of_pass_write_index: Some(1),
+                            }
+                        }),
+                    });
                     cp.set_pipeline(pass);
                     for &(ci, pi) in &dispatch_order {
                         let c = &self.chunks[ci];
@@ -612,13 +649,20 @@ impl GpuBackend {
                 enc.copy_buffer_to_buffer(&statb, 0, &readb, 0, stats_bytes);
                 enc.copy_buffer_to_buffer(&nearb, 0, &readb, stats_bytes, near_bytes);
                 enc.copy_buffer_to_buffer(&outb, 0, &readb, stats_bytes + near_bytes, out_bytes);
+                let results = stats_bytes + near_bytes + out_bytes;
+                if let Some(t) = &self.timer {
+                    enc.resolve_query_set(&t.queries, 0..2, &t.resolved, 0);
+                    enc.copy_buffer_to_buffer(&t.resolved, 0, &readb, results, 16);
+                }
                 let index = gpu.queue.submit([enc.finish()]);
-                let bytes = gpu.read_back(
-                    &readb,
-                    stats_bytes + near_bytes + out_bytes,
-                    index,
-                    self.timeout,
-                )?;
+                let read = results + if self.timer.is_some() { 16 } else { 0 };
+                let bytes = gpu.read_back(&readb, read, index, self.timeout)?;
+                let (bytes, stamps) = bytes.split_at(results as usize);
+                if let Some(t) = &self.timer {
+                    let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(stamps);
+                    let ns = ticks[1].saturating_sub(ticks[0]) as f64 * t.period;
+                    *t.total.lock().unwrap_or_else(|e| e.into_inner()) += ns * 1e-9;
+                }
                 let (sb, rest) = bytes.split_at(stats_bytes as usize);
                 let (nb, ob) = rest.split_at(near_bytes as usize);
                 Ok((
@@ -945,6 +989,12 @@ impl Backend for GpuBackend {
             kept.key = Some((x.to_vec(), noise.s as f32));
         }
         Ok(PassOutput { sets: out, nearest })
+    }
+
+    fn device_seconds(&self) -> Option<f64> {
+        self.timer
+            .as_ref()
+            .map(|t| *t.total.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn covariance_products(
