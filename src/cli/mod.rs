@@ -316,11 +316,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             backend,
             storage,
         } => {
-            let mut cfg = RunConfig::load(config)?;
-            if let Some(st) = storage {
-                cfg.storage = st.clone();
-            }
-            let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let (cfg, base) = load_config(config, storage.as_deref())?;
             let out = out.clone().unwrap_or_else(|| {
                 PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
             });
@@ -332,11 +328,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             backend,
             storage,
         } => {
-            let mut cfg = RunConfig::load(config)?;
-            if let Some(st) = storage {
-                cfg.storage = st.clone();
-            }
-            let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let (cfg, base) = load_config(config, storage.as_deref())?;
             let out = out.clone().unwrap_or_else(|| {
                 PathBuf::from("runs").join(format!(
                     "{}-compare",
@@ -556,6 +548,16 @@ fn dispatch(cli: &Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A run config and the folder its relative paths start from, with `--storage` applied.
+fn load_config(path: &std::path::Path, storage: Option<&str>) -> Result<(RunConfig, PathBuf)> {
+    let mut cfg = RunConfig::load(path)?;
+    if let Some(st) = storage {
+        cfg.storage = st.to_string();
+    }
+    let base = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    Ok((cfg, base))
 }
 
 /// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on every adapter

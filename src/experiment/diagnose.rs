@@ -14,18 +14,12 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 
-use super::summary::{
-    DatasetSummary, ExternalSource, MeasurementSummary, MetricsFile, ModesSummary, SamplerMetrics,
-    SamplerSummary, Summary, TopAtom,
-};
+use super::summary::{DatasetSummary, ExternalSource, SamplerMetrics, SamplerSummary, Summary};
 use super::{Observer, class_weights_exact, class_weights_of_samples, top_atoms};
 use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
 use crate::data::ImageShape;
-use crate::diagnostics::image_quality::ssim_window;
-use crate::diagnostics::{
-    CheckpointMetrics, ExactPosterior, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE,
-};
+use crate::diagnostics::{CheckpointMetrics, ExactPosterior};
 use crate::engine::Noise;
 use crate::report::images::{default_scale, save_grid};
 use crate::report::output::OutputDir;
@@ -399,53 +393,15 @@ pub fn diagnose(
         scale,
     )?;
 
-    let modes = ModesSummary {
-        source: posterior.modes.source,
-        names: posterior.modes.names.clone(),
-        exact_weights: posterior.exact_mode_weights.clone(),
-        hallucination_threshold: posterior.options.hallucination_threshold,
-    };
-    let metrics_file = MetricsFile {
-        modes: modes.clone(),
-        ssim: format!(
-            "mean SSIM, {w}x{w} uniform window, sample covariances, K1 = 0.01, K2 = 0.03, \
-             data range 2 (pixels in [-1, 1]), per channel",
-            w = ssim_window(shape)
-        ),
-        off_support_quantile: OFF_SUPPORT_QUANTILE,
-        off_support_rule: OFF_SUPPORT_RULE.to_string(),
-        atom_scale: posterior.atom_scale,
-        off_support_margin: OFF_SUPPORT_MARGIN,
-        samplers: metrics,
-    };
-    crate::arrays::write_atomic(
-        &dir.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics_file)
-            .expect("metrics serialise")
-            .as_bytes(),
-    )?;
-    let label_of = |l: u32| super::label_name(&setup.atoms, l);
+    let modes = super::modes_summary(&posterior);
+    super::write_metrics(&dir, &posterior, modes.clone(), metrics)?;
     let summary = Summary {
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: engine.describe(),
         dataset: DatasetSummary::of(&setup.atoms),
-        measurement: MeasurementSummary {
-            operator: setup.operator.spec(),
-            linear: setup.operator.is_linear(),
-            m: setup.y.len(),
-            sigma: cfg.measurement.sigma,
-            truth: setup.truth_source.clone(),
-            truth_label: setup.truth_label.map(label_of),
-        },
+        measurement: super::measurement_summary(&setup, cfg.measurement.sigma),
         exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
-        exact_top_atoms: top
-            .iter()
-            .map(|&(i, w)| TopAtom {
-                index: i,
-                weight: w,
-                label: setup.atoms.labels.as_ref().map(|l| label_of(l[i])),
-            })
-            .collect(),
+        exact_top_atoms: super::top_atom_summary(&setup.atoms, &top),
         exact_class_weights: exact_classes.map(|c| super::named_weights(&setup.atoms, &c)),
         modes,
         projection_direction: String::new(),

@@ -517,56 +517,15 @@ fn run_in_planned(
         scale,
     )?;
 
-    let modes_summary = ModesSummary {
-        source: posterior_view.modes.source,
-        names: posterior_view.modes.names.clone(),
-        exact_weights: posterior_view.exact_mode_weights.clone(),
-        hallucination_threshold: posterior_view.options.hallucination_threshold,
-    };
-    let metrics_file = MetricsFile {
-        modes: modes_summary.clone(),
-        ssim: format!(
-            "mean SSIM, {w}x{w} uniform window, sample covariances, K1 = 0.01, K2 = 0.03, \
-             data range 2 (pixels in [-1, 1]), per channel",
-            w = ssim_window(shape)
-        ),
-        off_support_quantile: OFF_SUPPORT_QUANTILE,
-        off_support_rule: OFF_SUPPORT_RULE.to_string(),
-        atom_scale: posterior_view.atom_scale,
-        off_support_margin: OFF_SUPPORT_MARGIN,
-        samplers: metrics_out,
-    };
-    crate::arrays::write_atomic(
-        &dir.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics_file)
-            .expect("metrics serialise")
-            .as_bytes(),
-    )?;
+    let modes_summary = modes_summary(&posterior_view);
+    write_metrics(&dir, &posterior_view, modes_summary.clone(), metrics_out)?;
     let summary = Summary {
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: engine.describe(),
         dataset: DatasetSummary::of(&setup.atoms),
-        measurement: MeasurementSummary {
-            operator: setup.operator.spec(),
-            linear: setup.operator.is_linear(),
-            m: setup.y.len(),
-            sigma: cfg.measurement.sigma,
-            truth: setup.truth_source.clone(),
-            truth_label: setup.truth_label.map(|l| label_name(&setup.atoms, l)),
-        },
+        measurement: measurement_summary(&setup, cfg.measurement.sigma),
         exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
-        exact_top_atoms: top
-            .iter()
-            .map(|&(i, w)| TopAtom {
-                index: i,
-                weight: w,
-                label: setup
-                    .atoms
-                    .labels
-                    .as_ref()
-                    .map(|l| label_name(&setup.atoms, l[i])),
-            })
-            .collect(),
+        exact_top_atoms: top_atom_summary(&setup.atoms, &top),
         exact_class_weights: exact_classes.map(|c| named_weights(&setup.atoms, &c)),
         modes: modes_summary.clone(),
         samplers: samplers_out,
@@ -626,6 +585,68 @@ fn run_in_planned(
             .as_bytes(),
     )?;
     Ok(summary)
+}
+
+/// The modes the metrics use and their exact mass, for summary.json and metrics.json.
+fn modes_summary(posterior: &ExactPosterior) -> ModesSummary {
+    ModesSummary {
+        source: posterior.modes.source,
+        names: posterior.modes.names.clone(),
+        exact_weights: posterior.exact_mode_weights.clone(),
+        hallucination_threshold: posterior.options.hallucination_threshold,
+    }
+}
+
+/// Writes metrics.json into `dir`: the modes, how SSIM and off-support are measured, and every
+/// sampler's records.
+fn write_metrics(
+    dir: &Path,
+    posterior: &ExactPosterior,
+    modes: ModesSummary,
+    samplers: std::collections::BTreeMap<String, SamplerMetrics>,
+) -> Result<()> {
+    let metrics_file = MetricsFile {
+        modes,
+        ssim: format!(
+            "mean SSIM, {w}x{w} uniform window, sample covariances, K1 = 0.01, K2 = 0.03, \
+             data range 2 (pixels in [-1, 1]), per channel",
+            w = ssim_window(posterior.shape)
+        ),
+        off_support_quantile: OFF_SUPPORT_QUANTILE,
+        off_support_rule: OFF_SUPPORT_RULE.to_string(),
+        atom_scale: posterior.atom_scale,
+        off_support_margin: OFF_SUPPORT_MARGIN,
+        samplers,
+    };
+    crate::arrays::write_atomic(
+        &dir.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics_file)
+            .expect("metrics serialise")
+            .as_bytes(),
+    )
+}
+
+/// The measurement part of summary.json.
+fn measurement_summary(setup: &Setup, sigma: f64) -> MeasurementSummary {
+    MeasurementSummary {
+        operator: setup.operator.spec(),
+        linear: setup.operator.is_linear(),
+        m: setup.y.len(),
+        sigma,
+        truth: setup.truth_source.clone(),
+        truth_label: setup.truth_label.map(|l| label_name(&setup.atoms, l)),
+    }
+}
+
+/// The heaviest exact atoms (index, ω_i) with their labels.
+fn top_atom_summary(atoms: &Dataset, top: &[(usize, f64)]) -> Vec<TopAtom> {
+    top.iter()
+        .map(|&(i, w)| TopAtom {
+            index: i,
+            weight: w,
+            label: atoms.labels.as_ref().map(|l| label_name(atoms, l[i])),
+        })
+        .collect()
 }
 
 /// A run's clouds in time order: its checkpoint snapshots, then the final samples at `t_end`
