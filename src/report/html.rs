@@ -113,7 +113,9 @@ pub fn standard_figures(
                 "Each column is the histogram, at one recorded time t, of the particles' \
                  projections on the unit direction u = {direction} (normalised by its largest \
                  bin). The exact posterior's panel shows where the mass should be; a sampler \
-                 whose bands split, merge or drift differently is choosing modes differently."
+                 whose bands split, merge or drift differently is choosing modes differently. \
+                 The range is the first panel's widened by a quarter on each side; particles \
+                 beyond it are drawn in the top and bottom bins."
             ),
             content: FigureContent::Svg(plots::density_heatmap(&panels, direction)?),
         });

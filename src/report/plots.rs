@@ -239,18 +239,21 @@ fn legend_rows(entries: &[(String, RGBColor)], width: u32) -> u32 {
 /// is the histogram of that time's projections ([`bin_counts`], [`HEATMAP_BINS`] bins over the
 /// value range shared by all panels) divided by its largest bin, so every time shows where its
 /// cloud sits whatever its spread. Empty bins are white. `direction` names u for the y label.
+///
+/// The shared range is the first (reference) panel's, widened by a quarter of its span on each
+/// side: a sampler whose particles blow up (σ-DPS at small σ reaches ⟨x, u⟩ ~ 10⁴) would
+/// otherwise squash every other panel into one line. Values beyond it are drawn in the edge
+/// bins, where a pile-up shows the escape.
 pub fn density_heatmap(panels: &[(&str, &ProjectionSeries)], direction: &str) -> Result<String> {
     if panels.is_empty() {
         return Err(Error::input("a density heatmap needs at least one panel"));
     }
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for (_, p) in panels {
-        for v in p.values.iter().flatten() {
-            let v = *v as f64;
-            if v.is_finite() {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
+    for v in panels[0].1.values.iter().flatten() {
+        let v = *v as f64;
+        if v.is_finite() {
+            lo = lo.min(v);
+            hi = hi.max(v);
         }
     }
     if !(lo.is_finite() && hi.is_finite()) {
@@ -259,7 +262,7 @@ pub fn density_heatmap(panels: &[(&str, &ProjectionSeries)], direction: &str) ->
     if hi - lo < 1e-9 {
         (lo, hi) = (lo - 1.0, hi + 1.0);
     }
-    let pad = 0.02 * (hi - lo);
+    let pad = 0.25 * (hi - lo);
     let (lo, hi) = (lo - pad, hi + pad);
     let cols = panels.len().min(3);
     let rows = panels.len().div_ceil(cols);
@@ -357,7 +360,18 @@ fn heatmap_panel(
     let step = (hi - lo) / HEATMAP_BINS as f64;
     let mut cells = Vec::new();
     for (j, &i) in order.iter().enumerate() {
-        let counts = bin_counts(&series.values[i], lo, hi, HEATMAP_BINS);
+        // Beyond the shared range: into the edge bins (density_heatmap docs).
+        let clamped: Vec<f32> = series.values[i]
+            .iter()
+            .map(|&v| {
+                if v.is_finite() {
+                    (v as f64).clamp(lo, hi) as f32
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let counts = bin_counts(&clamped, lo, hi, HEATMAP_BINS);
         let max = counts.iter().copied().max().unwrap_or(0);
         if max == 0 {
             continue;
@@ -761,19 +775,23 @@ mod tests {
                 "⟨x_t, u⟩, u = Shirt − Coat",
             ],
         );
-        // One filled rectangle per non-empty (time, bin) cell, over the shared value range.
+        // One filled rectangle per non-empty (time, bin) cell, over the first panel's range
+        // widened by a quarter of its span each side, values beyond it in the edge bins.
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for v in exact.values.iter().chain(&fsr.values).flatten() {
+        for v in exact.values.iter().flatten() {
             lo = lo.min(*v as f64);
             hi = hi.max(*v as f64);
         }
-        let pad = 0.02 * (hi - lo);
+        let pad = 0.25 * (hi - lo);
+        let (lo, hi) = (lo - pad, hi + pad);
         let cells: usize = exact
             .values
             .iter()
             .chain(&fsr.values)
             .map(|v| {
-                bin_counts(v, lo - pad, hi + pad, HEATMAP_BINS)
+                let clamped: Vec<f32> =
+                    v.iter().map(|&x| (x as f64).clamp(lo, hi) as f32).collect();
+                bin_counts(&clamped, lo, hi, HEATMAP_BINS)
                     .iter()
                     .filter(|&&c| c > 0)
                     .count()
