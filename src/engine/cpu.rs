@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex};
 use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights};
 use crate::{Error, Result};
 use rayon::prelude::*;
-use weight_cache::{KeptWeights, PriorWeights};
+use weight_cache::{ChunkMaxima, PriorWeights, WeightRows};
 
 /// Atom ranges per worker thread (each with its own accumulators, merged at the end).
 const TASKS_PER_THREAD: usize = 4;
@@ -419,24 +419,31 @@ impl CpuBackend {
     }
 
     /// One row block of `weighted_means`: returns per set the merged state and the nearest.
-    /// With `keep = Some(k)`, also the normalised weights of set k (rows × N).
+    /// With `keep = Some((k, w))`, also the normalised weights of set k, written into `w`
+    /// (rows × N).
     fn means_block(
         &self,
         x: &[f32],
         noise: Noise,
         sets: &[Weights],
-        keep: Option<usize>,
-    ) -> (Vec<WeightedMean>, Vec<Neighbor>, Option<Vec<f32>>) {
+        keep: Option<(usize, &mut [f32])>,
+    ) -> (Vec<WeightedMean>, Vec<Neighbor>) {
+        let (keep, kept_rows) = match keep {
+            Some((k, w)) => (Some(k), Some(w)),
+            None => (None, None),
+        };
+        let mut kept_rows = kept_rows;
+        let writer = kept_rows.as_deref_mut().map(|w| WeightRows::new(w, self.n));
         let job = RowJob::new(self, x, noise);
         let rows = job.rows;
         let chunk = self.chunk_size(rows);
         let ranges = self.task_ranges(chunk);
-        let tasks: Vec<(TaskState, Option<KeptWeights>)> = self.pool.install(|| {
+        let tasks: Vec<(TaskState, ChunkMaxima)> = self.pool.install(|| {
             ranges
                 .par_iter()
                 .map(|&(a0, a1)| {
                     let mut st = TaskState::new(rows, self.d, sets.len());
-                    let mut kept = keep.map(|_| KeptWeights::new(rows, a0, a1));
+                    let mut maxima = ChunkMaxima::default();
                     let mut bufs = ChunkBuffers::new(rows, chunk, 1);
                     for i0 in (a0..a1).step_by(chunk) {
                         let c = chunk.min(a1 - i0);
@@ -448,9 +455,11 @@ impl CpuBackend {
                             sk.rescale(&old, self.d);
                             sk.add_weights(&mut bufs, c);
                             if keep == Some(k)
-                                && let Some(kw) = kept.as_mut()
+                                && let Some(wr) = writer
                             {
-                                kw.record(&bufs.rel[..rows * c], &sk.m, i0, c);
+                                // SAFETY: this task owns atoms a0..a1; the array is rows × N.
+                                unsafe { wr.write(&bufs.rel[..rows * c], rows, i0, c) };
+                                maxima.record(&sk.m, i0, c);
                             }
                             // acc += W · A_chunk
                             unsafe {
@@ -472,11 +481,11 @@ impl CpuBackend {
                         }
                         bufs.nearest(self, &job, i0, c, &mut st.nearest);
                     }
-                    (st, kept)
+                    (st, maxima)
                 })
                 .collect()
         });
-        let (states, kept): (Vec<TaskState>, Vec<Option<KeptWeights>>) = tasks.into_iter().unzip();
+        let (states, maxima): (Vec<TaskState>, Vec<ChunkMaxima>) = tasks.into_iter().unzip();
         let merged = TaskState::merge(states, self.d);
         let mut out = Vec::with_capacity(sets.len());
         for sk in &merged.sets {
@@ -505,13 +514,12 @@ impl CpuBackend {
             .iter()
             .map(|&(dist2, index)| Neighbor { index, dist2 })
             .collect();
-        let weights = keep.map(|k| {
+        if let (Some(k), Some(w)) = (keep, kept_rows) {
             let log_norm: Vec<f64> = out[k].stats.iter().map(|s| s.log_norm).collect();
-            let kept: Vec<KeptWeights> = kept.into_iter().flatten().collect();
             self.pool
-                .install(|| weight_cache::normalise(&kept, &log_norm, self.n))
-        });
-        (out, nearest, weights)
+                .install(|| weight_cache::normalise(w, &maxima, &log_norm, self.n));
+        }
+        (out, nearest)
     }
 
     #[allow(clippy::needless_range_loop)] // rows index several per-row arrays
@@ -961,17 +969,33 @@ impl Backend for CpuBackend {
             .iter()
             .position(|&s| s == Weights::Prior)
             .filter(|_| rows * self.n * 4 <= self.weight_cache_bytes);
-        let mut kept = Vec::with_capacity(if keep.is_some() { rows * self.n } else { 0 });
-        for xb in x.chunks(self.row_block * self.d) {
-            let (sets_out, near, w) = self.means_block(xb, noise, sets, keep);
+        // Reuse the last pass's array when no C·g call still holds it: a fresh 60 MB one per
+        // step costs page faults and zeroing comparable to the weights' own work.
+        let mut kept = Vec::new();
+        if keep.is_some() {
+            let old = self
+                .prior_weights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(old) = old.and_then(|a| Arc::try_unwrap(a).ok()) {
+                kept = old.into_weights();
+            }
+            kept.resize(rows * self.n, 0.0);
+        }
+        let step = self.row_block * self.d;
+        for (bi, xb) in x.chunks(step).enumerate() {
+            let block_rows = xb.len() / self.d;
+            let w = keep.map(|k| {
+                let r0 = bi * self.row_block;
+                (k, &mut kept[r0 * self.n..(r0 + block_rows) * self.n])
+            });
+            let (sets_out, near) = self.means_block(xb, noise, sets, w);
             for (o, s) in out.iter_mut().zip(sets_out) {
                 o.means.extend_from_slice(&s.means);
                 o.stats.extend_from_slice(&s.stats);
             }
             nearest.extend(near);
-            if let Some(w) = w {
-                kept.extend_from_slice(&w);
-            }
         }
         if keep.is_some() {
             let cache = PriorWeights::new(x.to_vec(), kept, noise, self.d, self.n);

@@ -28,66 +28,77 @@ use crate::engine::Noise;
 /// at most N·1e-30).
 const FLUSH: f32 = 1e-30;
 
-/// What one task of a prior pass recorded: e^{ℓ − M_chunk} for its atom range and, per
-/// chunk, the running max M_chunk those values are relative to.
-pub(super) struct KeptWeights {
-    a0: usize,
-    len: usize,
-    rows: usize,
-    /// rows × len.
-    e: Vec<f32>,
-    /// (first atom, atoms) of each chunk.
+/// Where the tasks of a prior pass write e^{ℓ − M_chunk}: the rows × N array that becomes the
+/// kept weights. Tasks own disjoint atom ranges, so their writes never overlap.
+#[derive(Clone, Copy)]
+pub(super) struct WeightRows {
+    ptr: *mut f32,
+    n: usize,
+}
+
+// SAFETY: tasks write disjoint column ranges [i0, i0 + c) of the rows (their own atom ranges),
+// and the array outlives the pass (`means_block` joins every task before it returns).
+unsafe impl Send for WeightRows {}
+unsafe impl Sync for WeightRows {}
+
+impl WeightRows {
+    pub(super) fn new(w: &mut [f32], n: usize) -> Self {
+        WeightRows {
+            ptr: w.as_mut_ptr(),
+            n,
+        }
+    }
+
+    /// Copies the chunk's weights `w` (rows × c) into columns [i0, i0 + c) of every row.
+    ///
+    /// # Safety
+    /// The array must hold `rows` rows of N and no other task may write these columns.
+    pub(super) unsafe fn write(&self, w: &[f32], rows: usize, i0: usize, c: usize) {
+        for b in 0..rows {
+            // SAFETY: row b, columns i0..i0 + c lie inside the array and belong to this task.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(b * self.n + i0), c) };
+            dst.copy_from_slice(&w[b * c..(b + 1) * c]);
+        }
+    }
+}
+
+/// The running max each chunk's weights are relative to: per chunk (first atom, atoms) and
+/// its rows' maxima.
+#[derive(Default)]
+pub(super) struct ChunkMaxima {
     chunks: Vec<(usize, usize)>,
     /// chunks × rows.
-    chunk_max: Vec<f64>,
+    max: Vec<f64>,
 }
 
-impl KeptWeights {
-    pub(super) fn new(rows: usize, a0: usize, a1: usize) -> Self {
-        KeptWeights {
-            a0,
-            len: a1 - a0,
-            rows,
-            e: vec![0.0; rows * (a1 - a0)],
-            chunks: Vec::new(),
-            chunk_max: Vec::new(),
-        }
-    }
-
-    /// Records the chunk's weights `w` (rows × c, e^{ℓ − M}) and the running max M per row.
-    pub(super) fn record(&mut self, w: &[f32], running_max: &[f64], i0: usize, c: usize) {
-        let off = i0 - self.a0;
-        for b in 0..self.rows {
-            self.e[b * self.len + off..b * self.len + off + c]
-                .copy_from_slice(&w[b * c..(b + 1) * c]);
-        }
+impl ChunkMaxima {
+    pub(super) fn record(&mut self, running_max: &[f64], i0: usize, c: usize) {
         self.chunks.push((i0, c));
-        self.chunk_max.extend_from_slice(running_max);
+        self.max.extend_from_slice(running_max);
     }
 }
 
-/// w_bi = e_bi · e^{M_chunk,b − log Z_b} for every row (rows × N), from the tasks' records and
-/// the rows' final log-normalisers log Z_b = M_b + log S0_b.
-pub(super) fn normalise(kept: &[KeptWeights], log_norm: &[f64], n: usize) -> Vec<f32> {
+/// In place, w_bi = e_bi · e^{M_chunk,b − log Z_b} for every row of `w` (rows × N), from the
+/// tasks' chunk maxima and the rows' final log-normalisers log Z_b = M_b + log S0_b.
+pub(super) fn normalise(w: &mut [f32], maxima: &[ChunkMaxima], log_norm: &[f64], n: usize) {
     let rows = log_norm.len();
-    let mut w = vec![0.0f32; rows * n];
     w.par_chunks_mut(n).enumerate().for_each(|(b, row)| {
-        for k in kept {
+        for k in maxima {
             for (j, &(i0, c)) in k.chunks.iter().enumerate() {
-                let f = k.chunk_max[j * k.rows + b] - log_norm[b];
+                let f = k.max[j * rows + b] - log_norm[b];
+                let part = &mut row[i0..i0 + c];
                 if f < 2.0 * CLAMP as f64 {
-                    continue; // every weight of this chunk is below e^{−120}: stays 0
+                    part.fill(0.0); // every weight of this chunk is below e^{−120}
+                    continue;
                 }
                 let factor = f.exp() as f32;
-                let src = &k.e[b * k.len + (i0 - k.a0)..][..c];
-                for (o, &e) in row[i0..i0 + c].iter_mut().zip(src) {
-                    let v = e * factor;
-                    *o = if v < FLUSH { 0.0 } else { v };
+                for v in part.iter_mut() {
+                    let x = *v * factor;
+                    *v = if x < FLUSH { 0.0 } else { x };
                 }
             }
         }
     });
-    w
 }
 
 /// The normalised prior weights of the rows of one pass.
@@ -140,6 +151,11 @@ impl PriorWeights {
 
     fn row(&self, b: usize) -> &[f32] {
         &self.w[b * self.n..(b + 1) * self.n]
+    }
+
+    /// The weights array, for reuse by the next pass (no new allocation, no page faults).
+    pub(super) fn into_weights(self) -> Vec<f32> {
+        self.w
     }
 }
 
