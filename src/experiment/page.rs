@@ -80,13 +80,24 @@ pub fn run_page(
                 }
             ),
         ),
-        (
-            "heatmap direction u".to_string(),
-            summary.projection_direction.clone(),
-        ),
         ("backend".to_string(), summary.backend.clone()),
     ];
-    if let Some(first) = summary.samplers.first() {
+    if plots_over_t {
+        facts.insert(
+            facts.len() - 1,
+            (
+                "heatmap direction u".to_string(),
+                summary.projection_direction.clone(),
+            ),
+        );
+    } else {
+        facts.push((
+            "scored at".to_string(),
+            "t = 0: clean samples, nearest atoms and metrics without noise (s = 1, v = 0)"
+                .to_string(),
+        ));
+    }
+    if let Some(first) = summary.samplers.first().filter(|_| plots_over_t) {
         facts.push((
             "final time".to_string(),
             format!(
