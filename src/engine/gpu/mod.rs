@@ -162,6 +162,10 @@ struct KeptDistances {
     key: Option<(Vec<f32>, f32)>,
 }
 
+/// Largest kept-distance buffer (B × N float32) a prior pass allocates, so that keeping never
+/// costs more device memory than the CPU backend's weight cache; larger passes recompute.
+const KEPT_DISTANCES_MAX_BYTES: u64 = 256 << 20;
+
 /// What a block does with the kept distances.
 #[derive(Clone, Copy)]
 enum Kept<'a> {
@@ -916,6 +920,7 @@ impl Backend for GpuBackend {
         // when B × N floats fit one binding.
         let kept_bytes = (rows * self.n * 4) as u64;
         let keep = sets.contains(&Weights::Prior)
+            && kept_bytes <= KEPT_DISTANCES_MAX_BYTES
             && kept_bytes <= self.gpu.limits.max_storage_buffer_binding_size
             && kept_bytes <= self.gpu.limits.max_buffer_size;
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
