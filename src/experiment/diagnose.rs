@@ -15,7 +15,7 @@ use std::time::Instant;
 use rand::SeedableRng;
 
 use super::summary::{DatasetSummary, ExternalSource, SamplerMetrics, SamplerSummary, Summary};
-use super::{Observer, class_weights_exact, class_weights_of_samples, top_atoms};
+use super::{Observer, class_weights_exact, class_weights_of_samples};
 use crate::arrays::write_npy_f32;
 use crate::config::RunConfig;
 use crate::data::ImageShape;
@@ -369,29 +369,7 @@ pub fn diagnose(
             },
         );
     }
-    let scale = default_scale(shape);
-    save_grid(&dir.join("truth.png"), &setup.truth, shape, 1, scale)?;
-    if let Some(view) = setup.operator.view(&setup.y) {
-        save_grid(
-            &dir.join("measurement.png"),
-            &view.pixels,
-            view.shape,
-            1,
-            default_scale(view.shape),
-        )?;
-    }
-    let top = top_atoms(&omega, 10);
-    let top_pixels: Vec<f32> = top
-        .iter()
-        .flat_map(|&(i, _)| setup.atoms.image(i).iter().copied())
-        .collect();
-    save_grid(
-        &dir.join("exact_top_atoms.png"),
-        &top_pixels,
-        shape,
-        10,
-        scale,
-    )?;
+    let top = super::write_problem_images(&dir, &setup, &omega)?;
 
     let modes = super::modes_summary(&posterior);
     super::write_metrics(&dir, &posterior, modes.clone(), metrics)?;

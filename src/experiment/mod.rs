@@ -493,29 +493,7 @@ fn run_in_planned(
     }
 
     observer.stage("writing the report");
-    let scale = default_scale(shape);
-    save_grid(&dir.join("truth.png"), &setup.truth, shape, 1, scale)?;
-    if let Some(view) = setup.operator.view(&setup.y) {
-        save_grid(
-            &dir.join("measurement.png"),
-            &view.pixels,
-            view.shape,
-            1,
-            default_scale(view.shape),
-        )?;
-    }
-    let top = top_atoms(&omega, 10);
-    let top_pixels: Vec<f32> = top
-        .iter()
-        .flat_map(|&(i, _)| setup.atoms.image(i).iter().copied())
-        .collect();
-    save_grid(
-        &dir.join("exact_top_atoms.png"),
-        &top_pixels,
-        shape,
-        10,
-        scale,
-    )?;
+    let top = write_problem_images(&dir, &setup, &omega)?;
 
     let modes_summary = modes_summary(&posterior_view);
     write_metrics(&dir, &posterior_view, modes_summary.clone(), metrics_out)?;
@@ -585,6 +563,36 @@ fn run_in_planned(
             .as_bytes(),
     )?;
     Ok(summary)
+}
+
+/// Writes truth.png, measurement.png (where the operator has a view of y) and
+/// exact_top_atoms.png into `dir`; returns the ten heaviest atoms (index, ω_i).
+fn write_problem_images(dir: &Path, setup: &Setup, omega: &[f64]) -> Result<Vec<(usize, f64)>> {
+    let shape = setup.atoms.shape;
+    let scale = default_scale(shape);
+    save_grid(&dir.join("truth.png"), &setup.truth, shape, 1, scale)?;
+    if let Some(view) = setup.operator.view(&setup.y) {
+        save_grid(
+            &dir.join("measurement.png"),
+            &view.pixels,
+            view.shape,
+            1,
+            default_scale(view.shape),
+        )?;
+    }
+    let top = top_atoms(omega, 10);
+    let top_pixels: Vec<f32> = top
+        .iter()
+        .flat_map(|&(i, _)| setup.atoms.image(i).iter().copied())
+        .collect();
+    save_grid(
+        &dir.join("exact_top_atoms.png"),
+        &top_pixels,
+        shape,
+        10,
+        scale,
+    )?;
+    Ok(top)
 }
 
 /// The modes the metrics use and their exact mass, for summary.json and metrics.json.
