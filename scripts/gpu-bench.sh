@@ -11,7 +11,9 @@
 #      one 64×64×3 case (N = 20000, D = 12288, random atoms), for each atom storage type;
 #   3. where python3 imports torch with CUDA, times the same step in PyTorch float32
 #      (benches/fsr_step_torch.py: chunked, online log-sum-exp, TF32 off, CUDA events);
-#   4. prints a table: time/step, TFLOP/s, % of the GPU's nominal fp32 peak, ratio to PyTorch.
+#   4. prints a table: time/step (wall, and on the device from timestamp queries), TFLOP/s, % of
+#      the GPU's nominal fp32 peak, ratio to PyTorch; then the σ-DPS step's cost over the fsr
+#      step's (`fslens bench --dps`, first storage type, B ∈ {16, 256}; issue target ≤ 2.2).
 #
 # Environment (all optional):
 #   FSLENS_BIN        prebuilt fslens binary (skips the build)
@@ -101,6 +103,15 @@ for st in $storages; do
   fi
 done
 
+# The σ-DPS step (prior pass + C·g pass with the kept distances) against the fsr step.
+dps_jsonl=$out/dps.jsonl
+: >"$dps_jsonl"
+dps_storage=${storages%% *}
+log "fslens bench --dps: storage $dps_storage, N = $n, D = $d, B = 16,256"
+"$bin" --json bench --backend gpu --dps --storage "$dps_storage" --batch 16,256 --atoms "$n" \
+  --dim "$d" --t "$t" --repeats "$repeats" --no-baseline "${data_arg[@]}" "${tile[@]}" \
+  >>"$dps_jsonl" 2>>"$out/bench.log" || { log "bench --dps failed: see $out/bench.log"; status=1; }
+
 # 3. PyTorch float32.
 tjsonl=$out/torch.jsonl
 : >"$tjsonl"
@@ -132,19 +143,32 @@ echo "fslens fused fsr step on the GPU — $(field backend "$adapter" | sed 's/,
 peak=$(field peak_gflops "$adapter")
 [[ $peak == null || -z $peak ]] && peak="unknown (set FSLENS_GPU_PEAK_GFLOPS)" || peak="$peak GFLOP/s (nominal)"
 echo "parity tests: $parity; t = $t; best of $repeats; fp32 peak: $peak"
-printf "%-7s %6s %6s %6s %12s %9s %8s %12s %9s\n" storage B N D "ms/step" "TFLOP/s" "% peak" "torch ms" "vs torch"
+printf "%-7s %6s %6s %6s %12s %10s %9s %8s %12s %9s\n" storage B N D "ms/step" "device ms" "TFLOP/s" "% peak" "torch ms" "vs torch"
 while IFS= read -r r; do
   [[ -z $r ]] && continue
   st=$(field storage "$r"); b=$(field B "$r"); rn=$(field N "$r"); rd=$(field D "$r")
   secs=$(field seconds_per_step "$r"); g=$(field gflops "$r"); p=$(field peak_gflops "$r")
+  dev=$(field device_seconds_per_step "$r")
   tr=$(grep "\"B\": $b, \"N\": $rn, \"D\": $rd," "$tjsonl" 2>/dev/null | head -1)
   tsecs=$( [[ -n $tr ]] && field seconds_per_step "$tr" )
-  awk -v st="$st" -v b="$b" -v n="$rn" -v d="$rd" -v s="$secs" -v g="$g" -v p="$p" -v ts="$tsecs" 'BEGIN {
+  awk -v st="$st" -v b="$b" -v n="$rn" -v d="$rd" -v s="$secs" -v g="$g" -v p="$p" -v ts="$tsecs" -v dv="$dev" 'BEGIN {
     pk = (p == "null" || p == "") ? "-" : sprintf("%.1f", 100 * g / p);
     tm = (ts == "") ? "-" : sprintf("%.3f", 1000 * ts);
     ra = (ts == "") ? "-" : sprintf("%.2fx", ts / s);
-    printf "%-7s %6d %6d %6d %12.3f %9.2f %8s %12s %9s\n", st, b, n, d, 1000 * s, g / 1000, pk, tm, ra }'
+    dm = (dv == "null" || dv == "") ? "-" : sprintf("%.3f", 1000 * dv);
+    printf "%-7s %6d %6d %6d %12.3f %10s %9.2f %8s %12s %9s\n", st, b, n, d, 1000 * s, dm, g / 1000, pk, tm, ra }'
 done <"$jsonl"
 echo "(vs torch = PyTorch time / fslens time: above 1 means fslens is faster)"
+echo
+echo "σ-DPS step (prior pass + C·g pass) over the fsr step, storage $dps_storage, t = $t:"
+printf "%6s %12s %12s %10s\n" B "fsr ms" "σ-DPS ms" "ratio"
+fsr_ms=""
+while IFS= read -r r; do
+  [[ -z $r ]] && continue
+  k=$(field kernel "$r"); b=$(field B "$r"); secs=$(field seconds_per_step "$r")
+  if [[ $k == fsr-step ]]; then fsr_ms=$secs; continue; fi
+  awk -v b="$b" -v f="$fsr_ms" -v s="$secs" 'BEGIN {
+    printf "%6d %12.3f %12.3f %9.2fx\n", b, 1000 * f, 1000 * s, s / f }'
+done <"$dps_jsonl"
 echo "logs and JSON lines in $out/; total $(($(date +%s) - started)) s"
 exit $status
