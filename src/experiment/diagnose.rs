@@ -399,27 +399,19 @@ pub fn diagnose(
                 .to_string(),
         }),
     };
-    std::fs::write(dir.join("config.toml"), cfg.to_toml())
+    let config_toml = cfg.to_toml();
+    std::fs::write(dir.join("config.toml"), &config_toml)
         .map_err(|e| Error::io(dir.join("config.toml"), e))?;
     let page = super::page::run_page(
         &summary,
-        &cfg.to_toml(),
+        &config_toml,
         &[],
         None,
         &dir,
         "fslens diagnose",
         false,
     )?;
-    crate::arrays::write_atomic(
-        &dir.join("report.html"),
-        crate::report::html::render(&page).as_bytes(),
-    )?;
-    crate::arrays::write_atomic(
-        &dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)
-            .expect("summary serialises")
-            .as_bytes(),
-    )?;
+    super::write_report_and_summary(&dir, &page, &summary)?;
     let path = staging.finish()?;
     Ok((path, summary))
 }

@@ -552,17 +552,26 @@ fn run_in_planned(
         },
         true,
     )?;
+    write_report_and_summary(&dir, &report, &summary)?;
+    Ok(summary)
+}
+
+/// Writes report.html and summary.json, the last files of a finished output folder.
+fn write_report_and_summary(
+    dir: &Path,
+    report: &crate::report::html::ReportPage,
+    summary: &Summary,
+) -> Result<()> {
     crate::arrays::write_atomic(
         &dir.join("report.html"),
-        crate::report::html::render(&report).as_bytes(),
+        crate::report::html::render(report).as_bytes(),
     )?;
     crate::arrays::write_atomic(
         &dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)
+        serde_json::to_string_pretty(summary)
             .expect("summary serialises")
             .as_bytes(),
-    )?;
-    Ok(summary)
+    )
 }
 
 /// Writes truth.png, measurement.png (where the operator has a view of y) and
