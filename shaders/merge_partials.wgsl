@@ -1,10 +1,11 @@
-// Exact merge of the partial sums written by weighted_means.wgsl, one workgroup per
-// (row b, set k). With M = max_p M_p and α_p = e^{M_p − M} (0 below e⁻⁶⁰ or for empty slots):
+// Exact merge of the partial sums of weighted_sums.wgsl (statistics from split_weights.wgsl),
+// one workgroup per (row b, set k). With M = max_p M_p and α_p = e^{M_p − M} (0 below e⁻⁶⁰ or
+// for empty slots):
 //
-//   weighted mean:  out_d = Σ_p α_p acc_pd / Σ_p α_p S0_p
-//   covariance:     out_d = (C·g)_d = Σ_p α_p acc_pd / Σ_p α_p S0_p
-//                   (acc holds Σ c_j (a_jd − m_d); with kept distances it holds Σ c_j a_jd and
-//                   the host subtracts m_d·SC/S0)
+//   out_d = Σ_p α_p acc_pd / Σ_p α_p S0_p
+//
+// which is the weighted mean, or for the covariance pass (acc = Σ c_j a_jd) the part of C·g
+// from which the host subtracts m_d·SC/S0.
 //
 // The row statistics are merged on the host in float64 from the same partials.
 
@@ -14,12 +15,12 @@ const CUT: f32 = -60.0;
 struct Params {
     rows: u32,
     dim: u32,
+    dpad: u32,        // row length of the partial sums and of `out`
     nsets: u32,
-    nparts: u32,
     s: f32,
     inv2v: f32,
-    stride: u32,
-    row_base: u32,
+    stride4: u32,
+    nparts: u32,
     bias_off: vec4<u32>,
 }
 
@@ -38,7 +39,7 @@ fn merge_main(@builtin(local_invocation_index) lid: u32,
     let k = wg.y;
     let K = params.nsets;
     let P = params.nparts;
-    let D = params.dim;
+    let D = params.dpad;
     if (lid == 0u) {
         var m = -3.0e38;
         for (var p = 0u; p < P; p++) {

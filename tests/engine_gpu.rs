@@ -240,16 +240,17 @@ fn u8_storage_matches_reference() {
     random_case(Storage::U8, None, 2, 1);
 }
 
-/// Forces 38-atom bindings (f32: 19·4 bytes per row) so the split-and-merge path runs.
+/// Forces 38-atom bindings (f32: rows padded to 32 values, 128 bytes) so the split-and-merge
+/// path runs.
 #[test]
 fn multi_binding_f32_matches_reference() {
-    random_case(Storage::F32, Some(40 * 19 * 4), 3, 4);
+    random_case(Storage::F32, Some(38 * 128), 3, 4);
 }
 
-/// u8 rows are 5 words: at most 32 atoms per binding.
+/// u8 rows of 19 (padded to 32) values are 8 words: at most 32 atoms per binding.
 #[test]
 fn multi_binding_u8_matches_reference() {
-    random_case(Storage::U8, Some(32 * 5 * 4), 4, 5);
+    random_case(Storage::U8, Some(32 * 8 * 4), 4, 5);
 }
 
 #[test]
@@ -257,10 +258,10 @@ fn f16_storage_matches_reference_on_stored_atoms() {
     random_case(Storage::F16, None, 12, 1);
 }
 
-/// f16 rows of 19 values are 10 words: at most 30 atoms per binding.
+/// f16 rows of 19 (padded to 32) values are 16 words: at most 30 atoms per binding.
 #[test]
 fn multi_binding_f16_matches_reference() {
-    random_case(Storage::F16, Some(30 * 10 * 4), 13, 5);
+    random_case(Storage::F16, Some(30 * 16 * 4), 13, 5);
 }
 
 /// u8 storage of 8-bit data changes nothing: the kernels decode the same f32 values and add
@@ -317,7 +318,7 @@ fn tile_dims_override() {
     if !have_gpu("tile dims") {
         return;
     }
-    for dk in [8, 64] {
+    for dk in [32, 48] {
         let opts = GpuOptions {
             tile_dims: Some(dk),
             storage: Storage::F16,
@@ -348,7 +349,7 @@ fn tile_dims_override() {
         (out, cg)
     };
     let (a, acg) = run(None);
-    for dk in [1, 16, 96] {
+    for dk in [32, 48] {
         let (b, bcg) = run(Some(dk));
         for (sa, sb) in a.sets.iter().zip(&b.sets) {
             assert_eq!(sa.means, sb.means, "DK = {dk}");
@@ -357,7 +358,7 @@ fn tile_dims_override() {
         assert_eq!(a.nearest, b.nearest, "DK = {dk}");
         assert_eq!(acg, bcg, "DK = {dk}");
     }
-    for dk in [0, 300] {
+    for dk in [0, 8, 24, 272] {
         let opts = GpuOptions {
             tile_dims: Some(dk),
             ..GpuOptions::default()
@@ -367,20 +368,68 @@ fn tile_dims_override() {
     }
 }
 
-/// One workgroup split over 2000 atoms (63 tiles): with the default loop budget on llvmpipe
-/// the split is resumed over several dispatches (without that, llvmpipe's 65535-iteration
-/// limit silently skipped the last atoms); with a budget of one tile per dispatch, every tile
-/// resumes from stored partials.
+/// Long and many splits, many waves: one split per binding of up to 8192 atoms (the most one
+/// invocation walks; llvmpipe stops an invocation after 65535 loop iterations and would
+/// silently skip atoms past that), and a scratch of 16 KiB, so that every wave holds one split
+/// and the scratch is reused wave after wave within one submission.
 #[test]
-fn long_splits_resume_across_dispatches() {
-    for budget in [None, Some(1)] {
+fn long_splits_and_many_waves() {
+    let long = GpuOptions {
+        target_workgroups: Some(1),
+        ..GpuOptions::default()
+    };
+    random_case_with(long, 9000, 6, 1);
+    let waves = GpuOptions {
+        scratch_bytes: Some(16 << 10),
+        ..GpuOptions::default()
+    };
+    random_case_with(waves, 2000, 7, 1);
+}
+
+/// Both row tiles (16 and 64 rows, the `TY` override constant) give bit-identical results:
+/// every sum runs in the same order whatever the tile; and any other size is a clear error.
+#[test]
+fn row_tiles_agree() {
+    if !have_gpu("row tiles") {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let (n, d) = (300, 40);
+    let atoms = atoms8(&mut rng, n, d);
+    let bvec = bias(&mut rng, &atoms, d, 0.1);
+    let nz = noise(0.05);
+    let x = particles(&mut rng, &atoms, d, 21, nz);
+    let g: Vec<f32> = (0..x.len())
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let run = |tile_rows: Option<usize>| {
         let opts = GpuOptions {
-            target_workgroups: Some(1),
-            loop_budget: budget,
+            tile_rows,
+            storage: Storage::U8,
             ..GpuOptions::default()
         };
-        random_case_with(opts, 2000, 6, 1);
+        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
+        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
+        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
+        let cg = gpu
+            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
+            .unwrap();
+        (out, cg)
+    };
+    let (a, acg) = run(Some(16));
+    let (b, bcg) = run(Some(64));
+    for (sa, sb) in a.sets.iter().zip(&b.sets) {
+        assert_eq!(sa.means, sb.means);
+        assert_eq!(sa.stats, sb.stats);
     }
+    assert_eq!(a.nearest, b.nearest);
+    assert_eq!(acg, bcg);
+    let opts = GpuOptions {
+        tile_rows: Some(32),
+        ..GpuOptions::default()
+    };
+    let err = GpuBackend::new(&atoms, d, opts).err().unwrap().to_string();
+    assert!(err.contains("tile_rows"), "{err}");
 }
 
 #[test]
@@ -704,8 +753,8 @@ fn f16_prior_shift_on_8bit_data() {
 }
 
 /// C·g right after a prior pass over the same x reads the distances that pass kept on the
-/// device (weighted_means.wgsl, KEEP / KEPT) and forms the projections by expansion; C·g on
-/// other particles recomputes them with direct differences. Both must match the float64
+/// device instead of recomputing them; C·g on other particles recomputes them. Both must
+/// match the float64 reference, and each other, for the prior and a posterior set. Both must match the float64
 /// reference, and each other, for the prior and a posterior set.
 #[test]
 fn kept_distances_give_the_same_covariance_products() {

@@ -81,7 +81,8 @@ impl Storage {
     }
 }
 
-/// Atoms encoded as u32 words, `stride` words per atom row, plus the u8 decode table.
+/// Atoms encoded as u32 words, `stride` words per atom row (a multiple of 4), plus the u8
+/// decode table.
 pub(crate) struct EncodedAtoms {
     pub words: Vec<u32>,
     pub stride: usize,
@@ -89,20 +90,38 @@ pub(crate) struct EncodedAtoms {
     pub table: Vec<f32>,
 }
 
-/// Encodes N × D row-major atoms for `storage`.
+/// Dimensions per atom row on the device: D rounded up to 16, so that every row is a whole
+/// number of vec4<u32> words for each storage type (the kernels read atoms as vec4 words).
+/// The kernels never add the padded columns into a distance; their sums are dropped.
+pub(crate) fn padded_dim(d: usize) -> usize {
+    d.next_multiple_of(16)
+}
+
+/// Encodes N × D row-major atoms for `storage`, each row padded with zeros to
+/// [`padded_dim`] values.
 ///
-/// f32: word = the value's bits, stride D. f16: two [`f16_stored`] values per word (even
-/// column in the low half, as `unpack2x16float` reads it), stride ⌈D/2⌉. u8: the distinct values sorted ascending form the
-/// table, code = index into it, four codes per word (little end first), stride ⌈D/4⌉.
+/// f32: word = the value's bits, stride D'. f16: two [`f16_stored`] values per word (even
+/// column in the low half, as `unpack2x16float` reads it), stride D'/2. u8: the distinct
+/// values sorted ascending form the table, code = index into it, four codes per word (little
+/// end first), stride D'/4.
 pub(crate) fn encode(atoms: &[f32], d: usize, storage: Storage) -> Result<EncodedAtoms> {
     match storage {
-        Storage::F32 => Ok(EncodedAtoms {
-            words: atoms.iter().map(|v| v.to_bits()).collect(),
-            stride: d,
-            table: vec![0.0; 256],
-        }),
+        Storage::F32 => {
+            let stride = padded_dim(d);
+            let mut words = vec![0u32; atoms.len() / d * stride];
+            for (row, out) in atoms.chunks(d).zip(words.chunks_mut(stride)) {
+                for (w, v) in out.iter_mut().zip(row) {
+                    *w = v.to_bits();
+                }
+            }
+            Ok(EncodedAtoms {
+                words,
+                stride,
+                table: vec![0.0; 256],
+            })
+        }
         Storage::F16 => {
-            let stride = d.div_ceil(2);
+            let stride = padded_dim(d) / 2;
             let n = atoms.len() / d;
             let mut words = vec![0u32; n * stride];
             for (i, row) in atoms.chunks(d).enumerate() {
@@ -128,7 +147,7 @@ pub(crate) fn encode(atoms: &[f32], d: usize, storage: Storage) -> Result<Encode
                     distinct.len()
                 )));
             }
-            let stride = d.div_ceil(4);
+            let stride = padded_dim(d) / 4;
             let n = atoms.len() / d;
             let mut words = vec![0u32; n * stride];
             for (i, row) in atoms.chunks(d).enumerate() {
@@ -215,7 +234,7 @@ mod tests {
         ];
         let d = atoms.len();
         let enc = encode(&atoms, d, Storage::F16).unwrap();
-        assert_eq!(enc.stride, 4);
+        assert_eq!(enc.stride, 8);
         let stored = stored_values(&atoms, Storage::F16);
         for (j, &v) in stored.iter().enumerate() {
             let bits = (enc.words[j / 2] >> (16 * (j % 2))) & 0xffff;

@@ -1,14 +1,22 @@
 //! The wgpu backend: WGSL compute kernels (shaders/) over an atom store kept on the device.
 //!
-//! One pass (weighted_means.wgsl) streams the atoms of one storage binding, split among
-//! workgroups along N, against tiles of TR particle rows; each workgroup leaves partial
-//! (M, S0, S2, SL, SC, Σ e^{ℓ−M} a) sums for its atom range, merged exactly by
-//! merge_partials.wgsl (means, C·g) and on the host in float64 (row statistics, nearest).
-//! Atom sets larger than one binding are split over as many bindings as the adapter's
-//! `max_storage_buffer_binding_size` requires, one dispatch each, into the same partials.
-//! An atom set larger than GPU memory is refused with an out-of-memory error naming the
-//! sizes, not streamed: re-uploading the atoms every pass would make the GPU slower than the
-//! CPU backend, which is then the right tool.
+//! A pass runs, for each wave of atoms (a run of whole splits of one storage binding):
+//! distances.wgsl (pair distances ‖x_b − s a_j‖², and projections ⟨a_j − m_b, g_b⟩ for C·g,
+//! a register-blocked GEMM-shaped tile kernel), split_weights.wgsl (per split and row: the max
+//! logit M_p, the weights e^{ℓ−M_p} into a scratch matrix, the partial S0, S2, SL, SC and the
+//! nearest atom) and weighted_sums.wgsl (per split: Σ_j W_rj a_j, a register-blocked GEMM);
+//! then merge_partials.wgsl combines the splits' partial sums exactly (rescaling by
+//! e^{M_p − M}) and the host merges the row statistics in float64. Atom sets larger than one
+//! binding are split over as many bindings as the adapter's `max_storage_buffer_binding_size`
+//! requires. An atom set larger than GPU memory is refused with an out-of-memory error naming
+//! the sizes, not streamed: re-uploading the atoms every pass would make the GPU slower than
+//! the CPU backend, which is then the right tool.
+//!
+//! Why three kernels and not one fused flash-attention pass: the weighted sum has D outputs
+//! per row (784 to 12288 here, not attention's 64–128), too many to keep in registers across
+//! the atom loop, so a fused pass must read and write its accumulators in memory per atom
+//! tile. Split in two GEMM-shaped halves around a B × split scratch of weights, each half
+//! keeps a 4 × 4 register block per thread and streams its operands once per tile.
 //!
 //! Atom storage ([`Storage`]): f32; u8 (a 256-entry table, exact for 8-bit data, so its
 //! results equal f32 storage bit for bit — tested); f16 (two per word, decoded exactly by the
@@ -25,6 +33,7 @@
 
 mod atoms;
 mod device;
+mod kernels;
 mod shaders;
 
 use std::sync::Mutex;
@@ -37,15 +46,20 @@ use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean
 use crate::{Error, Result};
 use atoms::ChunkRange;
 use device::{Gpu, backend_error};
+use kernels::{BlockBuffers, COLS, PairOutputs, Params, Pipelines, RowTile, Step, WaveShape};
 
-/// Rows per workgroup, atoms per tile and sets per pass: the constants of weighted_means.wgsl.
-const TR: usize = 8;
-const TA: usize = 32;
+/// Sets per pass (the `bias_off` vec4 of the shaders).
 const KMAX: usize = 4;
 /// Largest number of partial slots merge_partials.wgsl accepts.
 const PMAX: usize = 2048;
 /// Floats per partial statistics record.
 const STAT: usize = 6;
+/// Atoms per split at most: bounds the loops of one shader invocation (Mesa's llvmpipe stops
+/// an invocation silently after 65535 loop iterations; weighted_sums.wgsl runs about
+/// 2 iterations per atom of its split).
+const SPLIT_MAX: usize = 8192;
+/// Most loop iterations (estimated) one invocation may run on a CPU adapter.
+const CPU_ADAPTER_LOOP_LIMIT: usize = 50_000;
 
 /// Options of [`GpuBackend::new`].
 #[derive(Clone, Debug)]
@@ -59,19 +73,22 @@ pub struct GpuOptions {
     /// Create the shaders without runtime bounds checks (`create_shader_module_trusted`).
     /// Every index in the kernels is guarded explicitly, so this is safe for them.
     pub trusted_shaders: bool,
-    /// Workgroups to aim for per pass (atom splits × row tiles); default: 1024 on a GPU,
-    /// 16 on a CPU adapter.
+    /// Workgroups to aim for in the weighted-sums dispatch (dimension tiles × row tiles ×
+    /// splits); default 1024 on a GPU, 16 on a CPU adapter.
     pub target_workgroups: Option<usize>,
-    /// Dimensions staged through workgroup memory per step (the `DK` override constant of
-    /// weighted_means.wgsl), 1..=256; default 32. Workgroup memory grows as
-    /// 4·(32·(DK+1) + 24·DK) + 7296 bytes and must fit the adapter's limit.
+    /// Dimensions distances.wgsl stages through workgroup memory per step in the means passes
+    /// (its `DK` override constant): a multiple of 16 from 16 to 256, default 16. Workgroup
+    /// memory grows as 16·DK·32 + 1024 bytes and must fit the adapter's limit. (The covariance
+    /// pass stages three operands and always uses 16.)
     pub tile_dims: Option<usize>,
+    /// Rows per tile of the GEMM-shaped kernels (their `TY` override constant, times 4): 16 or
+    /// 64. Default: 16 for blocks of at most 16 rows, else 64.
+    pub tile_rows: Option<usize>,
+    /// Bytes of scratch (distances, projections, weights of one wave of atoms) a pass may use;
+    /// default 256 MiB (capped by the adapter's binding size). Less means more waves.
+    pub scratch_bytes: Option<u64>,
     /// Longest wait for one submission before giving up with an error.
     pub timeout: Duration,
-    /// Most loop iterations one shader invocation may run (estimated) before a split's atom
-    /// range is continued in a further dispatch. Default: 30000 on a CPU adapter (Mesa's
-    /// llvmpipe silently stops an invocation after 65535 loop iterations), unlimited otherwise.
-    pub loop_budget: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -83,48 +100,17 @@ impl Default for GpuOptions {
             trusted_shaders: false,
             target_workgroups: None,
             tile_dims: None,
+            tile_rows: None,
+            scratch_bytes: None,
             timeout: Duration::from_secs(600),
-            loop_budget: None,
         }
     }
-}
-
-/// The uniform `Params` of the shaders (48 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    dim: u32,
-    nsets: u32,
-    nparts: u32,
-    s: f32,
-    inv2v: f32,
-    stride: u32,
-    /// Global index of the block's first row, for the kept distances.
-    row_base: u32,
-    bias_off: [u32; 4],
-}
-
-/// The uniform `Chunk` of weighted_means.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ChunkParams {
-    n: u32,
-    base: u32,
-    part_base: u32,
-    per_split: u32,
-    step_begin: u32,
-    step_len: u32,
-    first: u32,
-    /// N, the row length of the kept distances.
-    total: u32,
 }
 
 struct AtomChunk {
     range: ChunkRange,
     buffer: wgpu::Buffer,
 }
-
 /// Per-call buffers, grown on demand and reused.
 #[derive(Default)]
 struct Workspace {
@@ -154,15 +140,15 @@ impl Workspace {
     }
 }
 
-/// The distances ‖x_b − s a_i‖² of the last prior pass, kept on the device (B × N float32)
-/// for the C·g pass that follows on the same x (weighted_means.wgsl, KEEP / KEPT).
+/// The distances ‖x_b − s a_i‖² of the last pass, kept on the device (B × N float32) for the
+/// C·g pass that follows on the same x (and the pass's own further groups of sets).
 struct KeptDistances {
     buffer: wgpu::Buffer,
     /// The rows and s they were computed for; None while the buffer holds nothing usable.
     key: Option<(Vec<f32>, f32)>,
 }
 
-/// Largest kept-distance buffer (B × N float32) a prior pass allocates, so that keeping never
+/// Largest kept-distance buffer (B × N float32) a pass allocates, so that keeping never
 /// costs more device memory than the CPU backend's weight cache; larger passes recompute.
 const KEPT_DISTANCES_MAX_BYTES: u64 = 256 << 20;
 
@@ -172,7 +158,7 @@ enum Kept<'a> {
     Ignore,
     /// Write this block's distances, its first row being global row `row_base`.
     Write(&'a wgpu::Buffer, u32),
-    /// Read them instead of computing them (covariance pass).
+    /// Read them instead of computing them.
     Read(&'a wgpu::Buffer, u32),
 }
 
@@ -187,39 +173,47 @@ struct PassTimer {
     total: Mutex<f64>,
 }
 
-/// What one block returns: merged outputs (rows × K × D), raw partial stats
+
+/// What one block returns: merged outputs (rows × K × dpad), raw partial stats
 /// (P × rows × K × STAT), raw partial nearest (P × rows × 2), and P.
 type BlockOutput = (Vec<f32>, Vec<f32>, Vec<u32>, usize);
+
+/// How a block of rows walks the atoms: splits of `split_len` atoms (the last of a binding
+/// shorter), grouped into waves of at most `wave_splits` splits that share the scratch.
+#[derive(Clone, Copy, Debug)]
+struct SplitPlan {
+    split_len: usize,
+    wave_splits: usize,
+}
 
 /// The GPU implementation of [`Backend`].
 pub struct GpuBackend {
     gpu: Gpu,
     n: usize,
     d: usize,
+    /// D rounded up to 16 (atoms::padded_dim).
+    dpad: usize,
     storage: Storage,
-    stride: usize,
+    /// vec4<u32> words per atom row.
+    stride4: usize,
     chunks: Vec<AtomChunk>,
     table: wgpu::Buffer,
     /// All registered biases, each N values shifted by its max, concatenated.
     bias_host: Vec<f32>,
     bias_shift: Vec<f64>,
     bias_buf: wgpu::Buffer,
-    pass_means: wgpu::ComputePipeline,
-    /// pass_means that also writes the distances (KEEP).
-    pass_means_keep: wgpu::ComputePipeline,
-    pass_cov: wgpu::ComputePipeline,
-    /// pass_cov from kept distances (KEPT).
-    pass_cov_kept: wgpu::ComputePipeline,
-    merge: wgpu::ComputePipeline,
+    pipelines: Pipelines,
     kept: Mutex<KeptDistances>,
     timer: Option<PassTimer>,
     params: wgpu::Buffer,
     /// Bytes allowed for one per-call binding (partials, x, outputs).
     binding_budget: u64,
+    /// Bytes allowed for the scratch of one wave (each of distances, projections, weights).
+    scratch_budget: u64,
     target_workgroups: usize,
     tile_dims: usize,
+    tile_rows: Option<RowTile>,
     timeout: Duration,
-    loop_budget: Option<u64>,
     cpu_adapter: bool,
     work: Mutex<Workspace>,
 }
@@ -246,39 +240,69 @@ impl GpuBackend {
             )));
         }
         let n = atoms.len() / d;
-        if n >= u32::MAX as usize || d >= (1 << 28) {
+        if n >= u32::MAX as usize || d >= (1 << 26) {
             return Err(Error::input(format!(
                 "gpu backend: N = {n}, D = {d} is too large for 32-bit indices"
             )));
         }
+        let tile_rows = match opts.tile_rows {
+            None => None,
+            Some(16) => Some(RowTile::Small),
+            Some(64) => Some(RowTile::Large),
+            Some(other) => {
+                return Err(Error::config(
+                    "tile_rows",
+                    format!("{other} rows per tile; allowed: 16 or 64"),
+                ));
+            }
+        };
         let gpu = Gpu::open(opts.adapter.as_deref())?;
         let lim = gpu.limits.clone();
-        let tile_dims = opts.tile_dims.unwrap_or(32);
-        let wg_bytes = workgroup_bytes(tile_dims);
-        if !(1..=256).contains(&tile_dims)
+        let tile_dims = opts.tile_dims.unwrap_or(16);
+        let wg_bytes = kernels::distances_workgroup_bytes(tile_dims);
+        if !(16..=256).contains(&tile_dims)
+            || !tile_dims.is_multiple_of(16)
             || wg_bytes > lim.max_compute_workgroup_storage_size as usize
         {
             return Err(Error::config(
                 "tile_dims",
                 format!(
                     "{tile_dims} dimensions per step need {wg_bytes} bytes of workgroup memory; \
-                     allowed: 1 to 256 and at most the adapter's {} bytes",
+                     allowed: a multiple of 16 from 16 to 256, within the adapter's {} bytes",
                     lim.max_compute_workgroup_storage_size
                 ),
             ));
+        }
+        let cpu_like = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let dpad = atoms::padded_dim(d);
+        if cpu_like {
+            // distances.wgsl loops over D in steps of DK, each about DK + 30 iterations.
+            let per_invocation = d.div_ceil(tile_dims) * (tile_dims + 30);
+            if per_invocation > CPU_ADAPTER_LOOP_LIMIT {
+                return Err(backend_error(format!(
+                    "D = {d} needs about {per_invocation} shader loop iterations per \
+                     invocation, more than this software adapter ({}) runs in one; use the \
+                     CPU backend",
+                    gpu.info.name
+                )));
+            }
         }
         let enc = atoms::encode(atoms, d, opts.storage)?;
         let adapter_binding = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
         let max_binding = opts
             .max_binding_bytes
             .map_or(adapter_binding, |m| m.min(adapter_binding));
-        let ranges = atoms::split(n, 4 * enc.stride as u64, max_binding & !3)?;
-        let cpu_like = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let ranges = atoms::split(n, 4 * enc.stride as u64, max_binding & !15)?;
         let target_workgroups = opts
             .target_workgroups
             .unwrap_or(if cpu_like { 16 } else { 1024 })
             .max(1);
         let binding_budget = adapter_binding.min(256 << 20);
+        let scratch_budget = opts
+            .scratch_bytes
+            .unwrap_or(256 << 20)
+            .min(adapter_binding)
+            .max(1);
         let total_bytes = enc.words.len() as u64 * 4;
 
         let (chunks, table, bias_buf, params, pipelines) = gpu.scoped(
@@ -327,19 +351,16 @@ impl GpuBackend {
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
-                let pipelines =
-                    build_pipelines(&gpu, opts.storage, opts.trusted_shaders, tile_dims);
+                let pipelines = Pipelines::build(
+                    &gpu,
+                    opts.storage.shader_code(),
+                    opts.trusted_shaders,
+                    tile_dims,
+                );
                 Ok((chunks, table, bias_buf, params, pipelines))
             },
         )?;
-        let Pipelines {
-            means: pass_means,
-            means_keep: pass_means_keep,
-            cov: pass_cov,
-            cov_kept: pass_cov_kept,
-            merge,
-        } = pipelines;
-        // Replaced by a B × N buffer at the first prior pass that fits one binding.
+        // Replaced by a B × N buffer at the first pass that fits one binding.
         let no_kept = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kept distances"),
             size: 16,
@@ -373,18 +394,15 @@ impl GpuBackend {
             gpu,
             n,
             d,
+            dpad,
             storage: opts.storage,
-            stride: enc.stride,
+            stride4: enc.stride / 4,
             chunks,
             table,
             bias_host: Vec::new(),
             bias_shift: Vec::new(),
             bias_buf,
-            pass_means,
-            pass_means_keep,
-            pass_cov,
-            pass_cov_kept,
-            merge,
+            pipelines,
             kept: Mutex::new(KeptDistances {
                 buffer: no_kept,
                 key: None,
@@ -392,12 +410,11 @@ impl GpuBackend {
             timer,
             params,
             binding_budget,
+            scratch_budget,
             target_workgroups,
             tile_dims,
+            tile_rows,
             timeout: opts.timeout,
-            loop_budget: opts
-                .loop_budget
-                .or(if cpu_like { Some(30_000) } else { None }),
             cpu_adapter: cpu_like,
             work: Mutex::new(Workspace::default()),
         })
@@ -413,88 +430,185 @@ impl GpuBackend {
         self.gpu.info.clone()
     }
 
-    /// Largest row block and the partial slots per chunk for `rows` rows and `k` sets.
-    fn plan(&self, rows: usize, k: usize) -> Result<(usize, Vec<usize>)> {
-        let d = self.d as u64;
-        let nchunks = self.chunks.len();
-        // Row block: the partials of one slot per chunk, x (and g, m) and the outputs must fit.
-        let per_row = (nchunks as u64 * k as u64 * d * 4).max(2 * d * 4);
-        let mut block = (self.binding_budget / per_row) as usize / TR * TR;
-        block = block.min(8192);
+    /// Dimensions distances.wgsl stages per step.
+    pub fn tile_dims(&self) -> usize {
+        self.tile_dims
+    }
+
+    /// Largest row block for `rows` rows and `k` sets: x (and g, m), the outputs and the
+    /// partial sums of at least one split per binding must fit a binding.
+    fn row_block(&self, rows: usize, k: usize) -> Result<usize> {
+        let dpad = self.dpad as u64;
+        let per_row = (self.chunks.len() as u64 * k as u64 * dpad * 4).max(2 * dpad * 4);
+        // Room in the scratch for splits of SPLIT_MAX atoms: (2 + k) floats per row and atom.
+        let by_scratch = self.scratch_budget / ((2 + k) as u64 * SPLIT_MAX as u64 * 4);
+        let block = ((self.binding_budget / per_row).min(by_scratch.max(1)) as usize).min(8192);
         if block == 0 {
             return Err(backend_error(format!(
-                "D = {d} with {nchunks} atom bindings and {k} sets needs more than the \
-                 {} bytes one binding may hold for even {TR} rows",
+                "D = {} with {} atom bindings and {k} sets needs more than the {} bytes one \
+                 binding may hold for even one row",
+                self.d,
+                self.chunks.len(),
                 self.binding_budget
             )));
         }
-        let rows = rows.min(block);
-        let row_tiles = rows.div_ceil(TR);
-        let mut wanted = self.target_workgroups.div_ceil(row_tiles).max(nchunks);
-        let mut most = PMAX;
-        if let Some(budget) = self.loop_budget {
-            // Under a loop budget, more splits beat more sequential dispatches per split; the
-            // merge kernel then loops over the P partials for each of its ⌈D/64⌉ columns.
-            let atoms_per_step =
-                (budget / loop_iterations_per_tile(self.d, k, self.tile_dims)).max(1) as usize * TA;
-            wanted = wanted.max(self.n.div_ceil(atoms_per_step));
-            most = most.min((budget as usize / (self.d.div_ceil(64) + 2)).max(nchunks));
-        }
-        let by_memory = (self.binding_budget / (rows as u64 * k as u64 * d * 4)) as usize;
-        let total = wanted.min(by_memory).min(most).max(nchunks);
-        let splits = self
-            .chunks
-            .iter()
-            .map(|c| {
-                let share = (total * c.range.len / self.n).max(1);
-                share.min(c.range.len.div_ceil(TA))
-            })
-            .collect();
-        Ok((rows, splits))
+        Ok(rows.min(block))
     }
 
-    /// One submission over all atom chunks for `x` (rows × D) and `sets` (≤ KMAX); with `gm`
-    /// (g rows then m rows) the covariance pass. Returns the merged rows × K × D outputs, the
-    /// raw partial stats (P × rows × K × STAT) and the raw partial nearest (P × rows × 2).
+    /// Split length and wave size for a block of `rows` rows and `k` sets: enough splits to
+    /// give the weighted-sums dispatch about `target_workgroups` workgroups, no more partial
+    /// sums than a binding (and the merge kernel) holds, splits of at most SPLIT_MAX atoms.
+    fn split_plan(&self, rows: usize, k: usize) -> Result<SplitPlan> {
+        let rk = rows * k;
+        let tile = RowTile::pick(rk, self.tile_rows);
+        let tiles = self.dpad.div_ceil(COLS) * rk.div_ceil(tile.rows());
+        let wanted = self.target_workgroups.div_ceil(tiles).max(1);
+        let by_memory = (self.binding_budget / (rk as u64 * self.dpad as u64 * 4)) as usize;
+        let mut most = PMAX.min(by_memory);
+        if self.cpu_adapter {
+            // merge_partials.wgsl loops over the P slots for each of its ⌈dpad/64⌉ columns.
+            most = most.min(CPU_ADAPTER_LOOP_LIMIT / (self.dpad.div_ceil(64) + 3));
+        }
+        let slots = |len: usize| {
+            self.chunks
+                .iter()
+                .map(|c| c.range.len.div_ceil(len))
+                .sum::<usize>()
+        };
+        // Scratch per atom of a wave: distances and projections (rows) and weights (rk).
+        let per_atom = ((2 * rows + rk) * 4) as u64;
+        let fit = (self.scratch_budget / per_atom) as usize / COLS * COLS;
+        if fit == 0 {
+            return Err(backend_error(format!(
+                "{COLS} atoms for {rows} rows and {k} sets need {} bytes of scratch, more than \
+                 the {} allowed",
+                per_atom * COLS as u64,
+                self.scratch_budget
+            )));
+        }
+        let mut split_len = self
+            .n
+            .div_ceil(wanted)
+            .next_multiple_of(COLS)
+            .min(SPLIT_MAX)
+            .min(fit);
+        while slots(split_len) > most && split_len < fit {
+            split_len = (2 * split_len).min(fit);
+        }
+        if slots(split_len) > most {
+            return Err(backend_error(format!(
+                "{} atoms in splits of {split_len} need {} partial sums, more than the {most} \
+                 that fit; allow more scratch or pass fewer rows",
+                self.n,
+                slots(split_len)
+            )));
+        }
+        if self.cpu_adapter && split_len > SPLIT_MAX {
+            return Err(backend_error(format!(
+                "{} atoms need splits of {split_len} atoms, longer than this software adapter \
+                 runs in one shader invocation; use the CPU backend",
+                self.n
+            )));
+        }
+        // distances.wgsl's grid: at most 65535 tiles of COLS atoms along x.
+        let wave_splits = (fit / split_len).min(65535 * COLS / split_len).max(1);
+        Ok(SplitPlan {
+            split_len,
+            wave_splits,
+        })
+    }
+
+    /// One submission over all atoms for `x` (rows × D) and the sets at `offsets` (≤ KMAX);
+    /// with `gm` (g rows then m rows, rows × D each) the covariance pass. Returns the merged
+    /// rows × K × dpad outputs, the raw partial stats (P × rows × K × STAT) and the raw
+    /// partial nearest (P × rows × 2).
     fn run_block(
         &self,
         x: &[f32],
         noise: Noise,
         offsets: &[u32],
-        splits: &[usize],
         gm: Option<&[f32]>,
         kept: Kept,
     ) -> Result<BlockOutput> {
-        let rows = x.len() / self.d;
+        let (d, dpad) = (self.d, self.dpad);
+        let rows = x.len() / d;
         let k = offsets.len();
-        let d = self.d;
+        let rk = rows * k;
+        let plan = self.split_plan(rows, k)?;
         let gpu = &self.gpu;
-        let mut work = self.work.lock().unwrap();
-        let mut part_base = Vec::with_capacity(splits.len());
-        let mut per_split = Vec::with_capacity(splits.len());
+        let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+
+        // Waves: runs of whole splits of one binding that share the scratch.
+        let wave_cap = plan.wave_splits * plan.split_len;
+        let w_ld = self
+            .chunks
+            .iter()
+            .map(|c| c.range.len.min(wave_cap))
+            .max()
+            .unwrap_or(1);
+        let mut waves: Vec<(usize, Step, usize)> = Vec::new();
         let mut nparts = 0usize;
-        for (c, &s) in self.chunks.iter().zip(splits) {
-            let per = c.range.len.div_ceil(s).next_multiple_of(TA);
-            part_base.push(nparts);
-            per_split.push(per);
-            nparts += c.range.len.div_ceil(per);
+        for (ci, c) in self.chunks.iter().enumerate() {
+            let mut off = 0;
+            while off < c.range.len {
+                let len = (c.range.len - off).min(wave_cap);
+                let splits = len.div_ceil(plan.split_len);
+                let base = c.range.start + off;
+                let (dist_ld, dist_col, dist_row0) = match kept {
+                    Kept::Write(_, r) | Kept::Read(_, r) => (self.n, base, r as usize),
+                    Kept::Ignore => (w_ld, 0, 0),
+                };
+                let step = Step {
+                    n: len as u32,
+                    chunk_off: off as u32,
+                    base: base as u32,
+                    part_base: nparts as u32,
+                    split_len: plan.split_len as u32,
+                    dist_ld: dist_ld as u32,
+                    dist_col: dist_col as u32,
+                    dist_row0: dist_row0 as u32,
+                    w_ld: w_ld as u32,
+                    pad: [0; 3],
+                };
+                waves.push((ci, step, splits));
+                nparts += splits;
+                off += len;
+            }
         }
-        if nparts > PMAX {
-            return Err(backend_error(format!(
-                "{nparts} partial sums (from {} atom bindings) exceed the merge kernel's \
-                 {PMAX}; allow larger bindings",
-                self.chunks.len()
-            )));
-        }
-        let acc_bytes = (nparts * rows * k * d * 4) as u64;
-        let stats_bytes = (nparts * rows * k * STAT * 4) as u64;
+        let acc_bytes = (nparts * rk * dpad * 4) as u64;
+        let stats_bytes = (nparts * rk * STAT * 4) as u64;
         let near_bytes = (nparts * rows * 2 * 4) as u64;
-        let out_bytes = (rows * k * d * 4) as u64;
+        let out_bytes = (rk * dpad * 4) as u64;
+        let pad_rows = |v: &[f32], out: &mut Vec<f32>| {
+            for row in v.chunks(d) {
+                out.extend_from_slice(row);
+                out.resize(out.len() + dpad - d, 0.0);
+            }
+        };
+        let mut x_pad = Vec::with_capacity(rows * dpad);
+        pad_rows(x, &mut x_pad);
+        let mut gm_pad = Vec::new();
+        if let Some(gm) = gm {
+            gm_pad.reserve(2 * rows * dpad);
+            pad_rows(gm, &mut gm_pad);
+        }
         gpu.scoped(
             &format!("pass over {} atoms for {rows} rows", self.n),
             || {
-                let xb = work.get(gpu, "x", (rows * d * 4) as u64, STORAGE_RW);
-                let gmb = work.get(gpu, "g, m", ((2 * rows * d + rows) * 4) as u64, STORAGE_RW);
+                let xb = work.get(gpu, "x", (rows * dpad * 4) as u64, STORAGE_RW);
+                let gmb = work.get(gpu, "g, m", (gm_pad.len() * 4) as u64, STORAGE_RW);
+                let distb = match kept {
+                    Kept::Write(b, _) | Kept::Read(b, _) => b.clone(),
+                    Kept::Ignore => {
+                        work.get(gpu, "distances", (rows * w_ld * 4) as u64, STORAGE_RW)
+                    }
+                };
+                let projb = if gm.is_some() {
+                    work.get(gpu, "projections", (rows * w_ld * 4) as u64, STORAGE_RW)
+                } else {
+                    work.get(gpu, "no projections", 16, STORAGE_RW)
+                };
+                let weightsb = work.get(gpu, "weights", (rk * w_ld * 4) as u64, STORAGE_RW);
                 let accb = work.get(gpu, "partial sums", acc_bytes, STORAGE_RW);
                 let statb = work.get(gpu, "partial stats", stats_bytes, STORAGE_RW);
                 let nearb = work.get(gpu, "partial nearest", near_bytes, STORAGE_RW);
@@ -505,87 +619,62 @@ impl GpuBackend {
                     stats_bytes + near_bytes + out_bytes + 16,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 );
-                gpu.queue.write_buffer(&xb, 0, bytemuck::cast_slice(x));
-                if let Some(gm) = gm {
-                    gpu.queue.write_buffer(&gmb, 0, bytemuck::cast_slice(gm));
+                gpu.queue.write_buffer(&xb, 0, bytemuck::cast_slice(&x_pad));
+                if !gm_pad.is_empty() {
+                    gpu.queue.write_buffer(&gmb, 0, bytemuck::cast_slice(&gm_pad));
                 }
                 let mut bias_off = [u32::MAX; 4];
                 bias_off[..k].copy_from_slice(offsets);
                 let params = Params {
                     rows: rows as u32,
                     dim: d as u32,
+                    dpad: dpad as u32,
                     nsets: k as u32,
-                    nparts: nparts as u32,
                     s: noise.s as f32,
                     inv2v: (0.5 / noise.v) as f32,
-                    stride: self.stride as u32,
-                    row_base: match kept {
-                        Kept::Ignore => 0,
-                        Kept::Write(_, r) | Kept::Read(_, r) => r,
-                    },
+                    stride4: self.stride4 as u32,
+                    nparts: nparts as u32,
                     bias_off,
                 };
                 gpu.queue
                     .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
-                // One dispatch per (chunk, step); each reads its ChunkParams at an aligned offset.
-                let align = (gpu.limits.min_uniform_buffer_offset_alignment as u64)
-                    .max(std::mem::size_of::<ChunkParams>() as u64);
-                let tiles_per_step = match self.loop_budget {
-                    Some(budget) => {
-                        let per_tile = loop_iterations_per_tile(d, k, self.tile_dims);
-                        // llvmpipe's hard limit is 65535 iterations; the estimate runs up to ~1.7×
-                        // low, so one tile must stay under 36000 there.
-                        if self.cpu_adapter && per_tile > 36_000 {
-                            return Err(backend_error(format!(
-                                "D = {d} with {k} sets needs about {per_tile} shader loop \
-                             iterations per atom tile, more than this software adapter runs in \
-                             one invocation; use the CPU backend"
-                            )));
-                        }
-                        (budget / per_tile).max(1) as usize
-                    }
-                    None => usize::MAX / TA,
-                };
-                let mut params_list: Vec<ChunkParams> = Vec::new();
-                let mut dispatch_order: Vec<(usize, usize)> = Vec::new();
-                for (ci, c) in self.chunks.iter().enumerate() {
-                    let step = tiles_per_step.saturating_mul(TA).min(per_split[ci]);
-                    for begin in (0..per_split[ci]).step_by(step) {
-                        dispatch_order.push((ci, params_list.len()));
-                        params_list.push(ChunkParams {
-                            n: c.range.len as u32,
-                            base: c.range.start as u32,
-                            part_base: part_base[ci] as u32,
-                            per_split: per_split[ci] as u32,
-                            step_begin: begin as u32,
-                            step_len: step as u32,
-                            first: (begin == 0) as u32,
-                            total: self.n as u32,
-                        });
-                    }
-                }
-                let chunkb = work.get(
+                // Each wave reads its Step at an aligned offset of one uniform buffer.
+                let align = (std::mem::size_of::<Step>() as u64)
+                    .next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as u64);
+                let stepb = work.get(
                     gpu,
-                    "chunk params",
-                    params_list.len() as u64 * align,
+                    "steps",
+                    waves.len() as u64 * align,
                     wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 );
-                let mut bytes = vec![0u8; params_list.len() * align as usize];
-                for (i, cp) in params_list.iter().enumerate() {
+                let mut bytes = vec![0u8; waves.len() * align as usize];
+                for (i, (_, step, _)) in waves.iter().enumerate() {
                     let o = i * align as usize;
-                    bytes[o..o + std::mem::size_of::<ChunkParams>()]
-                        .copy_from_slice(bytemuck::bytes_of(cp));
+                    bytes[o..o + std::mem::size_of::<Step>()]
+                        .copy_from_slice(bytemuck::bytes_of(step));
                 }
-                gpu.queue.write_buffer(&chunkb, 0, &bytes);
-                let (pass, kept_buf) = match (gm.is_some(), kept) {
-                    (true, Kept::Read(b, _)) => (&self.pass_cov_kept, Some(b)),
-                    (true, _) => (&self.pass_cov, None),
-                    (false, Kept::Write(b, _)) => (&self.pass_means_keep, Some(b)),
-                    (false, _) => (&self.pass_means, None),
+                gpu.queue.write_buffer(&stepb, 0, &bytes);
+                let buffers = BlockBuffers {
+                    params: &self.params,
+                    steps: &stepb,
+                    table: &self.table,
+                    bias: &self.bias_buf,
+                    xs: &xb,
+                    gm: &gmb,
+                    dist: &distb,
+                    proj: &projb,
+                    weights: &weightsb,
+                    part_acc: &accb,
+                    part_stats: &statb,
+                    part_near: &nearb,
+                    out: &outb,
                 };
-                // Passes that neither write nor read the kept distances bind a stand-in.
-                let stand_in = work.get(gpu, "no kept distances", 16, STORAGE_RW);
-                let kept_buf = kept_buf.unwrap_or(&stand_in);
+                let pair_outputs = match (gm.is_some(), kept) {
+                    (true, Kept::Read(..)) => Some(PairOutputs::Projections),
+                    (true, _) => Some(PairOutputs::DistancesAndProjections),
+                    (false, Kept::Read(..)) => None,
+                    (false, _) => Some(PairOutputs::Distances),
+                };
                 let mut enc = gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -600,55 +689,27 @@ impl GpuBackend {
                             }
                         }),
                     });
-                    cp.set_pipeline(pass);
-                    for &(ci, pi) in &dispatch_order {
-                        let c = &self.chunks[ci];
-                        let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: &pass.get_bind_group_layout(0),
-                            entries: &[
-                                entire(0, &self.params),
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &chunkb,
-                                        offset: pi as u64 * align,
-                                        size: wgpu::BufferSize::new(
-                                            std::mem::size_of::<ChunkParams>() as u64,
-                                        ),
-                                    }),
-                                },
-                                entire(2, &c.buffer),
-                                entire(3, &xb),
-                                entire(4, &gmb),
-                                entire(5, &self.bias_buf),
-                                entire(6, &self.table),
-                                entire(7, &accb),
-                                entire(8, &statb),
-                                entire(9, &nearb),
-                                entire(10, kept_buf),
-                            ],
-                        });
-                        cp.set_bind_group(0, &bg, &[]);
-                        cp.dispatch_workgroups(
-                            c.range.len.div_ceil(per_split[ci]) as u32,
-                            rows.div_ceil(TR) as u32,
-                            1,
-                        );
+                    for (i, (ci, step, splits)) in waves.iter().enumerate() {
+                        let atoms = &self.chunks[*ci].buffer;
+                        let wave = WaveShape {
+                            step_offset: i as u64 * align,
+                            atoms: step.n as usize,
+                            splits: *splits,
+                            rows,
+                            sets: k,
+                            dpad,
+                            tile: self.tile_rows,
+                        };
+                        if let Some(outputs) = pair_outputs {
+                            self.pipelines
+                                .distances(gpu, &mut cp, outputs, atoms, &buffers, &wave);
+                        }
+                        self.pipelines
+                            .split_weights(gpu, &mut cp, gm.is_some(), &buffers, &wave);
+                        self.pipelines
+                            .weighted_sums(gpu, &mut cp, atoms, &buffers, &wave);
                     }
-                    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &self.merge.get_bind_group_layout(0),
-                        entries: &[
-                            entire(0, &self.params),
-                            entire(1, &accb),
-                            entire(2, &statb),
-                            entire(3, &outb),
-                        ],
-                    });
-                    cp.set_pipeline(&self.merge);
-                    cp.set_bind_group(0, &bg, &[]);
-                    cp.dispatch_workgroups(rows as u32, k as u32, 1);
+                    self.pipelines.merge(gpu, &mut cp, &buffers, rows, k);
                 }
                 enc.copy_buffer_to_buffer(&statb, 0, &readb, 0, stats_bytes);
                 enc.copy_buffer_to_buffer(&nearb, 0, &readb, stats_bytes, near_bytes);
@@ -756,98 +817,6 @@ fn coefficient_ratio(parts: impl Iterator<Item = [f32; 3]> + Clone) -> f64 {
     sc / s0
 }
 
-/// Loop iterations (back-edges plus loop entries) one invocation of weighted_means.wgsl runs
-/// per atom tile, counted from the kernel's loops, for budgeting on adapters with a limit.
-fn loop_iterations_per_tile(d: usize, k: usize, dk: usize) -> u64 {
-    const WG: usize = 64;
-    // Per DK-slice: the two staging loops and the one dd loop of the 2 × 2 register block.
-    let phase1 = d.div_ceil(dk) * ((TA * dk).div_ceil(WG) + (TR * dk).div_ceil(WG) + dk + 5);
-    let phase2 = 3 * (TA + 1) + 4;
-    let phase3 = d.div_ceil(WG) * (2 * TR * (k + 1) + TA * (1 + TR * (k + 1)) + 2);
-    (phase1 + phase2 + phase3 + 4) as u64
-}
-
-/// Workgroup memory of weighted_means.wgsl with `dk` dimensions per step, bytes: sh_a
-/// (TA·(dk+1)), sh_x, sh_g, sh_m (TR·dk each), and the fixed sh_dist, sh_proj (TR·TA each),
-/// sh_w (KMAX·TR·TA), sh_alpha (KMAX·TR) and sh_table (256).
-fn workgroup_bytes(dk: usize) -> usize {
-    4 * (TA * (dk + 1) + 3 * TR * dk + 2 * TR * TA + KMAX * TR * TA + KMAX * TR + 256)
-}
-
-fn entire(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: b.as_entire_binding(),
-    }
-}
-
-/// The compute pipelines of one backend: the pass (four override variants) and the merge.
-struct Pipelines {
-    means: wgpu::ComputePipeline,
-    means_keep: wgpu::ComputePipeline,
-    cov: wgpu::ComputePipeline,
-    cov_kept: wgpu::ComputePipeline,
-    merge: wgpu::ComputePipeline,
-}
-
-fn build_pipelines(gpu: &Gpu, storage: Storage, trusted: bool, tile_dims: usize) -> Pipelines {
-    let module = |label: &str, src: &str| {
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        };
-        if trusted {
-            // SAFETY: every array index in the kernels is guarded against the sizes the host
-            // passes (rows, dim, chunk length, partial counts), which match the buffer sizes.
-            unsafe {
-                gpu.device
-                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
-            }
-        } else {
-            gpu.device.create_shader_module(desc)
-        }
-    };
-    let pass = module("weighted_means.wgsl", shaders::WEIGHTED_MEANS);
-    let merge = module("merge_partials.wgsl", shaders::MERGE_PARTIALS);
-    let storage_code = storage.shader_code() as f64;
-    let dk = tile_dims as f64;
-    let pipeline = |m: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
-        gpu.device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: m,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            })
-    };
-    let variant = |covariance: bool, keep: bool, kept: bool| {
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        pipeline(
-            &pass,
-            "pass_main",
-            &[
-                ("STORAGE", storage_code),
-                ("COVARIANCE", flag(covariance)),
-                ("KEEP", flag(keep)),
-                ("KEPT", flag(kept)),
-                ("DK", dk),
-            ],
-        )
-    };
-    Pipelines {
-        means: variant(false, false, false),
-        means_keep: variant(false, true, false),
-        cov: variant(true, false, false),
-        cov_kept: variant(true, false, true),
-        merge: pipeline(&merge, "merge_main", &[]),
-    }
-}
-
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
         format!(
@@ -916,11 +885,11 @@ impl Backend for GpuBackend {
                 .map(|(g, o)| (g * KMAX, o))
                 .collect()
         };
-        // A prior pass keeps its distances for the C·g pass that usually follows (σ-DPS family)
-        // when B × N floats fit one binding.
+        // A pass keeps its distances (they depend on x and s only) for the C·g pass that
+        // usually follows (σ-DPS family) and for its own further groups of sets, when B × N
+        // floats fit one binding; they are written there instead of into the wave scratch.
         let kept_bytes = (rows * self.n * 4) as u64;
-        let keep = sets.contains(&Weights::Prior)
-            && kept_bytes <= KEPT_DISTANCES_MAX_BYTES
+        let keep = kept_bytes <= KEPT_DISTANCES_MAX_BYTES
             && kept_bytes <= self.gpu.limits.max_storage_buffer_binding_size
             && kept_bytes <= self.gpu.limits.max_buffer_size;
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -937,18 +906,17 @@ impl Backend for GpuBackend {
         }
         let mut r0 = 0;
         while r0 < rows {
-            let (block, _) = self.plan(rows - r0, KMAX.min(offsets.len().max(1)))?;
+            let block = self.row_block(rows - r0, KMAX.min(offsets.len().max(1)))?;
             let xb = &x[r0 * d..(r0 + block) * d];
             for (gi, &(first, offs)) in groups.iter().enumerate() {
                 let k = offs.len();
-                let (_, splits) = self.plan(block, k)?;
-                let mode = if keep && gi == 0 {
-                    Kept::Write(&kept.buffer, r0 as u32)
-                } else {
-                    Kept::Ignore
+                let mode = match (keep, gi) {
+                    (false, _) => Kept::Ignore,
+                    (true, 0) => Kept::Write(&kept.buffer, r0 as u32),
+                    (true, _) => Kept::Read(&kept.buffer, r0 as u32),
                 };
-                let (means, stats, near, nparts) =
-                    self.run_block(xb, noise, offs, &splits, None, mode)?;
+                let (means, stats, near, nparts) = self.run_block(xb, noise, offs, None, mode)?;
+                let dpad = self.dpad;
                 for (kk, &off) in offs.iter().enumerate() {
                     if offsets.is_empty() {
                         break;
@@ -960,8 +928,8 @@ impl Backend for GpuBackend {
                         self.shift(sets[first + kk])
                     };
                     for b in 0..block {
-                        set.means
-                            .extend_from_slice(&means[(b * k + kk) * d..(b * k + kk + 1) * d]);
+                        let o = (b * k + kk) * dpad;
+                        set.means.extend_from_slice(&means[o..o + d]);
                         let parts = (0..nparts).map(|p| {
                             let o = ((p * block + b) * k + kk) * STAT;
                             let mut r = [0.0f32; STAT];
@@ -1026,45 +994,31 @@ impl Backend for GpuBackend {
         let mut out = Vec::with_capacity(x.len());
         let mut r0 = 0;
         while r0 < rows {
-            let (block, splits) = self.plan(rows - r0, 1)?;
+            let block = self.row_block(rows - r0, 1)?;
             let range = r0 * d..(r0 + block) * d;
-            let mut gm = Vec::with_capacity(2 * block * d + block);
+            let mut gm = Vec::with_capacity(2 * block * d);
             gm.extend_from_slice(&g[range.clone()]);
             gm.extend_from_slice(&means[range.clone()]);
-            // ⟨m_b, g_b⟩ in float64, for the expansion of the kept-distance pass.
-            gm.extend(
-                means[range.clone()]
-                    .chunks(d)
-                    .zip(g[range.clone()].chunks(d))
-                    .map(|(m, g)| {
-                        m.iter()
-                            .zip(g)
-                            .map(|(&a, &b)| a as f64 * b as f64)
-                            .sum::<f64>() as f32
-                    }),
-            );
             let mode = if use_kept {
                 Kept::Read(&kept.buffer, r0 as u32)
             } else {
                 Kept::Ignore
             };
             let (cg, stats, _, nparts) =
-                self.run_block(&x[range.clone()], noise, &offsets, &splits, Some(&gm), mode)?;
-            if use_kept {
-                // acc/S0 = Σ c a / S0; C·g = that − m_b · SC/S0 (SC, S0 merged in float64).
-                for (b, (row, m)) in cg.chunks(d).zip(means[range].chunks(d)).enumerate() {
-                    let ratio = coefficient_ratio((0..nparts).map(|p| {
-                        let o = (p * block + b) * STAT;
-                        [stats[o], stats[o + 1], stats[o + 4]]
-                    }));
-                    out.extend(
-                        row.iter()
-                            .zip(m)
-                            .map(|(&c, &mv)| (c as f64 - mv as f64 * ratio) as f32),
-                    );
-                }
-            } else {
-                out.extend_from_slice(&cg);
+                self.run_block(&x[range.clone()], noise, &offsets, Some(&gm), mode)?;
+            // acc/S0 = Σ c a / S0 with c = w ⟨a − m, g⟩; C·g = that − m_b · SC/S0 (SC and S0
+            // merged in float64).
+            for (b, (row, m)) in cg.chunks(self.dpad).zip(means[range].chunks(d)).enumerate() {
+                let ratio = coefficient_ratio((0..nparts).map(|p| {
+                    let o = (p * block + b) * STAT;
+                    [stats[o], stats[o + 1], stats[o + 4]]
+                }));
+                out.extend(
+                    row[..d]
+                        .iter()
+                        .zip(m)
+                        .map(|(&c, &mv)| (c as f64 - mv as f64 * ratio) as f32),
+                );
             }
             r0 += block;
         }

@@ -1,17 +1,22 @@
 //! The WGSL sources of the GPU engine, compiled into the binary.
 
-/// The fused distance / log-sum-exp / weighted-sum pass (and its covariance variant).
-pub const WEIGHTED_MEANS: &str = include_str!("../../../shaders/weighted_means.wgsl");
-/// The exact merge of per-workgroup partial sums.
+/// Pair distances and projections, a register-blocked GEMM-shaped tile kernel.
+pub const DISTANCES: &str = include_str!("../../../shaders/distances.wgsl");
+/// Per-split softmax weights, partial statistics and nearest atoms.
+pub const SPLIT_WEIGHTS: &str = include_str!("../../../shaders/split_weights.wgsl");
+/// Weighted sums of atoms per split, a register-blocked GEMM.
+pub const WEIGHTED_SUMS: &str = include_str!("../../../shaders/weighted_sums.wgsl");
+/// The exact merge of per-split partial sums.
 pub const MERGE_PARTIALS: &str = include_str!("../../../shaders/merge_partials.wgsl");
 
 /// Every shader with its file name, for validation and error messages.
 #[cfg_attr(not(test), allow(dead_code))]
 pub const ALL: &[(&str, &str)] = &[
-    ("weighted_means.wgsl", WEIGHTED_MEANS),
+    ("distances.wgsl", DISTANCES),
+    ("split_weights.wgsl", SPLIT_WEIGHTS),
+    ("weighted_sums.wgsl", WEIGHTED_SUMS),
     ("merge_partials.wgsl", MERGE_PARTIALS),
 ];
-
 #[cfg(test)]
 mod tests {
     use wgpu::naga;
