@@ -28,7 +28,10 @@
 #   BENCH_STORAGES    storage types (default "f32 u8 f16")
 #   BENCH_REPEATS     timed repeats per case, best reported (default 10)
 #   BENCH_T           diffusion time of the step (default 0.3)
-#   BENCH_TILE_DIMS   dimensions per step of the kernel's tile (default: the kernel's, 32)
+#   BENCH_TILE_DIMS   dimensions the distances kernel stages per step (default 16)
+#   BENCH_TILE_ROWS   rows per tile of the GEMM-shaped kernels, 16 or 64 (default: by B)
+#   BENCH_WORKGROUPS  workgroups the weighted-sums dispatch aims for (default 1024)
+#   BENCH_TUNE=0      skip the tuning table (B = 256, f32: tile dims × rows × workgroups)
 #   BENCH_OUT         folder for logs and JSON lines (default gpu-bench-<date>)
 #   FSLENS_GPU_PEAK_GFLOPS  the GPU's fp32 peak, when fslens does not know the adapter
 #   FSLENS_ADAPTER    substring of the adapter name to use
@@ -48,7 +51,9 @@ t=${BENCH_T:-0.3}
 python=${PYTHON:-python3}
 fm=${FSLENS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 tile=()
-[[ -n ${BENCH_TILE_DIMS:-} ]] && tile=(--tile-dims "$BENCH_TILE_DIMS")
+[[ -n ${BENCH_TILE_DIMS:-} ]] && tile+=(--tile-dims "$BENCH_TILE_DIMS")
+[[ -n ${BENCH_TILE_ROWS:-} ]] && tile+=(--tile-rows "$BENCH_TILE_ROWS")
+[[ -n ${BENCH_WORKGROUPS:-} ]] && tile+=(--workgroups "$BENCH_WORKGROUPS")
 status=0
 log() { echo "[$(($(date +%s) - started))s] $*" >&2; }
 
@@ -102,6 +107,23 @@ for st in $storages; do
       { log "bench failed (storage $st, D = $bd): see $out/bench.log"; status=1; }
   fi
 done
+
+# Tile sizes at B = 256 (f32), for tuning the defaults on this GPU.
+tune_jsonl=$out/tune.jsonl
+: >"$tune_jsonl"
+if [[ ${BENCH_TUNE:-1} != 0 ]]; then
+  for dk in 16 32; do
+    for rows in 16 64; do
+      for wg in 256 1024 4096; do
+        log "tuning: tile dims $dk, tile rows $rows, workgroups $wg"
+        "$bin" --json bench --backend gpu --storage f32 --batch 256 --atoms "$n" --dim "$d" \
+          --t "$t" --repeats 3 --no-baseline "${data_arg[@]}" --tile-dims "$dk" \
+          --tile-rows "$rows" --workgroups "$wg" 2>>"$out/bench.log" |
+          tail -1 | sed "s/^{/{\"tune\": \"$dk $rows $wg\", /" >>"$tune_jsonl"
+      done
+    done
+  done
+fi
 
 # The σ-DPS step (prior pass + C·g pass with the kept distances) against the fsr step.
 dps_jsonl=$out/dps.jsonl
@@ -170,5 +192,18 @@ while IFS= read -r r; do
   awk -v b="$b" -v f="$fsr_ms" -v s="$secs" 'BEGIN {
     printf "%6d %12.3f %12.3f %9.2fx\n", b, 1000 * f, 1000 * s, s / f }'
 done <"$dps_jsonl"
+if [[ -s $tune_jsonl ]]; then
+  echo
+  echo "tuning, f32, B = 256, N = $n, D = $d (best of 3):"
+  printf "%9s %9s %10s %12s %10s %9s\n" "tile dims" "tile rows" workgroups "ms/step" "device ms" "TFLOP/s"
+  while IFS= read -r r; do
+    [[ -z $r ]] && continue
+    read -r dk rows wg <<<"$(field tune "$r")"
+    secs=$(field seconds_per_step "$r"); g=$(field gflops "$r"); dev=$(field device_seconds_per_step "$r")
+    awk -v dk="$dk" -v rows="$rows" -v wg="$wg" -v s="$secs" -v g="$g" -v dv="$dev" 'BEGIN {
+      dm = (dv == "null" || dv == "") ? "-" : sprintf("%.3f", 1000 * dv);
+      printf "%9s %9s %10s %12.3f %10s %9.2f\n", dk, rows, wg, 1000 * s, dm, g / 1000 }'
+  done <"$tune_jsonl"
+fi
 echo "logs and JSON lines in $out/; total $(($(date +%s) - started)) s"
 exit $status

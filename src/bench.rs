@@ -58,6 +58,10 @@ pub struct BenchOptions {
     pub storage: Storage,
     /// GPU: dimensions staged per step (the kernel's `DK` override; None: its default).
     pub tile_dims: Option<usize>,
+    /// GPU: rows per tile (the kernels' `TY` override × 4; None: by batch size).
+    pub tile_rows: Option<usize>,
+    /// GPU: workgroups to aim for in the weighted-sums dispatch (None: the backend's default).
+    pub workgroups: Option<usize>,
 }
 
 impl Default for BenchOptions {
@@ -83,6 +87,8 @@ impl Default for BenchOptions {
             backend: "cpu".into(),
             storage: Storage::F32,
             tile_dims: None,
+            tile_rows: None,
+            workgroups: None,
         }
     }
 }
@@ -370,6 +376,8 @@ pub fn run(
             GpuOptions {
                 storage: opts.storage,
                 tile_dims: opts.tile_dims,
+                tile_rows: opts.tile_rows,
+                target_workgroups: opts.workgroups,
                 trusted_shaders: true,
                 ..Default::default()
             },

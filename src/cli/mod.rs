@@ -255,9 +255,18 @@ enum Command {
         /// Atom storage on the GPU: f32, u8 (exact for 8-bit data) or f16.
         #[arg(long, default_value = "f32")]
         storage: String,
-        /// GPU: dimensions staged through workgroup memory per step (default 32).
+        /// GPU: dimensions the distances kernel stages through workgroup memory per step, a
+        /// multiple of 16 (default 16)
         #[arg(long)]
         tile_dims: Option<usize>,
+        /// GPU: rows per tile of the GEMM-shaped kernels, 16 or 64 (default: 16 for at most 16
+        /// rows, else 64)
+        #[arg(long)]
+        tile_rows: Option<usize>,
+        /// GPU: workgroups to aim for in the weighted-sums dispatch, which sets how many splits
+        /// the atoms are cut into (default 1024; 16 on a software adapter)
+        #[arg(long)]
+        workgroups: Option<usize>,
     },
 }
 
@@ -467,6 +476,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
             backend,
             storage,
             tile_dims,
+            tile_rows,
+            workgroups,
         } => {
             for &ti in t {
                 crate::diffusion::check_time("--t", ti)?;
@@ -483,6 +494,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 backend: backend.clone(),
                 storage: storage.parse()?,
                 tile_dims: *tile_dims,
+                tile_rows: *tile_rows,
+                workgroups: *workgroups,
                 ..Default::default()
             };
             if *random {

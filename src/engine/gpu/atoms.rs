@@ -56,7 +56,7 @@ pub fn stored_values(atoms: &[f32], storage: Storage) -> Vec<f32> {
 }
 
 impl Storage {
-    /// The value of the `STORAGE` override constant in weighted_means.wgsl.
+    /// The value of the `STORAGE` override constant of the kernels.
     pub(crate) fn shader_code(self) -> u32 {
         match self {
             Storage::F32 => 0,

@@ -59,7 +59,9 @@ pub(crate) struct Step {
 /// Which rows tile a pipeline uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum RowTile {
+    /// 16 rows.
     Small,
+    /// 64 rows.
     Large,
 }
 
@@ -67,7 +69,7 @@ impl RowTile {
     pub fn rows(self) -> usize {
         4 * self.threads()
     }
-    fn threads(self) -> usize {
+    pub(crate) fn threads(self) -> usize {
         match self {
             RowTile::Small => TY_SMALL,
             RowTile::Large => TY_LARGE,
@@ -147,40 +149,12 @@ impl Pipelines {
                     cache: None,
                 })
         };
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let storage = storage_code as f64;
         let pair = |outputs: PairOutputs, tile: RowTile| {
-            let dk = if outputs == PairOutputs::Distances {
-                tile_dims
-            } else {
-                COVARIANCE_DK
-            };
-            pipeline(
-                &distances,
-                "distances_main",
-                &[
-                    ("STORAGE", storage),
-                    ("WRITE_DIST", flag(outputs != PairOutputs::Projections)),
-                    ("PROJ", flag(outputs != PairOutputs::Distances)),
-                    ("TX", TX as f64),
-                    ("TY", tile.threads() as f64),
-                    ("DK", dk as f64),
-                ],
-            )
+            let constants = distances_constants(storage_code, outputs, tile, tile_dims);
+            pipeline(&distances, "distances_main", &constants)
         };
         let both = |outputs| [pair(outputs, RowTile::Small), pair(outputs, RowTile::Large)];
-        let sum = |tile: RowTile| {
-            pipeline(
-                &sums,
-                "sums_main",
-                &[
-                    ("STORAGE", storage),
-                    ("TX", TX as f64),
-                    ("TY", tile.threads() as f64),
-                    ("TK", TK as f64),
-                ],
-            )
-        };
+        let sum = |tile: RowTile| pipeline(&sums, "sums_main", &sums_constants(storage_code, tile));
         Pipelines {
             distances: [
                 both(PairOutputs::Distances),
@@ -195,6 +169,42 @@ impl Pipelines {
             merge: pipeline(&merge, "merge_main", &[]),
         }
     }
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// The override constants of a distances.wgsl pipeline.
+pub(crate) fn distances_constants(
+    storage_code: u32,
+    outputs: PairOutputs,
+    tile: RowTile,
+    tile_dims: usize,
+) -> Vec<(&'static str, f64)> {
+    let dk = if outputs == PairOutputs::Distances {
+        tile_dims
+    } else {
+        COVARIANCE_DK
+    };
+    vec![
+        ("STORAGE", storage_code as f64),
+        ("WRITE_DIST", flag(outputs != PairOutputs::Projections)),
+        ("PROJ", flag(outputs != PairOutputs::Distances)),
+        ("TX", TX as f64),
+        ("TY", tile.threads() as f64),
+        ("DK", dk as f64),
+    ]
+}
+
+/// The override constants of a weighted_sums.wgsl pipeline.
+pub(crate) fn sums_constants(storage_code: u32, tile: RowTile) -> Vec<(&'static str, f64)> {
+    vec![
+        ("STORAGE", storage_code as f64),
+        ("TX", TX as f64),
+        ("TY", tile.threads() as f64),
+        ("TK", TK as f64),
+    ]
 }
 
 fn entire(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
@@ -393,5 +403,61 @@ impl Pipelines {
         cp.set_pipeline(&self.merge);
         cp.set_bind_group(0, &bg, &[]);
         cp.dispatch_workgroups(rows as u32, sets as u32, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::naga;
+
+    /// Every pipeline variant the host builds (storage × outputs × row tile × tile dims)
+    /// passes naga's validation after its override constants are applied, as wgpu applies
+    /// them: workgroup sizes and override-sized workgroup arrays included.
+    #[test]
+    fn every_pipeline_variant_validates() {
+        let check = |name: &str, src: &str, entry: &str, constants: &[(&str, f64)]| {
+            let module = naga::front::wgsl::parse_str(src).unwrap();
+            let info = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap();
+            let map: naga::back::PipelineConstants =
+                constants.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+            naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, entry)),
+                &map,
+            )
+            .unwrap_or_else(|e| panic!("{name} {constants:?}: {e}"));
+        };
+        for storage in 0..3 {
+            for tile in [RowTile::Small, RowTile::Large] {
+                for outputs in [
+                    PairOutputs::Distances,
+                    PairOutputs::DistancesAndProjections,
+                    PairOutputs::Projections,
+                ] {
+                    for dk in [16, 32, 64] {
+                        let c = distances_constants(storage, outputs, tile, dk);
+                        check("distances.wgsl", shaders::DISTANCES, "distances_main", &c);
+                    }
+                }
+                let c = sums_constants(storage, tile);
+                check("weighted_sums.wgsl", shaders::WEIGHTED_SUMS, "sums_main", &c);
+            }
+        }
+        for proj in [0.0, 1.0] {
+            check(
+                "split_weights.wgsl",
+                shaders::SPLIT_WEIGHTS,
+                "weights_main",
+                &[("PROJ", proj)],
+            );
+        }
+        check("merge_partials.wgsl", shaders::MERGE_PARTIALS, "merge_main", &[]);
     }
 }
