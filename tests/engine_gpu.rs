@@ -754,8 +754,7 @@ fn f16_prior_shift_on_8bit_data() {
 
 /// C·g right after a prior pass over the same x reads the distances that pass kept on the
 /// device instead of recomputing them; C·g on other particles recomputes them. Both must
-/// match the float64 reference, and each other, for the prior and a posterior set. Both must match the float64
-/// reference, and each other, for the prior and a posterior set.
+/// match the float64 reference, and each other, for the prior and a posterior set.
 #[test]
 fn kept_distances_give_the_same_covariance_products() {
     if !have_gpu("kept distances") {
@@ -795,7 +794,8 @@ fn kept_distances_give_the_same_covariance_products() {
                     .sum::<f64>()
                     .sqrt();
                 // Relative 1e-4, with an absolute floor for rows whose C is ~0 (one atom holds
-                // the weight): the expansion's ⟨a, g⟩ is good to ~1e-6 ‖a‖‖g‖.
+                // the weight): C·g = Σ c a / S0 − m SC/S0, and the f32 sum Σ c a is good to
+                // ~1e-6 ‖a‖ Σ|c|.
                 assert!(
                     err <= 1e-4 * norm + 1e-5 * gnorm,
                     "t={t} {set:?} {label}: C·g error {err:.3e} (norm {norm:.3e})"
