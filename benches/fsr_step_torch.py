@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch float32 baseline of one fused fsr step on CUDA, for scripts/gpu-bench.sh.
+"""PyTorch float32 baseline of one fsr step on CUDA, for scripts/gpu-bench.sh.
 
 The same step `fslens bench` times (4·B·N·D flops): for particles x (B × D), atoms a (N × D),
 bias β (N) and noise (s, v),

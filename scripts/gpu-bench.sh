@@ -6,7 +6,7 @@
 #   1. builds `fslens` in release (or uses $FSLENS_BIN) and runs the GPU parity tests
 #      (tests/engine_gpu.rs and tests/score_gpu.rs with FSLENS_REQUIRE_GPU=1, so a missing
 #      adapter is a failure);
-#   2. times the fused fsr step (`fslens bench --backend gpu --json`) for B ∈ {16, 64, 256,
+#   2. times the fsr step (`fslens bench --backend gpu --json`) for B ∈ {16, 64, 256,
 #      1024}, N = 60000, D = 784 (Fashion-MNIST when installed, else random 8-bit atoms) and
 #      one 64×64×3 case (N = 20000, D = 12288, random atoms), for each atom storage type;
 #   3. where python3 imports torch with CUDA, times the same step in PyTorch float32
@@ -161,7 +161,7 @@ fi
 field() { sed -n "s/.*\"$1\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p" <<<"$2" | tr -d '"'; }
 adapter=$(head -1 "$jsonl" 2>/dev/null)
 echo
-echo "fslens fused fsr step on the GPU — $(field backend "$adapter" | sed 's/, [a-z0-9]* atom storage.*//')"
+echo "fslens fsr step on the GPU — $(field backend "$adapter" | sed 's/, [a-z0-9]* atom storage.*//')"
 peak=$(field peak_gflops "$adapter")
 [[ $peak == null || -z $peak ]] && peak="unknown (set FSLENS_GPU_PEAK_GFLOPS)" || peak="$peak GFLOP/s (nominal)"
 echo "parity tests: $parity; t = $t; best of $repeats; fp32 peak: $peak"

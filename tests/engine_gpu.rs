@@ -116,7 +116,7 @@ fn compare(
     let timer = std::time::Instant::now();
     let got = gpu.weighted_means(x, nz, sets).unwrap();
     eprintln!(
-        "{label}: fused pass B = {}, N = {}, D = {d}, {} sets: {:?}",
+        "{label}: pass B = {}, N = {}, D = {d}, {} sets: {:?}",
         x.len() / d,
         gpu.atoms(),
         sets.len(),

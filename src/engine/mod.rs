@@ -139,7 +139,7 @@ pub const STORAGES: &[&str] = &["auto", "f32", "u8", "f16"];
 ///   `FSLENS_ADAPTER=substring` picks one by name), u8 atom storage when the data set is
 ///   8-bit (exact), f32 otherwise;
 /// - `auto`: `gpu` when a hardware adapter (discrete, integrated or virtual) exists, else
-///   `cpu` — a software adapter (llvmpipe) is about 1000× slower than the CPU backend.
+///   `cpu` — a software adapter (llvmpipe) is about 30× slower than the CPU backend (README, Performance).
 pub fn create(kind: &str, atoms: &Dataset) -> Result<Box<dyn Backend>> {
     create_with_storage(kind, atoms, "auto")
 }

@@ -447,7 +447,12 @@ mod tests {
                     }
                 }
                 let c = sums_constants(storage, tile);
-                check("weighted_sums.wgsl", shaders::WEIGHTED_SUMS, "sums_main", &c);
+                check(
+                    "weighted_sums.wgsl",
+                    shaders::WEIGHTED_SUMS,
+                    "sums_main",
+                    &c,
+                );
             }
         }
         for proj in [0.0, 1.0] {
@@ -458,6 +463,11 @@ mod tests {
                 &[("PROJ", proj)],
             );
         }
-        check("merge_partials.wgsl", shaders::MERGE_PARTIALS, "merge_main", &[]);
+        check(
+            "merge_partials.wgsl",
+            shaders::MERGE_PARTIALS,
+            "merge_main",
+            &[],
+        );
     }
 }

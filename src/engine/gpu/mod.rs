@@ -173,7 +173,6 @@ struct PassTimer {
     total: Mutex<f64>,
 }
 
-
 /// What one block returns: merged outputs (rows × K × dpad), raw partial stats
 /// (P × rows × K × STAT), raw partial nearest (P × rows × 2), and P.
 type BlockOutput = (Vec<f32>, Vec<f32>, Vec<u32>, usize);
@@ -621,7 +620,8 @@ impl GpuBackend {
                 );
                 gpu.queue.write_buffer(&xb, 0, bytemuck::cast_slice(&x_pad));
                 if !gm_pad.is_empty() {
-                    gpu.queue.write_buffer(&gmb, 0, bytemuck::cast_slice(&gm_pad));
+                    gpu.queue
+                        .write_buffer(&gmb, 0, bytemuck::cast_slice(&gm_pad));
                 }
                 let mut bias_off = [u32::MAX; 4];
                 bias_off[..k].copy_from_slice(offsets);
