@@ -112,7 +112,7 @@ done
 tune_jsonl=$out/tune.jsonl
 : >"$tune_jsonl"
 if [[ ${BENCH_TUNE:-1} != 0 ]]; then
-  for dk in 16 32; do
+  for dk in 16 32 64; do
     for rows in 16 64; do
       for wg in 256 1024 4096; do
         log "tuning: tile dims $dk, tile rows $rows, workgroups $wg"
@@ -181,6 +181,22 @@ while IFS= read -r r; do
     printf "%-7s %6d %6d %6d %12.3f %10s %9.2f %8s %12s %9s\n", st, b, n, d, 1000 * s, dm, g / 1000, pk, tm, ra }'
 done <"$jsonl"
 echo "(vs torch = PyTorch time / fslens time: above 1 means fslens is faster)"
+if command -v "$python" >/dev/null; then
+  echo
+  echo "device time per kernel (ms per step, from timestamp queries):"
+  "$python" - "$jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+kernels = ["distances", "split_weights", "weighted_sums", "merge_partials"]
+print("%-7s %6s %6s %6s " % ("storage", "B", "N", "D") + " ".join("%14s" % k for k in kernels))
+for r in rows:
+    split = r.get("device_seconds_by_kernel") or {}
+    if not split:
+        continue
+    print("%-7s %6d %6d %6d " % (r["storage"], r["B"], r["N"], r["D"])
+          + " ".join("%14.3f" % (1000 * split.get(k, 0.0)) for k in kernels))
+PY
+fi
 echo
 echo "σ-DPS step (prior pass + C·g pass) over the fsr step, storage $dps_storage, t = $t:"
 printf "%6s %12s %12s %10s\n" B "fsr ms" "σ-DPS ms" "ratio"

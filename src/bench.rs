@@ -18,6 +18,7 @@ use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -101,7 +102,7 @@ pub fn time_dps_step(
     x: &[f32],
     noise: Noise,
     repeats: usize,
-) -> Result<(f64, Option<f64>)> {
+) -> Result<(f64, DeviceStep)> {
     // Any direction works for timing; a deterministic one keeps runs comparable.
     let g: Vec<f32> = (0..x.len())
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
@@ -124,26 +125,53 @@ pub fn time_dps_step(
 }
 
 /// The best per-step device time (GPU timestamps) over the timed repeats, where the backend
-/// measures it.
+/// measures it, and that step's time per kernel.
 struct DeviceTime {
     last: Option<f64>,
-    best: Option<f64>,
+    last_by_kernel: Vec<(&'static str, f64)>,
+    best: DeviceStep,
+}
+
+/// The device time of the best step.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceStep {
+    pub seconds: Option<f64>,
+    /// Per kernel, where the backend times kernels separately.
+    pub by_kernel: Option<BTreeMap<String, f64>>,
 }
 
 impl DeviceTime {
     fn new(backend: &dyn Backend) -> Self {
         DeviceTime {
             last: backend.device_seconds(),
-            best: None,
+            last_by_kernel: backend.device_seconds_by_kernel(),
+            best: DeviceStep::default(),
         }
     }
     /// Records the device time since the previous reading as one step.
     fn lap(&mut self, backend: &dyn Backend) {
+        let by_kernel = backend.device_seconds_by_kernel();
         if let (Some(before), Some(now)) = (self.last, backend.device_seconds()) {
             let step = now - before;
-            self.best = Some(self.best.map_or(step, |b: f64| b.min(step)));
+            if self.best.seconds.is_none_or(|b| step < b) {
+                let earlier = |k: &str| {
+                    self.last_by_kernel
+                        .iter()
+                        .find(|(n, _)| *n == k)
+                        .map_or(0.0, |&(_, s)| s)
+                };
+                let split: BTreeMap<String, f64> = by_kernel
+                    .iter()
+                    .map(|&(k, s)| (k.to_string(), s - earlier(k)))
+                    .collect();
+                self.best = DeviceStep {
+                    seconds: Some(step),
+                    by_kernel: (!split.is_empty()).then_some(split),
+                };
+            }
             self.last = Some(now);
         }
+        self.last_by_kernel = by_kernel;
     }
 }
 
@@ -181,6 +209,9 @@ pub struct BenchRecord {
     /// GPU only, where the adapter has timestamp queries: the best step's time on the device
     /// (the compute passes, without upload, readback and host work).
     pub device_seconds_per_step: Option<f64>,
+    /// GPU only, where kernels are timed separately: that step's device seconds per kernel
+    /// (distances, split_weights, weighted_sums, merge_partials).
+    pub device_seconds_by_kernel: Option<BTreeMap<String, f64>>,
     /// VmHWM of this process, MB.
     pub peak_rss_mb: f64,
     /// N·D·4 bytes, MB.
@@ -198,7 +229,7 @@ pub fn time_fsr_step(
     bias: BiasId,
     repeats: usize,
     mut peak: Option<&mut GemmPeak>,
-) -> Result<(f64, WeightedMean, f64, Option<f64>)> {
+) -> Result<(f64, WeightedMean, f64, DeviceStep)> {
     let sets = [Weights::Biased(bias)];
     let mut out = backend.weighted_means(x, noise, &sets)?;
     let mut best = f64::INFINITY;
@@ -494,7 +525,8 @@ pub fn run(
                 baseline_max_rel_diff: base_diff,
                 mean_ess,
                 ratio_to_fsr: None,
-                device_seconds_per_step: device_secs,
+                device_seconds_per_step: device_secs.seconds,
+                device_seconds_by_kernel: device_secs.by_kernel,
                 peak_rss_mb: peak_rss_mb(),
                 atom_store_mb: (n * d) as f64 * opts.storage.bytes_per_value() / 1e6,
             };
@@ -514,7 +546,8 @@ pub fn run(
                     baseline: Some("no baseline for this kernel".into()),
                     baseline_max_rel_diff: None,
                     ratio_to_fsr: Some(dps_secs / secs),
-                    device_seconds_per_step: dps_device,
+                    device_seconds_per_step: dps_device.seconds,
+                    device_seconds_by_kernel: dps_device.by_kernel,
                     peak_rss_mb: peak_rss_mb(),
                     ..rec.clone()
                 };

@@ -556,6 +556,15 @@ fn dispatch(cli: &Cli) -> Result<()> {
                         base,
                         speedup
                     );
+                    if let (Some(split), Some(total)) =
+                        (&r.device_seconds_by_kernel, r.device_seconds_per_step)
+                    {
+                        let parts: Vec<String> = split
+                            .iter()
+                            .map(|(k, s)| format!("{k} {:.0} %", 100.0 * s / total))
+                            .collect();
+                        eprintln!("{:<15} device time: {}", "", parts.join(", "));
+                    }
                 }
             })?;
             Ok(())

@@ -104,6 +104,11 @@ pub trait Backend: Send + Sync {
     fn device_seconds(&self) -> Option<f64> {
         None
     }
+    /// The device seconds so far per kernel (name, seconds), where the backend times its
+    /// kernels separately; empty elsewhere.
+    fn device_seconds_by_kernel(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 /// Checks a bias vector for `add_bias` (one finite value per atom) and returns its maximum,

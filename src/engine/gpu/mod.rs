@@ -162,15 +162,56 @@ enum Kept<'a> {
     Read(&'a wgpu::Buffer, u32),
 }
 
-/// Timestamp queries around every pass (adapters with TIMESTAMP_QUERY).
+/// Timestamp queries around every compute pass (adapters with TIMESTAMP_QUERY). A block
+/// records each dispatch in a compute pass of its own, so that the device time splits by
+/// kernel, when it has at most TIMED_PASSES dispatches; otherwise one pass times them all.
 struct PassTimer {
-    /// Two timestamps: the beginning and the end of a block's compute pass.
+    /// Two timestamps per pass: its beginning and its end.
     queries: wgpu::QuerySet,
     resolved: wgpu::Buffer,
     /// Nanoseconds per timestamp tick.
     period: f64,
-    /// Device seconds over all passes so far.
-    total: Mutex<f64>,
+    times: Mutex<DeviceTimes>,
+}
+
+/// Compute passes one block may time separately.
+const TIMED_PASSES: usize = 128;
+
+/// Device seconds so far: from the first pass's beginning to the last pass's end of each
+/// block, summed; and per kernel (the sum of its passes' durations).
+#[derive(Default)]
+struct DeviceTimes {
+    total: f64,
+    by_kernel: Vec<(&'static str, f64)>,
+}
+
+impl DeviceTimes {
+    fn add(&mut self, kernel: &'static str, seconds: f64) {
+        match self.by_kernel.iter_mut().find(|(k, _)| *k == kernel) {
+            Some((_, s)) => *s += seconds,
+            None => self.by_kernel.push((kernel, seconds)),
+        }
+    }
+}
+
+/// One dispatch of a block: the kernel and the wave it covers.
+#[derive(Clone, Copy)]
+enum Dispatch {
+    Distances(usize, PairOutputs),
+    Weights(usize),
+    Sums(usize),
+    Merge,
+}
+
+impl Dispatch {
+    fn kernel(self) -> &'static str {
+        match self {
+            Dispatch::Distances(..) => "distances",
+            Dispatch::Weights(_) => "split_weights",
+            Dispatch::Sums(_) => "weighted_sums",
+            Dispatch::Merge => "merge_partials",
+        }
+    }
 }
 
 /// What one block returns: merged outputs (rows × K × dpad), raw partial stats
@@ -378,16 +419,16 @@ impl GpuBackend {
             queries: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("pass timestamps"),
                 ty: wgpu::QueryType::Timestamp,
-                count: 2,
+                count: 2 * TIMED_PASSES as u32,
             }),
             resolved: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("resolved timestamps"),
-                size: 16,
+                size: 16 * TIMED_PASSES as u64,
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             }),
             period: gpu.queue.get_timestamp_period() as f64,
-            total: Mutex::new(0.0),
+            times: Mutex::new(DeviceTimes::default()),
         });
         Ok(GpuBackend {
             gpu,
@@ -615,7 +656,7 @@ impl GpuBackend {
                 let readb = work.get(
                     gpu,
                     "readback",
-                    stats_bytes + near_bytes + out_bytes + 16,
+                    stats_bytes + near_bytes + out_bytes + 16 * TIMED_PASSES as u64,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 );
                 gpu.queue.write_buffer(&xb, 0, bytemuck::cast_slice(&x_pad));
@@ -675,58 +716,97 @@ impl GpuBackend {
                     (false, Kept::Read(..)) => None,
                     (false, _) => Some(PairOutputs::Distances),
                 };
+                let shapes: Vec<WaveShape> = waves
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, step, splits))| WaveShape {
+                        step_offset: i as u64 * align,
+                        atoms: step.n as usize,
+                        splits: *splits,
+                        rows,
+                        sets: k,
+                        dpad,
+                        tile: self.tile_rows,
+                    })
+                    .collect();
+                let mut dispatches = Vec::with_capacity(3 * waves.len() + 1);
+                for w in 0..waves.len() {
+                    if let Some(outputs) = pair_outputs {
+                        dispatches.push(Dispatch::Distances(w, outputs));
+                    }
+                    dispatches.push(Dispatch::Weights(w));
+                    dispatches.push(Dispatch::Sums(w));
+                }
+                dispatches.push(Dispatch::Merge);
+                let record = |cp: &mut wgpu::ComputePass, dispatch: Dispatch| {
+                    let p = &self.pipelines;
+                    let atoms = |w: usize| &self.chunks[waves[w].0].buffer;
+                    match dispatch {
+                        Dispatch::Distances(w, outputs) => {
+                            p.distances(gpu, cp, outputs, atoms(w), &buffers, &shapes[w])
+                        }
+                        Dispatch::Weights(w) => {
+                            p.split_weights(gpu, cp, gm.is_some(), &buffers, &shapes[w])
+                        }
+                        Dispatch::Sums(w) => {
+                            p.weighted_sums(gpu, cp, atoms(w), &buffers, &shapes[w])
+                        }
+                        Dispatch::Merge => p.merge(gpu, cp, &buffers, rows, k),
+                    }
+                };
+                // Timed passes: one per dispatch when they fit the query set, else one in all.
+                let timed = match &self.timer {
+                    Some(_) if dispatches.len() <= TIMED_PASSES => dispatches.len(),
+                    Some(_) => 1,
+                    None => 0,
+                };
+                let pass = |enc: &mut wgpu::CommandEncoder, i: usize| {
+                    let t = self.timer.as_ref().filter(|_| timed > 0);
+                    let desc = wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: t.map(|t| wgpu::ComputePassTimestampWrites {
+                            query_set: &t.queries,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    };
+                    enc.begin_compute_pass(&desc).forget_lifetime()
+                };
                 let mut enc = gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                {
-                    let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes: self.timer.as_ref().map(|t| {
-                            wgpu::ComputePassTimestampWrites {
-                                query_set: &t.queries,
-                                beginning_of_pass_write_index: Some(0),
-                                end_of_pass_write_index: Some(1),
-                            }
-                        }),
-                    });
-                    for (i, (ci, step, splits)) in waves.iter().enumerate() {
-                        let atoms = &self.chunks[*ci].buffer;
-                        let wave = WaveShape {
-                            step_offset: i as u64 * align,
-                            atoms: step.n as usize,
-                            splits: *splits,
-                            rows,
-                            sets: k,
-                            dpad,
-                            tile: self.tile_rows,
-                        };
-                        if let Some(outputs) = pair_outputs {
-                            self.pipelines
-                                .distances(gpu, &mut cp, outputs, atoms, &buffers, &wave);
-                        }
-                        self.pipelines
-                            .split_weights(gpu, &mut cp, gm.is_some(), &buffers, &wave);
-                        self.pipelines
-                            .weighted_sums(gpu, &mut cp, atoms, &buffers, &wave);
+                if timed > 1 {
+                    for (i, &dispatch) in dispatches.iter().enumerate() {
+                        record(&mut pass(&mut enc, i), dispatch);
                     }
-                    self.pipelines.merge(gpu, &mut cp, &buffers, rows, k);
+                } else {
+                    let mut cp = pass(&mut enc, 0);
+                    for &dispatch in &dispatches {
+                        record(&mut cp, dispatch);
+                    }
                 }
                 enc.copy_buffer_to_buffer(&statb, 0, &readb, 0, stats_bytes);
                 enc.copy_buffer_to_buffer(&nearb, 0, &readb, stats_bytes, near_bytes);
                 enc.copy_buffer_to_buffer(&outb, 0, &readb, stats_bytes + near_bytes, out_bytes);
                 let results = stats_bytes + near_bytes + out_bytes;
-                if let Some(t) = &self.timer {
-                    enc.resolve_query_set(&t.queries, 0..2, &t.resolved, 0);
-                    enc.copy_buffer_to_buffer(&t.resolved, 0, &readb, results, 16);
+                let stamp_bytes = 16 * timed as u64;
+                if let Some(t) = self.timer.as_ref().filter(|_| timed > 0) {
+                    enc.resolve_query_set(&t.queries, 0..2 * timed as u32, &t.resolved, 0);
+                    enc.copy_buffer_to_buffer(&t.resolved, 0, &readb, results, stamp_bytes);
                 }
                 let index = gpu.queue.submit([enc.finish()]);
-                let read = results + if self.timer.is_some() { 16 } else { 0 };
-                let bytes = gpu.read_back(&readb, read, index, self.timeout)?;
+                let bytes = gpu.read_back(&readb, results + stamp_bytes, index, self.timeout)?;
                 let (bytes, stamps) = bytes.split_at(results as usize);
-                if let Some(t) = &self.timer {
+                if let Some(t) = self.timer.as_ref().filter(|_| timed > 0) {
                     let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(stamps);
-                    let ns = ticks[1].saturating_sub(ticks[0]) as f64 * t.period;
-                    *t.total.lock().unwrap_or_else(|e| e.into_inner()) += ns * 1e-9;
+                    let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 * t.period * 1e-9;
+                    let mut times = t.times.lock().unwrap_or_else(|e| e.into_inner());
+                    times.total += secs(ticks[0], ticks[2 * timed - 1]);
+                    if timed > 1 {
+                        for (i, dispatch) in dispatches.iter().enumerate() {
+                            times.add(dispatch.kernel(), secs(ticks[2 * i], ticks[2 * i + 1]));
+                        }
+                    }
                 }
                 let (sb, rest) = bytes.split_at(stats_bytes as usize);
                 let (nb, ob) = rest.split_at(near_bytes as usize);
@@ -967,7 +1047,17 @@ impl Backend for GpuBackend {
     fn device_seconds(&self) -> Option<f64> {
         self.timer
             .as_ref()
-            .map(|t| *t.total.lock().unwrap_or_else(|e| e.into_inner()))
+            .map(|t| t.times.lock().unwrap_or_else(|e| e.into_inner()).total)
+    }
+
+    fn device_seconds_by_kernel(&self) -> Vec<(&'static str, f64)> {
+        self.timer.as_ref().map_or_else(Vec::new, |t| {
+            t.times
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .by_kernel
+                .clone()
+        })
     }
 
     fn covariance_products(
