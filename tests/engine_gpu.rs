@@ -838,4 +838,22 @@ fn passes_are_timed_on_the_device_where_timestamps_exist() {
         spent <= 1.5 * wall + 1e-3,
         "device time {spent} s exceeds the pass's wall time {wall} s"
     );
+    // Per kernel: each of the four ran and took time, and together they fit in the pass's
+    // device time (the gaps between the passes are the rest).
+    let split = gpu.device_seconds_by_kernel();
+    let names: Vec<&str> = split.iter().map(|&(k, _)| k).collect();
+    for k in [
+        "distances",
+        "split_weights",
+        "weighted_sums",
+        "merge_partials",
+    ] {
+        assert!(names.contains(&k), "{k} missing from {split:?}");
+    }
+    assert!(split.iter().all(|&(_, s)| s > 0.0), "{split:?}");
+    let sum: f64 = split.iter().map(|&(_, s)| s).sum();
+    assert!(
+        sum <= spent * (1.0 + 1e-9),
+        "kernels {sum} s > pass {spent} s"
+    );
 }
