@@ -386,6 +386,18 @@ fn long_splits_and_many_waves() {
     random_case_with(waves, 2000, 7, 1);
 }
 
+/// With keeping off, every pass writes its distances into the wave scratch instead of the
+/// kept B × N buffer (the path of passes too large to keep), and C·g recomputes them.
+#[test]
+fn distances_in_the_scratch_match_reference() {
+    let opts = GpuOptions {
+        kept_bytes: Some(0),
+        storage: Storage::U8,
+        ..GpuOptions::default()
+    };
+    random_case_with(opts, 300, 9, 1);
+}
+
 /// Both row tiles (16 and 64 rows, the `TY` override constant) give bit-identical results:
 /// every sum runs in the same order whatever the tile; and any other size is a clear error.
 #[test]

@@ -87,6 +87,9 @@ pub struct GpuOptions {
     /// Bytes of scratch (distances, projections, weights of one wave of atoms) a pass may use;
     /// default 256 MiB (capped by the adapter's binding size). Less means more waves.
     pub scratch_bytes: Option<u64>,
+    /// Largest B × N float32 buffer of distances a pass keeps on the device for the C·g pass
+    /// that follows on the same particles; default 256 MiB, 0 turns keeping off.
+    pub kept_bytes: Option<u64>,
     /// Longest wait for one submission before giving up with an error.
     pub timeout: Duration,
 }
@@ -102,6 +105,7 @@ impl Default for GpuOptions {
             tile_dims: None,
             tile_rows: None,
             scratch_bytes: None,
+            kept_bytes: None,
             timeout: Duration::from_secs(600),
         }
     }
@@ -148,8 +152,9 @@ struct KeptDistances {
     key: Option<(Vec<f32>, f32)>,
 }
 
-/// Largest kept-distance buffer (B × N float32) a pass allocates, so that keeping never
-/// costs more device memory than the CPU backend's weight cache; larger passes recompute.
+/// Default largest kept-distance buffer (B × N float32) a pass allocates, so that keeping
+/// never costs more device memory than the CPU backend's weight cache; larger passes put their
+/// distances in the wave scratch and the C·g pass recomputes them.
 const KEPT_DISTANCES_MAX_BYTES: u64 = 256 << 20;
 
 /// What a block does with the kept distances.
@@ -248,8 +253,10 @@ pub struct GpuBackend {
     params: wgpu::Buffer,
     /// Bytes allowed for one per-call binding (partials, x, outputs).
     binding_budget: u64,
-    /// Bytes allowed for the scratch of one wave (each of distances, projections, weights).
+    /// Bytes allowed for the scratch of one wave (distances, projections, weights).
     scratch_budget: u64,
+    /// Largest kept-distance buffer.
+    kept_budget: u64,
     target_workgroups: usize,
     tile_dims: usize,
     tile_rows: Option<RowTile>,
@@ -451,6 +458,7 @@ impl GpuBackend {
             params,
             binding_budget,
             scratch_budget,
+            kept_budget: opts.kept_bytes.unwrap_or(KEPT_DISTANCES_MAX_BYTES),
             target_workgroups,
             tile_dims,
             tile_rows,
@@ -969,7 +977,7 @@ impl Backend for GpuBackend {
         // usually follows (σ-DPS family) and for its own further groups of sets, when B × N
         // floats fit one binding; they are written there instead of into the wave scratch.
         let kept_bytes = (rows * self.n * 4) as u64;
-        let keep = kept_bytes <= KEPT_DISTANCES_MAX_BYTES
+        let keep = kept_bytes <= self.kept_budget
             && kept_bytes <= self.gpu.limits.max_storage_buffer_binding_size
             && kept_bytes <= self.gpu.limits.max_buffer_size;
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
