@@ -28,33 +28,6 @@ override SH_X_LEN: u32 = select(1u, DK * TY, WRITE_DIST);
 override SH_G_LEN: u32 = select(1u, DK * TY, PROJ);
 override TABLE_LEN: u32 = select(1u, 256u, STORAGE == 1u);
 
-struct Params {
-    rows: u32,        // particle rows in this block
-    dim: u32,         // D
-    dpad: u32,        // D rounded up to 16: row length of x, g, m and the partial sums
-    nsets: u32,       // K, weight sets in this pass
-    s: f32,
-    inv2v: f32,       // 1 / (2v)
-    stride4: u32,     // vec4<u32> words per atom row
-    nparts: u32,      // partial slots of the block
-    bias_off: vec4<u32>,  // offset of each set's bias in `bias`; 0xffffffff = prior
-}
-
-struct Step {
-    n: u32,          // atoms in this wave
-    chunk_off: u32,  // index of the wave's first atom in its binding
-    base: u32,       // global index of the wave's first atom
-    part_base: u32,  // partial slot of the wave's first split
-    split_len: u32,  // atoms per split
-    dist_ld: u32,    // row stride of `dist`
-    dist_col: u32,   // column of the wave's first atom in `dist`
-    dist_row0: u32,  // row of the block's first row in `dist`
-    w_ld: u32,       // row stride of `proj` and of the weights
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> atoms: array<vec4<u32>>;

@@ -12,18 +12,6 @@
 const WG: u32 = 64u;
 const CUT: f32 = -60.0;
 
-struct Params {
-    rows: u32,
-    dim: u32,
-    dpad: u32,        // row length of the partial sums and of `out`
-    nsets: u32,
-    s: f32,
-    inv2v: f32,
-    stride4: u32,
-    nparts: u32,
-    bias_off: vec4<u32>,
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> part_acc: array<f32>;
 @group(0) @binding(2) var<storage, read> part_stats: array<f32>;

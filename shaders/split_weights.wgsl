@@ -18,33 +18,6 @@ const WG: u32 = 64u;
 const CUT: f32 = -60.0;
 const NONE: f32 = -3.0e38;
 
-struct Params {
-    rows: u32,
-    dim: u32,
-    dpad: u32,
-    nsets: u32,
-    s: f32,
-    inv2v: f32,
-    stride4: u32,
-    nparts: u32,
-    bias_off: vec4<u32>,
-}
-
-struct Step {
-    n: u32,
-    chunk_off: u32,
-    base: u32,
-    part_base: u32,
-    split_len: u32,
-    dist_ld: u32,
-    dist_col: u32,
-    dist_row0: u32,
-    w_ld: u32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> dist: array<f32>;

@@ -19,33 +19,6 @@ override SH_W_LEN: u32 = TK * TY;
 override SH_B_LEN: u32 = TK * TX;
 override TABLE_LEN: u32 = select(1u, 256u, STORAGE == 1u);
 
-struct Params {
-    rows: u32,
-    dim: u32,
-    dpad: u32,
-    nsets: u32,
-    s: f32,
-    inv2v: f32,
-    stride4: u32,
-    nparts: u32,
-    bias_off: vec4<u32>,
-}
-
-struct Step {
-    n: u32,
-    chunk_off: u32,
-    base: u32,
-    part_base: u32,
-    split_len: u32,
-    dist_ld: u32,
-    dist_col: u32,
-    dist_row0: u32,
-    w_ld: u32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> atoms: array<vec4<u32>>;

@@ -264,6 +264,68 @@ fn multi_binding_f16_matches_reference() {
     random_case(Storage::F16, Some(30 * 16 * 4), 13, 5);
 }
 
+/// A fixed case for comparing backend options bit for bit: seeded 8-bit atoms, a posterior
+/// bias, particles at some times and a direction g for C·g.
+struct BitCase {
+    atoms: Vec<f32>,
+    d: usize,
+    bias: Vec<f64>,
+    xs: Vec<(Noise, Vec<f32>)>,
+    g: Vec<f32>,
+}
+
+type BitResult = Vec<(fslens::engine::PassOutput, Vec<f32>)>;
+
+impl BitCase {
+    fn new(seed: u64, n: usize, d: usize, rows: usize, times: &[f64]) -> BitCase {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let atoms = atoms8(&mut rng, n, d);
+        let bias = bias(&mut rng, &atoms, d, 0.1);
+        let g = (0..rows * d)
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect();
+        let xs = times
+            .iter()
+            .map(|&t| (noise(t), particles(&mut rng, &atoms, d, rows, noise(t))))
+            .collect();
+        BitCase {
+            atoms,
+            d,
+            bias,
+            xs,
+            g,
+        }
+    }
+
+    /// A prior + posterior pass and the posterior's C·g at each time.
+    fn run(&self, opts: GpuOptions) -> BitResult {
+        let mut gpu = GpuBackend::new(&self.atoms, self.d, opts).unwrap();
+        let set = Weights::Biased(gpu.add_bias(&self.bias).unwrap());
+        self.xs
+            .iter()
+            .map(|(nz, x)| {
+                let out = gpu.weighted_means(x, *nz, &[Weights::Prior, set]).unwrap();
+                let cg = gpu
+                    .covariance_products(x, *nz, set, &out.sets[1].means, &self.g)
+                    .unwrap();
+                (out, cg)
+            })
+            .collect()
+    }
+}
+
+fn assert_bit_identical(a: &BitResult, b: &BitResult, label: &str) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for ((a, acg), (b, bcg)) in a.iter().zip(b) {
+        for (sa, sb) in a.sets.iter().zip(&b.sets) {
+            assert_eq!(bits(&sa.means), bits(&sb.means), "{label}: means");
+            assert_eq!(sa.stats, sb.stats, "{label}: stats");
+        }
+        assert_eq!(a.nearest, b.nearest, "{label}: nearest");
+        assert_eq!(bits(acg), bits(bcg), "{label}: C·g");
+    }
+}
+
 /// u8 storage of 8-bit data changes nothing: the kernels decode the same f32 values and add
 /// them in the same order, so every output equals the f32-storage output bit for bit.
 #[test]
@@ -271,43 +333,14 @@ fn u8_storage_of_8bit_data_changes_nothing() {
     if !have_gpu("u8 vs f32") {
         return;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(14);
-    let (n, d) = (257, 37);
-    let atoms = atoms8(&mut rng, n, d);
-    let bvec = bias(&mut rng, &atoms, d, 0.05);
-    let g: Vec<f32> = (0..5 * d)
-        .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
-    let xs: Vec<(Noise, Vec<f32>)> = [1e-3, 0.5]
-        .iter()
-        .map(|&t| (noise(t), particles(&mut rng, &atoms, d, 5, noise(t))))
-        .collect();
-    let run = |storage: Storage| {
-        let opts = GpuOptions {
+    let case = BitCase::new(14, 257, 37, 5, &[1e-3, 0.5]);
+    let run = |storage| {
+        case.run(GpuOptions {
             storage,
             ..GpuOptions::default()
-        };
-        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
-        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
-        xs.iter()
-            .map(|(nz, x)| {
-                let out = gpu.weighted_means(x, *nz, &[Weights::Prior, set]).unwrap();
-                let cg = gpu
-                    .covariance_products(x, *nz, set, &out.sets[1].means, &g)
-                    .unwrap();
-                (out, cg)
-            })
-            .collect::<Vec<_>>()
+        })
     };
-    for ((a, acg), (b, bcg)) in run(Storage::F32).iter().zip(&run(Storage::U8)) {
-        for (sa, sb) in a.sets.iter().zip(&b.sets) {
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&sa.means), bits(&sb.means));
-            assert_eq!(sa.stats, sb.stats);
-        }
-        assert_eq!(a.nearest, b.nearest);
-        assert_eq!(acg, bcg);
-    }
+    assert_bit_identical(&run(Storage::F32), &run(Storage::U8), "u8 vs f32");
 }
 
 /// The `DK` tile size (dimensions staged per step) is a pipeline-overridable constant: other
@@ -326,45 +359,24 @@ fn tile_dims_override() {
         };
         random_case_with(opts, 120, 15, 1);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(16);
-    let (n, d) = (200, 45);
-    let atoms = atoms8(&mut rng, n, d);
-    let bvec = bias(&mut rng, &atoms, d, 0.1);
-    let nz = noise(0.05);
-    let x = particles(&mut rng, &atoms, d, 6, nz);
-    let g: Vec<f32> = (0..x.len())
-        .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
-    let run = |dk: Option<usize>| {
-        let opts = GpuOptions {
-            tile_dims: dk,
+    let case = BitCase::new(16, 200, 45, 6, &[0.05]);
+    let run = |tile_dims| {
+        case.run(GpuOptions {
+            tile_dims,
             ..GpuOptions::default()
-        };
-        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
-        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
-        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
-        let cg = gpu
-            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
-            .unwrap();
-        (out, cg)
+        })
     };
-    let (a, acg) = run(None);
+    let base = run(None);
     for dk in [32, 48] {
-        let (b, bcg) = run(Some(dk));
-        for (sa, sb) in a.sets.iter().zip(&b.sets) {
-            assert_eq!(sa.means, sb.means, "DK = {dk}");
-            assert_eq!(sa.stats, sb.stats, "DK = {dk}");
-        }
-        assert_eq!(a.nearest, b.nearest, "DK = {dk}");
-        assert_eq!(acg, bcg, "DK = {dk}");
+        assert_bit_identical(&base, &run(Some(dk)), &format!("DK = {dk}"));
     }
     for dk in [0, 8, 24, 272] {
         let opts = GpuOptions {
             tile_dims: Some(dk),
             ..GpuOptions::default()
         };
-        let err = GpuBackend::new(&atoms, d, opts).err().unwrap().to_string();
-        assert!(err.contains("tile_dims"), "{err}");
+        let err = GpuBackend::new(&case.atoms, case.d, opts).err().unwrap();
+        assert!(err.to_string().contains("tile_dims"), "{err}");
     }
 }
 
@@ -405,43 +417,21 @@ fn row_tiles_agree() {
     if !have_gpu("row tiles") {
         return;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(17);
-    let (n, d) = (300, 40);
-    let atoms = atoms8(&mut rng, n, d);
-    let bvec = bias(&mut rng, &atoms, d, 0.1);
-    let nz = noise(0.05);
-    let x = particles(&mut rng, &atoms, d, 21, nz);
-    let g: Vec<f32> = (0..x.len())
-        .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
-    let run = |tile_rows: Option<usize>| {
-        let opts = GpuOptions {
-            tile_rows,
+    let case = BitCase::new(17, 300, 40, 21, &[0.05]);
+    let run = |tile_rows| {
+        case.run(GpuOptions {
+            tile_rows: Some(tile_rows),
             storage: Storage::U8,
             ..GpuOptions::default()
-        };
-        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
-        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
-        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
-        let cg = gpu
-            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
-            .unwrap();
-        (out, cg)
+        })
     };
-    let (a, acg) = run(Some(16));
-    let (b, bcg) = run(Some(64));
-    for (sa, sb) in a.sets.iter().zip(&b.sets) {
-        assert_eq!(sa.means, sb.means);
-        assert_eq!(sa.stats, sb.stats);
-    }
-    assert_eq!(a.nearest, b.nearest);
-    assert_eq!(acg, bcg);
+    assert_bit_identical(&run(16), &run(64), "row tiles 16 vs 64");
     let opts = GpuOptions {
         tile_rows: Some(32),
         ..GpuOptions::default()
     };
-    let err = GpuBackend::new(&atoms, d, opts).err().unwrap().to_string();
-    assert!(err.contains("tile_rows"), "{err}");
+    let err = GpuBackend::new(&case.atoms, case.d, opts).err().unwrap();
+    assert!(err.to_string().contains("tile_rows"), "{err}");
 }
 
 #[test]
@@ -604,38 +594,16 @@ fn trusted_shaders_agree_with_checked() {
     if !have_gpu("trusted shaders") {
         return;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let (n, d) = (300, 23);
-    let atoms = atoms8(&mut rng, n, d);
-    let bvec = bias(&mut rng, &atoms, d, 0.1);
-    let nz = noise(0.05);
-    let x = particles(&mut rng, &atoms, d, 9, nz);
-    let g: Vec<f32> = (0..x.len())
-        .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
-    let run = |trusted: bool| {
-        let opts = GpuOptions {
-            trusted_shaders: trusted,
+    let case = BitCase::new(8, 300, 23, 9, &[0.05]);
+    let run = |trusted_shaders| {
+        case.run(GpuOptions {
+            trusted_shaders,
             storage: Storage::U8,
-            max_binding_bytes: Some(100 * 6 * 4),
+            max_binding_bytes: Some(100 * 8 * 4),
             ..GpuOptions::default()
-        };
-        let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
-        let set = Weights::Biased(gpu.add_bias(&bvec).unwrap());
-        let out = gpu.weighted_means(&x, nz, &[Weights::Prior, set]).unwrap();
-        let cg = gpu
-            .covariance_products(&x, nz, set, &out.sets[1].means, &g)
-            .unwrap();
-        (out, cg)
+        })
     };
-    let (a, acg) = run(false);
-    let (b, bcg) = run(true);
-    for (sa, sb) in a.sets.iter().zip(&b.sets) {
-        assert_eq!(sa.means, sb.means);
-        assert_eq!(sa.stats, sb.stats);
-    }
-    assert_eq!(a.nearest, b.nearest);
-    assert_eq!(acg, bcg);
+    assert_bit_identical(&run(false), &run(true), "trusted vs checked");
 }
 
 /// The adapter list marks exactly one preferred adapter, a hardware one when there is one,

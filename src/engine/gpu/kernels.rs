@@ -226,16 +226,22 @@ fn step_entry(steps: &wgpu::Buffer, offset: u64) -> wgpu::BindGroupEntry<'_> {
     }
 }
 
-fn bind(
+/// Binds `entries` as group 0 of `pipeline` and dispatches `groups` workgroups.
+fn dispatch(
     gpu: &Gpu,
+    cp: &mut wgpu::ComputePass,
     pipeline: &wgpu::ComputePipeline,
     entries: &[wgpu::BindGroupEntry],
-) -> wgpu::BindGroup {
-    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+    groups: [usize; 3],
+) {
+    let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &pipeline.get_bind_group_layout(0),
         entries,
-    })
+    });
+    cp.set_pipeline(pipeline);
+    cp.set_bind_group(0, &bind_group, &[]);
+    cp.dispatch_workgroups(groups[0] as u32, groups[1] as u32, groups[2] as u32);
 }
 
 /// Buffers the four kernels share within one block of rows.
@@ -297,8 +303,9 @@ impl Pipelines {
     ) {
         let tile = RowTile::pick(wave.rows, wave.tile);
         let pipeline = &self.distances[outputs as usize][tile.index()];
-        let bg = bind(
+        dispatch(
             gpu,
+            cp,
             pipeline,
             &[
                 entire(0, buf.params),
@@ -310,13 +317,11 @@ impl Pipelines {
                 entire(6, buf.dist),
                 entire(7, buf.proj),
             ],
-        );
-        cp.set_pipeline(pipeline);
-        cp.set_bind_group(0, &bg, &[]);
-        cp.dispatch_workgroups(
-            wave.atoms.div_ceil(COLS) as u32,
-            wave.rows.div_ceil(tile.rows()) as u32,
-            1,
+            [
+                wave.atoms.div_ceil(COLS),
+                wave.rows.div_ceil(tile.rows()),
+                1,
+            ],
         );
     }
 
@@ -330,8 +335,9 @@ impl Pipelines {
         wave: &WaveShape,
     ) {
         let pipeline = &self.weights[projections as usize];
-        let bg = bind(
+        dispatch(
             gpu,
+            cp,
             pipeline,
             &[
                 entire(0, buf.params),
@@ -343,10 +349,8 @@ impl Pipelines {
                 entire(6, buf.part_stats),
                 entire(7, buf.part_near),
             ],
+            [wave.splits, wave.rows, 1],
         );
-        cp.set_pipeline(pipeline);
-        cp.set_bind_group(0, &bg, &[]);
-        cp.dispatch_workgroups(wave.splits as u32, wave.rows as u32, 1);
     }
 
     /// weighted_sums.wgsl: dimension tiles × row tiles × splits.
@@ -360,8 +364,9 @@ impl Pipelines {
     ) {
         let tile = RowTile::pick(wave.rows * wave.sets, wave.tile);
         let pipeline = &self.sums[tile.index()];
-        let bg = bind(
+        dispatch(
             gpu,
+            cp,
             pipeline,
             &[
                 entire(0, buf.params),
@@ -371,13 +376,11 @@ impl Pipelines {
                 entire(4, buf.weights),
                 entire(5, buf.part_acc),
             ],
-        );
-        cp.set_pipeline(pipeline);
-        cp.set_bind_group(0, &bg, &[]);
-        cp.dispatch_workgroups(
-            wave.dpad.div_ceil(COLS) as u32,
-            (wave.rows * wave.sets).div_ceil(tile.rows()) as u32,
-            wave.splits as u32,
+            [
+                wave.dpad.div_ceil(COLS),
+                (wave.rows * wave.sets).div_ceil(tile.rows()),
+                wave.splits,
+            ],
         );
     }
 
@@ -390,8 +393,9 @@ impl Pipelines {
         rows: usize,
         sets: usize,
     ) {
-        let bg = bind(
+        dispatch(
             gpu,
+            cp,
             &self.merge,
             &[
                 entire(0, buf.params),
@@ -399,10 +403,8 @@ impl Pipelines {
                 entire(2, buf.part_stats),
                 entire(3, buf.out),
             ],
+            [rows, sets, 1],
         );
-        cp.set_pipeline(&self.merge);
-        cp.set_bind_group(0, &bg, &[]);
-        cp.dispatch_workgroups(rows as u32, sets as u32, 1);
     }
 }
 

@@ -1,13 +1,24 @@
 //! The WGSL sources of the GPU engine, compiled into the binary.
 
+/// Each kernel's source: shaders/uniforms.wgsl (the structs every kernel reads; WGSL has no
+/// includes), then the kernel's own file.
+macro_rules! kernel {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../../shaders/uniforms.wgsl"),
+            include_str!(concat!("../../../shaders/", $file))
+        )
+    };
+}
+
 /// Pair distances and projections, a register-blocked GEMM-shaped tile kernel.
-pub const DISTANCES: &str = include_str!("../../../shaders/distances.wgsl");
+pub const DISTANCES: &str = kernel!("distances.wgsl");
 /// Per-split softmax weights, partial statistics and nearest atoms.
-pub const SPLIT_WEIGHTS: &str = include_str!("../../../shaders/split_weights.wgsl");
+pub const SPLIT_WEIGHTS: &str = kernel!("split_weights.wgsl");
 /// Weighted sums of atoms per split, a register-blocked GEMM.
-pub const WEIGHTED_SUMS: &str = include_str!("../../../shaders/weighted_sums.wgsl");
+pub const WEIGHTED_SUMS: &str = kernel!("weighted_sums.wgsl");
 /// The exact merge of per-split partial sums.
-pub const MERGE_PARTIALS: &str = include_str!("../../../shaders/merge_partials.wgsl");
+pub const MERGE_PARTIALS: &str = kernel!("merge_partials.wgsl");
 
 /// Every shader with its file name, for validation and error messages.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -41,7 +52,7 @@ mod tests {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if name.ends_with(".wgsl") {
                 assert!(
-                    super::ALL.iter().any(|(n, _)| *n == name),
+                    name == "uniforms.wgsl" || super::ALL.iter().any(|(n, _)| *n == name),
                     "{name} is in shaders/ but not embedded in src/engine/gpu/shaders.rs"
                 );
             }
