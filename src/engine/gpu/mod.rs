@@ -478,11 +478,6 @@ impl GpuBackend {
         self.gpu.info.clone()
     }
 
-    /// Dimensions distances.wgsl stages per step.
-    pub fn tile_dims(&self) -> usize {
-        self.tile_dims
-    }
-
     /// Largest row block for `rows` rows and `k` sets: x (and g, m), the outputs and the
     /// partial sums of at least one split per binding must fit a binding.
     fn row_block(&self, rows: usize, k: usize) -> Result<usize> {
@@ -907,13 +902,17 @@ fn coefficient_ratio(parts: impl Iterator<Item = [f32; 3]> + Clone) -> f64 {
 
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
+        let rows = self
+            .tile_rows
+            .map_or("by batch".to_string(), |t| t.rows().to_string());
         format!(
-            "gpu: {} ({:?}, {:?}), {} atom storage in {} binding(s)",
+            "gpu: {} ({:?}, {:?}), {} atom storage in {} binding(s), tiles: {} dims, {rows} rows",
             self.gpu.info.name,
             self.gpu.info.backend,
             self.gpu.info.device_type,
             self.storage.name(),
-            self.chunks.len()
+            self.chunks.len(),
+            self.tile_dims,
         )
     }
     fn atoms(&self) -> usize {
