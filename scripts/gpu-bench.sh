@@ -31,7 +31,9 @@
 #   BENCH_TILE_DIMS   dimensions the distances kernel stages per step (default 16)
 #   BENCH_TILE_ROWS   rows per tile of the GEMM-shaped kernels, 16 or 64 (default: by B)
 #   BENCH_WORKGROUPS  workgroups the weighted-sums dispatch aims for (default 1024)
-#   BENCH_TUNE=0      skip the tuning table (B = 256, f32: tile dims × rows × workgroups)
+#   BENCH_SUMS_BLOCK  rows per thread of the weighted-sums register block, 4 or 8 (default 4)
+#   BENCH_TUNE=0      skip the tuning table (B = 256, f32: tile dims, rows, workgroups and
+#                     sums block, one factor at a time around the defaults)
 #   BENCH_OUT         folder for logs and JSON lines (default gpu-bench-<date>)
 #   FSLENS_GPU_PEAK_GFLOPS  the GPU's fp32 peak, when fslens does not know the adapter
 #   FSLENS_ADAPTER    substring of the adapter name to use
@@ -54,6 +56,7 @@ tile=()
 [[ -n ${BENCH_TILE_DIMS:-} ]] && tile+=(--tile-dims "$BENCH_TILE_DIMS")
 [[ -n ${BENCH_TILE_ROWS:-} ]] && tile+=(--tile-rows "$BENCH_TILE_ROWS")
 [[ -n ${BENCH_WORKGROUPS:-} ]] && tile+=(--workgroups "$BENCH_WORKGROUPS")
+[[ -n ${BENCH_SUMS_BLOCK:-} ]] && tile+=(--sums-block-rows "$BENCH_SUMS_BLOCK")
 status=0
 log() { echo "[$(($(date +%s) - started))s] $*" >&2; }
 
@@ -108,20 +111,20 @@ for st in $storages; do
   fi
 done
 
-# Tile sizes at B = 256 (f32), for tuning the defaults on this GPU.
+# Tile sizes at B = 256 (f32), for tuning the defaults on this GPU: one factor at a time
+# around the defaults (tile dims 16, tile rows by batch = 64 here, 1024 workgroups, sums block
+# of 4 rows per thread), then two combinations.
 tune_jsonl=$out/tune.jsonl
 : >"$tune_jsonl"
 if [[ ${BENCH_TUNE:-1} != 0 ]]; then
-  for dk in 16 32 64; do
-    for rows in 16 64; do
-      for wg in 256 1024 4096; do
-        log "tuning: tile dims $dk, tile rows $rows, workgroups $wg"
-        "$bin" --json bench --backend gpu --storage f32 --batch 256 --atoms "$n" --dim "$d" \
-          --t "$t" --repeats 3 --no-baseline "${data_arg[@]}" --tile-dims "$dk" \
-          --tile-rows "$rows" --workgroups "$wg" 2>>"$out/bench.log" |
-          tail -1 | sed "s/^{/{\"tune\": \"$dk $rows $wg\", /" >>"$tune_jsonl"
-      done
-    done
+  for combo in "16 64 1024 4" "32 64 1024 4" "64 64 1024 4" "16 16 1024 4" "16 64 256 4" \
+    "16 64 4096 4" "16 64 1024 8" "32 64 4096 8" "64 64 4096 8"; do
+    read -r dk rows wg block <<<"$combo"
+    log "tuning: tile dims $dk, tile rows $rows, workgroups $wg, sums block $block rows"
+    "$bin" --json bench --backend gpu --storage f32 --batch 256 --atoms "$n" --dim "$d" \
+      --t "$t" --repeats 3 --no-baseline "${data_arg[@]}" --tile-dims "$dk" \
+      --tile-rows "$rows" --workgroups "$wg" --sums-block-rows "$block" 2>>"$out/bench.log" |
+      tail -1 | sed "s/^{/{\"tune\": \"$combo\", /" >>"$tune_jsonl"
   done
 fi
 
@@ -211,14 +214,14 @@ done <"$dps_jsonl"
 if [[ -s $tune_jsonl ]]; then
   echo
   echo "tuning, f32, B = 256, N = $n, D = $d (best of 3):"
-  printf "%9s %9s %10s %12s %10s %9s\n" "tile dims" "tile rows" workgroups "ms/step" "device ms" "TFLOP/s"
+  printf "%9s %9s %10s %10s %12s %10s %9s\n" "tile dims" "tile rows" workgroups "sums block" "ms/step" "device ms" "TFLOP/s"
   while IFS= read -r r; do
     [[ -z $r ]] && continue
-    read -r dk rows wg <<<"$(field tune "$r")"
+    read -r dk rows wg block <<<"$(field tune "$r")"
     secs=$(field seconds_per_step "$r"); g=$(field gflops "$r"); dev=$(field device_seconds_per_step "$r")
-    awk -v dk="$dk" -v rows="$rows" -v wg="$wg" -v s="$secs" -v g="$g" -v dv="$dev" 'BEGIN {
+    awk -v dk="$dk" -v rows="$rows" -v wg="$wg" -v bl="$block" -v s="$secs" -v g="$g" -v dv="$dev" 'BEGIN {
       dm = (dv == "null" || dv == "") ? "-" : sprintf("%.3f", 1000 * dv);
-      printf "%9s %9s %10s %12.3f %10s %9.2f\n", dk, rows, wg, 1000 * s, dm, g / 1000 }'
+      printf "%9s %9s %10s %10s %12.3f %10s %9.2f\n", dk, rows, wg, bl, 1000 * s, dm, g / 1000 }'
   done <"$tune_jsonl"
 fi
 echo "logs and JSON lines in $out/; total $(($(date +%s) - started)) s"

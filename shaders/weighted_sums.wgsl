@@ -4,18 +4,21 @@
 //
 // with W the weights (or covariance coefficients c) that split_weights.wgsl wrote for the
 // split's own max M_p; the sums go to partial slot part_base + p, and merge_partials.wgsl
-// combines the slots exactly. A workgroup of TX × TY threads covers 4·TY rows r × 4·TX
-// dimensions; each thread owns a 4 × 4 register block (four vec4 accumulators). TK atoms at a
-// time are staged through workgroup memory: their weights transposed so that one vec4 read
-// gives a thread its 4 rows (sh_w), their values as vec4 over 4 dimensions (sh_b), decoded
-// from vec4<u32> words (4 f32, 8 f16 or 16 u8 values). Each sum runs over the split's atoms in
-// order whatever the tile sizes are.
+// combines the slots exactly. A workgroup of TX × TY threads covers RY·TY rows r × 4·TX
+// dimensions; each thread owns an RY × 4 register block (RY = 4 or 8 vec4 accumulators: 8
+// halves the workgroup-memory reads per multiply-add). TK atoms at a time are staged through
+// workgroup memory: their weights transposed so that one vec4 read gives a thread 4 of its
+// rows (sh_w), their values as vec4 over 4 dimensions (sh_b), decoded from vec4<u32> words
+// (4 f32, 8 f16 or 16 u8 values). Each sum runs over the split's atoms in order whatever the
+// tile sizes are.
 
 override STORAGE: u32 = 0u;
 override TX: u32 = 16u;  // threads along dimensions: the tile holds 4·TX dimensions
-override TY: u32 = 16u;  // threads along rows: the tile holds 4·TY rows r
+override TY: u32 = 16u;  // threads along rows: the tile holds RY·TY rows r
+override RY: u32 = 4u;   // rows per thread: 4 or 8
 override TK: u32 = 16u;  // atoms staged per step
-override SH_W_LEN: u32 = TK * TY;
+override QW: u32 = RY * TY / 4u;  // row quads of the tile
+override SH_W_LEN: u32 = TK * QW;
 override SH_B_LEN: u32 = TK * TX;
 override TABLE_LEN: u32 = select(1u, 256u, STORAGE == 1u);
 
@@ -55,7 +58,7 @@ fn sums_main(@builtin(local_invocation_id) li: vec3<u32>,
     let tx = li.x;
     let ty = li.y;
     let dq0 = wg.x * TX;          // first dimension quad of the tile
-    let r0 = wg.y * 4u * TY;      // first row r of the tile
+    let r0 = wg.y * RY * TY;      // first row r of the tile
     let p = wg.z;
     let rk = params.rows * params.nsets;
     let j_begin = p * step.split_len;
@@ -71,15 +74,19 @@ fn sums_main(@builtin(local_invocation_id) li: vec3<u32>,
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0);
+    var c5 = vec4<f32>(0.0);
+    var c6 = vec4<f32>(0.0);
+    var c7 = vec4<f32>(0.0);
     for (var j0 = j_begin; j0 < j_end; j0 += TK) {
         workgroupBarrier();
         // Weights: consecutive threads read consecutive atoms of one row.
-        for (var e = lid; e < 4u * TY * TK; e += TX * TY) {
+        for (var e = lid; e < RY * TY * TK; e += TX * TY) {
             let kk = e % TK;
             let r = e / TK;
             var w = 0.0;
             if (r0 + r < rk && j0 + kk < j_end) { w = weights[(r0 + r) * step.w_ld + j0 + kk]; }
-            sh_w[kk * TY + r / 4u][r % 4u] = w;
+            sh_w[kk * QW + r / 4u][r % 4u] = w;
         }
         for (var e = lid; e < TK * tile_words; e += TX * TY) {
             let kk = e / tile_words;
@@ -96,21 +103,34 @@ fn sums_main(@builtin(local_invocation_id) li: vec3<u32>,
         workgroupBarrier();
         let kn = min(TK, j_end - j0);
         for (var kk = 0u; kk < kn; kk++) {
-            let wq = sh_w[kk * TY + ty];
             let aq = sh_b[kk * TX + tx];
+            let wq = sh_w[kk * QW + ty * (RY / 4u)];
             c0 = fma(vec4<f32>(wq.x), aq, c0);
             c1 = fma(vec4<f32>(wq.y), aq, c1);
             c2 = fma(vec4<f32>(wq.z), aq, c2);
             c3 = fma(vec4<f32>(wq.w), aq, c3);
+            if (RY == 8u) {
+                let wq2 = sh_w[kk * QW + ty * 2u + 1u];
+                c4 = fma(vec4<f32>(wq2.x), aq, c4);
+                c5 = fma(vec4<f32>(wq2.y), aq, c5);
+                c6 = fma(vec4<f32>(wq2.z), aq, c6);
+                c7 = fma(vec4<f32>(wq2.w), aq, c7);
+            }
         }
     }
     let ld = params.dpad / 4u;
     let dq = dq0 + tx;
     if (dq >= ld) { return; }
-    let r = r0 + 4u * ty;
+    let r = r0 + RY * ty;
     let o = slot * rk;
     if (r < rk) { part_acc[(o + r) * ld + dq] = c0; }
     if (r + 1u < rk) { part_acc[(o + r + 1u) * ld + dq] = c1; }
     if (r + 2u < rk) { part_acc[(o + r + 2u) * ld + dq] = c2; }
     if (r + 3u < rk) { part_acc[(o + r + 3u) * ld + dq] = c3; }
+    if (RY == 8u) {
+        if (r + 4u < rk) { part_acc[(o + r + 4u) * ld + dq] = c4; }
+        if (r + 5u < rk) { part_acc[(o + r + 5u) * ld + dq] = c5; }
+        if (r + 6u < rk) { part_acc[(o + r + 6u) * ld + dq] = c6; }
+        if (r + 7u < rk) { part_acc[(o + r + 7u) * ld + dq] = c7; }
+    }
 }

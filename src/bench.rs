@@ -61,6 +61,8 @@ pub struct BenchOptions {
     pub tile_dims: Option<usize>,
     /// GPU: rows per tile (the kernels' `TY` override × 4; None: by batch size).
     pub tile_rows: Option<usize>,
+    /// GPU: rows per thread of the weighted-sums register block (None: 4).
+    pub sums_block_rows: Option<usize>,
     /// GPU: workgroups to aim for in the weighted-sums dispatch (None: the backend's default).
     pub workgroups: Option<usize>,
 }
@@ -89,6 +91,7 @@ impl Default for BenchOptions {
             storage: Storage::F32,
             tile_dims: None,
             tile_rows: None,
+            sums_block_rows: None,
             workgroups: None,
         }
     }
@@ -408,6 +411,7 @@ pub fn run(
                 storage: opts.storage,
                 tile_dims: opts.tile_dims,
                 tile_rows: opts.tile_rows,
+                sums_block_rows: opts.sums_block_rows,
                 target_workgroups: opts.workgroups,
                 trusted_shaders: true,
                 ..Default::default()

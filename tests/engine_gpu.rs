@@ -410,28 +410,46 @@ fn distances_in_the_scratch_match_reference() {
     random_case_with(opts, 300, 9, 1);
 }
 
-/// Both row tiles (16 and 64 rows, the `TY` override constant) give bit-identical results:
-/// every sum runs in the same order whatever the tile; and any other size is a clear error.
+/// Both row tiles (16 and 64 rows, the `TY` override constant) and both register blocks of
+/// the weighted sums (4 or 8 rows per thread, `RY`) give bit-identical results: every sum runs
+/// in the same order whatever the tile; and any other size is a clear error.
 #[test]
 fn row_tiles_agree() {
     if !have_gpu("row tiles") {
         return;
     }
     let case = BitCase::new(17, 300, 40, 21, &[0.05]);
-    let run = |tile_rows| {
+    let run = |tile_rows, sums_block_rows| {
         case.run(GpuOptions {
             tile_rows: Some(tile_rows),
+            sums_block_rows: Some(sums_block_rows),
             storage: Storage::U8,
             ..GpuOptions::default()
         })
     };
-    assert_bit_identical(&run(16), &run(64), "row tiles 16 vs 64");
+    assert_bit_identical(&run(16, 4), &run(64, 4), "row tiles 16 vs 64");
+    assert_bit_identical(
+        &run(16, 4),
+        &run(16, 8),
+        "sums block 4 vs 8 rows, 16-row tile",
+    );
+    assert_bit_identical(
+        &run(16, 4),
+        &run(64, 8),
+        "sums block 4 vs 8 rows, 64-row tile",
+    );
     let opts = GpuOptions {
         tile_rows: Some(32),
         ..GpuOptions::default()
     };
     let err = GpuBackend::new(&case.atoms, case.d, opts).err().unwrap();
     assert!(err.to_string().contains("tile_rows"), "{err}");
+    let opts = GpuOptions {
+        sums_block_rows: Some(6),
+        ..GpuOptions::default()
+    };
+    let err = GpuBackend::new(&case.atoms, case.d, opts).err().unwrap();
+    assert!(err.to_string().contains("sums_block_rows"), "{err}");
 }
 
 #[test]

@@ -263,6 +263,9 @@ enum Command {
         /// rows, else 64)
         #[arg(long)]
         tile_rows: Option<usize>,
+        /// GPU: rows per thread of the weighted-sums kernel's register block, 4 or 8 (default 4)
+        #[arg(long)]
+        sums_block_rows: Option<usize>,
         /// GPU: workgroups to aim for in the weighted-sums dispatch, which sets how many splits
         /// the atoms are cut into (default 1024; 16 on a software adapter)
         #[arg(long)]
@@ -477,6 +480,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             storage,
             tile_dims,
             tile_rows,
+            sums_block_rows,
             workgroups,
         } => {
             for &ti in t {
@@ -495,6 +499,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 storage: storage.parse()?,
                 tile_dims: *tile_dims,
                 tile_rows: *tile_rows,
+                sums_block_rows: *sums_block_rows,
                 workgroups: *workgroups,
                 ..Default::default()
             };

@@ -99,6 +99,8 @@ pub(crate) struct Pipelines {
     weights: [wgpu::ComputePipeline; 2],
     /// [row tile]
     sums: [wgpu::ComputePipeline; 2],
+    /// Rows per thread of weighted_sums.wgsl's register block (its RY: 4 or 8).
+    sums_block_rows: usize,
     merge: wgpu::ComputePipeline,
 }
 
@@ -114,7 +116,13 @@ pub(crate) fn distances_workgroup_bytes(dk: usize) -> usize {
 }
 
 impl Pipelines {
-    pub fn build(gpu: &Gpu, storage_code: u32, trusted: bool, tile_dims: usize) -> Pipelines {
+    pub fn build(
+        gpu: &Gpu,
+        storage_code: u32,
+        trusted: bool,
+        tile_dims: usize,
+        sums_block_rows: usize,
+    ) -> Pipelines {
         let module = |label: &str, src: &str| {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(label),
@@ -154,7 +162,10 @@ impl Pipelines {
             pipeline(&distances, "distances_main", &constants)
         };
         let both = |outputs| [pair(outputs, RowTile::Small), pair(outputs, RowTile::Large)];
-        let sum = |tile: RowTile| pipeline(&sums, "sums_main", &sums_constants(storage_code, tile));
+        let sum = |tile: RowTile| {
+            let constants = sums_constants(storage_code, tile, sums_block_rows);
+            pipeline(&sums, "sums_main", &constants)
+        };
         Pipelines {
             distances: [
                 both(PairOutputs::Distances),
@@ -166,6 +177,7 @@ impl Pipelines {
                 pipeline(&weights, "weights_main", &[("PROJ", 1.0)]),
             ],
             sums: [sum(RowTile::Small), sum(RowTile::Large)],
+            sums_block_rows,
             merge: pipeline(&merge, "merge_main", &[]),
         }
     }
@@ -197,12 +209,17 @@ pub(crate) fn distances_constants(
     ]
 }
 
-/// The override constants of a weighted_sums.wgsl pipeline.
-pub(crate) fn sums_constants(storage_code: u32, tile: RowTile) -> Vec<(&'static str, f64)> {
+/// The override constants of a weighted_sums.wgsl pipeline; `block_rows` is its RY.
+pub(crate) fn sums_constants(
+    storage_code: u32,
+    tile: RowTile,
+    block_rows: usize,
+) -> Vec<(&'static str, f64)> {
     vec![
         ("STORAGE", storage_code as f64),
         ("TX", TX as f64),
         ("TY", tile.threads() as f64),
+        ("RY", block_rows as f64),
         ("TK", TK as f64),
     ]
 }
@@ -353,6 +370,17 @@ impl Pipelines {
         );
     }
 
+    /// weighted_sums.wgsl's rows per thread (RY).
+    pub fn sums_block_rows(&self) -> usize {
+        self.sums_block_rows
+    }
+
+    /// Rows r = b·K + k per weighted_sums.wgsl workgroup for `rk` of them: its RY rows per
+    /// thread times the TY threads of the row tile.
+    pub fn sums_tile_rows(&self, rk: usize, forced: Option<RowTile>) -> usize {
+        self.sums_block_rows * RowTile::pick(rk, forced).threads()
+    }
+
     /// weighted_sums.wgsl: dimension tiles × row tiles × splits.
     pub fn weighted_sums(
         &self,
@@ -364,6 +392,7 @@ impl Pipelines {
     ) {
         let tile = RowTile::pick(wave.rows * wave.sets, wave.tile);
         let pipeline = &self.sums[tile.index()];
+        let tile_rows = self.sums_tile_rows(wave.rows * wave.sets, wave.tile);
         dispatch(
             gpu,
             cp,
@@ -378,7 +407,7 @@ impl Pipelines {
             ],
             [
                 wave.dpad.div_ceil(COLS),
-                (wave.rows * wave.sets).div_ceil(tile.rows()),
+                (wave.rows * wave.sets).div_ceil(tile_rows),
                 wave.splits,
             ],
         );
@@ -448,13 +477,15 @@ mod tests {
                         check("distances.wgsl", shaders::DISTANCES, "distances_main", &c);
                     }
                 }
-                let c = sums_constants(storage, tile);
-                check(
-                    "weighted_sums.wgsl",
-                    shaders::WEIGHTED_SUMS,
-                    "sums_main",
-                    &c,
-                );
+                for block_rows in [4, 8] {
+                    let c = sums_constants(storage, tile, block_rows);
+                    check(
+                        "weighted_sums.wgsl",
+                        shaders::WEIGHTED_SUMS,
+                        "sums_main",
+                        &c,
+                    );
+                }
             }
         }
         for proj in [0.0, 1.0] {

@@ -84,6 +84,10 @@ pub struct GpuOptions {
     /// Rows per tile of the GEMM-shaped kernels (their `TY` override constant, times 4): 16 or
     /// 64. Default: 16 for blocks of at most 16 rows, else 64.
     pub tile_rows: Option<usize>,
+    /// Rows per thread of weighted_sums.wgsl's register block (its `RY`): 4 (default) or 8,
+    /// which doubles that kernel's tile rows and halves its workgroup-memory reads per
+    /// multiply-add.
+    pub sums_block_rows: Option<usize>,
     /// Bytes of scratch (distances, projections, weights of one wave of atoms) a pass may use;
     /// default 256 MiB (capped by the adapter's binding size). Less means more waves.
     pub scratch_bytes: Option<u64>,
@@ -104,6 +108,7 @@ impl Default for GpuOptions {
             target_workgroups: None,
             tile_dims: None,
             tile_rows: None,
+            sums_block_rows: None,
             scratch_bytes: None,
             kept_bytes: None,
             timeout: Duration::from_secs(600),
@@ -303,6 +308,13 @@ impl GpuBackend {
                 ));
             }
         };
+        let sums_block_rows = opts.sums_block_rows.unwrap_or(4);
+        if sums_block_rows != 4 && sums_block_rows != 8 {
+            return Err(Error::config(
+                "sums_block_rows",
+                format!("{sums_block_rows} rows per thread; allowed: 4 or 8"),
+            ));
+        }
         let gpu = Gpu::open(opts.adapter.as_deref())?;
         let lim = gpu.limits.clone();
         let tile_dims = opts.tile_dims.unwrap_or(16);
@@ -403,6 +415,7 @@ impl GpuBackend {
                     opts.storage.shader_code(),
                     opts.trusted_shaders,
                     tile_dims,
+                    sums_block_rows,
                 );
                 Ok((chunks, table, bias_buf, params, pipelines))
             },
@@ -503,8 +516,8 @@ impl GpuBackend {
     /// sums than a binding (and the merge kernel) holds, splits of at most SPLIT_MAX atoms.
     fn split_plan(&self, rows: usize, k: usize) -> Result<SplitPlan> {
         let rk = rows * k;
-        let tile = RowTile::pick(rk, self.tile_rows);
-        let tiles = self.dpad.div_ceil(COLS) * rk.div_ceil(tile.rows());
+        let tile_rows = self.pipelines.sums_tile_rows(rk, self.tile_rows);
+        let tiles = self.dpad.div_ceil(COLS) * rk.div_ceil(tile_rows);
         let wanted = self.target_workgroups.div_ceil(tiles).max(1);
         let by_memory = (self.binding_budget / (rk as u64 * self.dpad as u64 * 4)) as usize;
         let mut most = PMAX.min(by_memory);
@@ -906,13 +919,15 @@ impl Backend for GpuBackend {
             .tile_rows
             .map_or("by batch".to_string(), |t| t.rows().to_string());
         format!(
-            "gpu: {} ({:?}, {:?}), {} atom storage in {} binding(s), tiles: {} dims, {rows} rows",
+            "gpu: {} ({:?}, {:?}), {} atom storage in {} binding(s), tiles: {} dims, {rows} rows, \
+             {}×4 sums block",
             self.gpu.info.name,
             self.gpu.info.backend,
             self.gpu.info.device_type,
             self.storage.name(),
             self.chunks.len(),
             self.tile_dims,
+            self.pipelines.sums_block_rows(),
         )
     }
     fn atoms(&self) -> usize {
