@@ -5,6 +5,8 @@
 //! screenshotted headless and the PNG must show pictures (not a blank page); without it the
 //! test says why and returns, unless FSLENS_REQUIRE_BROWSER=1.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -35,18 +37,13 @@ fn compare(dir: &Path, name: &str, operator: &str) -> (std::path::PathBuf, Strin
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config(operator)).unwrap();
     let out = dir.join(name);
-    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args([
-            "compare",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&res.stderr).into_owned();
-    assert!(res.status.success(), "{stderr}");
-    (out, stderr)
+    let res = common::fslens(&[
+        "compare",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    (out, String::from_utf8_lossy(&res.stderr).into_owned())
 }
 
 fn json(path: &Path) -> serde_json::Value {
@@ -212,21 +209,13 @@ fn run_without_exact_reports_against_exact_draws() {
         .replace("clusters = 4", "clusters = 4\ndirection = \"atoms:3,10\"");
     std::fs::write(&cfg, text).unwrap();
     let out = dir.join("out");
-    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    common::fslens(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["projection_direction"], "atom 3 − atom 10");
     let s = &summary["samplers"][0];

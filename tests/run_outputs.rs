@@ -1,7 +1,7 @@
 //! `fslens run` writes the whole output folder of the core issue, item 7, and the resolved
 //! config.toml reads back as a run config.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn run_writes_the_output_folder() {
@@ -36,21 +36,13 @@ clusters = 4
     )
     .unwrap();
     let out = dir.join("out");
-    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    let res = common::fslens(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
     // --json: every stdout line is one JSON record, the last one says done.
     let stdout = String::from_utf8_lossy(&res.stdout);
     let records: Vec<serde_json::Value> = stdout
@@ -244,15 +236,7 @@ eta = 0.25
     )
     .unwrap();
     let out = dir.join("out");
-    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    common::fslens(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let samplers = summary["samplers"].as_array().unwrap();

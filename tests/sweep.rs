@@ -2,6 +2,8 @@
 //! exactly once with the outputs of an uninterrupted sweep; two shards merged equal one
 //! unsharded run; a failing job is recorded and the sweep goes on; --print-sbatch.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -50,15 +52,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn fslens(args: &[&str]) -> std::process::Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "fslens {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::fslens;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -534,12 +534,7 @@ impl CpuBackend {
         let job = RowJob::new(self, x, noise);
         let rows = job.rows;
         let d = self.d;
-        // ⟨m_b, g_b⟩ in float64.
-        let mg: Vec<f64> = means
-            .chunks(d)
-            .zip(g.chunks(d))
-            .map(|(m, g)| m.iter().zip(g).map(|(&a, &b)| a as f64 * b as f64).sum())
-            .collect();
+        let mg = row_dots(means, g, d);
         let chunk = self.chunk_size(rows);
         let ranges = self.task_ranges(chunk);
         let states: Vec<TaskState> = self.pool.install(|| {
@@ -602,6 +597,14 @@ impl CpuBackend {
         }
         out
     }
+}
+
+/// ⟨m_b, g_b⟩ per row of D values, summed in float64 (the C·g expansion subtracts it).
+fn row_dots(m: &[f32], g: &[f32], d: usize) -> Vec<f64> {
+    m.chunks(d)
+        .zip(g.chunks(d))
+        .map(|(m, g)| m.iter().zip(g).map(|(&a, &b)| a as f64 * b as f64).sum())
+        .collect()
 }
 
 fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {

@@ -1,5 +1,5 @@
-//! Shared fixtures of the sampler tests: clustered atoms with labels and a posterior bias on a
-//! CPU engine, enough to build a [`Problem`].
+//! Shared fixtures of the integration tests: clustered atoms with labels and a posterior bias
+//! on a CPU engine, enough to build a [`Problem`]; running the `fslens` binary.
 #![allow(dead_code)] // each test file uses its own subset
 
 use fslens::data::ImageShape;
@@ -103,4 +103,19 @@ impl Fixture {
         }
         got
     }
+}
+
+/// Runs the `fslens` binary with `args` and returns its output, failing the test with its
+/// stderr when it does not succeed.
+pub fn fslens(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fslens"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fslens {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -21,7 +21,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rayon::prelude::*;
 
-use super::{CLAMP, ChunkBuffers, CpuBackend, gemm_rm};
+use super::{CLAMP, ChunkBuffers, CpuBackend, gemm_rm, row_dots};
 use crate::engine::Noise;
 
 /// Weights below this are stored as 0 (keeps subnormals out of the GEMMs; the mass dropped is
@@ -171,12 +171,7 @@ impl CpuBackend {
     ) -> Vec<f32> {
         let rows = kept.len();
         let d = self.d;
-        // ⟨m_b, g_b⟩ in float64.
-        let mg: Vec<f64> = means
-            .chunks(d)
-            .zip(g.chunks(d))
-            .map(|(m, g)| m.iter().zip(g).map(|(&a, &b)| a as f64 * b as f64).sum())
-            .collect();
+        let mg = row_dots(means, g, d);
         let chunk = self.chunk_size(rows);
         let ranges = self.task_ranges(chunk);
         let parts: Vec<(Vec<f32>, Vec<f64>)> = self.pool.install(|| {
