@@ -43,6 +43,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::spec::DataConfig;
+use crate::diagnostics::projection::DirectionSpec;
+use crate::diffusion::integrate::IntegratorKind;
+use crate::engine::{BackendKind, StorageChoice};
+use crate::samplers::SamplerKind;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -50,11 +54,11 @@ use crate::{Error, Result};
 pub struct RunConfig {
     #[serde(default)]
     pub seed: u64,
-    #[serde(default = "default_backend")]
-    pub backend: String,
+    #[serde(default)]
+    pub backend: BackendKind,
     /// GPU atom storage: auto (u8 for 8-bit data, else f32), f32, u8 or f16.
-    #[serde(default = "default_storage")]
-    pub storage: String,
+    #[serde(default)]
+    pub storage: StorageChoice,
     pub data: DataConfig,
     #[serde(default)]
     pub truth: TruthConfig,
@@ -80,11 +84,11 @@ pub struct DiagnosticsConfig {
     /// of the second heaviest exact mode to that of the heaviest) or `"atoms:i,j"` (from atom j
     /// to atom i, 0-based indices into the atoms after the hold-out).
     #[serde(default = "default_direction")]
-    pub direction: String,
+    pub direction: DirectionSpec,
 }
 
-fn default_direction() -> String {
-    "modes".into()
+fn default_direction() -> DirectionSpec {
+    DirectionSpec::Modes
 }
 
 fn default_hallucination_threshold() -> f64 {
@@ -102,13 +106,6 @@ impl Default for DiagnosticsConfig {
             direction: default_direction(),
         }
     }
-}
-
-fn default_backend() -> String {
-    "auto".into()
-}
-fn default_storage() -> String {
-    "auto".into()
 }
 
 /// Where the ground-truth image comes from.
@@ -158,7 +155,7 @@ pub struct MeasurementConfig {
 #[serde(deny_unknown_fields)]
 pub struct SamplingConfig {
     #[serde(default = "default_samplers")]
-    pub samplers: Vec<String>,
+    pub samplers: Vec<SamplerKind>,
     #[serde(default = "default_particles")]
     pub particles: usize,
     #[serde(default = "default_steps")]
@@ -185,8 +182,8 @@ pub struct SamplingConfig {
     /// How every score-based sampler integrates: `euler-maruyama` (default), `heun-ode`
     /// (probability-flow ODE), `ddpm`, `ddim` (the discrete DPS schedule; they ignore t_min,
     /// beta_min, beta_max).
-    #[serde(default = "default_integrator")]
-    pub integrator: String,
+    #[serde(default)]
+    pub integrator: IntegratorKind,
     /// η of `ddim`, in [0, 1].
     #[serde(default)]
     pub eta: f64,
@@ -196,12 +193,8 @@ pub struct SamplingConfig {
     pub dps_update: bool,
 }
 
-fn default_integrator() -> String {
-    "euler-maruyama".into()
-}
-
-fn default_samplers() -> Vec<String> {
-    vec!["exact".into(), "fsr".into()]
+fn default_samplers() -> Vec<SamplerKind> {
+    vec![SamplerKind::Exact, SamplerKind::Fsr]
 }
 fn default_particles() -> usize {
     512
@@ -243,7 +236,7 @@ impl Default for SamplingConfig {
             zeta: default_zeta(),
             cg_tolerance: default_cg_tolerance(),
             cg_max_iterations: default_cg_max_iterations(),
-            integrator: default_integrator(),
+            integrator: IntegratorKind::default(),
             eta: 0.0,
             dps_update: false,
         }
@@ -252,18 +245,19 @@ impl Default for SamplingConfig {
 
 /// The embedded default run of `fslens demo`: a built-in synthetic set, no files needed.
 pub const DEMO_TOML: &str = include_str!("../assets/configs/demo.toml");
+/// How errors name the embedded demo config.
+pub const DEMO_ORIGIN: &str = "<embedded demo.toml>";
 
 impl RunConfig {
-    /// Parses TOML text; `origin` names the file in errors.
+    /// Parses TOML text; `origin` names the file in errors. Names are checked here (typed
+    /// fields), ranges by [`crate::plan::RunPlan::new`].
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| {
+        toml::from_str(text).map_err(|e| {
             Error::data(
                 origin,
                 format!("invalid run config: {}", e.to_string().trim_end()),
             )
-        })?;
-        cfg.validate()?;
-        Ok(cfg)
+        })
     }
 
     /// Reads and parses a config file.
@@ -274,7 +268,7 @@ impl RunConfig {
 
     /// The embedded demo configuration.
     pub fn demo() -> Self {
-        Self::from_toml(DEMO_TOML, Path::new("<embedded demo.toml>"))
+        Self::from_toml(DEMO_TOML, Path::new(DEMO_ORIGIN))
             .expect("the embedded demo config is valid")
     }
 
@@ -283,131 +277,5 @@ impl RunConfig {
         let mut resolved = self.clone();
         resolved.data = self.data.resolved();
         toml::to_string_pretty(&resolved).expect("a run config always serialises")
-    }
-
-    /// Checks the values serde cannot: ranges and names.
-    pub fn validate(&self) -> Result<()> {
-        if !matches!(self.backend.as_str(), "auto" | "cpu" | "gpu") {
-            return Err(Error::config(
-                "backend",
-                format!("expected auto, cpu or gpu, got {:?}", self.backend),
-            ));
-        }
-        if !crate::engine::STORAGES.contains(&self.storage.as_str()) {
-            return Err(Error::config(
-                "storage",
-                format!(
-                    "expected one of {}, got {:?}",
-                    crate::engine::STORAGES.join(", "),
-                    self.storage
-                ),
-            ));
-        }
-        let m = &self.measurement;
-        if !(m.sigma.is_finite() && m.sigma > 0.0) {
-            return Err(Error::config(
-                "measurement.sigma",
-                format!("must be a positive number, got {}", m.sigma),
-            ));
-        }
-        let s = &self.sampling;
-        if s.samplers.is_empty() {
-            return Err(Error::config(
-                "sampling.samplers",
-                "list at least one sampler, e.g. [\"exact\", \"fsr\"]",
-            ));
-        }
-        let options = self.sampler_options();
-        for name in &s.samplers {
-            crate::samplers::by_name_with(name, &options)?;
-        }
-        crate::diffusion::Schedule::new(s.beta_min, s.beta_max).map_err(|e| match e {
-            Error::Config { key, problem } => Error::config(format!("sampling.{key}"), problem),
-            other => other,
-        })?;
-        self.integrator()?;
-        self.sampler_settings().validate()?;
-        let g = &self.diagnostics;
-        if !(g.hallucination_threshold > 0.0 && g.hallucination_threshold < 1.0) {
-            return Err(Error::config(
-                "diagnostics.hallucination_threshold",
-                format!("must lie in (0, 1), got {}", g.hallucination_threshold),
-            ));
-        }
-        crate::diagnostics::projection::DirectionSpec::parse(&g.direction)?;
-        if g.clusters == 0 {
-            return Err(Error::config(
-                "diagnostics.clusters",
-                "must be at least 1 (default 8)",
-            ));
-        }
-        let t = &self.truth;
-        if t.file.is_none() && !t.in_atoms && t.index >= t.held_out {
-            return Err(Error::config(
-                "truth.index",
-                format!(
-                    "is {} but only {} image(s) are held out; raise truth.held_out",
-                    t.index, t.held_out
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The integrator named by `sampling.integrator` and `sampling.eta`.
-    pub fn integrator(&self) -> Result<crate::diffusion::integrate::Integrator> {
-        crate::diffusion::integrate::Integrator::from_config(
-            &self.sampling.integrator,
-            self.sampling.eta,
-        )
-    }
-
-    /// The sampler settings (call [`RunConfig::validate`] first: a bad integrator name falls
-    /// back to Euler–Maruyama here).
-    pub fn sampler_settings(&self) -> crate::samplers::Settings {
-        let s = &self.sampling;
-        let checkpoints = s.checkpoints.clone().unwrap_or_else(|| {
-            crate::diffusion::integrate::TimeGrid {
-                t_max: 1.0,
-                t_min: s.t_min,
-                steps: s.steps.max(1),
-            }
-            .log_spaced_checkpoints(DEFAULT_CHECKPOINTS)
-        });
-        crate::samplers::Settings {
-            particles: s.particles,
-            steps: s.steps,
-            t_min: s.t_min,
-            seed: self.seed,
-            checkpoints,
-            integrator: self.integrator().unwrap_or_default(),
-            dps_update: s.dps_update,
-        }
-    }
-
-    pub fn sampler_options(&self) -> crate::samplers::SamplerOptions {
-        let s = &self.sampling;
-        crate::samplers::SamplerOptions {
-            zeta: s.zeta,
-            cg: crate::samplers::solve::CgOptions {
-                tolerance: s.cg_tolerance,
-                max_iterations: s.cg_max_iterations,
-            },
-        }
-    }
-
-    pub fn diagnostics_options(&self) -> crate::diagnostics::Options {
-        crate::diagnostics::Options {
-            hallucination_threshold: self.diagnostics.hallucination_threshold,
-            clusters: self.diagnostics.clusters,
-            seed: self.seed,
-        }
-    }
-
-    pub fn schedule(&self) -> crate::diffusion::Schedule {
-        crate::diffusion::Schedule {
-            beta_min: self.sampling.beta_min,
-            beta_max: self.sampling.beta_max,
-        }
     }
 }

@@ -6,12 +6,14 @@
 //! runs the exact reference and the approximate samplers on the same prior ([`samplers`]),
 //! and writes what they did ([`report`]).
 //!
-//! Imports run downward only: `cli` → `experiment` → `samplers` → `engine`, `diffusion`,
-//! `operators` → `data`. The engine knows no sampler; samplers print nothing.
+//! Imports run downward only: the binary's command line → `plan` (a checked `config`) →
+//! `experiment` and `sweep` → `samplers`, `diagnostics` → `engine`, `diffusion`, `operators` →
+//! `data`; `choices` names the options of every floor. The engine knows no sampler; samplers
+//! print nothing; `report` turns numbers into files.
 
 pub mod arrays;
 pub mod bench;
-pub mod cli;
+pub mod choices;
 pub mod config;
 pub mod data;
 pub mod diagnostics;
@@ -20,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod operators;
+pub mod plan;
 pub mod report;
 pub mod samplers;
 pub mod sweep;

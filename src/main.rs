@@ -1,5 +1,8 @@
-//! The `fslens` command: all the work lives in the library (`fslens::cli`).
+//! The `fslens` command: the command line lives here ([`cli`]); all the work lives in the
+//! library.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    fslens::cli::main()
+    cli::main()
 }

@@ -4,15 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
+use fslens::choices::Choice;
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
+use fslens::engine::BackendKind;
 use fslens::engine::cpu::CpuBackend;
 use fslens::engine::{Backend, Noise, Weights};
 use fslens::experiment::score::{Method, ScoreRequest, score};
 use fslens::operators::{self, Operator};
+use fslens::plan::{EngineChoice, Overrides, RunPlan};
 use fslens::samplers::likelihood::{Context, Likelihood, posterior_score, residuals};
 use fslens::samplers::solve::CgOptions;
-use fslens::samplers::{self, Problem, SamplerOptions, Settings};
+use fslens::samplers::{self, Problem, SamplerKind, SamplerOptions, Settings};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -337,13 +340,15 @@ fn score_command_matches_float64_design_formulas_on_cpu() {
             atoms: dir.join("A.npy"),
             x: dir.join("x.npy"),
             t,
-            method: method.parse::<Method>().unwrap(),
+            method: Method::parse(method).unwrap(),
             y: Some(dir.join("y.npy")),
             operator: Some(format!("matrix:{}", dir.join("M.npy").display())),
             sigma: Some(sigma),
             shape: None,
-            backend: "cpu".into(),
-            storage: "auto".into(),
+            engine: EngineChoice {
+                backend: BackendKind::Cpu,
+                ..Default::default()
+            },
             schedule: Schedule::default(),
             options: SamplerOptions::default(),
         };
@@ -387,8 +392,9 @@ fn scores_match_float64_design_formulas_on_gpu() {
             y,
             sigma,
         };
-        let mut lik = samplers::likelihood_by_name(method, &SamplerOptions::default())
+        let mut lik = SamplerKind::parse(method)
             .unwrap()
+            .likelihood(&SamplerOptions::default())
             .unwrap();
         posterior_score(lik.as_mut(), &ctx, x, schedule.noise(t)).unwrap()
     });
@@ -533,7 +539,6 @@ fn zeta_dps_is_sigma_dps_rescaled_by_two_zeta_over_the_residual() {
         .unwrap();
     let zeta = 0.37;
     let zeta_dps = samplers::zeta_dps::ZetaDps::new(zeta)
-        .unwrap()
         .likelihood_score(&ctx, &x, &means, noise)
         .unwrap();
     let r = residuals(&ctx, &means);
@@ -546,8 +551,14 @@ fn zeta_dps_is_sigma_dps_rescaled_by_two_zeta_over_the_residual() {
         let e = rel(&zeta_dps[b * d..(b + 1) * d], &want);
         assert!(e < 1e-12, "row {b}: {e}");
     }
-    assert!(samplers::zeta_dps::ZetaDps::new(0.0).is_err());
-    assert!(samplers::zeta_dps::ZetaDps::new(f64::NAN).is_err());
+    // ζ is checked once, with the sampler options (the run plan and `score` call it).
+    let options = |zeta| SamplerOptions {
+        zeta,
+        ..Default::default()
+    };
+    let key = |k: &str| format!("sampling.{k}");
+    assert!(options(0.0).validate(&key).is_err());
+    assert!(options(f64::NAN).validate(&key).is_err());
 }
 
 #[test]
@@ -684,8 +695,9 @@ fn pigdm_diagonal_fast_path_matches_the_dense_formula() {
             sigma: 0.05,
         };
         for method in ["pigdm", "tmpd"] {
-            let mut lik = samplers::likelihood_by_name(method, &SamplerOptions::default())
+            let mut lik = SamplerKind::parse(method)
                 .unwrap()
+                .likelihood(&SamplerOptions::default())
                 .unwrap();
             let got = posterior_score(lik.as_mut(), &ctx, &x, noise).unwrap();
             if method == "pigdm" {
@@ -755,7 +767,7 @@ fn run_sampler(name: &str, op: &dyn Operator, data: &Small) -> fslens::Result<sa
         integrator: Default::default(),
         dps_update: false,
     };
-    let sampler = samplers::by_name(name)?;
+    let sampler = SamplerKind::parse(name)?.build(&SamplerOptions::default());
     assert_eq!(sampler.name(), name);
     sampler.sample(&problem, &settings, &mut |_| {})
 }
@@ -767,7 +779,7 @@ fn every_sampler_runs_end_to_end_with_finite_samples() {
     let boxed = operators::box_inpainting(shape, 1, 1, 2, 2).unwrap();
     let projection = operators::gaussian_projection(shape, 6, 0).unwrap();
     for op in [&boxed as &dyn Operator, &projection] {
-        for name in samplers::NAMES {
+        for &(name, _) in SamplerKind::NAMES {
             let run = run_sampler(name, op, &data).unwrap();
             assert_eq!(run.samples.len(), 12 * data.d);
             assert!(
@@ -776,15 +788,15 @@ fn every_sampler_runs_end_to_end_with_finite_samples() {
                 op.spec()
             );
             assert_eq!(run.snapshots.len(), 2, "{name}");
-            if matches!(*name, "sigma-dps" | "zeta-dps" | "pigdm") {
+            if matches!(name, "sigma-dps" | "zeta-dps" | "pigdm") {
                 assert_eq!(run.passes_per_step, 2.0, "{name} on {}", op.spec());
             }
-            if *name == "tmpd" {
+            if name == "tmpd" {
                 // Prior pass, C·g pass, and at least one CG or dense pass.
                 assert!(run.passes_per_step >= 3.0, "{name} on {}", op.spec());
                 assert!(run.warnings.is_empty(), "{:?}", run.warnings);
             }
-            if *name == "pigdm" && op.spec().starts_with("projection") {
+            if name == "pigdm" && op.spec().starts_with("projection") {
                 let keys: Vec<&str> = run.diagnostics.iter().map(|(k, _)| k.as_str()).collect();
                 assert!(keys.contains(&"cg_iterations_mean"), "{keys:?}");
                 let nc = run
@@ -821,7 +833,7 @@ fn pigdm_and_tmpd_refuse_nonlinear_operators_before_any_work() {
             "{text}"
         );
         assert!(
-            samplers::by_name(name)
+            SamplerKind::parse(name)
                 .unwrap()
                 .check_operator(&saturation)
                 .is_err()
@@ -841,13 +853,15 @@ fn pigdm_and_tmpd_refuse_nonlinear_operators_before_any_work() {
         atoms: dir.join("A.npy"),
         x: dir.join("x.npy"),
         t: 0.5,
-        method: Method::Tmpd,
+        method: Method::Posterior(SamplerKind::Tmpd),
         y: Some(dir.join("y.npy")),
         operator: Some("saturation:gain=2".into()),
         sigma: Some(0.1),
         shape: None,
-        backend: "cpu".into(),
-        storage: "auto".into(),
+        engine: EngineChoice {
+            backend: BackendKind::Cpu,
+            ..Default::default()
+        },
         schedule: Schedule::default(),
         options: SamplerOptions::default(),
     };
@@ -965,13 +979,16 @@ fn all_samplers_config_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets/configs/fashion-mnist-all-samplers.toml");
     let cfg = fslens::config::RunConfig::load(&path).unwrap();
-    assert_eq!(cfg.sampling.samplers, samplers::NAMES);
+    assert_eq!(
+        cfg.sampling.samplers,
+        SamplerKind::all().collect::<Vec<_>>()
+    );
     assert_eq!(cfg.sampling.zeta, 1.0);
     assert_eq!(cfg.sampling.steps, 500);
     let mut bad = cfg.clone();
     bad.sampling.zeta = -1.0;
     assert!(
-        bad.validate()
+        RunPlan::new(bad, Path::new("."), Overrides::default())
             .unwrap_err()
             .to_string()
             .contains("sampling.zeta")
@@ -979,7 +996,7 @@ fn all_samplers_config_parses() {
     let mut bad = cfg;
     bad.sampling.cg_max_iterations = 0;
     assert!(
-        bad.validate()
+        RunPlan::new(bad, Path::new("."), Overrides::default())
             .unwrap_err()
             .to_string()
             .contains("sampling.cg_max_iterations")
@@ -1044,8 +1061,9 @@ fn step_timing_on_fashion_mnist() {
             sigma,
         };
         for method in METHODS {
-            let mut lik = samplers::likelihood_by_name(method, &SamplerOptions::default())
+            let mut lik = SamplerKind::parse(method)
                 .unwrap()
+                .likelihood(&SamplerOptions::default())
                 .unwrap();
             let s = time(&mut || {
                 posterior_score(lik.as_mut(), &ctx, &x, noise).unwrap();

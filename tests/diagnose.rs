@@ -144,8 +144,9 @@ fn exact_samples_score_as_exact_and_prior_samples_do_not() {
     assert_eq!(m["off_support_rate"].as_f64().unwrap(), 0.0, "{m}");
 
     // Prior-only samples: uniformly random atoms, as uint8 (K, H, W, C).
-    let cfg = fslens::config::RunConfig::load(&dir.join("cfg.toml")).unwrap();
-    let setup = fslens::experiment::setup(&cfg, &dir, &mut fslens::experiment::Silent).unwrap();
+    let plan = fslens::plan::RunPlan::load(&dir.join("cfg.toml"), Default::default()).unwrap();
+    let setup =
+        fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
     let prior: Vec<u8> = (0..1024)
         .flat_map(|_| {

@@ -10,7 +10,7 @@
 use fslens::diffusion::Schedule;
 use fslens::diffusion::integrate::Integrator;
 use fslens::engine::{Backend, Weights};
-use fslens::samplers::{self, Settings};
+use fslens::samplers::{self, SamplerKind, SamplerOptions, Settings};
 mod common;
 
 use common::{Fixture, clustered_atoms};
@@ -47,8 +47,8 @@ fn check(integrator: Integrator, steps: usize) {
         integrator,
         dps_update: false,
     };
-    let run = samplers::by_name("fsr")
-        .unwrap()
+    let run = SamplerKind::Fsr
+        .build(&SamplerOptions::default())
         .sample(&problem, &settings, &mut |_| {})
         .unwrap();
     // fsr makes one pass per score evaluation: two a step for the Heun ODE.
@@ -209,8 +209,8 @@ fn exact_sampler_follows_the_integrator_levels() {
             integrator,
             dps_update: false,
         };
-        let run = samplers::by_name("exact")
-            .unwrap()
+        let run = SamplerKind::Exact
+            .build(&SamplerOptions::default())
             .sample(&problem, &settings, &mut |_| {})
             .unwrap();
         let (levels, last) = settings.recorded_levels(&problem.schedule);
@@ -280,7 +280,7 @@ fn dps_update_is_the_gradient_of_the_residual_norm() {
         y: &y,
         sigma,
     };
-    let mut lik = fslens::samplers::zeta_dps::ZetaDps::new(zeta).unwrap();
+    let mut lik = fslens::samplers::zeta_dps::ZetaDps::new(zeta);
     for t in [0.05, 0.2] {
         let noise = Schedule::default().noise(t);
         let (s, v) = (noise.s, noise.v);
@@ -338,7 +338,7 @@ fn zeta_dps_runs_the_paper_update_on_ddpm() {
     let mut problem = fx.problem();
     problem.y = &y;
     problem.sigma = 0.2;
-    let sampler = samplers::by_name("zeta-dps").unwrap();
+    let sampler = SamplerKind::ZetaDps.build(&SamplerOptions::default());
     let mut settings = Settings {
         particles: 64,
         steps: 100,

@@ -178,7 +178,11 @@ clusters = 4
 #[test]
 fn demo_config_is_valid_and_embedded() {
     let cfg = fslens::config::RunConfig::demo();
-    assert_eq!(cfg.sampling.samplers, vec!["exact", "fsr"]);
+    use fslens::samplers::SamplerKind;
+    assert_eq!(
+        cfg.sampling.samplers,
+        vec![SamplerKind::Exact, SamplerKind::Fsr]
+    );
     // The file in assets/ is the one compiled in.
     let on_disk = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -200,7 +204,8 @@ fn demo_config_is_valid_and_embedded() {
             assert!(sweep.len() > 1, "{}", p.display());
             continue;
         }
-        fslens::config::RunConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        fslens::plan::RunPlan::load(&p, Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use fslens::diffusion::Schedule;
 use fslens::engine::{Backend, Weights, cpu::CpuBackend};
-use fslens::samplers::{self, Settings};
+use fslens::samplers::{SamplerKind, SamplerOptions, Settings};
 mod common;
 
 use common::{Fixture, clustered_atoms};
@@ -89,8 +89,8 @@ fn exact_sampler_class_frequencies_match_omega() {
         integrator: Default::default(),
         dps_update: false,
     };
-    let run = samplers::by_name("exact")
-        .unwrap()
+    let run = SamplerKind::Exact
+        .build(&SamplerOptions::default())
         .sample(&fx.problem(), &settings, &mut |_| {})
         .unwrap();
     assert_eq!(run.samples.len(), k * d);
@@ -123,8 +123,8 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
         integrator: Default::default(),
         dps_update: false,
     };
-    let run = samplers::by_name("fsr")
-        .unwrap()
+    let run = SamplerKind::Fsr
+        .build(&SamplerOptions::default())
         .sample(&fx.problem(), &settings, &mut |_| {})
         .unwrap();
     let (want, got) = (fx.exact_classes(), fx.sample_classes(&run.samples));

@@ -1,18 +1,24 @@
-//! The `fslens` command line: clap subcommands over the library. Nothing imports this module.
+//! The `fslens` command line: clap subcommands over the library. It lives with the binary;
+//! the library never sees clap. Every subcommand that builds an engine takes the same
+//! flattened [`EngineArgs`].
 
+mod bench;
 mod progress;
 mod sweep;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use crate::Result;
-use crate::config::RunConfig;
-use crate::data::ImageShape;
-use crate::diffusion::Schedule;
-use crate::experiment::score::{Method, ScoreRequest};
+use fslens::Result;
+use fslens::data::ImageShape;
+use fslens::diffusion::Schedule;
+use fslens::engine::{BackendKind, StorageChoice};
+use fslens::experiment::diagnose::{DiagnoseRequest, PixelConvention};
+use fslens::experiment::score::{Method, ScoreRequest};
+use fslens::experiment::summary::Summary;
+use fslens::plan::{EngineChoice, Overrides, RunPlan};
 use progress::Reporter;
 
 const ABOUT: &str = "Shows when, why and how diffusion posterior samplers fail, against the exact \
@@ -45,6 +51,175 @@ struct Cli {
     command: Command,
 }
 
+/// The engine every subcommand that computes builds: the same flags, the same defaults.
+#[derive(Args, Debug, Clone, Copy, Default)]
+struct EngineArgs {
+    /// auto | cpu | gpu (default: the config's `backend`, else auto: the GPU when a hardware
+    /// adapter exists).
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+    /// GPU atom storage: auto (u8 for 8-bit data, else f32) | f32 | u8 | f16 (default: the
+    /// config's `storage`, else auto).
+    #[arg(long, value_parser = parse_storage)]
+    storage: Option<StorageChoice>,
+    /// CPU worker threads (default: all cores, or RAYON_NUM_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_backend(text: &str) -> Result<BackendKind> {
+    <BackendKind as fslens::choices::Choice>::parse_for(text, "--backend")
+}
+
+fn parse_storage(text: &str) -> Result<StorageChoice> {
+    <StorageChoice as fslens::choices::Choice>::parse_for(text, "--storage")
+}
+
+impl EngineArgs {
+    /// The choices that replace a config's.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            backend: self.backend,
+            storage: self.storage,
+        }
+    }
+
+    /// The engine of a command without a config: the flags, else auto.
+    fn choice(&self) -> EngineChoice {
+        EngineChoice {
+            backend: self.backend.unwrap_or_default(),
+            storage: self.storage.unwrap_or_default(),
+        }
+    }
+
+    /// Sizes the CPU thread pool before any work (rayon's global pool is built once).
+    fn apply_threads(&self) -> Result<()> {
+        let Some(n) = self.threads else {
+            return Ok(());
+        };
+        if n == 0 {
+            return Err(fslens::Error::config("--threads", "must be at least 1"));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| fslens::Error::config("--threads", e.to_string()))
+    }
+}
+
+/// A run config and where the run's folder goes.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The run config (TOML). Relative paths inside it are resolved against its folder.
+    config: PathBuf,
+    /// Output folder (replaced if it exists); default: runs/<config name> (compare:
+    /// runs/<config name>-compare).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+struct ScoreArgs {
+    /// Atoms, shape (N, D), float32 or float64 (uint8 is read as its values).
+    #[arg(long)]
+    atoms: PathBuf,
+    /// Particles, shape (B, D) or (D,).
+    #[arg(long)]
+    x: PathBuf,
+    /// Diffusion time t in (0, 1].
+    #[arg(long)]
+    t: f64,
+    /// fsr (exact posterior score), prior, or an approximate sampler's score: sigma-dps,
+    /// zeta-dps, pigdm, tmpd (prior score + its likelihood score, design §4).
+    #[arg(long, default_value = "fsr")]
+    method: Method,
+    /// ζ of zeta-dps.
+    #[arg(long, default_value_t = 1.0)]
+    zeta: f64,
+    /// Relative residual at which pigdm/tmpd conjugate gradients stop.
+    #[arg(long, default_value_t = 1e-6)]
+    cg_tolerance: f64,
+    /// Iteration cap of pigdm/tmpd conjugate gradients.
+    #[arg(long, default_value_t = 100)]
+    cg_max_iterations: usize,
+    /// Measurement y, shape (m,). Needed by every method but prior.
+    #[arg(long)]
+    y: Option<PathBuf>,
+    /// Operator spec (e.g. matrix:M.npy). Needed by every method but prior.
+    #[arg(long)]
+    operator: Option<String>,
+    /// Measurement noise standard deviation σ > 0. Needed by every method but prior.
+    #[arg(long)]
+    sigma: Option<f64>,
+    /// Where to write the (B, D) float32 score.
+    #[arg(long)]
+    out: PathBuf,
+    /// Image shape HxWxC of a row, for operators that need one (default: square, else 1xD).
+    #[arg(long)]
+    shape: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[arg(long, default_value_t = 0.01)]
+    beta_min: f64,
+    #[arg(long, default_value_t = 20.0)]
+    beta_max: f64,
+}
+
+#[derive(Args, Debug)]
+struct DiagnoseArgs {
+    /// The samples: a .npy of shape (K, D), (K, H, W, C) or (K, H, W) (float32, float64 or
+    /// uint8; HWC order), or a folder of PNG/JPEG images of the config's size.
+    #[arg(long)]
+    samples: PathBuf,
+    /// The run config whose posterior the samples target (its [sampling] samplers are not
+    /// run).
+    #[arg(long)]
+    config: PathBuf,
+    /// Pixel convention of the samples: minus-one-to-one, zero-to-one or 0-255. Default:
+    /// minus-one-to-one for float .npy, 0-255 for uint8 .npy and images.
+    #[arg(long)]
+    pixels: Option<PixelConvention>,
+    /// Output folder (replaced if it exists); default: runs/diagnose-<config name>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The name the samples are listed under (samples_<label>.npy, grid_<label>.png).
+    #[arg(long, default_value = "external")]
+    label: String,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+struct SweepArgs {
+    /// The sweep file (TOML): `base = "run.toml"` or a [base] table, and [axes].
+    config: PathBuf,
+    /// Output folder (shared by all shards); default: runs/<sweep file name>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run only shard i of n (0-based), e.g. --shard "$SLURM_ARRAY_TASK_ID/4".
+    #[arg(long)]
+    shard: Option<String>,
+    /// The engine of every job (backend and storage are part of the job ids).
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Print a Slurm batch script that runs the sweep as an array of N tasks (one shard
+    /// each, then a merge) and exit: `fslens sweep S.toml --out O --print-sbatch 4 | sbatch`.
+    #[arg(long, value_name = "N")]
+    print_sbatch: Option<usize>,
+    /// Extra #SBATCH lines for --print-sbatch, e.g. --sbatch-arg=--time=02:00:00.
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// Folder of the atom cache (loaded data sets and measured atoms, checksummed) shared
+    /// by the jobs; default OUT/cache.
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Load and measure the atoms afresh in every job.
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the embedded default: a built-in synthetic data set, a x4 super-resolution measurement
@@ -53,156 +228,31 @@ enum Command {
         /// Output folder (replaced if it exists).
         #[arg(long, default_value = "fslens-demo")]
         out: PathBuf,
-        /// auto | cpu | gpu (overrides the embedded config).
-        #[arg(long)]
-        backend: Option<String>,
-        /// GPU atom storage: auto (u8 for 8-bit data, else f32) | f32 | u8 | f16.
-        #[arg(long)]
-        storage: Option<String>,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Run a TOML run config (see assets/configs/ and the README's config reference).
     #[command(after_help = operator_help())]
-    Run {
-        /// The run config (TOML). Relative paths inside it are resolved against its folder.
-        config: PathBuf,
-        /// Output folder (replaced if it exists); default: runs/<config name>.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// auto | cpu | gpu (overrides the config's `backend`).
-        #[arg(long)]
-        backend: Option<String>,
-        /// GPU atom storage: auto (u8 for 8-bit data, else f32) | f32 | u8 | f16 (overrides the
-        /// config's `storage`).
-        #[arg(long)]
-        storage: Option<String>,
-    },
+    Run(RunArgs),
     /// Run the exact sampler and every approximate sampler that applies (exact, fsr, sigma-dps,
     /// zeta-dps, and pigdm/tmpd when the operator is linear) on the config's measurement, the
     /// same y and seed, whatever its `sampling.samplers` says; write one report.html and
     /// metrics.json. Skipped samplers are named, with the reason, on stderr and in the report.
     #[command(after_help = operator_help())]
-    Compare {
-        /// The run config (TOML). Relative paths inside it are resolved against its folder.
-        config: PathBuf,
-        /// Output folder (replaced if it exists); default: runs/<config name>-compare.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// auto | cpu | gpu (overrides the config's `backend`).
-        #[arg(long)]
-        backend: Option<String>,
-        /// GPU atom storage: auto | f32 | u8 | f16 (overrides the config's `storage`).
-        #[arg(long)]
-        storage: Option<String>,
-    },
+    Compare(RunArgs),
     /// Compute the score of particles x at time t, from .npy files: exact posterior (fsr), prior,
     /// or an approximate sampler's (sigma-dps, zeta-dps, pigdm, tmpd).
     #[command(after_help = operator_help())]
-    Score {
-        /// Atoms, shape (N, D), float32 or float64 (uint8 is read as its values).
-        #[arg(long)]
-        atoms: PathBuf,
-        /// Particles, shape (B, D) or (D,).
-        #[arg(long)]
-        x: PathBuf,
-        /// Diffusion time t in (0, 1].
-        #[arg(long)]
-        t: f64,
-        /// fsr (exact posterior score), prior, or an approximate sampler's score: sigma-dps,
-        /// zeta-dps, pigdm, tmpd (prior score + its likelihood score, design §4).
-        #[arg(long, default_value = "fsr")]
-        method: String,
-        /// ζ of zeta-dps.
-        #[arg(long, default_value_t = 1.0)]
-        zeta: f64,
-        /// Relative residual at which pigdm/tmpd conjugate gradients stop.
-        #[arg(long, default_value_t = 1e-6)]
-        cg_tolerance: f64,
-        /// Iteration cap of pigdm/tmpd conjugate gradients.
-        #[arg(long, default_value_t = 100)]
-        cg_max_iterations: usize,
-        /// Measurement y, shape (m,). Needed by every method but prior.
-        #[arg(long)]
-        y: Option<PathBuf>,
-        /// Operator spec (e.g. matrix:M.npy). Needed by every method but prior.
-        #[arg(long)]
-        operator: Option<String>,
-        /// Measurement noise standard deviation σ > 0. Needed by every method but prior.
-        #[arg(long)]
-        sigma: Option<f64>,
-        /// Where to write the (B, D) float32 score.
-        #[arg(long)]
-        out: PathBuf,
-        /// Image shape HxWxC of a row, for operators that need one (default: square, else 1xD).
-        #[arg(long)]
-        shape: Option<String>,
-        /// auto | cpu | gpu.
-        #[arg(long, default_value = "auto")]
-        backend: String,
-        /// GPU atom storage: auto (u8 when the atoms are 8-bit values, else f32) | f32 | u8 | f16.
-        #[arg(long, default_value = "auto")]
-        storage: String,
-        #[arg(long, default_value_t = 0.01)]
-        beta_min: f64,
-        #[arg(long, default_value_t = 20.0)]
-        beta_max: f64,
-    },
+    Score(ScoreArgs),
     /// Score samples made by another program (e.g. a neural DPS run in PyTorch) against the
     /// exact posterior of a config's measurement (same atoms, truth, operator and y as `fslens
     /// run` of that config), with the metrics of a run at t = 0, beside fresh exact draws.
     #[command(after_help = DIAGNOSE_HELP)]
-    Diagnose {
-        /// The samples: a .npy of shape (K, D), (K, H, W, C) or (K, H, W) (float32, float64 or
-        /// uint8; HWC order), or a folder of PNG/JPEG images of the config's size.
-        #[arg(long)]
-        samples: PathBuf,
-        /// The run config whose posterior the samples target (its [sampling] samplers are not
-        /// run).
-        #[arg(long)]
-        config: PathBuf,
-        /// Pixel convention of the samples: minus-one-to-one, zero-to-one or 0-255. Default:
-        /// minus-one-to-one for float .npy, 0-255 for uint8 .npy and images.
-        #[arg(long)]
-        pixels: Option<String>,
-        /// Output folder (replaced if it exists); default: runs/diagnose-<config name>.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The name the samples are listed under (samples_<label>.npy, grid_<label>.png).
-        #[arg(long, default_value = "external")]
-        label: String,
-        /// auto | cpu | gpu (overrides the config's `backend`).
-        #[arg(long)]
-        backend: Option<String>,
-    },
+    Diagnose(DiagnoseArgs),
     /// Run a sweep: a base run config and axes to vary (README: "Sweeps"). Each job writes
     /// OUT/jobs/<id>/ atomically; a rerun skips complete jobs and retries failed ones. The exit
     /// status is nonzero when a job failed (its error is in OUT/failed/<id>/error.txt).
-    Sweep {
-        /// The sweep file (TOML): `base = "run.toml"` or a [base] table, and [axes].
-        config: PathBuf,
-        /// Output folder (shared by all shards); default: runs/<sweep file name>.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Run only shard i of n (0-based), e.g. --shard "$SLURM_ARRAY_TASK_ID/4".
-        #[arg(long)]
-        shard: Option<String>,
-        /// auto | cpu | gpu for every job (part of the job ids).
-        #[arg(long)]
-        backend: Option<String>,
-        /// Print a Slurm batch script that runs the sweep as an array of N tasks (one shard
-        /// each, then a merge) and exit: `fslens sweep S.toml --out O --print-sbatch 4 | sbatch`.
-        #[arg(long, value_name = "N")]
-        print_sbatch: Option<usize>,
-        /// Extra #SBATCH lines for --print-sbatch, e.g. --sbatch-arg=--time=02:00:00.
-        #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
-        sbatch_args: Vec<String>,
-        /// Folder of the atom cache (loaded data sets and measured atoms, checksummed) shared
-        /// by the jobs; default OUT/cache.
-        #[arg(long, value_name = "DIR")]
-        cache: Option<PathBuf>,
-        /// Load and measure the atoms afresh in every job.
-        #[arg(long, conflicts_with = "cache")]
-        no_cache: bool,
-    },
+    Sweep(SweepArgs),
     /// Merge the finished jobs of sweep output folders (e.g. shards) into results.csv,
     /// results.jsonl and report.html (every metric against every swept axis).
     Merge {
@@ -218,59 +268,7 @@ enum Command {
     /// Time one fsr step (a posterior pass over N atoms) at several batch sizes, as GFLOP/s
     /// (4·B·N·D per step), as a fraction of this machine's SGEMM peak measured in the same run,
     /// and beside the numpy baseline benches/fsr_step_numpy.py when python3 has numpy.
-    Bench {
-        /// Batch sizes B, comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [16usize, 256])]
-        batch: Vec<usize>,
-        /// Diffusion times t, comma-separated (1e-3 exercises the precision path).
-        #[arg(long, value_delimiter = ',', default_values_t = [0.3f64, 1e-3])]
-        t: Vec<f64>,
-        /// Number of atoms N (the first N Fashion-MNIST training images, or random 8-bit data).
-        #[arg(long, default_value_t = 60000)]
-        atoms: usize,
-        /// Dimension D of random atoms (Fashion-MNIST has 784).
-        #[arg(long, default_value_t = 784)]
-        dim: usize,
-        /// Fashion-MNIST folder (default: /usr/share/datasets/fashion-mnist when present).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Use seeded random atoms even when Fashion-MNIST is installed.
-        #[arg(long)]
-        random: bool,
-        /// Skip the numpy baseline.
-        #[arg(long)]
-        no_baseline: bool,
-        /// Also time a σ-DPS step (prior pass + covariance pass) and its ratio to the fsr step.
-        #[arg(long)]
-        dps: bool,
-        /// Timed repeats per case (the best is reported).
-        #[arg(long, default_value_t = 5)]
-        repeats: usize,
-        /// Worker threads (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// cpu or gpu (the best adapter; FSLENS_ADAPTER=substring picks one by name).
-        #[arg(long, default_value = "cpu")]
-        backend: String,
-        /// Atom storage on the GPU: f32, u8 (exact for 8-bit data) or f16.
-        #[arg(long, default_value = "f32")]
-        storage: String,
-        /// GPU: dimensions the distances kernel stages through workgroup memory per step, a
-        /// multiple of 16 (default 16)
-        #[arg(long)]
-        tile_dims: Option<usize>,
-        /// GPU: rows per tile of the GEMM-shaped kernels, 16 or 64 (default: 16 for at most 16
-        /// rows, else 64)
-        #[arg(long)]
-        tile_rows: Option<usize>,
-        /// GPU: rows per thread of the weighted-sums kernel's register block, 4 or 8 (default 4)
-        #[arg(long)]
-        sums_block_rows: Option<usize>,
-        /// GPU: workgroups to aim for in the weighted-sums dispatch, which sets how many splits
-        /// the atoms are cut into (default 1024; 16 on a software adapter)
-        #[arg(long)]
-        workgroups: Option<usize>,
-    },
+    Bench(bench::BenchArgs),
 }
 
 const DIAGNOSE_HELP: &str = "Exporting samples from PyTorch (x: a (K, C, H, W) tensor in [-1, 1]):
@@ -282,7 +280,7 @@ Values may overshoot the declared range by its width (unclipped samplers do, e.g
 for [-1, 1]); beyond that the samples are taken to be in another convention and rejected.";
 
 fn operator_help() -> String {
-    format!("Operator specs:\n{}", crate::operators::SPEC_HELP)
+    format!("Operator specs:\n{}", fslens::operators::SPEC_HELP)
 }
 
 /// Entry point of the binary.
@@ -305,286 +303,106 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Command::Demo {
-            out,
-            backend,
-            storage,
-        } => {
-            let mut cfg = RunConfig::demo();
-            if let Some(st) = storage {
-                cfg.storage = st.clone();
-            }
-            run_config(
-                cli,
-                &cfg,
-                std::path::Path::new("."),
-                out,
-                backend.as_deref(),
-            )
+        Command::Demo { out, engine } => {
+            engine.apply_threads()?;
+            let plan = RunPlan::demo(engine.overrides())?;
+            run_plan(cli, &plan, out)
         }
-        Command::Run {
-            config,
-            out,
-            backend,
-            storage,
-        } => {
-            let (cfg, base) = load_config(config, storage.as_deref())?;
-            let out = out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
-            });
-            run_config(cli, &cfg, &base, &out, backend.as_deref())
+        Command::Run(args) => {
+            args.engine.apply_threads()?;
+            let plan = RunPlan::load(&args.config, args.engine.overrides())?;
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| default_out(&args.config, "", ""));
+            run_plan(cli, &plan, &out)
         }
-        Command::Compare {
-            config,
-            out,
-            backend,
-            storage,
-        } => {
-            let (cfg, base) = load_config(config, storage.as_deref())?;
-            let out = out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(format!(
-                    "{}-compare",
-                    config.file_stem().unwrap_or_default().to_string_lossy()
-                ))
-            });
-            let mut reporter = Reporter::new(cli.quiet, cli.json);
-            let result =
-                crate::experiment::compare(&cfg, &base, &out, backend.as_deref(), &mut reporter);
-            finish_run(cli, reporter, result)
+        Command::Compare(args) => {
+            args.engine.apply_threads()?;
+            let plan =
+                RunPlan::load(&args.config, args.engine.overrides())?.every_applicable_sampler();
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| default_out(&args.config, "", "-compare"));
+            run_plan(cli, &plan, &out)
         }
-        Command::Score {
-            atoms,
-            x,
-            t,
-            method,
-            zeta,
-            cg_tolerance,
-            cg_max_iterations,
-            y,
-            operator,
-            sigma,
-            out,
-            shape,
-            backend,
-            storage,
-            beta_min,
-            beta_max,
-        } => {
-            let req = ScoreRequest {
-                atoms: atoms.clone(),
-                x: x.clone(),
-                t: *t,
-                method: method.parse::<Method>()?,
-                y: y.clone(),
-                operator: operator.clone(),
-                sigma: *sigma,
-                shape: shape.as_deref().map(parse_shape).transpose()?,
-                backend: backend.clone(),
-                storage: storage.clone(),
-                options: crate::samplers::SamplerOptions {
-                    zeta: *zeta,
-                    cg: crate::samplers::solve::CgOptions {
-                        tolerance: *cg_tolerance,
-                        max_iterations: *cg_max_iterations,
-                    },
-                },
-                schedule: Schedule::new(*beta_min, *beta_max).map_err(|e| match e {
-                    crate::Error::Config { key, problem } => {
-                        crate::Error::config(format!("--{}", key.replace('_', "-")), problem)
-                    }
-                    other => other,
-                })?,
-            };
-            let (b, d, s) = crate::experiment::score::score(&req)?;
-            crate::arrays::write_npy_f32(out, &[b, d], &s)?;
-            if cli.json {
-                println!("{}", serde_json::json!({"out": out, "rows": b, "dim": d}));
-            } else if !cli.quiet {
-                eprintln!("wrote {} ({b} x {d} float32)", out.display());
-            }
-            Ok(())
+        Command::Score(args) => score(cli, args),
+        Command::Diagnose(args) => diagnose(cli, args),
+        Command::Sweep(args) => {
+            args.engine.apply_threads()?;
+            sweep::sweep(args, cli.quiet, cli.json)
         }
-        Command::Diagnose {
-            samples,
-            config,
-            pixels,
-            out,
-            label,
-            backend,
-        } => {
-            let cfg = RunConfig::load(config)?;
-            let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-            let out = out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(format!(
-                    "diagnose-{}",
-                    config.file_stem().unwrap_or_default().to_string_lossy()
-                ))
-            });
-            let req = crate::experiment::diagnose::DiagnoseRequest {
-                samples: samples.clone(),
-                pixels: pixels
-                    .as_deref()
-                    .map(str::parse::<crate::experiment::diagnose::PixelConvention>)
-                    .transpose()?,
-                label: label.clone(),
-                out,
-                backend: backend.clone(),
-            };
-            let mut reporter = Reporter::new(cli.quiet, cli.json);
-            let (path, summary) =
-                crate::experiment::diagnose::diagnose(&cfg, &base, &req, &mut reporter)?;
-            reporter.finish();
-            report_done(cli, &path, &summary, "at t = 0");
-            Ok(())
-        }
-        Command::Sweep {
-            config,
-            out,
-            shard,
-            backend,
-            print_sbatch,
-            sbatch_args,
-            cache,
-            no_cache,
-        } => sweep::sweep(
-            &sweep::SweepArgs {
-                file: config,
-                out: out.as_deref(),
-                shard: shard.as_deref(),
-                backend: backend.as_deref(),
-                print_sbatch: *print_sbatch,
-                sbatch_args,
-                cache: cache.as_deref(),
-                no_cache: *no_cache,
-            },
-            cli.quiet,
-            cli.json,
-        ),
         Command::Merge { dirs, out } => sweep::merge(dirs, out.as_deref(), cli.quiet, cli.json),
         Command::Info => {
             print_info(cli);
             Ok(())
         }
-        Command::Bench {
-            batch,
-            t,
-            atoms,
-            dim,
-            data,
-            random,
-            no_baseline,
-            dps,
-            repeats,
-            threads,
-            backend,
-            storage,
-            tile_dims,
-            tile_rows,
-            sums_block_rows,
-            workgroups,
-        } => {
-            for &ti in t {
-                crate::diffusion::check_time("--t", ti)?;
-            }
-            let mut opts = crate::bench::BenchOptions {
-                batches: batch.clone(),
-                times: t.clone(),
-                atoms: *atoms,
-                dim: *dim,
-                baseline: !no_baseline,
-                dps: *dps,
-                repeats: (*repeats).max(1),
-                threads: *threads,
-                backend: backend.clone(),
-                storage: storage.parse()?,
-                tile_dims: *tile_dims,
-                tile_rows: *tile_rows,
-                sums_block_rows: *sums_block_rows,
-                workgroups: *workgroups,
-                ..Default::default()
-            };
-            if *random {
-                opts.data = None;
-            } else if let Some(dir) = data {
-                opts.data = Some(dir.clone());
-            }
-            if !cli.json && !cli.quiet {
-                eprintln!(
-                    "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10} {:>10} {:>8} {:>8} {:>7} {:>10} {:>10}",
-                    "kernel",
-                    "t",
-                    "B",
-                    "N",
-                    "D",
-                    "s/step",
-                    "device s",
-                    "GFLOP/s",
-                    "peak",
-                    "frac",
-                    "numpy s",
-                    "speedup"
-                );
-            }
-            crate::bench::run(&opts, &mut |r| {
-                if cli.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string(r).expect("bench records serialise")
-                    );
-                } else if !cli.quiet {
-                    let (base, speedup) = match (r.baseline_seconds_per_step, r.ratio_to_fsr) {
-                        (Some(b), _) => {
-                            (format!("{b:.4}"), format!("{:.2}x", b / r.seconds_per_step))
-                        }
-                        (None, Some(q)) => ("-".into(), format!("{q:.2}x fsr")),
-                        (None, None) => ("-".into(), "-".into()),
-                    };
-                    // Unknown peaks (a GPU without a data-sheet entry) print as "-".
-                    let peak = r.peak_gflops.map_or("-".into(), |p| format!("{p:.1}"));
-                    let frac = r.fraction_of_peak.map_or("-".into(), |f| format!("{f:.2}"));
-                    // GPU timestamps: the passes' own time on the device.
-                    let device = r
-                        .device_seconds_per_step
-                        .map_or("-".into(), |s| format!("{s:.4}"));
-                    eprintln!(
-                        "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>10} {:>8.1} {:>8} {:>7} {:>10} {:>10}",
-                        r.kernel,
-                        r.t,
-                        r.b,
-                        r.n,
-                        r.d,
-                        r.seconds_per_step,
-                        device,
-                        r.gflops,
-                        peak,
-                        frac,
-                        base,
-                        speedup
-                    );
-                    if let (Some(split), Some(total)) =
-                        (&r.device_seconds_by_kernel, r.device_seconds_per_step)
-                    {
-                        let parts: Vec<String> = split
-                            .iter()
-                            .map(|(k, s)| format!("{k} {:.0} %", 100.0 * s / total))
-                            .collect();
-                        eprintln!("{:<15} device time: {}", "", parts.join(", "));
-                    }
-                }
-            })?;
-            Ok(())
-        }
+        Command::Bench(args) => bench::bench(args, cli.quiet, cli.json),
     }
 }
 
-/// A run config and the folder its relative paths start from, with `--storage` applied.
-fn load_config(path: &std::path::Path, storage: Option<&str>) -> Result<(RunConfig, PathBuf)> {
-    let mut cfg = RunConfig::load(path)?;
-    if let Some(st) = storage {
-        cfg.storage = st.to_string();
+/// runs/<prefix><config stem><suffix>.
+fn default_out(config: &Path, prefix: &str, suffix: &str) -> PathBuf {
+    PathBuf::from("runs").join(format!(
+        "{prefix}{}{suffix}",
+        config.file_stem().unwrap_or_default().to_string_lossy()
+    ))
+}
+
+/// `fslens score`: the score of particles from .npy files, written as float32 .npy.
+fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
+    args.engine.apply_threads()?;
+    let req = ScoreRequest {
+        atoms: args.atoms.clone(),
+        x: args.x.clone(),
+        t: args.t,
+        method: args.method,
+        y: args.y.clone(),
+        operator: args.operator.clone(),
+        sigma: args.sigma,
+        shape: args.shape.as_deref().map(parse_shape).transpose()?,
+        engine: args.engine.choice(),
+        options: fslens::samplers::SamplerOptions {
+            zeta: args.zeta,
+            cg: fslens::samplers::solve::CgOptions {
+                tolerance: args.cg_tolerance,
+                max_iterations: args.cg_max_iterations,
+            },
+        },
+        schedule: Schedule::new(args.beta_min, args.beta_max, ["--beta-min", "--beta-max"])?,
+    };
+    let (b, d, s) = fslens::experiment::score::score(&req)?;
+    fslens::arrays::write_npy_f32(&args.out, &[b, d], &s)?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({"out": args.out, "rows": b, "dim": d})
+        );
+    } else if !cli.quiet {
+        eprintln!("wrote {} ({b} x {d} float32)", args.out.display());
     }
-    let base = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    Ok((cfg, base))
+    Ok(())
+}
+
+/// `fslens diagnose`: external samples against the exact posterior of a config.
+fn diagnose(cli: &Cli, args: &DiagnoseArgs) -> Result<()> {
+    args.engine.apply_threads()?;
+    let plan = RunPlan::load(&args.config, args.engine.overrides())?;
+    let req = DiagnoseRequest {
+        samples: args.samples.clone(),
+        pixels: args.pixels,
+        label: args.label.clone(),
+        out: args
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out(&args.config, "diagnose-", "")),
+    };
+    let mut reporter = Reporter::new(cli.quiet, cli.json);
+    let (path, summary) = fslens::experiment::diagnose::diagnose(&plan, &req, &mut reporter)?;
+    reporter.finish();
+    report_done(cli, &path, &summary, "at t = 0");
+    Ok(())
 }
 
 /// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on every adapter
@@ -607,7 +425,7 @@ fn quiet_vulkan_loader() {
 fn parse_shape(text: &str) -> Result<ImageShape> {
     let parts: Vec<&str> = text.split(['x', 'X', ',']).collect();
     let bad = || {
-        crate::Error::config(
+        fslens::Error::config(
             "--shape",
             format!("expected HxWxC (e.g. 28x28x1), got {text:?}"),
         )
@@ -626,25 +444,10 @@ fn parse_shape(text: &str) -> Result<ImageShape> {
     Ok(ImageShape::new(v[0], v[1], v[2]))
 }
 
-fn run_config(
-    cli: &Cli,
-    cfg: &RunConfig,
-    base: &std::path::Path,
-    out: &std::path::Path,
-    backend: Option<&str>,
-) -> Result<()> {
+/// Runs a plan into `out` and prints the table of final metrics (or the JSON record).
+fn run_plan(cli: &Cli, plan: &RunPlan, out: &Path) -> Result<()> {
     let mut reporter = Reporter::new(cli.quiet, cli.json);
-    let result = crate::experiment::run(cfg, base, out, backend, &mut reporter);
-    finish_run(cli, reporter, result)
-}
-
-/// Prints a finished run's result: the JSON record, or the table of final metrics.
-fn finish_run(
-    cli: &Cli,
-    mut reporter: Reporter,
-    result: Result<(PathBuf, crate::experiment::summary::Summary)>,
-) -> Result<()> {
-    let (path, summary) = result?;
+    let (path, summary) = fslens::experiment::run(plan, out, &mut reporter)?;
     reporter.finish();
     report_done(
         cli,
@@ -656,12 +459,7 @@ fn finish_run(
 }
 
 /// The last word of `run`, `demo` and `diagnose`: a JSON record, or a table of the metrics.
-fn report_done(
-    cli: &Cli,
-    path: &std::path::Path,
-    summary: &crate::experiment::summary::Summary,
-    when: &str,
-) {
+fn report_done(cli: &Cli, path: &std::path::Path, summary: &Summary, when: &str) {
     if cli.json {
         println!(
             "{}",
@@ -694,8 +492,8 @@ fn report_done(
 
 fn print_info(cli: &Cli) {
     let threads = rayon::current_num_threads();
-    let adapters = crate::engine::gpu::list_adapters();
-    let auto = if crate::engine::auto_uses_gpu() {
+    let adapters = fslens::engine::gpu::list_adapters();
+    let auto = if fslens::engine::auto_uses_gpu() {
         "gpu"
     } else {
         "cpu"
@@ -703,7 +501,7 @@ fn print_info(cli: &Cli) {
     if cli.json {
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "backends": crate::engine::BACKENDS,
+            "backends": <BackendKind as fslens::choices::Choice>::spellings(),
             "cpu_threads": threads,
             "auto_picks": auto,
             "adapters": adapters,
@@ -715,7 +513,7 @@ fn print_info(cli: &Cli) {
     println!("fslens {}", env!("CARGO_PKG_VERSION"));
     println!(
         "backends: {} (auto picks {auto})",
-        crate::engine::BACKENDS.join(", ")
+        <BackendKind as fslens::choices::Choice>::spellings()
     );
     println!("cpu backend: {threads} threads (RAYON_NUM_THREADS changes it)");
     if adapters.is_empty() {

@@ -3,8 +3,8 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::experiment::Observer;
-use crate::samplers::Progress;
+use fslens::experiment::Observer;
+use fslens::samplers::Progress;
 
 pub struct Reporter {
     quiet: bool,

@@ -7,19 +7,10 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::sweep::{self, Job, Shard, Sweep, SweepObserver, describe_axes};
-use crate::{Error, Result};
-
-pub struct SweepArgs<'a> {
-    pub file: &'a Path,
-    pub out: Option<&'a Path>,
-    pub shard: Option<&'a str>,
-    pub backend: Option<&'a str>,
-    pub print_sbatch: Option<usize>,
-    pub sbatch_args: &'a [String],
-    pub cache: Option<&'a Path>,
-    pub no_cache: bool,
-}
+use super::SweepArgs;
+use fslens::choices::Choice;
+use fslens::sweep::{self, Job, Shard, Sweep, SweepObserver, describe_axes};
+use fslens::{Error, Result};
 
 /// The default output folder of a sweep file: runs/<file stem>.
 fn default_out(file: &Path) -> PathBuf {
@@ -27,11 +18,11 @@ fn default_out(file: &Path) -> PathBuf {
 }
 
 pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
-    let spec = Sweep::load(args.file)?;
+    let spec = Sweep::load(&args.config)?;
     let out = args
         .out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_out(args.file));
+        .clone()
+        .unwrap_or_else(|| default_out(&args.config));
     if let Some(shards) = args.print_sbatch {
         if shards == 0 {
             return Err(Error::config(
@@ -46,10 +37,16 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
         // The options of this command line that every task must repeat.
         let mut sweep_args = Vec::new();
-        if let Some(b) = args.backend {
-            sweep_args.extend(["--backend".to_string(), b.to_string()]);
+        if let Some(b) = args.engine.backend {
+            sweep_args.extend(["--backend".to_string(), b.name().to_string()]);
         }
-        if let Some(c) = args.cache {
+        if let Some(st) = args.engine.storage {
+            sweep_args.extend(["--storage".to_string(), st.name().to_string()]);
+        }
+        if let Some(n) = args.engine.threads {
+            sweep_args.extend(["--threads".to_string(), n.to_string()]);
+        }
+        if let Some(c) = &args.cache {
             sweep_args.extend(["--cache".to_string(), abs(c).display().to_string()]);
         }
         if args.no_cache {
@@ -58,11 +55,11 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         print!(
             "{}",
             sweep::sbatch_script(
-                &abs(args.file),
+                &abs(&args.config),
                 &abs(&out),
                 shards,
                 &binary,
-                args.sbatch_args,
+                &args.sbatch_args,
                 &sweep_args
             )
         );
@@ -70,24 +67,22 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
     }
     let shard = args
         .shard
+        .as_deref()
         .map(Shard::parse)
         .transpose()?
         .unwrap_or(Shard::ALL);
     let cache = if args.no_cache {
         None
     } else {
-        let dir = args
-            .cache
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| out.join("cache"));
-        Some(crate::data::cache::AtomCache::open(&dir)?)
+        let dir = args.cache.clone().unwrap_or_else(|| out.join("cache"));
+        Some(fslens::data::cache::AtomCache::open(&dir)?)
     };
     let mut reporter = SweepReporter::new(quiet, json);
     let outcome = sweep::run(
         &spec,
         &out,
         shard,
-        args.backend,
+        args.engine.overrides(),
         cache.as_ref(),
         &mut reporter,
     )?;
@@ -213,7 +208,7 @@ impl SweepObserver for SweepReporter {
             println!(
                 "{}",
                 serde_json::json!({"event": "job_start", "id": job.id, "index": job.index,
-                                   "axes": crate::sweep::JobRecord::of(job).axes})
+                                   "axes": fslens::sweep::JobRecord::of(job).axes})
             );
         } else if let Some(bar) = &self.bar {
             bar.set_message(format!("{} ({})", job.id, describe_axes(&job.axes)));

@@ -4,7 +4,7 @@
 //! measurement and the truth); [`ExactPosterior::score`] turns one cloud at one time t into a
 //! [`CheckpointMetrics`], given one engine pass over that cloud ([`ExactPosterior::analyse`]: its Tweedie
 //! means m(x_t) under the prior and each particle's nearest atom) and the exact posterior's
-//! [`ReferenceAt`] the same t. The list of per-checkpoint records of a run is its
+//! [`ExactCloudAt`] the same t. The list of per-checkpoint records of a run is its
 //! early-stopping curve: mode weights, hallucination and off-support use the x_t assignment,
 //! PSNR/SSIM/data fit use m(x_t) (and data fit also x_t/s). This module computes numbers
 //! only; the experiment writes them.
@@ -94,7 +94,7 @@ pub struct Analysis {
 
 /// What the exact posterior's own particles look like at one time t.
 #[derive(Clone, Debug)]
-pub struct ReferenceAt {
+pub struct ExactCloudAt {
     pub t: f64,
     /// q99(t): the 99th percentile (nearest rank) of the exact particles' ‖x/s − a_nearest‖.
     pub exact_distance_q99: f64,
@@ -252,10 +252,10 @@ impl<'a> ExactPosterior<'a> {
         x
     }
 
-    /// The reference at t from an exact cloud's analysis at that t: q99(t) of the scaled
+    /// The exact cloud at t from its analysis's analysis at that t: q99(t) of the scaled
     /// nearest-atom distances ‖x/s − a_nearest‖ = ‖x − s a_nearest‖/s, and the threshold
     /// q99(t) + ½ρ.
-    pub fn reference_from(&self, t: f64, exact: &Analysis, from_exact_run: bool) -> ReferenceAt {
+    pub fn exact_cloud_from(&self, t: f64, exact: &Analysis, from_exact_run: bool) -> ExactCloudAt {
         let s = self.schedule.noise(t).s;
         let mut dist: Vec<f64> = exact
             .nearest
@@ -266,7 +266,7 @@ impl<'a> ExactPosterior<'a> {
         let rank = ((OFF_SUPPORT_QUANTILE * dist.len() as f64).ceil() as usize).max(1);
         let nearest: Vec<usize> = exact.nearest.iter().map(|n| n.index).collect();
         let q99 = dist.get(rank - 1).copied().unwrap_or(f64::NAN);
-        ReferenceAt {
+        ExactCloudAt {
             t,
             exact_distance_q99: q99,
             off_support_distance: q99 + OFF_SUPPORT_MARGIN * self.atom_scale,
@@ -275,19 +275,19 @@ impl<'a> ExactPosterior<'a> {
         }
     }
 
-    /// The reference at t from `count` fresh exact draws (for a time the exact run did not
+    /// The exact cloud at t from `count` fresh exact draws (for a time the exact run did not
     /// record), seeded from the options' seed and t.
-    pub fn reference_drawn(
+    pub fn exact_cloud_drawn(
         &self,
         backend: &dyn Backend,
         t: f64,
         count: usize,
-    ) -> Result<ReferenceAt> {
+    ) -> Result<ExactCloudAt> {
         let noise = self.schedule.noise(t);
         let seed = self.options.seed ^ t.to_bits() ^ 0x7265_6665_7265_6e63;
         let cloud = self.draw(noise, count.max(100), seed);
         let analysis = self.analyse(backend, &cloud, noise)?;
-        Ok(self.reference_from(t, &analysis, false))
+        Ok(self.exact_cloud_from(t, &analysis, false))
     }
 
     /// Exact draws at t = 0 from atom indices i ~ Cat(ω): the cloud x = a_i (K × D) and its
@@ -312,14 +312,14 @@ impl<'a> ExactPosterior<'a> {
         )
     }
 
-    /// The metrics of `cloud` (K × D) at time t, from its [`ExactPosterior::analyse`] pass and the exact
-    /// reference at the same t.
-    pub fn score(
+    /// The metrics of `cloud` (K × D) at time t, from its [`ExactPosterior::analyse`] pass and
+    /// the exact posterior's own cloud at the same t.
+    pub fn metrics(
         &self,
         t: f64,
         cloud: &[f32],
         analysis: &Analysis,
-        reference: &ReferenceAt,
+        exact: &ExactCloudAt,
     ) -> CheckpointMetrics {
         let d = self.dim();
         let k = cloud.len() / d;
@@ -334,7 +334,7 @@ impl<'a> ExactPosterior<'a> {
         let off = analysis
             .nearest
             .iter()
-            .filter(|n| n.dist2.max(0.0).sqrt() / noise.s > reference.off_support_distance)
+            .filter(|n| n.dist2.max(0.0).sqrt() / noise.s > exact.off_support_distance)
             .count();
         let spread = cloud_spread(cloud, d);
         let exact_spread = self.exact_spread(noise);
@@ -359,12 +359,12 @@ impl<'a> ExactPosterior<'a> {
         CheckpointMetrics {
             t,
             mode_tv: total_variation(&mode_weights, &self.exact_mode_weights),
-            mode_tv_to_exact_cloud: total_variation(&mode_weights, &reference.cloud_mode_weights),
+            mode_tv_to_exact_cloud: total_variation(&mode_weights, &exact.cloud_mode_weights),
             mode_weights,
             hallucination_rate: ruled_out as f64 / k.max(1) as f64,
             off_support_rate: off as f64 / k.max(1) as f64,
-            off_support_distance: reference.off_support_distance,
-            exact_distance_q99: reference.exact_distance_q99,
+            off_support_distance: exact.off_support_distance,
+            exact_distance_q99: exact.exact_distance_q99,
             spread,
             exact_spread,
             spread_ratio: spread / exact_spread,

@@ -18,6 +18,28 @@ pub enum DirectionSpec {
     Atoms(usize, usize),
 }
 
+impl std::fmt::Display for DirectionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectionSpec::Modes => f.write_str("modes"),
+            DirectionSpec::Atoms(i, j) => write!(f, "atoms:{i},{j}"),
+        }
+    }
+}
+
+impl serde::Serialize for DirectionSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DirectionSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DirectionSpec::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl DirectionSpec {
     /// Parses `modes` or `atoms:i,j`.
     pub fn parse(text: &str) -> Result<DirectionSpec> {

@@ -154,7 +154,7 @@ fn exact_draws_have_no_hallucination_and_lie_on_support() {
     let k = 4000;
     let reference_cloud = post.draw(noise, k, 1);
     let ra = post.analyse(&f.backend, &reference_cloud, noise).unwrap();
-    let reference = post.reference_from(t, &ra, true);
+    let reference = post.exact_cloud_from(t, &ra, true);
     // q99 is the nearest-rank 99th percentile of ‖x/s − a_nearest‖: between 0.5 % and 1 % of
     // the reference lies beyond it, and the threshold adds ½ρ.
     let beyond = ra
@@ -171,13 +171,13 @@ fn exact_draws_have_no_hallucination_and_lie_on_support() {
             .abs()
             < 1e-12
     );
-    let own = post.score(t, &reference_cloud, &ra, &reference);
+    let own = post.metrics(t, &reference_cloud, &ra, &reference);
     assert!(own.off_support_rate <= 0.01);
     assert_eq!(own.mode_tv_to_exact_cloud, 0.0);
     // A fresh exact cloud: no ruled-out mass, (nearly) nothing off support.
     let cloud = post.draw(noise, k, 2);
     let a = post.analyse(&f.backend, &cloud, noise).unwrap();
-    let m = post.score(t, &cloud, &a, &reference);
+    let m = post.metrics(t, &cloud, &a, &reference);
     assert_eq!(m.hallucination_rate, 0.0);
     assert!(m.off_support_rate <= 0.01, "{}", m.off_support_rate);
     assert!((m.spread_ratio - 1.0).abs() < 0.1, "{}", m.spread_ratio);
@@ -246,7 +246,7 @@ fn off_support_flags_perturbed_atoms_but_not_residual_step_noise() {
     let noise = post.schedule.noise(t);
     let reference_cloud = post.draw(noise, 2000, 1);
     let ra = post.analyse(&f.backend, &reference_cloud, noise).unwrap();
-    let reference = post.reference_from(t, &ra, true);
+    let reference = post.exact_cloud_from(t, &ra, true);
     let noisy: Vec<f32> = post
         .draw(Noise { s: noise.s, v: 0.0 }, 1000, 2)
         .iter()
@@ -256,7 +256,10 @@ fn off_support_flags_perturbed_atoms_but_not_residual_step_noise() {
         })
         .collect();
     let a = post.analyse(&f.backend, &noisy, noise).unwrap();
-    assert_eq!(post.score(t, &noisy, &a, &reference).off_support_rate, 0.0);
+    assert_eq!(
+        post.metrics(t, &noisy, &a, &reference).off_support_rate,
+        0.0
+    );
     let moved = perturbed(
         &post.draw(Noise { s: 1.0, v: 0.0 }, 1000, 3),
         16,
@@ -265,18 +268,18 @@ fn off_support_flags_perturbed_atoms_but_not_residual_step_noise() {
     );
     let moved_t: Vec<f32> = moved.iter().map(|&x| (x as f64 * noise.s) as f32).collect();
     let a = post.analyse(&f.backend, &moved_t, noise).unwrap();
-    let rate = post.score(t, &moved_t, &a, &reference).off_support_rate;
+    let rate = post.metrics(t, &moved_t, &a, &reference).off_support_rate;
     assert!(rate > 0.95, "{rate}");
     // At t = 0 (clean samples, as `fslens diagnose` scores them): the exact draws' own
     // distances are 0, the threshold is ½ρ.
     let picks: Vec<usize> = (0..500).map(|j| j % 80).collect();
     let (_, za) = post.atoms_at_zero(&picks);
-    let zero = post.reference_from(0.0, &za, false);
+    let zero = post.exact_cloud_from(0.0, &za, false);
     assert_eq!(zero.exact_distance_q99, 0.0);
     assert!((zero.off_support_distance - 0.5 * rho).abs() < 1e-12);
     let clean = Noise { s: 1.0, v: noise.v };
     let a = post.analyse(&f.backend, &moved, clean).unwrap();
-    assert!(post.score(0.0, &moved, &a, &zero).off_support_rate > 0.95);
+    assert!(post.metrics(0.0, &moved, &a, &zero).off_support_rate > 0.95);
     let at_third = perturbed(
         &post.draw(Noise { s: 1.0, v: 0.0 }, 1000, 4),
         16,
@@ -284,7 +287,10 @@ fn off_support_flags_perturbed_atoms_but_not_residual_step_noise() {
         &mut rng,
     );
     let a = post.analyse(&f.backend, &at_third, clean).unwrap();
-    assert_eq!(post.score(0.0, &at_third, &a, &zero).off_support_rate, 0.0);
+    assert_eq!(
+        post.metrics(0.0, &at_third, &a, &zero).off_support_rate,
+        0.0
+    );
 }
 
 /// Each row moved by an independent random direction of norm `norm`.
@@ -308,7 +314,7 @@ fn particles_from_a_ruled_out_mode_are_all_hallucinated_and_off_support_flags_fa
     let t = 0.05;
     let noise = post.schedule.noise(t);
     let reference_cloud = post.draw(noise, 2000, 1);
-    let reference = post.reference_from(
+    let reference = post.exact_cloud_from(
         t,
         &post.analyse(&f.backend, &reference_cloud, noise).unwrap(),
         true,
@@ -324,7 +330,7 @@ fn particles_from_a_ruled_out_mode_are_all_hallucinated_and_off_support_flags_fa
         }
     }
     let a = post.analyse(&f.backend, &cloud, noise).unwrap();
-    let m = post.score(t, &cloud, &a, &reference);
+    let m = post.metrics(t, &cloud, &a, &reference);
     assert_eq!(m.hallucination_rate, 1.0);
     assert!((m.mode_weights[2] - 1.0).abs() < 1e-12);
     assert!((m.mode_tv - 1.0).abs() < 1e-9);
@@ -332,7 +338,7 @@ fn particles_from_a_ruled_out_mode_are_all_hallucinated_and_off_support_flags_fa
     let between = vec![0.0f32; cloud.len()];
     let b = post.analyse(&f.backend, &between, noise).unwrap();
     assert_eq!(
-        post.score(t, &between, &b, &reference).off_support_rate,
+        post.metrics(t, &between, &b, &reference).off_support_rate,
         1.0
     );
 }
@@ -346,8 +352,8 @@ fn mode_tv_of_exact_draws_is_small_and_of_prior_draws_large() {
     let k = 2000;
     let exact = post.draw(noise, k, 4);
     let a = post.analyse(&f.backend, &exact, noise).unwrap();
-    let reference = post.reference_from(t, &a, true);
-    let m = post.score(t, &exact, &a, &reference);
+    let reference = post.exact_cloud_from(t, &a, true);
+    let m = post.metrics(t, &exact, &a, &reference);
     // E TV ≤ ½ Σ_m √(p_m (1 − p_m) / K) for multinomial frequencies.
     let bound: f64 = 0.5
         * post
@@ -364,7 +370,7 @@ fn mode_tv_of_exact_draws_is_small_and_of_prior_draws_large() {
     };
     let prior = prior_post.draw(noise, k, 5);
     let pa = post.analyse(&f.backend, &prior, noise).unwrap();
-    let pm = post.score(t, &prior, &pa, &reference);
+    let pm = post.metrics(t, &prior, &pa, &reference);
     assert!((pm.mode_tv - 0.4).abs() < 0.05, "{}", pm.mode_tv);
     assert!(pm.hallucination_rate > 0.2);
 }
@@ -417,7 +423,7 @@ fn off_support_rule_on_fashion_mnist() {
     let noise = post.schedule.noise(t);
     let reference_cloud = post.draw(noise, 1000, 1);
     let ra = post.analyse(&backend, &reference_cloud, noise).unwrap();
-    let reference = post.reference_from(t, &ra, true);
+    let reference = post.exact_cloud_from(t, &ra, true);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let noisy: Vec<f32> = post
         .draw(Noise { s: noise.s, v: 0.0 }, 500, 2)
@@ -428,19 +434,22 @@ fn off_support_rule_on_fashion_mnist() {
         })
         .collect();
     let a = post.analyse(&backend, &noisy, noise).unwrap();
-    assert_eq!(post.score(t, &noisy, &a, &reference).off_support_rate, 0.0);
+    assert_eq!(
+        post.metrics(t, &noisy, &a, &reference).off_support_rate,
+        0.0
+    );
     let clean = post.draw(Noise { s: 1.0, v: 0.0 }, 500, 3);
     let moved = perturbed(&clean, d, rho, &mut rng);
     let moved_t: Vec<f32> = moved.iter().map(|&x| (x as f64 * noise.s) as f32).collect();
     let a = post.analyse(&backend, &moved_t, noise).unwrap();
-    let rate = post.score(t, &moved_t, &a, &reference).off_support_rate;
+    let rate = post.metrics(t, &moved_t, &a, &reference).off_support_rate;
     assert!(rate > 0.95, "t_min: {rate}");
     let (_, za) = post.atoms_at_zero(&(0..500).collect::<Vec<_>>());
-    let zero = post.reference_from(0.0, &za, false);
+    let zero = post.exact_cloud_from(0.0, &za, false);
     let at_zero = Noise { s: 1.0, v: noise.v };
     let a = post.analyse(&backend, &moved, at_zero).unwrap();
-    assert!(post.score(0.0, &moved, &a, &zero).off_support_rate > 0.95);
+    assert!(post.metrics(0.0, &moved, &a, &zero).off_support_rate > 0.95);
     let near = perturbed(&clean, d, 0.4 * rho, &mut rng);
     let a = post.analyse(&backend, &near, at_zero).unwrap();
-    assert_eq!(post.score(0.0, &near, &a, &zero).off_support_rate, 0.0);
+    assert_eq!(post.metrics(0.0, &near, &a, &zero).off_support_rate, 0.0);
 }

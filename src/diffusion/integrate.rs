@@ -45,6 +45,7 @@ use rand_distr::StandardNormal;
 
 use super::Schedule;
 use super::discrete::DiscreteSchedule;
+use crate::choices::Choice;
 use crate::engine::Noise;
 use crate::{Error, Result};
 
@@ -142,49 +143,65 @@ pub enum Integrator {
     Ddim { eta: f64 },
 }
 
-impl Integrator {
-    /// The config names.
-    pub const NAMES: &'static [&'static str] = &["euler-maruyama", "heun-ode", "ddpm", "ddim"];
+/// The integrator's name alone (config `sampling.integrator`); η comes from `sampling.eta`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IntegratorKind {
+    #[default]
+    EulerMaruyama,
+    HeunOde,
+    Ddpm,
+    Ddim,
+}
 
+impl Choice for IntegratorKind {
+    const KEY: &'static str = "sampling.integrator";
+    const WHAT: &'static str = "integrator";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("euler-maruyama", IntegratorKind::EulerMaruyama),
+        ("heun-ode", IntegratorKind::HeunOde),
+        ("ddpm", IntegratorKind::Ddpm),
+        ("ddim", IntegratorKind::Ddim),
+    ];
+}
+crate::choice_by_name!(IntegratorKind);
+
+impl Integrator {
     /// The config name.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// The integrator without its parameters.
+    pub fn kind(&self) -> IntegratorKind {
         match self {
-            Integrator::EulerMaruyama => "euler-maruyama",
-            Integrator::HeunOde => "heun-ode",
-            Integrator::Ddpm => "ddpm",
-            Integrator::Ddim { .. } => "ddim",
+            Integrator::EulerMaruyama => IntegratorKind::EulerMaruyama,
+            Integrator::HeunOde => IntegratorKind::HeunOde,
+            Integrator::Ddpm => IntegratorKind::Ddpm,
+            Integrator::Ddim { .. } => IntegratorKind::Ddim,
         }
     }
 
     /// From the config keys `integrator` and `eta` (η applies to `ddim` only; elsewhere it
     /// must stay 0).
-    pub fn from_config(name: &str, eta: f64) -> Result<Self> {
+    pub fn new(kind: IntegratorKind, eta: f64) -> Result<Self> {
         if !(eta.is_finite() && (0.0..=1.0).contains(&eta)) {
             return Err(Error::config(
                 "sampling.eta",
                 format!("DDIM's η must lie in [0, 1] (0 deterministic, 1 = DDPM), got {eta}"),
             ));
         }
-        let integrator = match name {
-            "euler-maruyama" => Integrator::EulerMaruyama,
-            "heun-ode" => Integrator::HeunOde,
-            "ddpm" => Integrator::Ddpm,
-            "ddim" => Integrator::Ddim { eta },
-            _ => {
-                return Err(Error::config(
-                    "sampling.integrator",
-                    format!(
-                        "unknown integrator {name:?}; known integrators: {}",
-                        Self::NAMES.join(", ")
-                    ),
-                ));
-            }
+        let integrator = match kind {
+            IntegratorKind::EulerMaruyama => Integrator::EulerMaruyama,
+            IntegratorKind::HeunOde => Integrator::HeunOde,
+            IntegratorKind::Ddpm => Integrator::Ddpm,
+            IntegratorKind::Ddim => Integrator::Ddim { eta },
         };
-        if eta != 0.0 && !matches!(integrator, Integrator::Ddim { .. }) {
+        if eta != 0.0 && kind != IntegratorKind::Ddim {
             return Err(Error::config(
                 "sampling.eta",
                 format!(
-                    "η = {eta} applies to integrator = \"ddim\" only, but the integrator is {name:?}; remove eta or set integrator = \"ddim\""
+                    "η = {eta} applies to integrator = \"ddim\" only, but the integrator is {:?}; remove eta or set integrator = \"ddim\"",
+                    kind.name()
                 ),
             ));
         }
@@ -716,16 +733,17 @@ mod tests {
 
     #[test]
     fn integrator_names_and_bad_config() {
-        for name in Integrator::NAMES {
-            assert_eq!(Integrator::from_config(name, 0.0).unwrap().name(), *name);
+        let from_config = |name: &str, eta: f64| Integrator::new(IntegratorKind::parse(name)?, eta);
+        for &(name, _) in IntegratorKind::NAMES {
+            assert_eq!(from_config(name, 0.0).unwrap().name(), name);
         }
         assert_eq!(
-            Integrator::from_config("ddim", 0.3).unwrap(),
+            from_config("ddim", 0.3).unwrap(),
             Integrator::Ddim { eta: 0.3 }
         );
-        assert!(Integrator::from_config("rk4", 0.0).is_err());
-        assert!(Integrator::from_config("ddim", 1.5).is_err());
-        assert!(Integrator::from_config("ddpm", 0.5).is_err());
+        assert!(from_config("rk4", 0.0).is_err());
+        assert!(from_config("ddim", 1.5).is_err());
+        assert!(from_config("ddpm", 0.5).is_err());
         assert_eq!(Integrator::HeunOde.score_evaluations(10), 20);
         assert_eq!(Integrator::Ddpm.steps(1000), 999);
     }

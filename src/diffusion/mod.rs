@@ -27,16 +27,18 @@ impl Default for Schedule {
 }
 
 impl Schedule {
-    pub fn new(beta_min: f64, beta_max: f64) -> Result<Self> {
+    /// The schedule β_min, β_max, checked (β_min > 0, β_max ≥ β_min); `keys` are the names of
+    /// the two values in errors (config keys or flags).
+    pub fn new(beta_min: f64, beta_max: f64, keys: [&str; 2]) -> Result<Self> {
         if !(beta_min.is_finite() && beta_min > 0.0) {
             return Err(Error::config(
-                "beta_min",
+                keys[0],
                 format!("must be > 0, got {beta_min}"),
             ));
         }
         if !(beta_max.is_finite() && beta_max >= beta_min) {
             return Err(Error::config(
-                "beta_max",
+                keys[1],
                 format!("must be finite and ≥ beta_min = {beta_min}, got {beta_max}"),
             ));
         }
@@ -91,6 +93,8 @@ pub fn check_time(key: &str, t: f64) -> Result<()> {
 mod tests {
     use super::*;
 
+    const KEYS: [&str; 2] = ["beta_min", "beta_max"];
+
     #[test]
     fn noise_matches_closed_form_and_derivative() {
         let s = Schedule::default();
@@ -108,7 +112,7 @@ mod tests {
             let back = s.time_of_log_alpha_bar(s.log_alpha_bar(t));
             assert!((back - t).abs() < 1e-12 * t.max(1e-3), "{t} → {back}");
         }
-        let flat = Schedule::new(0.5, 0.5).unwrap();
+        let flat = Schedule::new(0.5, 0.5, KEYS).unwrap();
         assert!((flat.time_of_log_alpha_bar(-0.25) - 0.5).abs() < 1e-15);
         // Near t = 0, v ≈ β_min t to first order.
         let n = s.noise(1e-3);
@@ -117,8 +121,8 @@ mod tests {
 
     #[test]
     fn bad_schedule_and_times_are_errors() {
-        assert!(Schedule::new(0.0, 20.0).is_err());
-        assert!(Schedule::new(1.0, 0.5).is_err());
+        assert!(Schedule::new(0.0, 20.0, KEYS).is_err());
+        assert!(Schedule::new(1.0, 0.5, KEYS).is_err());
         assert!(check_time("t", 0.0).is_err());
         assert!(check_time("t", 1.5).is_err());
         assert!(check_time("t", f64::NAN).is_err());

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod reference;
 
+use crate::choices::Choice;
 use crate::data::Dataset;
 use crate::{Error, Result};
 
@@ -130,47 +131,80 @@ pub fn check_bias(backend: &str, bias: &[f64], atoms: usize) -> Result<f64> {
     Ok(bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
 }
 
-/// The backends `create` knows, by name.
-pub const BACKENDS: &[&str] = &["auto", "cpu", "gpu"];
-
-/// GPU atom storage choices, by name: `auto` is u8 for 8-bit data sets (exact) and f32
-/// otherwise; `f32`, `u8` (refused for data with more than 256 distinct values) and `f16`
-/// (changes the prior: README "Atom storage"). The CPU backend always stores f32.
-pub const STORAGES: &[&str] = &["auto", "f32", "u8", "f16"];
-
-/// Builds the backend named `kind` over the images of `atoms`:
-/// - `cpu`: the multithreaded CPU backend;
-/// - `gpu`: the WGSL backend on the best adapter found (the Mesa software one included;
-///   `FSLENS_ADAPTER=substring` picks one by name), u8 atom storage when the data set is
-///   8-bit (exact), f32 otherwise;
-/// - `auto`: `gpu` when a hardware adapter (discrete, integrated or virtual) exists, else
-///   `cpu` — a software adapter (llvmpipe) is about 30× slower than the CPU backend (README, Performance).
-pub fn create(kind: &str, atoms: &Dataset) -> Result<Box<dyn Backend>> {
-    create_with_storage(kind, atoms, "auto")
+/// Which backend runs the passes (config `backend`, flag `--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `gpu` when a hardware adapter (discrete, integrated or virtual) exists, else `cpu`: a
+    /// software adapter (llvmpipe) is about 30× slower than the CPU backend (README,
+    /// Performance).
+    #[default]
+    Auto,
+    /// The multithreaded CPU backend.
+    Cpu,
+    /// The WGSL backend on the best adapter found, the Mesa software one included
+    /// (`FSLENS_ADAPTER=substring` picks one by name).
+    Gpu,
 }
 
-/// [`create`] with the GPU atom storage named by `storage` (one of [`STORAGES`]; ignored by
-/// the CPU backend).
-pub fn create_with_storage(kind: &str, atoms: &Dataset, storage: &str) -> Result<Box<dyn Backend>> {
-    let storage = match storage {
-        "auto" if atoms.eight_bit => gpu::Storage::U8,
-        "auto" => gpu::Storage::F32,
-        other => other.parse::<gpu::Storage>().map_err(|_| {
-            Error::config(
-                "storage",
-                format!(
-                    "unknown atom storage {other:?}; expected one of {}",
-                    STORAGES.join(", ")
-                ),
-            )
-        })?,
+impl Choice for BackendKind {
+    const KEY: &'static str = "backend";
+    const WHAT: &'static str = "backend";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", BackendKind::Auto),
+        ("cpu", BackendKind::Cpu),
+        ("gpu", BackendKind::Gpu),
+    ];
+}
+crate::choice_by_name!(BackendKind);
+
+/// How the GPU stores the atoms (config `storage`, flag `--storage`): `auto` is u8 for 8-bit
+/// data sets (exact) and f32 otherwise; `u8` is refused for data with more than 256 distinct
+/// values and `f16` changes the prior (README "Atom storage"). The CPU backend stores f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StorageChoice {
+    #[default]
+    Auto,
+    Fixed(gpu::Storage),
+}
+
+impl Choice for StorageChoice {
+    const KEY: &'static str = "storage";
+    const WHAT: &'static str = "atom storage";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", StorageChoice::Auto),
+        ("f32", StorageChoice::Fixed(gpu::Storage::F32)),
+        ("u8", StorageChoice::Fixed(gpu::Storage::U8)),
+        ("f16", StorageChoice::Fixed(gpu::Storage::F16)),
+    ];
+}
+crate::choice_by_name!(StorageChoice);
+
+impl StorageChoice {
+    /// The storage for `atoms`: `auto` resolved by whether they are 8-bit.
+    pub fn resolve(self, atoms: &Dataset) -> gpu::Storage {
+        match self {
+            StorageChoice::Auto if atoms.eight_bit => gpu::Storage::U8,
+            StorageChoice::Auto => gpu::Storage::F32,
+            StorageChoice::Fixed(s) => s,
+        }
+    }
+}
+
+/// Builds the backend `kind` over the images of `atoms`, the GPU one with the atom storage
+/// `storage` (ignored by the CPU backend).
+pub fn create(
+    kind: BackendKind,
+    storage: StorageChoice,
+    atoms: &Dataset,
+) -> Result<Box<dyn Backend>> {
+    let on_gpu = match kind {
+        BackendKind::Cpu => false,
+        BackendKind::Gpu => true,
+        BackendKind::Auto => auto_uses_gpu(),
     };
-    let cpu = || -> Result<Box<dyn Backend>> {
-        Ok(Box::new(cpu::CpuBackend::new(&atoms.images, atoms.dim())?))
-    };
-    let gpu = || -> Result<Box<dyn Backend>> {
+    if on_gpu {
         let opts = gpu::GpuOptions {
-            storage,
+            storage: storage.resolve(atoms),
             ..Default::default()
         };
         Ok(Box::new(gpu::GpuBackend::new(
@@ -178,19 +212,8 @@ pub fn create_with_storage(kind: &str, atoms: &Dataset, storage: &str) -> Result
             atoms.dim(),
             opts,
         )?))
-    };
-    match kind {
-        "cpu" => cpu(),
-        "gpu" => gpu(),
-        "auto" if auto_uses_gpu() => gpu(),
-        "auto" => cpu(),
-        _ => Err(Error::config(
-            "backend",
-            format!(
-                "unknown backend {kind:?}; expected one of {}",
-                BACKENDS.join(", ")
-            ),
-        )),
+    } else {
+        Ok(Box::new(cpu::CpuBackend::new(&atoms.images, atoms.dim())?))
     }
 }
 

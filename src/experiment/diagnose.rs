@@ -4,7 +4,7 @@
 //! The config fixes the atoms, the truth, the operator and y exactly as `fslens run` would
 //! ([`super::setup`], same seed → same y). The samples are clean images, so they are scored at
 //! t = 0 (s = 1, v = 0): their nearest atom argmin_i ‖x − a_i‖ gives their mode, the
-//! reference is K_ref exact draws i ~ Cat(ω) (x = a_i, whose own nearest-atom distance is 0,
+//! exact cloud is K_ref exact draws i ~ Cat(ω) (x = a_i, whose own nearest-atom distance is 0,
 //! so the off-support threshold is ½ρ), the spread ratio is tr Cov(samples)/Σ_i ω_i ‖a_i − ā‖²,
 //! and PSNR/SSIM/data fit are those of the samples themselves (the "denoised" fields of a run
 //! hold x here). An `exact` row of fresh exact draws sits beside them for comparison.
@@ -14,14 +14,14 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 
-use super::summary::{DatasetSummary, ExternalSource, SamplerMetrics, SamplerSummary, Summary};
-use super::{Observer, class_weights_exact, class_weights_of_samples};
-use crate::arrays::write_npy_f32;
-use crate::config::RunConfig;
+use super::Observer;
+use super::classes::class_weights_of_samples;
+use super::execute::ProblemOutcome;
+use super::summary::{ExternalSource, Summary};
 use crate::data::ImageShape;
 use crate::diagnostics::{CheckpointMetrics, ExactPosterior};
 use crate::engine::Noise;
-use crate::report::images::{default_scale, save_grid};
+use crate::plan::RunPlan;
 use crate::report::output::OutputDir;
 use crate::samplers::exact::Exact;
 use crate::{Error, Result};
@@ -252,7 +252,7 @@ fn check_range(
     Ok(())
 }
 
-/// What `fslens diagnose` is asked to do.
+/// What `fslens diagnose` is asked to do (the config's plan gives the problem and the engine).
 #[derive(Clone, Debug)]
 pub struct DiagnoseRequest {
     /// A .npy file or a folder of PNG/JPEG images.
@@ -263,23 +263,49 @@ pub struct DiagnoseRequest {
     pub label: String,
     /// Output folder (staged, renamed into place when complete).
     pub out: PathBuf,
-    /// Overrides the config's backend.
-    pub backend: Option<String>,
 }
 
-/// At least this many exact draws make the reference (and the `exact` row).
-pub const REFERENCE_DRAWS: usize = 2000;
+/// At least this many exact draws make the exact cloud (and the `exact` row).
+pub const EXACT_DRAWS: usize = 2000;
 
-/// Scores external samples against the exact posterior of `cfg`'s measurement and writes the
+/// A clean cloud scored at t = 0.
+pub struct ScoredCloud {
+    /// `exact` or the samples' label.
+    pub name: String,
+    /// K × D pixels in [-1, 1].
+    pub pixels: Vec<f32>,
+    /// Class frequencies of the particles' nearest atoms.
+    pub classes: Option<Vec<f64>>,
+    pub metrics: CheckpointMetrics,
+}
+
+/// What `fslens diagnose` found, before anything is written.
+pub struct Diagnosis {
+    pub problem: ProblemOutcome,
+    /// Fresh exact draws, then the external samples.
+    pub clouds: Vec<ScoredCloud>,
+    pub source: ExternalSource,
+}
+
+/// Scores external samples against the exact posterior of `plan`'s measurement and writes the
 /// output folder (see the module notes). Nothing is written when the samples are rejected.
 pub fn diagnose(
-    cfg: &RunConfig,
-    base_dir: &Path,
+    plan: &RunPlan,
     req: &DiagnoseRequest,
     observer: &mut dyn Observer,
 ) -> Result<(PathBuf, Summary)> {
-    let started = Instant::now();
-    let label = req.label.as_str();
+    check_label(&req.label)?;
+    let plan = plan.clone().exact_only();
+    let diagnosis = score_samples(&plan, req, observer)?;
+    observer.stage("writing the output");
+    let staging = OutputDir::create(&req.out)?;
+    let summary = super::outputs::write_diagnosis(staging.path(), &plan, &diagnosis)?;
+    let path = staging.finish()?;
+    Ok((path, summary))
+}
+
+/// The label names output files: letters, digits, '-', '_' or '.', and not `exact`.
+fn check_label(label: &str) -> Result<()> {
     if label.is_empty()
         || label == "exact"
         || !label
@@ -294,168 +320,93 @@ pub fn diagnose(
             ),
         ));
     }
-    let mut cfg = cfg.clone();
-    if let Some(b) = &req.backend {
-        cfg.backend = b.clone();
-    }
-    // The samplers of the config are not run: keep `exact` so that setup checks nothing else.
-    cfg.sampling.samplers = vec!["exact".into()];
-    cfg.validate()?;
-    let setup = super::setup(&cfg, base_dir, observer)?;
-    let shape = setup.atoms.shape;
-    let d = shape.dim();
-    observer.stage("reading the samples");
-    let samples = load_samples(&req.samples, shape, req.pixels)?;
-    let staging = OutputDir::create(&req.out)?;
-    let dir = staging.path().to_path_buf();
+    Ok(())
+}
 
+/// Loads the samples and scores them, and as many fresh exact draws, at t = 0 against the
+/// exact posterior of `plan`'s measurement.
+pub fn score_samples(
+    plan: &RunPlan,
+    req: &DiagnoseRequest,
+    observer: &mut dyn Observer,
+) -> Result<Diagnosis> {
+    let started = Instant::now();
+    let setup = super::setup::setup(plan, observer, None)?;
+    observer.stage("reading the samples");
+    let samples = load_samples(&req.samples, setup.atoms.shape, req.pixels)?;
     observer.stage("building the engine");
-    let engine = crate::engine::create(&cfg.backend, &setup.atoms)?;
+    let engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
     let omega = crate::samplers::softmax(&setup.log_likelihoods);
-    let schedule = cfg.schedule();
-    let posterior = ExactPosterior::new(
+    let exact = ExactPosterior::new(
         &setup.atoms,
         &omega,
         setup.operator.as_ref(),
         &setup.y,
-        cfg.measurement.sigma,
+        plan.sigma(),
         &setup.truth,
-        schedule,
-        cfg.diagnostics_options(),
+        plan.schedule,
+        plan.diagnostics,
     );
 
     observer.stage("scoring the samples");
     // Nearest atoms argmin_i ‖x − a_i‖ (s = 1; v only shapes the unused prior means) with the
     // distances recomputed directly in float64 by `analyse`.
-    let v = schedule.noise(cfg.sampling.t_min).v;
-    let mut analysis = posterior.analyse(engine.as_ref(), &samples.pixels, Noise { s: 1.0, v })?;
+    let v = plan.schedule.noise(plan.settings.t_min).v;
+    let mut analysis = exact.analyse(engine.as_ref(), &samples.pixels, Noise { s: 1.0, v })?;
     analysis.denoised = samples.pixels.clone();
     let k = samples.count;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6469_6167_6e6f_7365);
-    let reference_picks = Exact::draw_atoms(&omega, k.max(REFERENCE_DRAWS), &mut rng);
-    let (_, reference_analysis) = posterior.atoms_at_zero(&reference_picks);
-    let reference = posterior.reference_from(0.0, &reference_analysis, false);
-    let external = posterior.score(0.0, &samples.pixels, &analysis, &reference);
-    let exact_picks = Exact::draw_atoms(&omega, k.max(REFERENCE_DRAWS), &mut rng);
-    let (exact_cloud, exact_analysis) = posterior.atoms_at_zero(&exact_picks);
-    let exact = posterior.score(0.0, &exact_cloud, &exact_analysis, &reference);
-
-    observer.stage("writing the output");
-    let exact_classes = class_weights_exact(&setup.atoms, &omega);
-    let mut rows = Vec::new();
-    let mut metrics = std::collections::BTreeMap::new();
-    for (name, cloud, a, m) in [
-        ("exact", &exact_cloud, &exact_analysis, exact),
-        (label, &samples.pixels, &analysis, external),
-    ] {
-        let count = cloud.len() / d;
-        write_npy_f32(&dir.join(format!("samples_{name}.npy")), &[count, d], cloud)?;
-        let shown = count.min(64);
-        save_grid(
-            &dir.join(format!("grid_{name}.png")),
-            &cloud[..shown * d],
-            shape,
-            8,
-            default_scale(shape),
-        )?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.config.seed ^ 0x6469_6167_6e6f_7365);
+    let reference_picks = Exact::draw_atoms(&omega, k.max(EXACT_DRAWS), &mut rng);
+    let (_, reference_analysis) = exact.atoms_at_zero(&reference_picks);
+    let exact_cloud = exact.exact_cloud_from(0.0, &reference_analysis, false);
+    let external = exact.metrics(0.0, &samples.pixels, &analysis, &exact_cloud);
+    let exact_picks = Exact::draw_atoms(&omega, k.max(EXACT_DRAWS), &mut rng);
+    let (exact_pixels, exact_analysis) = exact.atoms_at_zero(&exact_picks);
+    let exact_metrics = exact.metrics(0.0, &exact_pixels, &exact_analysis, &exact_cloud);
+    let classes = |a: &crate::diagnostics::Analysis| {
         let nearest: Vec<usize> = a.nearest.iter().map(|n| n.index).collect();
-        let classes = class_weights_of_samples(&setup.atoms, &nearest);
-        rows.push(row(name, count, &setup.atoms, &exact_classes, classes, &m));
-        metrics.insert(
-            name.to_string(),
-            SamplerMetrics {
-                metrics: m,
-                checkpoints: Vec::new(),
-            },
-        );
-    }
-    let top = super::write_problem_images(&dir, &setup, &omega)?;
-
-    let modes = super::modes_summary(&posterior);
-    super::write_metrics(&dir, &posterior, modes.clone(), metrics)?;
-    let summary = Summary {
-        fslens_version: env!("CARGO_PKG_VERSION").to_string(),
-        backend: engine.describe(),
-        dataset: DatasetSummary::of(&setup.atoms),
-        measurement: super::measurement_summary(&setup, cfg.measurement.sigma),
-        exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
-        exact_top_atoms: super::top_atom_summary(&setup.atoms, &top),
-        exact_class_weights: exact_classes.map(|c| super::named_weights(&setup.atoms, &c)),
-        modes,
-        projection_direction: String::new(),
-        samplers: rows,
-        skipped_samplers: Vec::new(),
-        total_seconds: started.elapsed().as_secs_f64(),
-        external: Some(ExternalSource {
-            path: req.samples.display().to_string(),
-            format: samples.format.clone(),
-            pixels: samples.convention.name().to_string(),
-            label: label.to_string(),
-            note: "scored at t = 0 (s = 1, v = 0): nearest atom argmin_i ‖x − a_i‖, the \
-                   *_denoised fields (PSNR, SSIM, data fit) are those of the samples \
-                   themselves, spread_ratio = tr Cov / Σ_i ω_i ‖a_i − ā‖²; the exact row is \
-                   fresh draws i ~ Cat(ω); wall_seconds of the external samples is unknown \
-                   (null)"
-                .to_string(),
-        }),
+        class_weights_of_samples(&setup.atoms, &nearest)
     };
-    let config_toml = cfg.to_toml();
-    std::fs::write(dir.join("config.toml"), &config_toml)
-        .map_err(|e| Error::io(dir.join("config.toml"), e))?;
-    let page = super::page::run_page(
-        &summary,
-        &config_toml,
-        &[],
-        None,
-        &dir,
-        "fslens diagnose",
-        false,
-    )?;
-    super::write_report_and_summary(&dir, &page, &summary)?;
-    let path = staging.finish()?;
-    Ok((path, summary))
-}
-
-/// One sampler row of summary.json for scored clean samples (no steps, no checkpoints).
-fn row(
-    name: &str,
-    count: usize,
-    atoms: &crate::data::Dataset,
-    exact_classes: &Option<Vec<f64>>,
-    classes: Option<Vec<f64>>,
-    metrics: &CheckpointMetrics,
-) -> SamplerSummary {
-    let tv = match (exact_classes, &classes) {
-        (Some(e), Some(c)) => Some(super::total_variation(e, c)),
-        _ => None,
+    let clouds = vec![
+        ScoredCloud {
+            name: "exact".into(),
+            classes: classes(&exact_analysis),
+            pixels: exact_pixels,
+            metrics: exact_metrics,
+        },
+        ScoredCloud {
+            name: req.label.clone(),
+            classes: classes(&analysis),
+            pixels: samples.pixels,
+            metrics: external,
+        },
+    ];
+    let modes = super::execute::modes_summary(&exact);
+    let atom_scale = exact.atom_scale;
+    let backend = engine.describe();
+    let source = ExternalSource {
+        path: req.samples.display().to_string(),
+        format: samples.format.clone(),
+        pixels: samples.convention.name().to_string(),
+        label: req.label.clone(),
+        note: "scored at t = 0 (s = 1, v = 0): nearest atom argmin_i ‖x − a_i‖, the \
+               *_denoised fields (PSNR, SSIM, data fit) are those of the samples \
+               themselves, spread_ratio = tr Cov / Σ_i ω_i ‖a_i − ā‖²; the exact row is \
+               fresh draws i ~ Cat(ω); wall_seconds of the external samples is unknown \
+               (null)"
+            .to_string(),
     };
-    SamplerSummary {
-        name: name.to_string(),
-        // Unknown for samples made elsewhere (written as null); the exact draws take no time
-        // worth reporting.
-        wall_seconds: if name == "exact" { 0.0 } else { f64::NAN },
-        particles: count,
-        steps: 0,
-        seconds_per_step: None,
-        passes_per_step: 0.0,
-        integrator: None,
-        final_time: 0.0,
-        final_noise_variance: 0.0,
-        checkpoint_times: Vec::new(),
-        full_checkpoint_times: Vec::new(),
-        projection_times: Vec::new(),
-        class_weights: classes.map(|c| super::named_weights(atoms, &c)),
-        class_tv_to_exact: tv,
-        diagnostics: Default::default(),
-        warnings: Vec::new(),
-        metrics: metrics.clone(),
-        checkpoints: Vec::new(),
-    }
+    Ok(Diagnosis {
+        problem: ProblemOutcome::new(started, setup, backend, omega, modes, atom_scale),
+        clouds,
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arrays::write_npy_f32;
 
     fn tmp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("fslens-diag-{tag}-{}", std::process::id()));

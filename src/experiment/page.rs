@@ -25,6 +25,54 @@ pub fn run_page(
     command: &str,
     plots_over_t: bool,
 ) -> Result<ReportPage> {
+    let mut notes: Vec<String> = summary
+        .skipped_samplers
+        .iter()
+        .map(|s| format!("{} was skipped: {}", s.name, s.reason))
+        .collect();
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    for s in &summary.samplers {
+        let (row, sampler_curves) = sampler_row(s, projections, &mut notes);
+        rows.push(row);
+        curves.push(sampler_curves);
+    }
+    let mut figures = if plots_over_t {
+        standard_figures(
+            &curves,
+            exact_projection,
+            &summary.projection_direction,
+            &summary.modes.names,
+            &summary.modes.exact_weights,
+        )?
+    } else {
+        Vec::new()
+    };
+    embed_pngs(dir, summary, &mut figures)?;
+    let ds = &summary.dataset;
+    Ok(ReportPage {
+        title: format!("{command}: {}", ds.source),
+        subtitle: format!(
+            "fslens {} · {} samplers · {:.1} s",
+            summary.fslens_version,
+            summary.samplers.len(),
+            summary.total_seconds
+        ),
+        facts: facts(summary, plots_over_t),
+        notes,
+        modes: Some(ModeTable {
+            names: summary.modes.names.clone(),
+            exact_weights: summary.modes.exact_weights.clone(),
+            hallucination_threshold: summary.modes.hallucination_threshold,
+        }),
+        samplers: rows,
+        figures,
+        config_toml: Some(config_toml.to_string()),
+    })
+}
+
+/// The facts table: data set, measurement, truth, exact posterior, modes, backend, times.
+fn facts(summary: &Summary, plots_over_t: bool) -> Vec<(String, String)> {
     let m = &summary.measurement;
     let ds = &summary.dataset;
     let mut facts = vec![
@@ -108,100 +156,96 @@ pub fn run_page(
             ),
         ));
     }
-    let mut notes: Vec<String> = summary
-        .skipped_samplers
+    facts
+}
+
+/// A sampler's table row and curves; its failures (spread outside the band, hallucinated or
+/// off-support particles) go to `notes`.
+fn sampler_row(
+    s: &crate::experiment::summary::SamplerSummary,
+    projections: &[(String, ProjectionSeries)],
+    notes: &mut Vec<String>,
+) -> (SamplerRow, SamplerCurves) {
+    let mut records = s.checkpoints.clone();
+    records.push(s.metrics.clone());
+    let ratios = records
         .iter()
-        .map(|s| format!("{} was skipped: {}", s.name, s.reason))
-        .collect();
-    let mut rows = Vec::new();
-    let mut curves = Vec::new();
-    for s in &summary.samplers {
-        let mut records = s.checkpoints.clone();
-        records.push(s.metrics.clone());
-        let ratios = records
+        .map(|r| r.spread_ratio)
+        .filter(|r| r.is_finite());
+    let range = ratios.clone().fold(None, |acc: Option<(f64, f64)>, r| {
+        Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))))
+    });
+    if let Some((lo, hi)) = range
+        && (lo < SPREAD_BAND.0 || hi > SPREAD_BAND.1)
+    {
+        let worst = records
             .iter()
-            .map(|r| r.spread_ratio)
-            .filter(|r| r.is_finite());
-        let range = ratios.clone().fold(None, |acc: Option<(f64, f64)>, r| {
-            Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))))
-        });
-        if let Some((lo, hi)) = range
-            && (lo < SPREAD_BAND.0 || hi > SPREAD_BAND.1)
-        {
-            let worst = records
-                .iter()
-                .filter(|r| r.spread_ratio.is_finite())
-                .max_by(|a, b| {
-                    a.spread_ratio
-                        .ln()
-                        .abs()
-                        .total_cmp(&b.spread_ratio.ln().abs())
-                })
-                .expect("a finite ratio exists");
+            .filter(|r| r.spread_ratio.is_finite())
+            .max_by(|a, b| {
+                a.spread_ratio
+                    .ln()
+                    .abs()
+                    .total_cmp(&b.spread_ratio.ln().abs())
+            })
+            .expect("a finite ratio exists");
+        notes.push(format!(
+            "{}: spread ratio outside [{}, {}] (worst {:.3} at t = {:.3e})",
+            s.name, SPREAD_BAND.0, SPREAD_BAND.1, worst.spread_ratio, worst.t
+        ));
+        if s.name == "fsr" {
+            // fsr integrates the exact score: leaving the band is the integrator's doing.
+            let outside = |r: &&crate::diagnostics::CheckpointMetrics| {
+                r.spread_ratio.is_finite()
+                    && !(SPREAD_BAND.0..=SPREAD_BAND.1).contains(&r.spread_ratio)
+            };
+            let first = records.iter().find(outside).map_or(worst.t, |r| r.t);
             notes.push(format!(
-                "{}: spread ratio outside [{}, {}] (worst {:.3} at t = {:.3e})",
-                s.name, SPREAD_BAND.0, SPREAD_BAND.1, worst.spread_ratio, worst.t
-            ));
-            if s.name == "fsr" {
-                // fsr integrates the exact score: leaving the band is the integrator's doing.
-                let outside = |r: &&crate::diagnostics::CheckpointMetrics| {
-                    r.spread_ratio.is_finite()
-                        && !(SPREAD_BAND.0..=SPREAD_BAND.1).contains(&r.spread_ratio)
-                };
-                let first = records.iter().find(outside).map_or(worst.t, |r| r.t);
-                notes.push(format!(
-                    "fsr integrates the exact score, so its spread ratio leaving the band (from \
-                     t = {first:.3e} on) is discretisation error, not a likelihood \
-                     approximation: below that t compare the other samplers with fsr rather \
-                     than with the band, or raise sampling.steps"
-                ));
-            }
-        }
-        if s.metrics.hallucination_rate > 0.05 {
-            notes.push(format!(
-                "{}: {:.1} % of the final particles sit in modes the exact posterior rules out",
-                s.name,
-                100.0 * s.metrics.hallucination_rate
+                "fsr integrates the exact score, so its spread ratio leaving the band (from \
+                 t = {first:.3e} on) is discretisation error, not a likelihood \
+                 approximation: below that t compare the other samplers with fsr rather \
+                 than with the band, or raise sampling.steps"
             ));
         }
-        if s.metrics.off_support_rate > 0.05 {
-            notes.push(format!(
-                "{}: {:.1} % of the final particles are off the data's support",
-                s.name,
-                100.0 * s.metrics.off_support_rate
-            ));
-        }
-        rows.push(SamplerRow {
-            name: s.name.clone(),
-            particles: s.particles,
-            steps: s.steps,
-            wall_seconds: s.wall_seconds,
-            seconds_per_step: s.seconds_per_step,
-            passes_per_step: s.passes_per_step,
-            metrics: s.metrics.clone(),
-            spread_ratio_range: range,
-            warnings: s.warnings.clone(),
-        });
-        curves.push(SamplerCurves {
-            name: s.name.clone(),
-            records,
-            projection: projections
-                .iter()
-                .find(|(n, _)| n == &s.name)
-                .map(|(_, p)| p.clone()),
-        });
     }
-    let mut figures = if plots_over_t {
-        standard_figures(
-            &curves,
-            exact_projection,
-            &summary.projection_direction,
-            &summary.modes.names,
-            &summary.modes.exact_weights,
-        )?
-    } else {
-        Vec::new()
+    if s.metrics.hallucination_rate > 0.05 {
+        notes.push(format!(
+            "{}: {:.1} % of the final particles sit in modes the exact posterior rules out",
+            s.name,
+            100.0 * s.metrics.hallucination_rate
+        ));
+    }
+    if s.metrics.off_support_rate > 0.05 {
+        notes.push(format!(
+            "{}: {:.1} % of the final particles are off the data's support",
+            s.name,
+            100.0 * s.metrics.off_support_rate
+        ));
+    }
+    let row = SamplerRow {
+        name: s.name.clone(),
+        particles: s.particles,
+        steps: s.steps,
+        wall_seconds: s.wall_seconds,
+        seconds_per_step: s.seconds_per_step,
+        passes_per_step: s.passes_per_step,
+        metrics: s.metrics.clone(),
+        spread_ratio_range: range,
+        warnings: s.warnings.clone(),
     };
+    let curves = SamplerCurves {
+        name: s.name.clone(),
+        records,
+        projection: projections
+            .iter()
+            .find(|(n, _)| n == &s.name)
+            .map(|(_, p)| p.clone()),
+    };
+    (row, curves)
+}
+
+/// The PNGs of the folder that exist (truth, measurement, heaviest atoms, sample grids), as
+/// figures.
+fn embed_pngs(dir: &Path, summary: &Summary, figures: &mut Vec<Figure>) -> Result<()> {
     let mut png = |file: String, title: String, caption: String| -> Result<()> {
         let path = dir.join(&file);
         if path.is_file() {
@@ -241,23 +285,5 @@ pub fn run_page(
             ),
         )?;
     }
-    Ok(ReportPage {
-        title: format!("{command}: {}", ds.source),
-        subtitle: format!(
-            "fslens {} · {} samplers · {:.1} s",
-            summary.fslens_version,
-            summary.samplers.len(),
-            summary.total_seconds
-        ),
-        facts,
-        notes,
-        modes: Some(ModeTable {
-            names: summary.modes.names.clone(),
-            exact_weights: summary.modes.exact_weights.clone(),
-            hallucination_threshold: summary.modes.hallucination_threshold,
-        }),
-        samplers: rows,
-        figures,
-        config_toml: Some(config_toml.to_string()),
-    })
+    Ok(())
 }

@@ -8,68 +8,38 @@
 use std::path::{Path, PathBuf};
 
 use crate::arrays::read_npy;
+use crate::choices::Choice;
 use crate::data::{Dataset, ImageShape};
 use crate::diffusion::{Schedule, check_time};
 use crate::engine::Weights;
 use crate::operators::Operator;
-use crate::samplers::SamplerOptions;
+use crate::plan::EngineChoice;
 use crate::samplers::likelihood::{Context, check_operator, posterior_score};
 use crate::samplers::score::tweedie_score;
+use crate::samplers::{SamplerKind, SamplerOptions};
 use crate::{Error, Result};
 
-/// Which score to compute.
+/// Which score to compute: the empirical prior's, or the posterior score of a sampler —
+/// `fsr` (exact: (s m̃(x) − x)/v) or an approximate one (prior score + its likelihood score).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// The empirical prior score.
     Prior,
-    /// The exact finite-sample posterior score.
-    Fsr,
-    /// Prior score + (s/v) C J_Aᵀ r/σ².
-    SigmaDps,
-    /// Prior score + (2ζ/‖r‖)(s/v) C J_Aᵀ r/σ².
-    ZetaDps,
-    /// Prior score + (s/v) C Aᵀ Σ_y⁻¹ r (linear A).
-    Pigdm,
-    /// Prior score + (s/v) C Aᵀ Σ_f⁻¹ r (linear A).
-    Tmpd,
+    Posterior(SamplerKind),
 }
 
-impl Method {
-    pub const NAMES: [&'static str; 6] = ["fsr", "prior", "sigma-dps", "zeta-dps", "pigdm", "tmpd"];
-
-    /// The config/sampler name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Prior => "prior",
-            Method::Fsr => "fsr",
-            Method::SigmaDps => "sigma-dps",
-            Method::ZetaDps => "zeta-dps",
-            Method::Pigdm => "pigdm",
-            Method::Tmpd => "tmpd",
-        }
-    }
+impl Choice for Method {
+    const KEY: &'static str = "--method";
+    const WHAT: &'static str = "method";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("fsr", Method::Posterior(SamplerKind::Fsr)),
+        ("prior", Method::Prior),
+        ("sigma-dps", Method::Posterior(SamplerKind::SigmaDps)),
+        ("zeta-dps", Method::Posterior(SamplerKind::ZetaDps)),
+        ("pigdm", Method::Posterior(SamplerKind::Pigdm)),
+        ("tmpd", Method::Posterior(SamplerKind::Tmpd)),
+    ];
 }
-
-impl std::str::FromStr for Method {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "prior" => Ok(Method::Prior),
-            "fsr" => Ok(Method::Fsr),
-            "sigma-dps" => Ok(Method::SigmaDps),
-            "zeta-dps" => Ok(Method::ZetaDps),
-            "pigdm" => Ok(Method::Pigdm),
-            "tmpd" => Ok(Method::Tmpd),
-            _ => Err(Error::config(
-                "--method",
-                format!(
-                    "unknown method {s:?}; expected one of {}",
-                    Method::NAMES.join(", ")
-                ),
-            )),
-        }
-    }
-}
+crate::choice_by_name!(Method);
 
 /// The inputs of `fslens score`.
 #[derive(Clone, Debug)]
@@ -82,11 +52,9 @@ pub struct ScoreRequest {
     pub operator: Option<String>,
     pub sigma: Option<f64>,
     pub shape: Option<ImageShape>,
-    pub backend: String,
-    /// GPU atom storage (one of [`crate::engine::STORAGES`]).
-    pub storage: String,
+    pub engine: EngineChoice,
     pub schedule: Schedule,
-    /// ζ of zeta-dps and the CG settings of pigdm/tmpd.
+    /// ζ of zeta-dps and the CG settings of pigdm/tmpd, checked by [`score`].
     pub options: SamplerOptions,
 }
 
@@ -144,39 +112,36 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
         eight_bit: false,
     };
     debug_assert_eq!(dataset.len(), n);
+    req.options
+        .validate(&|k| format!("--{}", k.replace('_', "-")))?;
     let noise = req.schedule.noise(req.t);
     let method = req.method.name();
-    if req.method == Method::Prior {
-        let engine = crate::engine::create_with_storage(&req.backend, &dataset, &req.storage)?;
-        let s = tweedie_score(engine.as_ref(), &x, noise, Weights::Prior)?;
-        return Ok((b, d, s));
-    }
+    let create = || crate::engine::create(req.engine.backend, req.engine.storage, &dataset);
+    let kind = match req.method {
+        Method::Prior => {
+            let engine = create()?;
+            let s = tweedie_score(engine.as_ref(), &x, noise, Weights::Prior)?;
+            return Ok((b, d, s));
+        }
+        Method::Posterior(kind) => kind,
+    };
     let (op, y, sigma) = measurement(req, shape, method)?;
-    if req.method == Method::Fsr {
-        let mut engine = crate::engine::create_with_storage(&req.backend, &dataset, &req.storage)?;
+    if kind == SamplerKind::Fsr {
+        let mut engine = create()?;
         let measured = crate::operators::measure_atoms(op.as_ref(), &dataset.images);
         let bias = crate::operators::log_likelihoods(&measured, &y, sigma)?;
         let set = Weights::Biased(engine.add_bias(&bias)?);
         let s = tweedie_score(engine.as_ref(), &x, noise, set)?;
         return Ok((b, d, s));
     }
-    let mut likelihood = crate::samplers::likelihood_by_name(method, &req.options)
-        .map_err(|e| match e {
-            Error::Config { key, problem } => Error::config(
-                format!(
-                    "--{}",
-                    key.trim_start_matches("sampling.").replace('_', "-")
-                ),
-                problem,
-            ),
-            other => other,
-        })?
+    let mut likelihood = kind
+        .likelihood(&req.options)
         .expect("every approximate method names a likelihood");
     check_operator(likelihood.as_ref(), op.as_ref()).map_err(|e| match e {
         Error::Config { problem, .. } => Error::config("--method", problem),
         other => other,
     })?;
-    let engine = crate::engine::create_with_storage(&req.backend, &dataset, &req.storage)?;
+    let engine = create()?;
     let ctx = Context {
         backend: engine.as_ref(),
         operator: op.as_ref(),
@@ -221,10 +186,7 @@ fn measurement(
         ));
     }
     let base = Path::new(".");
-    let op = crate::operators::parse(spec, shape, base).map_err(|e| match e {
-        Error::Config { problem, .. } => Error::config("--operator", problem),
-        other => other,
-    })?;
+    let op = crate::operators::parse_for(spec, shape, base, "--operator")?;
     let ya = read_npy(y_path)?;
     let m = op.output_len();
     if ya.data.len() != m || ya.shape.len() != 1 {

@@ -224,6 +224,19 @@ pub fn parse(
     Ok(op)
 }
 
+/// [`parse`], with `key` (`measurement.operator`, `--operator`) as the key its errors name.
+pub fn parse_for(
+    spec: &str,
+    shape: ImageShape,
+    base_dir: &std::path::Path,
+    key: &str,
+) -> Result<Box<dyn Operator>> {
+    parse(spec, shape, base_dir).map_err(|e| match e {
+        Error::Config { key: k, problem } if k == "operator" => Error::config(key, problem),
+        other => other,
+    })
+}
+
 /// The path after `mask:` / `matrix:`, which must not be empty.
 fn path_value<'a>(spec: &str, rest: Option<&'a str>, form: &str) -> Result<&'a str> {
     match rest {

@@ -44,7 +44,6 @@ impl Sampler for Exact {
         settings: &Settings,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Run> {
-        settings.validate()?;
         let d = problem.dim;
         let omega = problem.posterior_weights();
         // A different stream from the SDE samplers' initial noise, derived from the same seed.

@@ -37,7 +37,6 @@ impl Sampler for Fsr {
         settings: &Settings,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Run> {
-        settings.validate()?;
         let mut score = PosteriorScore { problem };
         let (x, snapshots) = reverse_sde(&mut score, problem, settings, progress)?;
         Ok(Run {

@@ -240,7 +240,6 @@ impl<L: Likelihood + Clone + Sync> Sampler for Approximate<L> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Run> {
         check_operator(&self.likelihood, problem.operator)?;
-        settings.validate()?;
         let mut score = DrivenScore {
             ctx: Context {
                 backend: problem.backend,

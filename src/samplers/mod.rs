@@ -15,6 +15,7 @@ pub mod solve;
 pub mod tmpd;
 pub mod zeta_dps;
 
+use crate::choices::Choice;
 use crate::diffusion::Schedule;
 use crate::diffusion::integrate::{Integrator, Snapshot, TimeGrid};
 use crate::engine::{Backend, BiasId};
@@ -71,6 +72,8 @@ impl Settings {
             steps: self.steps,
         }
     }
+    /// Checks the ranges, naming the `sampling.*` keys. The run plan calls it once; samplers
+    /// trust their settings.
     pub fn validate(&self) -> Result<()> {
         if self.particles == 0 {
             return Err(Error::config("sampling.particles", "must be at least 1"));
@@ -88,7 +91,7 @@ impl Settings {
             crate::diffusion::check_time("sampling.checkpoints", t)?;
         }
         if let Integrator::Ddim { eta } = self.integrator {
-            Integrator::from_config("ddim", eta)?;
+            Integrator::new(crate::diffusion::integrate::IntegratorKind::Ddim, eta)?;
         }
         if self.dps_update && !self.integrator.is_discrete() {
             return Err(Error::config(
@@ -158,6 +161,24 @@ pub struct SamplerOptions {
     pub cg: solve::CgOptions,
 }
 
+impl SamplerOptions {
+    /// Checks the ranges once (the run plan and `fslens score` call it; samplers then trust
+    /// their options); `key` spells a field's name as the user wrote it (`sampling.zeta`,
+    /// `--zeta`) in errors.
+    pub fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<()> {
+        if !(self.zeta.is_finite() && self.zeta > 0.0) {
+            return Err(Error::config(
+                key("zeta"),
+                format!(
+                    "ζ must be a positive number (default 1.0), got {}",
+                    self.zeta
+                ),
+            ));
+        }
+        self.cg.validate(key)
+    }
+}
+
 impl Default for SamplerOptions {
     fn default() -> Self {
         SamplerOptions {
@@ -190,56 +211,76 @@ pub trait Sampler {
     ) -> Result<Run>;
 }
 
-/// The likelihood score of an approximate sampler by config name (`sigma-dps`, `zeta-dps`,
-/// `pigdm`, `tmpd`); `None` for the exact samplers and unknown names.
-pub fn likelihood_by_name(
-    name: &str,
-    options: &SamplerOptions,
-) -> Result<Option<Box<dyn likelihood::Likelihood>>> {
-    options.cg.validate("sampling")?;
-    Ok(match name {
-        "sigma-dps" => Some(Box::new(sigma_dps::SigmaDps::default())),
-        "zeta-dps" => Some(Box::new(zeta_dps::ZetaDps::new(options.zeta)?)),
-        "pigdm" => Some(Box::new(pigdm::Pigdm::new(options.cg))),
-        "tmpd" => Some(Box::new(tmpd::Tmpd::new(options.cg))),
-        _ => None,
-    })
+/// The samplers this build knows (config `sampling.samplers`, `compare --samplers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SamplerKind {
+    /// Exact draws of p(x_t | y) at every time: no SDE.
+    Exact,
+    /// The reverse diffusion with the exact posterior score.
+    Fsr,
+    SigmaDps,
+    ZetaDps,
+    Pigdm,
+    Tmpd,
 }
 
-/// The samplers this build knows, by config name.
-pub const NAMES: &[&str] = &["exact", "fsr", "sigma-dps", "zeta-dps", "pigdm", "tmpd"];
-
-/// Looks a sampler up by its config name, with default [`SamplerOptions`].
-pub fn by_name(name: &str) -> Result<Box<dyn Sampler>> {
-    by_name_with(name, &SamplerOptions::default())
+impl Choice for SamplerKind {
+    const KEY: &'static str = "sampling.samplers";
+    const WHAT: &'static str = "sampler";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("exact", SamplerKind::Exact),
+        ("fsr", SamplerKind::Fsr),
+        ("sigma-dps", SamplerKind::SigmaDps),
+        ("zeta-dps", SamplerKind::ZetaDps),
+        ("pigdm", SamplerKind::Pigdm),
+        ("tmpd", SamplerKind::Tmpd),
+    ];
 }
+crate::choice_by_name!(SamplerKind);
 
-/// Looks a sampler up by its config name; fails on an unknown name or bad options.
-pub fn by_name_with(name: &str, options: &SamplerOptions) -> Result<Box<dyn Sampler>> {
-    use likelihood::Approximate;
-    options.cg.validate("sampling")?;
-    match name {
-        "exact" => Ok(Box::new(exact::Exact)),
-        "fsr" => Ok(Box::new(fsr::Fsr)),
-        "sigma-dps" => Ok(Box::new(Approximate {
-            likelihood: sigma_dps::SigmaDps::default(),
-        })),
-        "zeta-dps" => Ok(Box::new(Approximate {
-            likelihood: zeta_dps::ZetaDps::new(options.zeta)?,
-        })),
-        "pigdm" => Ok(Box::new(Approximate {
-            likelihood: pigdm::Pigdm::new(options.cg),
-        })),
-        "tmpd" => Ok(Box::new(Approximate {
-            likelihood: tmpd::Tmpd::new(options.cg),
-        })),
-        _ => Err(Error::config(
-            "sampling.samplers",
-            format!(
-                "unknown sampler {name:?}; known samplers: {}",
-                NAMES.join(", ")
-            ),
-        )),
+impl SamplerKind {
+    /// Every sampler, in the order runs and reports list them.
+    pub fn all() -> impl Iterator<Item = SamplerKind> {
+        Self::NAMES.iter().map(|&(_, k)| k)
+    }
+
+    /// The sampler, with the approximate samplers' parameters from `options` (validated by
+    /// the run plan or the caller: see [`SamplerOptions::validate`]).
+    pub fn build(self, options: &SamplerOptions) -> Box<dyn Sampler> {
+        use likelihood::Approximate;
+        match self {
+            SamplerKind::Exact => Box::new(exact::Exact),
+            SamplerKind::Fsr => Box::new(fsr::Fsr),
+            SamplerKind::SigmaDps => Box::new(Approximate {
+                likelihood: sigma_dps::SigmaDps::default(),
+            }),
+            SamplerKind::ZetaDps => Box::new(Approximate {
+                likelihood: zeta_dps::ZetaDps::new(options.zeta),
+            }),
+            SamplerKind::Pigdm => Box::new(Approximate {
+                likelihood: pigdm::Pigdm::new(options.cg),
+            }),
+            SamplerKind::Tmpd => Box::new(Approximate {
+                likelihood: tmpd::Tmpd::new(options.cg),
+            }),
+        }
+    }
+
+    /// The likelihood score of an approximate sampler; `None` for `exact` and `fsr`.
+    pub fn likelihood(self, options: &SamplerOptions) -> Option<Box<dyn likelihood::Likelihood>> {
+        match self {
+            SamplerKind::Exact | SamplerKind::Fsr => None,
+            SamplerKind::SigmaDps => Some(Box::new(sigma_dps::SigmaDps::default())),
+            SamplerKind::ZetaDps => Some(Box::new(zeta_dps::ZetaDps::new(options.zeta))),
+            SamplerKind::Pigdm => Some(Box::new(pigdm::Pigdm::new(options.cg))),
+            SamplerKind::Tmpd => Some(Box::new(tmpd::Tmpd::new(options.cg))),
+        }
+    }
+
+    /// Fails when this sampler cannot use `operator` (ΠGDM and TMPD need a linear one).
+    pub fn check_operator(self, operator: &dyn Operator) -> Result<()> {
+        self.build(&SamplerOptions::default())
+            .check_operator(operator)
     }
 }
 

@@ -27,11 +27,12 @@ impl Default for CgOptions {
 }
 
 impl CgOptions {
-    /// Checks the ranges; `key` prefixes the config keys in errors (e.g. `sampling`).
-    pub fn validate(&self, key: &str) -> Result<()> {
+    /// Checks the ranges; `key` spells a field's name as the user wrote it (config key or
+    /// flag) in errors.
+    pub fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<()> {
         if !(self.tolerance.is_finite() && self.tolerance > 0.0 && self.tolerance < 1.0) {
             return Err(Error::config(
-                format!("{key}.cg_tolerance"),
+                key("cg_tolerance"),
                 format!(
                     "must lie in (0, 1) (a relative residual, e.g. 1e-6), got {}",
                     self.tolerance
@@ -40,7 +41,7 @@ impl CgOptions {
         }
         if self.max_iterations == 0 {
             return Err(Error::config(
-                format!("{key}.cg_max_iterations"),
+                key("cg_max_iterations"),
                 "must be at least 1 (default 100)",
             ));
         }

@@ -9,8 +9,8 @@
 
 use super::likelihood::{Context, Likelihood};
 use super::sigma_dps::SigmaDps;
+use crate::Result;
 use crate::engine::Noise;
-use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
 pub struct ZetaDps {
@@ -19,18 +19,16 @@ pub struct ZetaDps {
 }
 
 impl ZetaDps {
-    /// Fails unless ζ is a positive finite number.
-    pub fn new(zeta: f64) -> Result<Self> {
-        if !(zeta.is_finite() && zeta > 0.0) {
-            return Err(Error::config(
-                "sampling.zeta",
-                format!("ζ must be a positive number (default 1.0), got {zeta}"),
-            ));
-        }
-        Ok(ZetaDps {
+    /// ζ-DPS with step ζ (a positive finite number: [`crate::samplers::SamplerOptions::validate`]).
+    pub fn new(zeta: f64) -> Self {
+        debug_assert!(
+            zeta.is_finite() && zeta > 0.0,
+            "ζ = {zeta} was not validated"
+        );
+        ZetaDps {
             zeta,
             inner: SigmaDps::default(),
-        })
+        }
     }
     pub fn zeta(&self) -> f64 {
         self.zeta

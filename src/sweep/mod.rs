@@ -35,9 +35,11 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use crate::choices::Choice;
 use crate::config::RunConfig;
 use crate::data::cache::AtomCache;
 use crate::experiment::Observer;
+use crate::plan::{Overrides, RunPlan};
 use crate::report::output::OutputDir;
 use crate::{Error, Result};
 
@@ -173,7 +175,7 @@ impl Sweep {
             origin: origin.to_path_buf(),
         };
         // Every job must be a valid run config: find a bad axis value now, not mid-sweep.
-        let jobs = sweep.jobs(None)?;
+        let jobs = sweep.jobs(Overrides::default())?;
         // Two jobs with one config would share a folder (and two shards could race on it).
         let mut first_with = std::collections::HashMap::new();
         for job in &jobs {
@@ -204,9 +206,9 @@ impl Sweep {
         self.len() == 0
     }
 
-    /// Expands the cartesian product in order (last axis fastest). `backend` overrides every
-    /// job's backend (it is part of the id: results differ by backend).
-    pub fn jobs(&self, backend: Option<&str>) -> Result<Vec<Job>> {
+    /// Expands the cartesian product in order (last axis fastest). `overrides` replace every
+    /// job's backend and storage (they are part of the id: results differ by engine).
+    pub fn jobs(&self, overrides: Overrides) -> Result<Vec<Job>> {
         let total = self.len();
         let mut jobs = Vec::with_capacity(total);
         for index in 0..total {
@@ -224,8 +226,11 @@ impl Sweep {
                 set_dotted(&mut table, key, value.clone())?;
                 axes.push((key.clone(), value));
             }
-            if let Some(b) = backend {
-                table.insert("backend".into(), toml::Value::String(b.into()));
+            if let Some(b) = overrides.backend {
+                table.insert("backend".into(), toml::Value::String(b.name().into()));
+            }
+            if let Some(st) = overrides.storage {
+                table.insert("storage".into(), toml::Value::String(st.name().into()));
             }
             let config: RunConfig = toml::Value::Table(table).try_into().map_err(|e| {
                 Error::data(
@@ -237,7 +242,7 @@ impl Sweep {
                     ),
                 )
             })?;
-            config.validate().map_err(|e| {
+            RunPlan::new(config.clone(), &self.base_dir, Overrides::default()).map_err(|e| {
                 Error::data(
                     &self.origin,
                     format!("job {index} ({}): {e}", describe_axes(&axes)),
@@ -411,12 +416,12 @@ pub fn run(
     sweep: &Sweep,
     out: &Path,
     shard: Shard,
-    backend: Option<&str>,
+    overrides: Overrides,
     cache: Option<&AtomCache>,
     observer: &mut dyn SweepObserver,
 ) -> Result<Outcome> {
     let jobs: Vec<Job> = sweep
-        .jobs(backend)?
+        .jobs(overrides)?
         .into_iter()
         .filter(|j| shard.contains(j))
         .collect();
@@ -471,13 +476,8 @@ fn run_job(
         let record = serde_json::to_string_pretty(&JobRecord::of(job)).expect("job serialises");
         crate::arrays::write_atomic(&staging.path().join("job.json"), record.as_bytes())?;
         let mut forward = JobObserver { job, observer };
-        crate::experiment::run_in(
-            &job.config,
-            &sweep.base_dir,
-            staging.path(),
-            &mut forward,
-            cache,
-        )?;
+        let plan = RunPlan::new(job.config.clone(), &sweep.base_dir, Overrides::default())?;
+        crate::experiment::run_into(&plan, staging.path(), &mut forward, cache)?;
         staging.finish()?;
         Ok(())
     };
@@ -642,7 +642,7 @@ steps = 10
             "seed = [0, 1, 2]\n\"measurement.sigma\" = [0.05, 0.1]\n\"sampling.samplers\" = [[\"fsr\"], [\"sigma-dps\"]]\n",
         )
         .unwrap();
-        let jobs = s.jobs(None).unwrap();
+        let jobs = s.jobs(Overrides::default()).unwrap();
         assert_eq!(jobs.len(), 12);
         // Sorted keys: measurement.sigma, sampling.samplers, seed (fastest).
         let keys: Vec<&str> = s.axes.iter().map(|(k, _)| k.as_str()).collect();
@@ -651,7 +651,10 @@ steps = 10
             assert_eq!(job.index, i);
             assert_eq!(job.config.seed, (i % 3) as u64);
             let samplers = if (i / 3) % 2 == 0 { "fsr" } else { "sigma-dps" };
-            assert_eq!(job.config.sampling.samplers, vec![samplers.to_string()]);
+            assert_eq!(
+                job.config.sampling.samplers,
+                vec![crate::samplers::SamplerKind::parse(samplers).unwrap()]
+            );
             let sigma = if i / 6 == 0 { 0.05 } else { 0.1 };
             assert_eq!(job.config.measurement.sigma, sigma);
             // Untouched base values survive.
@@ -665,8 +668,14 @@ steps = 10
 
     #[test]
     fn ids_name_the_config_not_its_position() {
-        let a = sweep("seed = [0, 1]\n").unwrap().jobs(None).unwrap();
-        let b = sweep("seed = [5, 1, 0]\n").unwrap().jobs(None).unwrap();
+        let a = sweep("seed = [0, 1]\n")
+            .unwrap()
+            .jobs(Overrides::default())
+            .unwrap();
+        let b = sweep("seed = [5, 1, 0]\n")
+            .unwrap()
+            .jobs(Overrides::default())
+            .unwrap();
         assert_eq!(a[0].id, b[2].id);
         assert_eq!(a[1].id, b[1].id);
         // Same as hashing the config directly, and a different config gives another id.
@@ -675,11 +684,17 @@ steps = 10
         // Writing a default explicitly does not change the id: it hashes the resolved config.
         let explicit = sweep("\"sampling.t_min\" = [1e-3]\nseed = [0]\n")
             .unwrap()
-            .jobs(None)
+            .jobs(Overrides::default())
             .unwrap();
         assert_eq!(explicit[0].id, a[0].id);
         // The backend override is part of the id.
-        let gpu = sweep("seed = [0]\n").unwrap().jobs(Some("gpu")).unwrap();
+        let gpu = sweep("seed = [0]\n")
+            .unwrap()
+            .jobs(Overrides {
+                backend: Some(crate::engine::BackendKind::Gpu),
+                ..Default::default()
+            })
+            .unwrap();
         assert_ne!(gpu[0].id, a[0].id);
     }
 
@@ -698,7 +713,7 @@ steps = 10
     #[test]
     fn shards_partition_the_jobs() {
         let s = sweep("seed = [0, 1, 2, 3, 4, 5, 6]\n").unwrap();
-        let jobs = s.jobs(None).unwrap();
+        let jobs = s.jobs(Overrides::default()).unwrap();
         for n in 1..5 {
             let mut seen = vec![0; jobs.len()];
             for i in 0..n {

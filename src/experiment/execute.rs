@@ -1,0 +1,396 @@
+//! Execute a run plan: set the problem up, build the engine, run every sampler on the same y
+//! and seed, and score each recorded cloud against the exact posterior. No file is written
+//! here: the [`Outcome`] holds the samples, clouds, metrics and timings, and
+//! [`super::outputs`] writes them.
+
+use std::time::Instant;
+
+use super::Observer;
+use super::classes::{class_weights_exact, class_weights_of_samples};
+use super::setup::{Setup, setup};
+use super::summary::{ModesSummary, SkippedSampler};
+use crate::choices::Choice;
+use crate::data::cache::AtomCache;
+use crate::data::{Dataset, ImageShape};
+use crate::diagnostics::projection::Direction;
+use crate::diagnostics::{Analysis, CheckpointMetrics, ExactCloudAt, ExactPosterior};
+use crate::diffusion::integrate::Level;
+use crate::engine::Backend;
+use crate::plan::{RunPlan, SamplerSelection};
+use crate::report::plots::ProjectionSeries;
+use crate::samplers::{Problem, Run, SamplerKind};
+use crate::{Error, Result};
+
+/// The problem and its exact posterior, as every output folder describes them.
+pub struct ProblemOutcome {
+    /// When the run started (the summary's total includes writing the folder).
+    pub started: Instant,
+    pub setup: Setup,
+    /// The engine, in words (`cpu (2 threads)`, `gpu: …`).
+    pub backend: String,
+    /// ω_i = softmax_i(b_i), the exact posterior at t = 0.
+    pub omega: Vec<f64>,
+    /// Σ_{i ∈ c} ω_i per class, where the data set has labels.
+    pub exact_classes: Option<Vec<f64>>,
+    pub modes: ModesSummary,
+    /// ρ of the off-support rule (median nearest-other-atom distance).
+    pub atom_scale: f64,
+}
+
+impl ProblemOutcome {
+    /// Collects what `exact` knows about the problem (after its last use as a borrow).
+    pub fn new(
+        started: Instant,
+        setup: Setup,
+        backend: String,
+        omega: Vec<f64>,
+        modes: ModesSummary,
+        atom_scale: f64,
+    ) -> Self {
+        ProblemOutcome {
+            started,
+            exact_classes: class_weights_exact(&setup.atoms, &omega),
+            setup,
+            backend,
+            omega,
+            modes,
+            atom_scale,
+        }
+    }
+
+    /// The image shape of the atoms.
+    pub fn shape(&self) -> ImageShape {
+        self.setup.atoms.shape
+    }
+}
+
+/// The modes the metrics use and their exact mass, for summary.json and metrics.json.
+pub fn modes_summary(exact: &ExactPosterior) -> ModesSummary {
+    ModesSummary {
+        source: exact.modes.source,
+        names: exact.modes.names.clone(),
+        exact_weights: exact.exact_mode_weights.clone(),
+        hallucination_threshold: exact.options.hallucination_threshold,
+    }
+}
+
+/// What a run produced, before anything is written.
+pub struct Outcome {
+    pub problem: ProblemOutcome,
+    /// The heatmap direction u.
+    pub direction: Direction,
+    /// The time and noise of the final samples.
+    pub final_level: Level,
+    /// Steps the integrator walked.
+    pub walked: usize,
+    /// One entry per sampler run, in run order.
+    pub samplers: Vec<SamplerOutcome>,
+    /// Samplers `compare` left out, with the reason.
+    pub skipped: Vec<SkippedSampler>,
+    /// The heatmap's exact panel: the exact sampler's projections, or fresh exact draws at the
+    /// first sampler's times when the run has no exact sampler (name, series).
+    pub exact_projection: Option<(String, ProjectionSeries)>,
+}
+
+/// One sampler's run and its scores.
+pub struct SamplerOutcome {
+    pub kind: SamplerKind,
+    pub run: Run,
+    pub wall_seconds: f64,
+    /// Tweedie means of the final samples under the prior, K × D.
+    pub denoised: Vec<f32>,
+    /// ⟨x_t, u⟩ of every particle at the checkpoints and the final time.
+    pub projection: ProjectionSeries,
+    /// Metrics at every checkpoint (decreasing t).
+    pub checkpoints: Vec<CheckpointMetrics>,
+    /// Metrics of the final samples.
+    pub metrics: CheckpointMetrics,
+    /// Class frequencies of the final samples' nearest atoms.
+    pub classes: Option<Vec<f64>>,
+}
+
+/// Runs `plan`: with a `cache`, the atoms and measured atoms come from it (bit for bit the
+/// same as without).
+pub fn execute(
+    plan: &RunPlan,
+    observer: &mut dyn Observer,
+    cache: Option<&AtomCache>,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let setup = setup(plan, observer, cache)?;
+    let (kinds, skipped) = samplers_to_run(plan, &setup, observer);
+    observer.stage("building the engine");
+    let mut engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
+    let posterior = engine.add_bias(&setup.log_likelihoods)?;
+    let engine: &dyn Backend = engine.as_ref();
+    let problem = Problem {
+        backend: engine,
+        atoms: &setup.atoms.images,
+        dim: setup.atoms.dim(),
+        log_likelihoods: &setup.log_likelihoods,
+        posterior,
+        operator: setup.operator.as_ref(),
+        y: &setup.y,
+        sigma: plan.sigma(),
+        schedule: plan.schedule,
+    };
+    let omega = problem.posterior_weights();
+    let exact_view = ExactPosterior::new(
+        &setup.atoms,
+        &omega,
+        setup.operator.as_ref(),
+        &setup.y,
+        plan.sigma(),
+        &setup.truth,
+        plan.schedule,
+        plan.diagnostics,
+    );
+    let direction = Direction::new(&exact_view, plan.config.diagnostics.direction)?;
+    let final_level = plan.settings.final_level(&plan.schedule);
+    let mut scoring = Scoring {
+        plan,
+        atoms: &setup.atoms,
+        problem: &problem,
+        exact: &exact_view,
+        direction: &direction,
+        t_end: final_level.t,
+        exact_clouds: ExactClouds::default(),
+    };
+    // The exact sampler runs first (it is cheap) so that every sampler's checkpoints are
+    // compared with exact particles at the same times; its analyses are kept for its own
+    // metrics, so each cloud costs one engine pass.
+    let mut exact_done = if kinds.contains(&SamplerKind::Exact) {
+        Some(scoring.run_exact(observer)?)
+    } else {
+        None
+    };
+    let mut samplers = Vec::new();
+    for &kind in &kinds {
+        let (run, wall, analyses) = match exact_done.take() {
+            Some(done) if kind == SamplerKind::Exact => (done.0, done.1, Some(done.2)),
+            kept => {
+                exact_done = kept;
+                let (run, wall) = scoring.run_sampler(kind, observer)?;
+                (run, wall, None)
+            }
+        };
+        for w in &run.warnings {
+            observer.warning(w);
+        }
+        observer.stage(&format!("metrics of {}", kind.name()));
+        samplers.push(scoring.score_run(kind, run, wall, analyses)?);
+    }
+    let exact_projection = exact_projection(plan, &exact_view, &direction, &samplers);
+    let modes = modes_summary(&exact_view);
+    let atom_scale = exact_view.atom_scale;
+    let backend = engine.describe();
+    Ok(Outcome {
+        problem: ProblemOutcome::new(started, setup, backend, omega, modes, atom_scale),
+        direction,
+        final_level,
+        walked: plan.settings.integrator.steps(plan.settings.steps),
+        samplers,
+        skipped,
+        exact_projection,
+    })
+}
+
+/// The samplers of the plan; for [`SamplerSelection::EveryApplicable`] those that can use the
+/// operator, the others returned with the reason.
+fn samplers_to_run(
+    plan: &RunPlan,
+    setup: &Setup,
+    observer: &mut dyn Observer,
+) -> (Vec<SamplerKind>, Vec<SkippedSampler>) {
+    let listed = match &plan.samplers {
+        SamplerSelection::Listed(kinds) => return (kinds.clone(), Vec::new()),
+        SamplerSelection::EveryApplicable => SamplerKind::all(),
+    };
+    let mut kinds = Vec::new();
+    let mut skipped = Vec::new();
+    for kind in listed {
+        match kind.check_operator(setup.operator.as_ref()) {
+            Ok(()) => kinds.push(kind),
+            Err(e) => {
+                // The config key the error names is moot here: compare chose the sampler.
+                let reason = match e {
+                    Error::Config { problem, .. } => problem,
+                    other => other.to_string(),
+                };
+                observer.warning(&format!("compare: skipping {}: {reason}", kind.name()));
+                skipped.push(SkippedSampler {
+                    name: kind.name().to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+    (kinds, skipped)
+}
+
+/// Runs samplers and scores their clouds against the exact posterior of one problem.
+struct Scoring<'a> {
+    plan: &'a RunPlan,
+    atoms: &'a Dataset,
+    problem: &'a Problem<'a>,
+    exact: &'a ExactPosterior<'a>,
+    direction: &'a Direction,
+    /// The time of the final samples.
+    t_end: f64,
+    exact_clouds: ExactClouds,
+}
+
+impl Scoring<'_> {
+    /// Runs `kind` with progress to `observer`; the run and its wall time.
+    fn run_sampler(&self, kind: SamplerKind, observer: &mut dyn Observer) -> Result<(Run, f64)> {
+        let sampler = kind.build(&self.plan.options);
+        let name = kind.name();
+        observer.stage(&format!("sampler {name}"));
+        let t0 = Instant::now();
+        let run = sampler.sample(self.problem, &self.plan.settings, &mut |p| {
+            observer.progress(name, p)
+        })?;
+        Ok((run, t0.elapsed().as_secs_f64()))
+    }
+
+    /// Runs the exact sampler and keeps each of its clouds as the exact cloud at that time.
+    fn run_exact(&mut self, observer: &mut dyn Observer) -> Result<(Run, f64, Vec<Analysis>)> {
+        let (run, wall) = self.run_sampler(SamplerKind::Exact, observer)?;
+        let mut analyses = Vec::new();
+        for (t, cloud) in clouds(&run, self.t_end) {
+            let analysis = self.analyse(t, cloud)?;
+            self.exact_clouds
+                .by_time
+                .push(self.exact.exact_cloud_from(t, &analysis, true));
+            analyses.push(analysis);
+        }
+        Ok((run, wall, analyses))
+    }
+
+    /// One engine pass over a cloud at t: Tweedie means and nearest atoms.
+    fn analyse(&self, t: f64, cloud: &[f32]) -> Result<Analysis> {
+        self.exact
+            .analyse(self.problem.backend, cloud, self.problem.schedule.noise(t))
+    }
+
+    /// Scores every cloud of `run` (checkpoints, then the final samples), reusing `analyses`
+    /// where the run already has them (the exact sampler's).
+    fn score_run(
+        &mut self,
+        kind: SamplerKind,
+        run: Run,
+        wall_seconds: f64,
+        analyses: Option<Vec<Analysis>>,
+    ) -> Result<SamplerOutcome> {
+        let recorded = clouds(&run, self.t_end);
+        let projection = ProjectionSeries {
+            times: recorded.iter().map(|&(t, _)| t).collect(),
+            values: recorded
+                .iter()
+                .map(|&(_, cloud)| self.direction.project(cloud))
+                .collect(),
+        };
+        let mut analyses = analyses.map(|a| a.into_iter());
+        let mut checkpoints = Vec::new();
+        let mut last = None;
+        let count = self.plan.settings.particles.max(1000);
+        for (t, cloud) in recorded {
+            let analysis = match analyses.as_mut().and_then(|a| a.next()) {
+                Some(a) => a,
+                None => self.analyse(t, cloud)?,
+            };
+            let exact = self
+                .exact_clouds
+                .at(self.exact, self.problem.backend, t, count)?;
+            checkpoints.push(self.exact.metrics(t, cloud, &analysis, exact));
+            last = Some(analysis);
+        }
+        let metrics = checkpoints.pop().expect("clouds always end with t_min");
+        let last = last.expect("clouds always end with t_min");
+        let nearest: Vec<usize> = last.nearest.iter().map(|n| n.index).collect();
+        Ok(SamplerOutcome {
+            kind,
+            classes: class_weights_of_samples(self.atoms, &nearest),
+            run,
+            wall_seconds,
+            denoised: last.denoised,
+            projection,
+            checkpoints,
+            metrics,
+        })
+    }
+}
+
+/// The heatmap's exact panel: the exact sampler's projections, or fresh exact draws at the
+/// first sampler's times when the run has no exact sampler.
+fn exact_projection(
+    plan: &RunPlan,
+    exact: &ExactPosterior,
+    direction: &Direction,
+    samplers: &[SamplerOutcome],
+) -> Option<(String, ProjectionSeries)> {
+    if let Some(s) = samplers.iter().find(|s| s.kind == SamplerKind::Exact) {
+        return Some(("exact".to_string(), s.projection.clone()));
+    }
+    let first = &samplers.first()?.projection;
+    let k = plan.settings.particles;
+    let values = first
+        .times
+        .iter()
+        .map(|&t| {
+            let noise = plan.schedule.noise(t);
+            let seed = plan.config.seed ^ t.to_bits() ^ 0x0068_6561_746d_6170;
+            direction.project(&exact.draw(noise, k, seed))
+        })
+        .collect();
+    Some((
+        "exact (drawn)".to_string(),
+        ProjectionSeries {
+            times: first.times.clone(),
+            values,
+        },
+    ))
+}
+
+/// A run's clouds in time order: its checkpoint snapshots, then the final samples at `t_end`
+/// (t_min, or for a discrete integrator the continuous time of its last level).
+fn clouds(run: &Run, t_end: f64) -> Vec<(f64, &[f32])> {
+    run.snapshots
+        .iter()
+        .map(|snap| (snap.t, snap.particles.as_slice()))
+        .chain(std::iter::once((t_end, run.samples.as_slice())))
+        .collect()
+}
+
+/// The exact posterior's own clouds by time: from the exact run where it recorded that time,
+/// else drawn on first use.
+#[derive(Default)]
+struct ExactClouds {
+    by_time: Vec<ExactCloudAt>,
+}
+
+impl ExactClouds {
+    fn at(
+        &mut self,
+        exact: &ExactPosterior,
+        backend: &dyn Backend,
+        t: f64,
+        count: usize,
+    ) -> Result<&ExactCloudAt> {
+        // Every sampler snaps its checkpoints to the same grid, so equal times are equal bits;
+        // the tolerance only absorbs a t_min written differently.
+        let found = self
+            .by_time
+            .iter()
+            .position(|r| (r.t - t).abs() <= 1e-12 * t.abs().max(1.0));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.by_time
+                    .push(exact.exact_cloud_drawn(backend, t, count)?);
+                self.by_time.len() - 1
+            }
+        };
+        Ok(&self.by_time[i])
+    }
+}

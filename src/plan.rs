@@ -1,0 +1,260 @@
+//! A run plan: a run config checked once, with the command line's engine choices applied.
+//!
+//! The raw [`RunConfig`] is what serde read (names already typed: backend, storage, samplers,
+//! integrator, heatmap direction). [`RunPlan::new`] checks every range and every combination
+//! once, naming the config key of each problem, and derives what the layers below take: the
+//! sampler [`Settings`] and [`SamplerOptions`], the schedule, the diagnostics options and the
+//! engine choice. `run`, `compare`, `diagnose`, the sweep jobs and the Python package all
+//! start from a plan; nothing below re-validates it.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{DEFAULT_CHECKPOINTS, RunConfig};
+use crate::diffusion::Schedule;
+use crate::diffusion::integrate::{Integrator, TimeGrid};
+use crate::engine::{BackendKind, StorageChoice};
+use crate::samplers::solve::CgOptions;
+use crate::samplers::{SamplerKind, SamplerOptions, Settings};
+use crate::{Error, Result};
+
+/// The engine a run asks for: the backend and the GPU's atom storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineChoice {
+    pub backend: BackendKind,
+    pub storage: StorageChoice,
+}
+
+/// Command-line choices that replace the config's (`--backend`, `--storage`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub backend: Option<BackendKind>,
+    pub storage: Option<StorageChoice>,
+}
+
+/// Which samplers a run runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SamplerSelection {
+    /// The config's `sampling.samplers`, in that order; one that cannot use the operator is
+    /// an error before any work.
+    Listed(Vec<SamplerKind>),
+    /// Every sampler that applies to the operator (`fslens compare`); the others are skipped
+    /// with the reason.
+    EveryApplicable,
+}
+
+/// A checked run: the config as it will be recorded (config.toml), the folder its relative
+/// paths start from, and everything derived from it.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    /// The config with the overrides applied.
+    pub config: RunConfig,
+    /// The folder relative paths in the config start from.
+    pub base_dir: PathBuf,
+    pub samplers: SamplerSelection,
+    pub engine: EngineChoice,
+    pub settings: Settings,
+    pub options: SamplerOptions,
+    pub schedule: Schedule,
+    pub diagnostics: crate::diagnostics::Options,
+}
+
+impl RunPlan {
+    /// Checks `config` (ranges, combinations) with `overrides` applied; relative paths in it
+    /// start from `base_dir`.
+    pub fn new(mut config: RunConfig, base_dir: &Path, overrides: Overrides) -> Result<Self> {
+        if let Some(backend) = overrides.backend {
+            config.backend = backend;
+        }
+        if let Some(storage) = overrides.storage {
+            config.storage = storage;
+        }
+        let m = &config.measurement;
+        if !(m.sigma.is_finite() && m.sigma > 0.0) {
+            return Err(Error::config(
+                "measurement.sigma",
+                format!("must be a positive number, got {}", m.sigma),
+            ));
+        }
+        let s = &config.sampling;
+        if s.samplers.is_empty() {
+            return Err(Error::config(
+                "sampling.samplers",
+                "list at least one sampler, e.g. [\"exact\", \"fsr\"]",
+            ));
+        }
+        let options = SamplerOptions {
+            zeta: s.zeta,
+            cg: CgOptions {
+                tolerance: s.cg_tolerance,
+                max_iterations: s.cg_max_iterations,
+            },
+        };
+        options.validate(&|k| format!("sampling.{k}"))?;
+        let schedule = Schedule::new(
+            s.beta_min,
+            s.beta_max,
+            ["sampling.beta_min", "sampling.beta_max"],
+        )?;
+        let integrator = Integrator::new(s.integrator, s.eta)?;
+        let checkpoints = s.checkpoints.clone().unwrap_or_else(|| {
+            TimeGrid {
+                t_max: 1.0,
+                t_min: s.t_min,
+                steps: s.steps.max(1),
+            }
+            .log_spaced_checkpoints(DEFAULT_CHECKPOINTS)
+        });
+        let settings = Settings {
+            particles: s.particles,
+            steps: s.steps,
+            t_min: s.t_min,
+            seed: config.seed,
+            checkpoints,
+            integrator,
+            dps_update: s.dps_update,
+        };
+        settings.validate()?;
+        let g = &config.diagnostics;
+        if !(g.hallucination_threshold > 0.0 && g.hallucination_threshold < 1.0) {
+            return Err(Error::config(
+                "diagnostics.hallucination_threshold",
+                format!("must lie in (0, 1), got {}", g.hallucination_threshold),
+            ));
+        }
+        if g.clusters == 0 {
+            return Err(Error::config(
+                "diagnostics.clusters",
+                "must be at least 1 (default 8)",
+            ));
+        }
+        let t = &config.truth;
+        if t.file.is_none() && !t.in_atoms && t.index >= t.held_out {
+            return Err(Error::config(
+                "truth.index",
+                format!(
+                    "is {} but only {} image(s) are held out; raise truth.held_out",
+                    t.index, t.held_out
+                ),
+            ));
+        }
+        Ok(RunPlan {
+            samplers: SamplerSelection::Listed(s.samplers.clone()),
+            engine: EngineChoice {
+                backend: config.backend,
+                storage: config.storage,
+            },
+            settings,
+            options,
+            schedule,
+            diagnostics: crate::diagnostics::Options {
+                hallucination_threshold: g.hallucination_threshold,
+                clusters: g.clusters,
+                seed: config.seed,
+            },
+            base_dir: base_dir.to_path_buf(),
+            config,
+        })
+    }
+
+    /// The plan of a config file: relative paths start from its folder.
+    pub fn load(path: &Path, overrides: Overrides) -> Result<Self> {
+        let config = RunConfig::load(path)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::new(config, &base, overrides)
+    }
+
+    /// The embedded demo (`fslens demo`).
+    pub fn demo(overrides: Overrides) -> Result<Self> {
+        Self::new(RunConfig::demo(), Path::new("."), overrides)
+    }
+
+    /// This plan with every sampler that applies to the operator (`fslens compare`).
+    pub fn every_applicable_sampler(mut self) -> Self {
+        self.samplers = SamplerSelection::EveryApplicable;
+        self
+    }
+
+    /// This plan running the exact sampler alone (`fslens diagnose` scores samples made
+    /// elsewhere against it; the config's other samplers are neither run nor checked).
+    pub fn exact_only(mut self) -> Self {
+        self.samplers = SamplerSelection::Listed(vec![SamplerKind::Exact]);
+        self.config.sampling.samplers = vec![SamplerKind::Exact];
+        self
+    }
+
+    /// The measurement noise σ.
+    pub fn sigma(&self) -> f64 {
+        self.config.measurement.sigma
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_with(edit: impl FnOnce(&mut RunConfig)) -> Result<RunPlan> {
+        let mut cfg = RunConfig::demo();
+        edit(&mut cfg);
+        RunPlan::new(cfg, Path::new("."), Overrides::default())
+    }
+
+    #[test]
+    fn each_range_error_names_its_key() {
+        let cases: Vec<(&str, Box<dyn FnOnce(&mut RunConfig)>)> = vec![
+            ("measurement.sigma", Box::new(|c| c.measurement.sigma = 0.0)),
+            (
+                "sampling.samplers",
+                Box::new(|c| c.sampling.samplers.clear()),
+            ),
+            ("sampling.zeta", Box::new(|c| c.sampling.zeta = -1.0)),
+            (
+                "sampling.cg_tolerance",
+                Box::new(|c| c.sampling.cg_tolerance = 2.0),
+            ),
+            (
+                "sampling.cg_max_iterations",
+                Box::new(|c| c.sampling.cg_max_iterations = 0),
+            ),
+            ("sampling.beta_min", Box::new(|c| c.sampling.beta_min = 0.0)),
+            (
+                "sampling.beta_max",
+                Box::new(|c| c.sampling.beta_max = 0.001),
+            ),
+            ("sampling.eta", Box::new(|c| c.sampling.eta = 0.5)),
+            ("sampling.particles", Box::new(|c| c.sampling.particles = 0)),
+            ("sampling.t_min", Box::new(|c| c.sampling.t_min = 1.5)),
+            (
+                "diagnostics.hallucination_threshold",
+                Box::new(|c| c.diagnostics.hallucination_threshold = 1.0),
+            ),
+            (
+                "diagnostics.clusters",
+                Box::new(|c| c.diagnostics.clusters = 0),
+            ),
+            ("truth.index", Box::new(|c| c.truth.index = 5)),
+        ];
+        for (key, edit) in cases {
+            let e = demo_with(edit).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{key}: ")), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn overrides_replace_the_config_and_are_recorded() {
+        let plan = RunPlan::demo(Overrides {
+            backend: Some(BackendKind::Cpu),
+            storage: Some(StorageChoice::Fixed(crate::engine::gpu::Storage::F16)),
+        })
+        .unwrap();
+        assert_eq!(plan.engine.backend, BackendKind::Cpu);
+        assert_eq!(plan.config.backend, BackendKind::Cpu);
+        assert!(plan.config.to_toml().contains("storage = \"f16\""));
+        let plain = RunPlan::demo(Overrides::default()).unwrap();
+        assert_eq!(plain.engine.backend, RunConfig::demo().backend);
+        assert_eq!(plain.settings.particles, plain.config.sampling.particles);
+        assert_eq!(
+            plain.samplers,
+            SamplerSelection::Listed(plain.config.sampling.samplers.clone())
+        );
+    }
+}
