@@ -2,7 +2,7 @@
 //!
 //! Replace the prior of a diffusion model by the empirical measure of a training set
 //! {a_1 … a_N}; then the exact posterior at every diffusion time is a finite sum over the
-//! atoms (`../shared/design.md` §3). This crate computes those sums fast (the [`engine`]),
+//! atoms (`docs/design.md` §3). This crate computes those sums fast (the [`engine`]),
 //! runs the exact reference and the approximate samplers on the same prior ([`samplers`]),
 //! and writes what they did ([`report`]).
 //!
