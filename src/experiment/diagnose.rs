@@ -16,10 +16,10 @@ use rand::SeedableRng;
 
 use super::Observer;
 use super::classes::class_weights_of_samples;
-use super::execute::ProblemOutcome;
+use super::outcome::{Diagnosis, ProblemOutcome, ScoredCloud, modes_summary};
 use super::summary::{ExternalSource, Summary};
 use crate::data::ImageShape;
-use crate::diagnostics::{CheckpointMetrics, ExactPosterior};
+use crate::diagnostics::ExactPosterior;
 use crate::engine::Noise;
 use crate::plan::RunPlan;
 use crate::report::output::OutputDir;
@@ -268,25 +268,6 @@ pub struct DiagnoseRequest {
 /// At least this many exact draws make the exact cloud (and the `exact` row).
 pub const EXACT_DRAWS: usize = 2000;
 
-/// A clean cloud scored at t = 0.
-pub struct ScoredCloud {
-    /// `exact` or the samples' label.
-    pub name: String,
-    /// K × D pixels in [-1, 1].
-    pub pixels: Vec<f32>,
-    /// Class frequencies of the particles' nearest atoms.
-    pub classes: Option<Vec<f64>>,
-    pub metrics: CheckpointMetrics,
-}
-
-/// What `fslens diagnose` found, before anything is written.
-pub struct Diagnosis {
-    pub problem: ProblemOutcome,
-    /// Fresh exact draws, then the external samples.
-    pub clouds: Vec<ScoredCloud>,
-    pub source: ExternalSource,
-}
-
 /// Scores external samples against the exact posterior of `plan`'s measurement and writes the
 /// output folder (see the module notes). Nothing is written when the samples are rejected.
 pub fn diagnose(
@@ -381,7 +362,7 @@ pub fn score_samples(
             metrics: external,
         },
     ];
-    let modes = super::execute::modes_summary(&exact);
+    let modes = modes_summary(&exact);
     let atom_scale = exact.atom_scale;
     let backend = engine.describe();
     let source = ExternalSource {

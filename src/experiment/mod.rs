@@ -8,6 +8,7 @@ mod cache_keys;
 pub mod classes;
 pub mod diagnose;
 pub mod execute;
+pub mod outcome;
 pub mod outputs;
 pub mod page;
 pub mod score;

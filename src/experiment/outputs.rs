@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::classes::{named_weights, top_atom_summary, top_atoms};
-use super::diagnose::Diagnosis;
-use super::execute::{Outcome, ProblemOutcome, SamplerOutcome};
+use super::outcome::{Diagnosis, Outcome, ProblemOutcome, SamplerOutcome};
 use super::page::run_page;
 use super::setup::Setup;
 use super::summary::{
