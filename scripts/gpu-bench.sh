@@ -13,7 +13,7 @@
 #      (benches/fsr_step_torch.py: chunked, online log-sum-exp, TF32 off, CUDA events);
 #   4. prints a table: time/step (wall, and on the device from timestamp queries), TFLOP/s, % of
 #      the GPU's nominal fp32 peak, ratio to PyTorch; then the σ-DPS step's cost over the fsr
-#      step's (`fslens bench --dps`, first storage type, B ∈ {16, 256}; issue target ≤ 2.2).
+#      step's (`fslens bench --dps`, first storage type, B ∈ {16, 256}; target ≤ 2.2).
 #
 # Environment (all optional):
 #   FSLENS_BIN        prebuilt fslens binary (skips the build)
