@@ -19,7 +19,6 @@ use super::classes::class_weights_of_samples;
 use super::outcome::{Diagnosis, ProblemOutcome, ScoredCloud, modes_summary};
 use super::summary::{ExternalSource, Summary};
 use crate::data::ImageShape;
-use crate::diagnostics::ExactPosterior;
 use crate::engine::Noise;
 use crate::plan::RunPlan;
 use crate::report::output::OutputDir;
@@ -318,16 +317,7 @@ pub fn score_samples(
     observer.stage("building the engine");
     let engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
     let omega = crate::samplers::softmax(&setup.log_likelihoods);
-    let exact = ExactPosterior::new(
-        &setup.atoms,
-        &omega,
-        setup.operator.as_ref(),
-        &setup.y,
-        plan.sigma(),
-        &setup.truth,
-        plan.schedule,
-        plan.diagnostics,
-    );
+    let exact = setup.exact_posterior(plan, &omega);
 
     observer.stage("scoring the samples");
     // Nearest atoms argmin_i ‖x − a_i‖ (s = 1; v only shapes the unused prior means) with the

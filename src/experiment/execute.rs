@@ -49,16 +49,7 @@ pub fn execute(
         schedule: plan.schedule,
     };
     let omega = problem.posterior_weights();
-    let exact_view = ExactPosterior::new(
-        &setup.atoms,
-        &omega,
-        setup.operator.as_ref(),
-        &setup.y,
-        plan.sigma(),
-        &setup.truth,
-        plan.schedule,
-        plan.diagnostics,
-    );
+    let exact_view = setup.exact_posterior(plan, &omega);
     let direction = Direction::new(&exact_view, plan.config.diagnostics.direction)?;
     let final_level = plan.settings.final_level(&plan.schedule);
     let mut scoring = Scoring {

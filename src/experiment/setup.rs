@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use super::{Observer, cache_keys};
 use crate::data::Dataset;
 use crate::data::cache::{AtomCache, Lookup};
+use crate::diagnostics::ExactPosterior;
 use crate::operators::{self, Operator};
 use crate::plan::{RunPlan, SamplerSelection};
 use crate::{Error, Result};
@@ -23,6 +24,23 @@ pub struct Setup {
     pub y: Vec<f32>,
     /// b_i = log p(y | a_i) for every atom, float64.
     pub log_likelihoods: Vec<f64>,
+}
+
+impl Setup {
+    /// The exact posterior of this problem as the metrics see it (modes, ρ, closed forms),
+    /// with ω = softmax(b) given.
+    pub fn exact_posterior<'a>(&'a self, plan: &RunPlan, omega: &'a [f64]) -> ExactPosterior<'a> {
+        ExactPosterior::new(
+            &self.atoms,
+            omega,
+            self.operator.as_ref(),
+            &self.y,
+            plan.sigma(),
+            &self.truth,
+            plan.schedule,
+            plan.diagnostics,
+        )
+    }
 }
 
 /// Loads the data, picks the truth, builds the operator and draws y = A(x) + σ ε; with a
