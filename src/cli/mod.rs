@@ -286,7 +286,18 @@ fn operator_help() -> String {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     quiet_vulkan_loader();
-    let cli = Cli::parse();
+    // Every refusal exits with status 1, a bad flag value as much as a bad config value.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
