@@ -47,10 +47,7 @@ fn check(integrator: Integrator, steps: usize) {
         integrator,
         dps_update: false,
     };
-    let run = samplers::by_name("fsr")
-        .unwrap()
-        .sample(&problem, &settings, &mut |_| {})
-        .unwrap();
+    let run = common::sample("fsr", &problem, &settings);
     // fsr makes one pass per score evaluation: two a step for the Heun ODE.
     let per_step = if integrator == Integrator::HeunOde {
         2.0
@@ -209,10 +206,7 @@ fn exact_sampler_follows_the_integrator_levels() {
             integrator,
             dps_update: false,
         };
-        let run = samplers::by_name("exact")
-            .unwrap()
-            .sample(&problem, &settings, &mut |_| {})
-            .unwrap();
+        let run = common::sample("exact", &problem, &settings);
         let (levels, last) = settings.recorded_levels(&problem.schedule);
         assert_eq!(run.snapshots.len(), 1);
         assert_eq!(run.snapshots[0].t, levels[0].t);
