@@ -88,24 +88,7 @@ impl Reference<'_> {
     /// Prior weights, mean m and dense C = Σ w (a − m)(a − m)ᵀ at x.
     fn moments(&self, x: &[f64], s: f64, v: f64) -> (Vec<f64>, Vec<f64>) {
         let d = self.d;
-        let logits: Vec<f64> = self
-            .atoms
-            .chunks(d)
-            .map(|a| {
-                -a.iter()
-                    .zip(x)
-                    .map(|(ai, xi)| (xi - s * ai).powi(2))
-                    .sum::<f64>()
-                    / (2.0 * v)
-            })
-            .collect();
-        let w = samplers::softmax(&logits);
-        let mut mean = vec![0.0; d];
-        for (a, wi) in self.atoms.chunks(d).zip(&w) {
-            for j in 0..d {
-                mean[j] += wi * a[j];
-            }
-        }
+        let (mean, w) = common::prior_mean_f64(self.atoms, d, x, s, v);
         let mut c = vec![0.0; d * d];
         for (a, wi) in self.atoms.chunks(d).zip(&w) {
             for j in 0..d {
@@ -408,23 +391,7 @@ fn log_likelihood_at_mean(
     y: &[f32],
     sigma: f64,
 ) -> f64 {
-    let logits: Vec<f64> = atoms
-        .chunks(d)
-        .map(|a| {
-            -a.iter()
-                .zip(x)
-                .map(|(ai, xi)| (xi - s * ai).powi(2))
-                .sum::<f64>()
-                / (2.0 * v)
-        })
-        .collect();
-    let w = samplers::softmax(&logits);
-    let mut mean = vec![0.0; d];
-    for (a, wi) in atoms.chunks(d).zip(&w) {
-        for j in 0..d {
-            mean[j] += wi * a[j];
-        }
-    }
+    let (mean, _) = common::prior_mean_f64(atoms, d, x, s, v);
     let am = forward(&mean);
     -am.iter()
         .zip(y)

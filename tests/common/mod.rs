@@ -110,6 +110,35 @@ impl Fixture {
     }
 }
 
+/// The float64 prior Tweedie mean m(x) = Σ_i w_i a_i, w = softmax(−‖x − s a_i‖²/(2v)), over
+/// `atoms` (rows of `d` values); returns (m(x), w).
+pub fn prior_mean_f64<T: Copy + Into<f64>>(
+    atoms: &[T],
+    d: usize,
+    x: &[f64],
+    s: f64,
+    v: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let logits: Vec<f64> = atoms
+        .chunks(d)
+        .map(|a| {
+            -a.iter()
+                .zip(x)
+                .map(|(&ai, xi)| (xi - s * ai.into()).powi(2))
+                .sum::<f64>()
+                / (2.0 * v)
+        })
+        .collect();
+    let w = fslens::samplers::softmax(&logits);
+    let mut mean = vec![0.0; d];
+    for (a, wi) in atoms.chunks(d).zip(&w) {
+        for (mj, &aj) in mean.iter_mut().zip(a) {
+            *mj += wi * aj.into();
+        }
+    }
+    (mean, w)
+}
+
 /// Runs the sampler `name` on `problem` with `settings`, without a progress callback.
 pub fn sample(name: &str, problem: &Problem, settings: &Settings) -> Run {
     fslens::samplers::by_name(name)
