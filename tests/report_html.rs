@@ -43,6 +43,12 @@ fn compare(dir: &Path, name: &str, operator: &str) -> (std::path::PathBuf, Strin
     (out, String::from_utf8_lossy(&res.stderr).into_owned())
 }
 
+/// The `name` of every object of a JSON array.
+fn names_in(list: &serde_json::Value) -> Vec<&str> {
+    let items = list.as_array().unwrap();
+    items.iter().map(|s| s["name"].as_str().unwrap()).collect()
+}
+
 /// Every `http` in the page must be the SVG namespace: nothing is fetched from outside.
 fn assert_self_contained(html: &str) {
     for (i, _) in html.match_indices("http") {
@@ -64,12 +70,7 @@ fn compare_writes_a_self_contained_report() {
     let (out, stderr) = compare(&dir, "linear", "downsample:4");
     assert!(stderr.contains("report.html"), "{stderr}");
     let summary = read_json(&out.join("summary.json"));
-    let names: Vec<&str> = summary["samplers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = names_in(&summary["samplers"]);
     assert_eq!(
         names,
         ["exact", "fsr", "sigma-dps", "zeta-dps", "pigdm", "tmpd"]
@@ -159,12 +160,7 @@ fn compare_writes_a_self_contained_report() {
         assert!(stderr.contains(&format!("skipping {name}")), "{stderr}");
     }
     let summary = read_json(&out.join("summary.json"));
-    let skipped: Vec<&str> = summary["skipped_samplers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let skipped = names_in(&summary["skipped_samplers"]);
     assert_eq!(skipped, ["pigdm", "tmpd"]);
     assert_eq!(summary["samplers"].as_array().unwrap().len(), 4);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

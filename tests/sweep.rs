@@ -47,19 +47,23 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `fslens <mode> sweep <dir>/<file> --out <out> <extra>…` (`mode`: --quiet or --json).
+fn sweep_args(mode: &str, dir: &Path, file: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![mode, "sweep", s(&dir.join(file)), "--out", s(out)]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// The uninterrupted sweep every other test compares with (run once per test binary).
 fn reference() -> &'static Path {
     static REF: OnceLock<PathBuf> = OnceLock::new();
     REF.get_or_init(|| {
         let dir = scratch("reference");
         let out = dir.join("out");
-        fslens(&[
-            "--quiet",
-            "sweep",
-            s(&dir.join("sweep.toml")),
-            "--out",
-            s(&out),
-        ]);
+        fslens(&sweep_args("--quiet", &dir, "sweep.toml", &out, &[]));
         out
     })
 }
@@ -157,17 +161,11 @@ fn killed_sweep_resumes_and_matches_an_uninterrupted_one() {
 
     let dir = scratch("killed");
     let out = dir.join("out");
-    let mut child = fslens_command(&[
-        "--quiet",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&out),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = fslens_command(&sweep_args("--quiet", &dir, "sweep.toml", &out, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     loop {
         let done = complete_jobs(&out).len();
@@ -207,13 +205,7 @@ fn killed_sweep_resumes_and_matches_an_uninterrupted_one() {
     }
 
     // The rerun starts exactly the jobs that were not complete.
-    let rerun = fslens(&[
-        "--json",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&out),
-    ]);
+    let rerun = fslens(&sweep_args("--json", &dir, "sweep.toml", &out, &[]));
     let records = json_lines(&rerun.stdout);
     let started: BTreeSet<String> = records
         .iter()
@@ -253,13 +245,7 @@ fn killed_sweep_resumes_and_matches_an_uninterrupted_one() {
         assert_same_job(&out.join("jobs").join(id), &reference.join("jobs").join(id));
     }
     // A third run does nothing.
-    let again = fslens(&[
-        "--json",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&out),
-    ]);
+    let again = fslens(&sweep_args("--json", &dir, "sweep.toml", &out, &[]));
     assert!(!String::from_utf8_lossy(&again.stdout).contains("job_start"));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -319,24 +305,15 @@ fn two_shards_merged_equal_one_unsharded_run() {
     let reference = reference();
     let dir = scratch("shards");
     let (a, b) = (dir.join("shard0"), dir.join("shard1"));
-    fslens(&[
-        "--quiet",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&a),
-        "--shard",
-        "0/2",
-    ]);
-    fslens(&[
-        "--quiet",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&b),
-        "--shard",
-        "1/2",
-    ]);
+    for (out, shard) in [(&a, "0/2"), (&b, "1/2")] {
+        fslens(&sweep_args(
+            "--quiet",
+            &dir,
+            "sweep.toml",
+            out,
+            &["--shard", shard],
+        ));
+    }
     let (ja, jb) = (complete_jobs(&a), complete_jobs(&b));
     assert_eq!((ja.len(), jb.len()), (6, 6));
     assert!(ja.is_disjoint(&jb));
@@ -393,15 +370,9 @@ fn a_failing_job_is_recorded_and_the_sweep_goes_on() {
     .unwrap();
     let out = dir.join("out");
     let run = || {
-        fslens_command(&[
-            "--json",
-            "sweep",
-            s(&dir.join("fail.toml")),
-            "--out",
-            s(&out),
-        ])
-        .output()
-        .unwrap()
+        fslens_command(&sweep_args("--json", &dir, "fail.toml", &out, &[]))
+            .output()
+            .unwrap()
     };
     let first = run();
     assert!(!first.status.success());
@@ -514,15 +485,13 @@ fn the_cache_holds_each_set_once_and_rebuilds_corrupt_entries() {
     )
     .unwrap();
     let out = dir.join("out");
-    let run = fslens(&[
+    let run = fslens(&sweep_args(
         "--json",
-        "sweep",
-        s(&dir.join("two.toml")),
-        "--out",
-        s(&out),
-        "--cache",
-        s(&copy),
-    ]);
+        &dir,
+        "two.toml",
+        &out,
+        &["--cache", s(&copy)],
+    ));
     let warnings: Vec<String> = String::from_utf8_lossy(&run.stdout)
         .lines()
         .filter(|l| l.contains("\"warning\""))
