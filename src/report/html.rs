@@ -4,7 +4,8 @@
 //!
 //! [`render`] takes a plain [`ReportPage`]: whoever has the numbers (a run, a comparison, a
 //! diagnosis of outside samples) fills it in; [`standard_figures`] draws the usual plots from
-//! per-sampler metric records and projections.
+//! per-sampler metric records and projections. Pages of another shape (the merged sweep's)
+//! are built from the same pieces: [`document`], [`escape`] and [`strip_xml_declaration`].
 
 use std::fmt::Write as _;
 
