@@ -207,7 +207,7 @@ pub struct BenchRecord {
     /// Mean ESS of the step's posterior weights over the rows (near 1: each mean is one atom,
     /// and both implementations then agree exactly).
     pub mean_ess: f64,
-    /// sigma-dps-step only: its time over the fsr step's at the same B, t (issue target ≤ 2.2).
+    /// sigma-dps-step only: its time over the fsr step's at the same B, t (the target is ≤ 2.2).
     pub ratio_to_fsr: Option<f64>,
     /// GPU only, where the adapter has timestamp queries: the best step's time on the device
     /// (the compute passes, without upload, readback and host work).
@@ -339,31 +339,7 @@ pub fn run(
     opts: &BenchOptions,
     on_record: &mut dyn FnMut(&BenchRecord),
 ) -> Result<Vec<BenchRecord>> {
-    if opts.batches.is_empty() || opts.batches.contains(&0) || opts.atoms == 0 || opts.dim == 0 {
-        return Err(Error::config(
-            "bench",
-            "batches, atoms and dim must be positive",
-        ));
-    }
-    let on_gpu = match opts.backend.as_str() {
-        "cpu" => false,
-        "gpu" => true,
-        other => {
-            return Err(Error::config(
-                "--backend",
-                format!("bench runs on cpu or gpu, not {other:?}"),
-            ));
-        }
-    };
-    if !on_gpu && opts.storage != Storage::F32 {
-        return Err(Error::config(
-            "--storage",
-            format!(
-                "the cpu backend stores atoms as f32 only, not {}; use --backend gpu",
-                opts.storage.name()
-            ),
-        ));
-    }
+    let on_gpu = check_options(opts)?;
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
@@ -376,121 +352,26 @@ pub fn run(
         Some(p)
     };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let (atoms, data) = match &opts.data {
-        Some(dir) => {
-            let path = dir.join("train-images-idx3-ubyte.gz");
-            let (h, w, bytes) = crate::data::idx::read_images(&path)?;
-            let d = h * w;
-            if d != opts.dim {
-                return Err(Error::config(
-                    "dim",
-                    format!("{} has D = {d}, not {}", path.display(), opts.dim),
-                ));
-            }
-            let table = crate::data::u8_pixel_table();
-            let n = opts.atoms.min(bytes.len() / d);
-            let atoms: Vec<f32> = bytes[..n * d].iter().map(|&k| table[k as usize]).collect();
-            (atoms, path.display().to_string())
-        }
-        None => {
-            let table = crate::data::u8_pixel_table();
-            (
-                (0..opts.atoms * opts.dim)
-                    .map(|_| table[rng.random_range(0..256usize)])
-                    .collect(),
-                format!("random 8-bit, seed {}", opts.seed),
-            )
-        }
-    };
+    let (atoms, data) = load_atoms(opts, &mut rng)?;
     let (n, d) = (atoms.len() / opts.dim, opts.dim);
-    let mut subject = if on_gpu {
-        let gpu = GpuBackend::new(
-            &atoms,
-            d,
-            GpuOptions {
-                storage: opts.storage,
-                tile_dims: opts.tile_dims,
-                tile_rows: opts.tile_rows,
-                sums_block_rows: opts.sums_block_rows,
-                target_workgroups: opts.workgroups,
-                trusted_shaders: true,
-                ..Default::default()
-            },
-        )?;
-        Subject::Gpu(gpu, atoms)
-    } else {
-        // from_vec: the backend owns the only host copy, so peak RSS counts the atoms once.
-        let mut cpu = CpuBackend::from_vec(atoms, d)?.with_threads(threads)?;
-        if let Some((chunk, rows)) = opts.blocking {
-            cpu = cpu.with_blocking(chunk, rows)?;
-        }
-        Subject::Cpu(cpu)
-    };
+    let mut subject = Subject::new(opts, atoms, d, on_gpu, threads)?;
     let nominal_peak = if on_gpu {
         nominal_gpu_peak_gflops(&subject.backend().describe())
     } else {
         None
     };
-    // Posterior of a box-inpainting measurement of the last atom: σ = 0.05, the box hides the
-    // middle half of the image; b_i = −‖M(y − a_i)‖²/(2σ²).
-    let sigma = 0.05;
-    let side = (d as f64).sqrt() as usize;
-    let keep: Vec<bool> = (0..d)
-        .map(|k| {
-            let (r, c) = (k / side.max(1), k % side.max(1));
-            !((side / 4..3 * side / 4).contains(&r) && (side / 4..3 * side / 4).contains(&c))
-        })
-        .collect();
-    let truth = &subject.atoms()[(n - 1) * d..];
-    let y: Vec<f64> = truth
-        .iter()
-        .map(|&a| a as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
-        .collect();
-    let bias: Vec<f64> = subject
-        .atoms()
-        .chunks(d)
-        .map(|a| {
-            -a.iter()
-                .zip(&y)
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|((&a, &y), _)| (y - a as f64).powi(2))
-                .sum::<f64>()
-                / (2.0 * sigma * sigma)
-        })
-        .collect();
+    let bias = inpainting_bias(subject.atoms(), d, &mut rng);
     let bias_id = subject.backend_mut().add_bias(&bias)?;
     let (backend, atoms) = (subject.backend(), subject.atoms());
-
     let workdir = std::env::temp_dir().join(format!("fslens-bench-{}", std::process::id()));
-    let python = if opts.baseline {
-        match numpy_available() {
-            Ok(()) => {
-                std::fs::create_dir_all(&workdir).map_err(|e| Error::io(&workdir, e))?;
-                write_npy_stream(&workdir.join("atoms.npy"), &[n, d], atoms)?;
-                let b32: Vec<f32> = bias.iter().map(|&b| b as f32).collect();
-                write_npy_stream(&workdir.join("bias.npy"), &[n], &b32)?;
-                Ok(())
-            }
-            Err(why) => Err(why),
-        }
-    } else {
-        Err("baseline not requested".to_string())
-    };
+    let python = prepare_baseline(opts, &workdir, atoms, d, &bias)?;
 
     let schedule = Schedule::default();
     let mut records = Vec::new();
     for &t in &opts.times {
         let noise = schedule.noise(t);
         for &b in &opts.batches {
-            let mut x = Vec::with_capacity(b * d);
-            for _ in 0..b {
-                let j = rng.random_range(0..n);
-                x.extend(atoms[j * d..(j + 1) * d].iter().map(|&a| {
-                    (noise.s * a as f64 + noise.v.sqrt() * rng.sample::<f64, _>(StandardNormal))
-                        as f32
-                }));
-            }
+            let x = noisy_particles(atoms, d, b, noise, &mut rng);
             let (secs, result, p, device_secs) =
                 time_fsr_step(backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
             // cpu: the peak of this case only, measured between its own steps under the same
@@ -500,11 +381,10 @@ pub fn run(
             } else {
                 Some(p).filter(|p| p.is_finite())
             };
-            let means = &result.means;
             let mean_ess =
                 result.stats.iter().map(|s| s.ess).sum::<f64>() / result.stats.len() as f64;
             let (base_secs, base_desc, base_diff) = match &python {
-                Ok(()) => match run_numpy(opts, &workdir, &x, b, d, noise, means) {
+                Ok(()) => match run_numpy(opts, &workdir, &x, b, d, noise, &result.means) {
                     Ok((s, desc, diff)) => (Some(s), Some(desc), Some(diff)),
                     Err(e) => (None, Some(format!("baseline failed: {e}")), None),
                 },
@@ -536,25 +416,7 @@ pub fn run(
             };
             on_record(&rec);
             if opts.dps {
-                // 8·B·N·D: prior pass (distances + weighted sum) 4·B·N·D, C·g pass with the
-                // prior pass's weights (CPU) or distances (GPU) kept: projections ⟨a_i, g⟩ and
-                // the weighted sum, 4·B·N·D.
-                let (dps_secs, dps_device) = time_dps_step(backend, &x, noise, opts.repeats)?;
-                let dps_gflops = 8.0 * (b * n * d) as f64 / dps_secs / 1e9;
-                let dps = BenchRecord {
-                    kernel: "sigma-dps-step".into(),
-                    seconds_per_step: dps_secs,
-                    gflops: dps_gflops,
-                    fraction_of_peak: peak_best.map(|p| dps_gflops / p),
-                    baseline_seconds_per_step: None,
-                    baseline: Some("no baseline for this kernel".into()),
-                    baseline_max_rel_diff: None,
-                    ratio_to_fsr: Some(dps_secs / secs),
-                    device_seconds_per_step: dps_device.seconds,
-                    device_seconds_by_kernel: dps_device.by_kernel,
-                    peak_rss_mb: peak_rss_mb(),
-                    ..rec.clone()
-                };
+                let dps = dps_record(backend, &x, noise, opts.repeats, &rec)?;
                 on_record(&dps);
                 records.push(dps);
             }
@@ -563,6 +425,165 @@ pub fn run(
     }
     let _ = std::fs::remove_dir_all(&workdir);
     Ok(records)
+}
+
+/// Rejects impossible options; true when the bench runs on the GPU.
+fn check_options(opts: &BenchOptions) -> Result<bool> {
+    if opts.batches.is_empty() || opts.batches.contains(&0) || opts.atoms == 0 || opts.dim == 0 {
+        return Err(Error::config(
+            "bench",
+            "batches, atoms and dim must be positive",
+        ));
+    }
+    let on_gpu = match opts.backend.as_str() {
+        "cpu" => false,
+        "gpu" => true,
+        other => {
+            return Err(Error::config(
+                "--backend",
+                format!("bench runs on cpu or gpu, not {other:?}"),
+            ));
+        }
+    };
+    if !on_gpu && opts.storage != Storage::F32 {
+        return Err(Error::config(
+            "--storage",
+            format!(
+                "the cpu backend stores atoms as f32 only, not {}; use --backend gpu",
+                opts.storage.name()
+            ),
+        ));
+    }
+    Ok(on_gpu)
+}
+
+/// The first `opts.atoms` images of the Fashion-MNIST folder `opts.data`, or seeded random
+/// 8-bit-like atoms, with a description for the records.
+fn load_atoms(opts: &BenchOptions, rng: &mut ChaCha8Rng) -> Result<(Vec<f32>, String)> {
+    let table = crate::data::u8_pixel_table();
+    match &opts.data {
+        Some(dir) => {
+            let path = dir.join("train-images-idx3-ubyte.gz");
+            let (h, w, bytes) = crate::data::idx::read_images(&path)?;
+            let d = h * w;
+            if d != opts.dim {
+                return Err(Error::config(
+                    "dim",
+                    format!("{} has D = {d}, not {}", path.display(), opts.dim),
+                ));
+            }
+            let n = opts.atoms.min(bytes.len() / d);
+            let atoms: Vec<f32> = bytes[..n * d].iter().map(|&k| table[k as usize]).collect();
+            Ok((atoms, path.display().to_string()))
+        }
+        None => Ok((
+            (0..opts.atoms * opts.dim)
+                .map(|_| table[rng.random_range(0..256usize)])
+                .collect(),
+            format!("random 8-bit, seed {}", opts.seed),
+        )),
+    }
+}
+
+/// The posterior bias of a box-inpainting measurement of the last atom: σ = 0.05, the box
+/// hides the middle half of the image; b_i = −‖M(y − a_i)‖²/(2σ²).
+fn inpainting_bias(atoms: &[f32], d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let sigma = 0.05;
+    let n = atoms.len() / d;
+    let side = (d as f64).sqrt() as usize;
+    let keep: Vec<bool> = (0..d)
+        .map(|k| {
+            let (r, c) = (k / side.max(1), k % side.max(1));
+            !((side / 4..3 * side / 4).contains(&r) && (side / 4..3 * side / 4).contains(&c))
+        })
+        .collect();
+    let truth = &atoms[(n - 1) * d..];
+    let y: Vec<f64> = truth
+        .iter()
+        .map(|&a| a as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
+        .collect();
+    atoms
+        .chunks(d)
+        .map(|a| {
+            -a.iter()
+                .zip(&y)
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((&a, &y), _)| (y - a as f64).powi(2))
+                .sum::<f64>()
+                / (2.0 * sigma * sigma)
+        })
+        .collect()
+}
+
+/// Writes the atoms and the bias for the numpy baseline into `workdir`: Ok when the baseline
+/// can run, else why not (the records say it).
+fn prepare_baseline(
+    opts: &BenchOptions,
+    workdir: &Path,
+    atoms: &[f32],
+    d: usize,
+    bias: &[f64],
+) -> Result<std::result::Result<(), String>> {
+    if !opts.baseline {
+        return Ok(Err("baseline not requested".to_string()));
+    }
+    if let Err(why) = numpy_available() {
+        return Ok(Err(why));
+    }
+    std::fs::create_dir_all(workdir).map_err(|e| Error::io(workdir, e))?;
+    write_npy_stream(&workdir.join("atoms.npy"), &[atoms.len() / d, d], atoms)?;
+    let b32: Vec<f32> = bias.iter().map(|&b| b as f32).collect();
+    write_npy_stream(&workdir.join("bias.npy"), &[bias.len()], &b32)?;
+    Ok(Ok(()))
+}
+
+/// `b` particles x_t = s·a_j + √v·ε around random atoms a_j, as a noisy cloud at t would be.
+fn noisy_particles(
+    atoms: &[f32],
+    d: usize,
+    b: usize,
+    noise: Noise,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
+    let n = atoms.len() / d;
+    let mut x = Vec::with_capacity(b * d);
+    for _ in 0..b {
+        let j = rng.random_range(0..n);
+        x.extend(atoms[j * d..(j + 1) * d].iter().map(|&a| {
+            (noise.s * a as f64 + noise.v.sqrt() * rng.sample::<f64, _>(StandardNormal)) as f32
+        }));
+    }
+    x
+}
+
+/// The σ-DPS step's record beside the fsr step's `fsr` at the same B and t.
+fn dps_record(
+    backend: &dyn Backend,
+    x: &[f32],
+    noise: Noise,
+    repeats: usize,
+    fsr: &BenchRecord,
+) -> Result<BenchRecord> {
+    // 8·B·N·D: prior pass (distances + weighted sum) 4·B·N·D, C·g pass with the prior pass's
+    // weights (CPU) or distances (GPU) kept: projections ⟨a_i, g⟩ and the weighted sum,
+    // 4·B·N·D.
+    let (secs, device) = time_dps_step(backend, x, noise, repeats)?;
+    let gflops = 8.0 * (fsr.b * fsr.n * fsr.d) as f64 / secs / 1e9;
+    Ok(BenchRecord {
+        kernel: "sigma-dps-step".into(),
+        seconds_per_step: secs,
+        gflops,
+        fraction_of_peak: fsr.peak_gflops.map(|p| gflops / p),
+        baseline_seconds_per_step: None,
+        baseline: Some("no baseline for this kernel".into()),
+        baseline_max_rel_diff: None,
+        ratio_to_fsr: Some(secs / fsr.seconds_per_step),
+        device_seconds_per_step: device.seconds,
+        device_seconds_by_kernel: device.by_kernel,
+        peak_rss_mb: peak_rss_mb(),
+        ..fsr.clone()
+    })
 }
 
 fn python_command() -> std::process::Command {
@@ -712,6 +733,37 @@ enum Subject {
 }
 
 impl Subject {
+    /// The backend `opts` asks for, holding `atoms` (N×d).
+    fn new(
+        opts: &BenchOptions,
+        atoms: Vec<f32>,
+        d: usize,
+        on_gpu: bool,
+        threads: usize,
+    ) -> Result<Subject> {
+        if on_gpu {
+            let gpu = GpuBackend::new(
+                &atoms,
+                d,
+                GpuOptions {
+                    storage: opts.storage,
+                    tile_dims: opts.tile_dims,
+                    tile_rows: opts.tile_rows,
+                    sums_block_rows: opts.sums_block_rows,
+                    target_workgroups: opts.workgroups,
+                    trusted_shaders: true,
+                    ..Default::default()
+                },
+            )?;
+            return Ok(Subject::Gpu(gpu, atoms));
+        }
+        // from_vec: the backend owns the only host copy, so peak RSS counts the atoms once.
+        let mut cpu = CpuBackend::from_vec(atoms, d)?.with_threads(threads)?;
+        if let Some((chunk, rows)) = opts.blocking {
+            cpu = cpu.with_blocking(chunk, rows)?;
+        }
+        Ok(Subject::Cpu(cpu))
+    }
     fn atoms(&self) -> &[f32] {
         match self {
             Subject::Cpu(cpu) => cpu.atom_store(),

@@ -2,6 +2,8 @@
 //! (dense C from the weights, dense solves), finite differences, and each other; refusal of
 //! nonlinear operators; small end-to-end runs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use fslens::choices::Choice;
@@ -19,11 +21,7 @@ use fslens::samplers::{self, Problem, SamplerKind, SamplerOptions, Settings};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fslens-approx-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{fslens_command, scratch_dir};
 
 fn rel(a: &[f64], b: &[f64]) -> f64 {
     let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
@@ -93,24 +91,7 @@ impl Reference<'_> {
     /// Prior weights, mean m and dense C = Σ w (a − m)(a − m)ᵀ at x.
     fn moments(&self, x: &[f64], s: f64, v: f64) -> (Vec<f64>, Vec<f64>) {
         let d = self.d;
-        let logits: Vec<f64> = self
-            .atoms
-            .chunks(d)
-            .map(|a| {
-                -a.iter()
-                    .zip(x)
-                    .map(|(ai, xi)| (xi - s * ai).powi(2))
-                    .sum::<f64>()
-                    / (2.0 * v)
-            })
-            .collect();
-        let w = samplers::softmax(&logits);
-        let mut mean = vec![0.0; d];
-        for (a, wi) in self.atoms.chunks(d).zip(&w) {
-            for j in 0..d {
-                mean[j] += wi * a[j];
-            }
-        }
+        let (mean, w) = common::prior_mean_f64(self.atoms, d, x, s, v);
         let mut c = vec![0.0; d * d];
         for (a, wi) in self.atoms.chunks(d).zip(&w) {
             for j in 0..d {
@@ -189,6 +170,19 @@ struct Case {
     m: usize,
 }
 
+impl Case {
+    /// The case's matrix as an operator on images of `shape`, named `name`.
+    fn operator(&self, shape: ImageShape, name: &str) -> operators::DenseMatrix {
+        operators::DenseMatrix::new(shape, self.m, self.matrix.clone(), name.into()).unwrap()
+    }
+}
+
+/// The prior's Tweedie means m(x) at `noise`: what every likelihood score is evaluated at.
+fn prior_means(engine: &dyn Backend, x: &[f32], noise: Noise) -> Vec<f32> {
+    let mut pass = engine.weighted_means(x, noise, &[Weights::Prior]).unwrap();
+    pass.sets.swap_remove(0).means
+}
+
 fn random_case(n: usize, d: usize, m: usize, seed: u64) -> Case {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let atoms = (0..n * d).map(|_| rng.random_range(-1.0..1.0f32)).collect();
@@ -245,13 +239,7 @@ fn check_against_reference(tag: &str, compute: &mut ScoreFn) {
     let case = random_case(300, 32, 8, 41);
     let (d, b) = (case.d, 8);
     let schedule = Schedule::default();
-    let op = operators::DenseMatrix::new(
-        ImageShape::new(1, d, 1),
-        case.m,
-        case.matrix.clone(),
-        "matrix:test".into(),
-    )
-    .unwrap();
+    let op = case.operator(ImageShape::new(1, d, 1), "matrix:test");
     let a = dense_of(&op);
     let atoms64: Vec<f64> = case.atoms.iter().map(|&v| v as f64).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -325,7 +313,7 @@ fn write_f32(path: &Path, shape: &[usize], data: &[f32]) {
 /// `fslens score` (the library entry of the command) on the CPU backend.
 #[test]
 fn score_command_matches_float64_design_formulas_on_cpu() {
-    let dir = tmpdir("score");
+    let dir = scratch_dir("approx-score");
     let mut written = false;
     check_against_reference("cpu score", &mut |method, case, x, t, y, sigma| {
         let d = case.d;
@@ -377,13 +365,7 @@ fn scores_match_float64_design_formulas_on_gpu() {
     let case = random_case(300, 32, 8, 41);
     let gpu =
         fslens::engine::gpu::GpuBackend::new(&case.atoms, case.d, Default::default()).unwrap();
-    let op = operators::DenseMatrix::new(
-        ImageShape::new(1, case.d, 1),
-        case.m,
-        case.matrix.clone(),
-        "matrix:test".into(),
-    )
-    .unwrap();
+    let op = case.operator(ImageShape::new(1, case.d, 1), "matrix:test");
     let schedule = Schedule::default();
     check_against_reference("gpu", &mut |method, _case, x, t, y, sigma| {
         let ctx = Context {
@@ -415,23 +397,7 @@ fn log_likelihood_at_mean(
     y: &[f32],
     sigma: f64,
 ) -> f64 {
-    let logits: Vec<f64> = atoms
-        .chunks(d)
-        .map(|a| {
-            -a.iter()
-                .zip(x)
-                .map(|(ai, xi)| (xi - s * ai).powi(2))
-                .sum::<f64>()
-                / (2.0 * v)
-        })
-        .collect();
-    let w = samplers::softmax(&logits);
-    let mut mean = vec![0.0; d];
-    for (a, wi) in atoms.chunks(d).zip(&w) {
-        for j in 0..d {
-            mean[j] += wi * a[j];
-        }
-    }
+    let (mean, _) = common::prior_mean_f64(atoms, d, x, s, v);
     let am = forward(&mean);
     -am.iter()
         .zip(y)
@@ -447,8 +413,7 @@ fn sigma_dps_likelihood_is_the_gradient_of_the_gaussian_at_the_mean() {
     let shape = ImageShape::new(4, 4, 1);
     let engine = CpuBackend::new(&case.atoms, d).unwrap();
     let atoms64: Vec<f64> = case.atoms.iter().map(|&v| v as f64).collect();
-    let dense =
-        operators::DenseMatrix::new(shape, case.m, case.matrix.clone(), "m".into()).unwrap();
+    let dense = case.operator(shape, "m");
     let a = dense_of(&dense);
     let saturation = operators::Saturation::new(shape, 2.0).unwrap();
     let linear = |x: &[f64]| -> Vec<f64> {
@@ -511,13 +476,7 @@ fn zeta_dps_is_sigma_dps_rescaled_by_two_zeta_over_the_residual() {
     let case = random_case(300, 32, 8, 3);
     let d = case.d;
     let engine = CpuBackend::new(&case.atoms, d).unwrap();
-    let op = operators::DenseMatrix::new(
-        ImageShape::new(1, d, 1),
-        case.m,
-        case.matrix.clone(),
-        "m".into(),
-    )
-    .unwrap();
+    let op = case.operator(ImageShape::new(1, d, 1), "m");
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let noise = Schedule::default().noise(0.4);
     let y = measurement(&case, &op, 0.1, &mut rng);
@@ -528,12 +487,7 @@ fn zeta_dps_is_sigma_dps_rescaled_by_two_zeta_over_the_residual() {
         y: &y,
         sigma: 0.1,
     };
-    let means = engine
-        .weighted_means(&x, noise, &[Weights::Prior])
-        .unwrap()
-        .sets[0]
-        .means
-        .clone();
+    let means = prior_means(&engine, &x, noise);
     let sigma_dps = samplers::sigma_dps::SigmaDps::default()
         .likelihood_score(&ctx, &x, &means, noise)
         .unwrap();
@@ -566,13 +520,7 @@ fn tmpd_dense_and_cg_solves_agree() {
     let case = random_case(400, 64, 12, 11);
     let d = case.d;
     let engine = CpuBackend::new(&case.atoms, d).unwrap();
-    let op = operators::DenseMatrix::new(
-        ImageShape::new(8, 8, 1),
-        case.m,
-        case.matrix.clone(),
-        "m".into(),
-    )
-    .unwrap();
+    let op = case.operator(ImageShape::new(8, 8, 1), "m");
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     for &t in &[0.1, 0.5, 0.95] {
         let noise = Schedule::default().noise(t);
@@ -584,12 +532,7 @@ fn tmpd_dense_and_cg_solves_agree() {
             y: &y,
             sigma: 0.1,
         };
-        let means = engine
-            .weighted_means(&x, noise, &[Weights::Prior])
-            .unwrap()
-            .sets[0]
-            .means
-            .clone();
+        let means = prior_means(&engine, &x, noise);
         let tight = CgOptions {
             tolerance: 1e-8,
             max_iterations: 200,
@@ -844,7 +787,7 @@ fn pigdm_and_tmpd_refuse_nonlinear_operators_before_any_work() {
         assert!(run.samples.iter().all(|v| v.is_finite()));
     }
     // The score command refuses too, naming the method.
-    let dir = tmpdir("refuse");
+    let dir = scratch_dir("approx-refuse");
     let d = data.d;
     write_f32(&dir.join("A.npy"), &[200, d], &data.atoms);
     write_f32(&dir.join("x.npy"), &[1, d], &data.atoms[..d]);
@@ -875,82 +818,44 @@ fn pigdm_and_tmpd_refuse_nonlinear_operators_before_any_work() {
 #[test]
 fn score_binary_takes_the_new_methods_and_zeta() {
     let case = random_case(50, 16, 4, 9);
-    let dir = tmpdir("bin");
+    let dir = scratch_dir("approx-bin");
     let d = case.d;
     write_f32(&dir.join("A.npy"), &[case.n, d], &case.atoms);
     write_f32(&dir.join("M.npy"), &[case.m, d], &case.matrix);
     write_f32(&dir.join("x.npy"), &[2, d], &case.atoms[..2 * d]);
-    let op = operators::DenseMatrix::new(
-        ImageShape::new(4, 4, 1),
-        case.m,
-        case.matrix.clone(),
-        "m".into(),
-    )
-    .unwrap();
+    let op = case.operator(ImageShape::new(4, 4, 1), "m");
     let mut y = vec![0.0f32; case.m];
     op.forward(&case.atoms[5 * d..6 * d], &mut y);
     write_f32(&dir.join("y.npy"), &[case.m], &y);
-    let exe = env!("CARGO_BIN_EXE_fslens");
-    let run = |method: &str, zeta: &str, out: &str| {
-        let st = std::process::Command::new(exe)
-            .current_dir(&dir)
-            .args([
-                "score",
-                "--atoms",
-                "A.npy",
-                "--x",
-                "x.npy",
-                "--t",
-                "0.5",
-                "--method",
-                method,
-                "--zeta",
-                zeta,
-                "--y",
-                "y.npy",
-                "--operator",
-                "matrix:M.npy",
-                "--sigma",
-                "0.2",
-                "--backend",
-                "cpu",
-                "--out",
-                out,
-                "--quiet",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+    // Relative paths: the binary runs in `dir`.
+    let in_dir = |args: &[&str]| {
+        let mut cmd = fslens_command(args);
+        cmd.current_dir(&dir);
+        cmd
+    };
+    let score = |method: &str, extra: &[&str], out: &str| {
+        let mut args = vec![
+            "score", "--atoms", "A.npy", "--x", "x.npy", "--t", "0.5", "--method", method,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--backend", "cpu", "--out", out, "--quiet"]);
+        common::succeeds(&mut in_dir(&args));
         fslens::arrays::read_npy(&dir.join(out)).unwrap().data
     };
-    let prior = {
-        let st = std::process::Command::new(exe)
-            .current_dir(&dir)
-            .args([
-                "score",
-                "--atoms",
-                "A.npy",
-                "--x",
-                "x.npy",
-                "--t",
-                "0.5",
-                "--method",
-                "prior",
-                "--backend",
-                "cpu",
-                "--out",
-                "p.npy",
-                "--quiet",
-            ])
-            .output()
-            .unwrap();
-        assert!(st.status.success());
-        fslens::arrays::read_npy(&dir.join("p.npy")).unwrap().data
+    let run = |method: &str, zeta: &str, out: &str| {
+        let measured = [
+            "--zeta",
+            zeta,
+            "--y",
+            "y.npy",
+            "--operator",
+            "matrix:M.npy",
+            "--sigma",
+            "0.2",
+        ];
+        score(method, &measured, out)
     };
+    let prior = score("prior", &[], "p.npy");
     let z1 = run("zeta-dps", "1", "z1.npy");
     let z2 = run("zeta-dps", "2.5", "z2.npy");
     // The likelihood part scales linearly in ζ.
@@ -961,17 +866,13 @@ fn score_binary_takes_the_new_methods_and_zeta() {
     for m in ["sigma-dps", "pigdm", "tmpd"] {
         assert!(run(m, "1", "o.npy").iter().all(|v| v.is_finite()));
     }
-    let bad = std::process::Command::new(exe)
-        .current_dir(&dir)
-        .args([
+    common::fails(
+        &mut in_dir(&[
             "score", "--atoms", "A.npy", "--x", "x.npy", "--t", "0.5", "--method", "dps", "--out",
             "o.npy",
-        ])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    let text = String::from_utf8_lossy(&bad.stderr);
-    assert!(text.contains("--method") && text.contains("tmpd"), "{text}");
+        ]),
+        &["--method", "tmpd"],
+    );
 }
 
 #[test]
@@ -1172,12 +1073,7 @@ fn pass_costs_on_fashion_mnist() {
         let prior = best(&mut || {
             engine.weighted_means(&x, noise, &[Weights::Prior]).unwrap();
         });
-        let means = engine
-            .weighted_means(&x, noise, &[Weights::Prior])
-            .unwrap()
-            .sets[0]
-            .means
-            .clone();
+        let means = prior_means(&engine, &x, noise);
         let g: Vec<f32> = (0..b * d).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
         let cov = best(&mut || {
             engine

@@ -1,37 +1,22 @@
-//! Every bad input of the core issue (item 8) through the binary: a non-zero exit, an error
-//! that names the file or key, no panic, and no output folder left behind.
+//! Every bad input through the binary: a non-zero exit, an error that names the file or key, no
+//! panic, and no output folder left behind.
+
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fslens-bad-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{assert_no_staging, scratch_dir};
 
-/// Runs fslens with `args`; asserts failure without panic and that stderr mentions every
-/// string in `needles`. Returns stderr.
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args(args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "expected failure for {args:?}; stderr: {err}"
+/// Runs fslens with `args`; asserts failure with exit status 1, without panic, and that stderr
+/// mentions every string in `needles`.
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = common::fslens_fails(args, needles);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "{args:?}: stderr does not mention {n:?}: {err}"
-        );
-    }
-    err
 }
 
 const GOOD_TAIL: &str = r#"
@@ -67,40 +52,18 @@ fn run_fails(dir: &Path, config: &Path, needles: &[&str]) {
         needles,
     );
     assert!(!out.exists(), "a failed run left {}", out.display());
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("partial"))
-        .collect();
-    assert!(leftovers.is_empty(), "staging folders left: {leftovers:?}");
+    assert_no_staging(dir);
 }
 
 const SYNTH: &str = "kind = \"synthetic\"\ncount = 50\nsize = 16";
 
 #[test]
 fn config_errors_name_the_key() {
-    let dir = tmpdir("config");
+    let dir = scratch_dir("bad-config");
     fails(
         &["run", dir.join("missing.toml").to_str().unwrap()],
         &["missing.toml"],
     );
-    let c = write_config(
-        &dir,
-        "unknown-key.toml",
-        &format!("{SYNTH}\ncolour = 3"),
-        GOOD_TAIL,
-    );
-    run_fails(&dir, &c, &["unknown-key.toml", "colour"]);
-    let c = write_config(
-        &dir,
-        "sampler.toml",
-        SYNTH,
-        &GOOD_TAIL.replace(
-            "particles = 8",
-            "particles = 8\nsamplers = [\"exact\", \"magic\"]",
-        ),
-    );
-    run_fails(&dir, &c, &["magic", "sampling.samplers"]);
     // A top-level key: written by hand, above [data].
     let c = dir.join("storage.toml");
     std::fs::write(
@@ -109,83 +72,94 @@ fn config_errors_name_the_key() {
     )
     .unwrap();
     run_fails(&dir, &c, &["storage", "f64", "f16"]);
-    let c = write_config(
-        &dir,
-        "integrator.toml",
-        SYNTH,
-        &GOOD_TAIL.replace("particles = 8", "particles = 8\nintegrator = \"rk45\""),
-    );
-    run_fails(&dir, &c, &["rk45", "sampling.integrator", "heun-ode"]);
-    let c = write_config(
-        &dir,
-        "eta.toml",
-        SYNTH,
-        &GOOD_TAIL.replace(
-            "particles = 8",
-            "particles = 8\nintegrator = \"ddim\"\neta = 2.0",
+    let sampling =
+        |extra: &str| GOOD_TAIL.replace("particles = 8", &format!("particles = 8\n{extra}"));
+    let diagnostics = |table: &str| format!("{GOOD_TAIL}\n[diagnostics]\n{table}\n");
+    // (config file, its [data] table, the rest, what the error must name)
+    let cases: [(&str, String, String, &[&str]); 12] = [
+        (
+            "unknown-key.toml",
+            format!("{SYNTH}\ncolour = 3"),
+            GOOD_TAIL.into(),
+            &["unknown-key.toml", "colour"],
         ),
-    );
-    run_fails(&dir, &c, &["sampling.eta", "[0, 1]"]);
-    let c = write_config(
-        &dir,
-        "eta-ddpm.toml",
-        SYNTH,
-        &GOOD_TAIL.replace(
-            "particles = 8",
-            "particles = 8\nintegrator = \"ddpm\"\neta = 0.5",
+        (
+            "sampler.toml",
+            SYNTH.into(),
+            sampling("samplers = [\"exact\", \"magic\"]"),
+            &["magic", "sampling.samplers"],
         ),
-    );
-    run_fails(&dir, &c, &["sampling.eta", "ddim"]);
-    let c = write_config(
-        &dir,
-        "operator.toml",
-        SYNTH,
-        &GOOD_TAIL.replace("box:x=2,y=2,w=4,h=4", "wobble:3"),
-    );
-    run_fails(&dir, &c, &["measurement.operator", "wobble"]);
-    let c = write_config(
-        &dir,
-        "sigma.toml",
-        SYNTH,
-        &GOOD_TAIL.replace("sigma = 0.1", "sigma = 0.0"),
-    );
-    run_fails(&dir, &c, &["measurement.sigma"]);
-    let c = write_config(
-        &dir,
-        "sigma-neg.toml",
-        SYNTH,
-        &GOOD_TAIL.replace("sigma = 0.1", "sigma = -1.0"),
-    );
-    run_fails(&dir, &c, &["measurement.sigma"]);
-    let c = write_config(&dir, "box.toml", SYNTH, &GOOD_TAIL.replace("w=4", "w=40"));
-    run_fails(&dir, &c, &["measurement.operator"]);
-    let c = write_config(
-        &dir,
-        "diag-key.toml",
-        SYNTH,
-        &format!("{GOOD_TAIL}\n[diagnostics]\nthreshold = 0.1\n"),
-    );
-    run_fails(&dir, &c, &["diag-key.toml", "threshold"]);
-    let c = write_config(
-        &dir,
-        "diag-threshold.toml",
-        SYNTH,
-        &format!("{GOOD_TAIL}\n[diagnostics]\nhallucination_threshold = 1.5\n"),
-    );
-    run_fails(&dir, &c, &["diagnostics.hallucination_threshold"]);
-    let c = write_config(
-        &dir,
-        "diag-clusters.toml",
-        SYNTH,
-        &format!("{GOOD_TAIL}\n[diagnostics]\nclusters = 0\n"),
-    );
-    run_fails(&dir, &c, &["diagnostics.clusters"]);
+        (
+            "integrator.toml",
+            SYNTH.into(),
+            sampling("integrator = \"rk45\""),
+            &["rk45", "sampling.integrator", "heun-ode"],
+        ),
+        (
+            "eta.toml",
+            SYNTH.into(),
+            sampling("integrator = \"ddim\"\neta = 2.0"),
+            &["sampling.eta", "[0, 1]"],
+        ),
+        (
+            "eta-ddpm.toml",
+            SYNTH.into(),
+            sampling("integrator = \"ddpm\"\neta = 0.5"),
+            &["sampling.eta", "ddim"],
+        ),
+        (
+            "operator.toml",
+            SYNTH.into(),
+            GOOD_TAIL.replace("box:x=2,y=2,w=4,h=4", "wobble:3"),
+            &["measurement.operator", "wobble"],
+        ),
+        (
+            "sigma.toml",
+            SYNTH.into(),
+            GOOD_TAIL.replace("sigma = 0.1", "sigma = 0.0"),
+            &["measurement.sigma"],
+        ),
+        (
+            "sigma-neg.toml",
+            SYNTH.into(),
+            GOOD_TAIL.replace("sigma = 0.1", "sigma = -1.0"),
+            &["measurement.sigma"],
+        ),
+        (
+            "box.toml",
+            SYNTH.into(),
+            GOOD_TAIL.replace("w=4", "w=40"),
+            &["measurement.operator"],
+        ),
+        (
+            "diag-key.toml",
+            SYNTH.into(),
+            diagnostics("threshold = 0.1"),
+            &["diag-key.toml", "threshold"],
+        ),
+        (
+            "diag-threshold.toml",
+            SYNTH.into(),
+            diagnostics("hallucination_threshold = 1.5"),
+            &["diagnostics.hallucination_threshold"],
+        ),
+        (
+            "diag-clusters.toml",
+            SYNTH.into(),
+            diagnostics("clusters = 0"),
+            &["diagnostics.clusters"],
+        ),
+    ];
+    for (name, data, tail, needles) in &cases {
+        let c = write_config(&dir, name, data, tail);
+        run_fails(&dir, &c, needles);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn data_file_errors_name_the_file() {
-    let dir = tmpdir("data");
+    let dir = scratch_dir("bad-data");
     // Wrong magic in an IDX file.
     let bad = dir.join("bad-magic-idx3-ubyte");
     std::fs::write(
@@ -263,7 +237,7 @@ fn data_file_errors_name_the_file() {
 
 #[test]
 fn score_errors_name_the_argument() {
-    let dir = tmpdir("score");
+    let dir = scratch_dir("bad-score");
     let w = |name: &str, shape: &[usize], v: Vec<f32>| {
         let p = dir.join(name);
         fslens::arrays::write_npy_f32(&p, shape, &v).unwrap();

@@ -1,11 +1,13 @@
-//! `fslens diagnose` (issue 5, item 6): the exact sampler's own samples, fed back from a
-//! `fslens run` output folder, score as exact (mode TV ≤ 0.05, no hallucination, nothing off
-//! support), as .npy and as a folder of PNGs; prior-only samples (uniform random atoms, no
-//! measurement) score a large TV; bad inputs are errors that name the file, exit 1 and leave
-//! no output folder.
+//! `fslens diagnose`: the exact sampler's own samples, fed back from a `fslens run` output
+//! folder, score as exact (mode TV ≤ 0.05, no hallucination, nothing off support), as .npy and
+//! as a folder of PNGs; prior-only samples (uniform random atoms, no measurement) score a large
+//! TV; bad inputs are errors that name the file, exit 1 and leave no output folder.
+
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{assert_no_staging, fslens, fslens_fails, read_json, s, scratch_dir};
 
 use rand::{Rng, SeedableRng};
 
@@ -31,38 +33,35 @@ checkpoints = [0.1]
 "#;
 
 fn workdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fslens-diagnose-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir(&format!("diagnose-{tag}"));
     std::fs::write(dir.join("cfg.toml"), CONFIG).unwrap();
     dir
 }
 
-fn fslens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn diagnose(dir: &Path, samples: &Path, out: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
+/// `fslens diagnose` of `samples` against the config in `dir`, into `dir/out`.
+fn diagnose_args(dir: &Path, samples: &Path, out: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "diagnose",
         "--samples",
-        samples.to_str().unwrap(),
+        s(samples),
         "--config",
-        dir.join("cfg.toml").to_str().unwrap().to_owned().leak(),
+        s(&dir.join("cfg.toml")),
         "--out",
-        dir.join(out).to_str().unwrap().to_owned().leak(),
+        s(&dir.join(out)),
         "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    fslens(&args)
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn diagnose(dir: &Path, samples: &Path, out: &str, extra: &[&str]) {
+    fslens(&diagnose_args(dir, samples, out, extra));
 }
 
 fn metrics(dir: &Path, out: &str, name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join(out).join("metrics.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = read_json(&dir.join(out).join("metrics.json"));
     assert!(v["atom_scale"].as_f64().unwrap() > 0.0);
     // The same page as a run's: the table row of the scored samples and the embedded grids.
     let html = std::fs::read_to_string(dir.join(out).join("report.html")).unwrap();
@@ -74,27 +73,13 @@ fn metrics(dir: &Path, out: &str, name: &str) -> serde_json::Value {
     v["samplers"][name]["metrics"].clone()
 }
 
-fn ok(res: &Output) {
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-}
-
 #[test]
 fn exact_samples_score_as_exact_and_prior_samples_do_not() {
     let dir = workdir("exact");
     let run = dir.join("run");
-    ok(&fslens(&[
-        "run",
-        dir.join("cfg.toml").to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--quiet",
-    ]));
+    fslens(&["run", s(&dir.join("cfg.toml")), "--out", s(&run), "--quiet"]);
     let samples = run.join("samples_exact.npy");
-    ok(&diagnose(&dir, &samples, "d-exact", &["--label", "mine"]));
+    diagnose(&dir, &samples, "d-exact", &["--label", "mine"]);
     let m = metrics(&dir, "d-exact", "mine");
     let tv = m["mode_tv"].as_f64().unwrap();
     assert!(tv <= 0.05, "mode TV of exact samples {tv}");
@@ -103,9 +88,7 @@ fn exact_samples_score_as_exact_and_prior_samples_do_not() {
     let spread = m["spread_ratio"].as_f64().unwrap();
     assert!((spread - 1.0).abs() < 0.15, "spread ratio {spread}");
     // The summary lists the exact draws beside the samples, and where these came from.
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("d-exact/summary.json")).unwrap())
-            .unwrap();
+    let summary = read_json(&dir.join("d-exact/summary.json"));
     assert_eq!(summary["samplers"][0]["name"], "exact");
     assert_eq!(summary["samplers"][1]["name"], "mine");
     assert_eq!(summary["external"]["pixels"], "minus-one-to-one");
@@ -138,7 +121,7 @@ fn exact_samples_score_as_exact_and_prior_samples_do_not() {
             .save(pngs.join(format!("{k:05}.png")))
             .unwrap();
     }
-    ok(&diagnose(&dir, &pngs, "d-png", &[]));
+    diagnose(&dir, &pngs, "d-png", &[]);
     let m = metrics(&dir, "d-png", "external");
     assert!(m["mode_tv"].as_f64().unwrap() <= 0.05, "{m}");
     assert_eq!(m["off_support_rate"].as_f64().unwrap(), 0.0, "{m}");
@@ -161,7 +144,7 @@ fn exact_samples_score_as_exact_and_prior_samples_do_not() {
         .collect();
     let p = dir.join("prior.npy");
     fslens::arrays::write_npy(&p, &[1024, 16, 16, 1], &prior).unwrap();
-    ok(&diagnose(&dir, &p, "d-prior", &[]));
+    diagnose(&dir, &p, "d-prior", &[]);
     let m = metrics(&dir, "d-prior", "external");
     let tv = m["mode_tv"].as_f64().unwrap();
     assert!(tv > 0.3, "prior-only samples: mode TV {tv}");
@@ -172,23 +155,11 @@ fn exact_samples_score_as_exact_and_prior_samples_do_not() {
 
 /// A bad input: exit status 1, the file named, the fix hinted, no output folder.
 fn rejected(dir: &Path, samples: &Path, extra: &[&str], hint: &str) {
-    let res = diagnose(dir, samples, "never", extra);
-    assert_eq!(res.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&res.stderr);
     let name = samples.file_name().unwrap().to_str().unwrap();
-    assert!(err.contains(name) && err.contains(hint), "{err}");
+    let res = fslens_fails(&diagnose_args(dir, samples, "never", extra), &[name, hint]);
+    assert_eq!(res.status.code(), Some(1));
     assert!(!dir.join("never").exists());
-    let staged = std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains("partial")
-        })
-        .count();
-    assert_eq!(staged, 0);
+    assert_no_staging(dir);
 }
 
 #[test]

@@ -9,8 +9,8 @@
 
 use fslens::diffusion::Schedule;
 use fslens::diffusion::integrate::Integrator;
-use fslens::engine::{Backend, Weights};
-use fslens::samplers::{self, SamplerKind, SamplerOptions, Settings};
+use fslens::engine::{Backend, PassOutput, Weights};
+use fslens::samplers::{SamplerKind, SamplerOptions, Settings};
 mod common;
 
 use common::{Fixture, clustered_atoms};
@@ -47,10 +47,7 @@ fn check(integrator: Integrator, steps: usize) {
         integrator,
         dps_update: false,
     };
-    let run = SamplerKind::Fsr
-        .build(&SamplerOptions::default())
-        .sample(&problem, &settings, &mut |_| {})
-        .unwrap();
+    let run = common::sample("fsr", &problem, &settings);
     // fsr makes one pass per score evaluation: two a step for the Heun ODE.
     let per_step = if integrator == Integrator::HeunOde {
         2.0
@@ -127,18 +124,7 @@ fn check(integrator: Integrator, steps: usize) {
         .sum::<f64>()
         / k as f64;
     // The noise around the atoms: mean squared distance to the nearest scaled atom ≈ D v.
-    let msd: f64 = run
-        .samples
-        .chunks(D)
-        .zip(&pass.nearest)
-        .map(|(x, nb)| {
-            x.iter()
-                .zip(&fx.atoms[nb.index * D..(nb.index + 1) * D])
-                .map(|(&xi, &ai)| (f64::from(xi) - s * f64::from(ai)).powi(2))
-                .sum::<f64>()
-        })
-        .sum::<f64>()
-        / k as f64;
+    let msd = msd_to_nearest(&fx, &run.samples, &pass, s);
     let noise_ratio = msd / (D as f64 * v);
     eprintln!(
         "{} ({} steps): noise around the atoms {noise_ratio:.3} × D v; classes {got:.3?} vs exact {want:.3?}, TV {tv:.4}; spread {spread:.4} vs {want_spread:.4} ({:+.2} %)",
@@ -209,10 +195,7 @@ fn exact_sampler_follows_the_integrator_levels() {
             integrator,
             dps_update: false,
         };
-        let run = SamplerKind::Exact
-            .build(&SamplerOptions::default())
-            .sample(&problem, &settings, &mut |_| {})
-            .unwrap();
+        let run = common::sample("exact", &problem, &settings);
         let (levels, last) = settings.recorded_levels(&problem.schedule);
         assert_eq!(run.snapshots.len(), 1);
         assert_eq!(run.snapshots[0].t, levels[0].t);
@@ -223,18 +206,7 @@ fn exact_sampler_follows_the_integrator_levels() {
             .engine
             .weighted_means(&run.samples, last.noise, &[Weights::Prior])
             .unwrap();
-        let msd: f64 = run
-            .samples
-            .chunks(D)
-            .zip(&pass.nearest)
-            .map(|(x, nb)| {
-                x.iter()
-                    .zip(&fx.atoms[nb.index * D..(nb.index + 1) * D])
-                    .map(|(&xi, &ai)| (f64::from(xi) - last.noise.s * f64::from(ai)).powi(2))
-                    .sum::<f64>()
-            })
-            .sum::<f64>()
-            / 4000.0;
+        let msd = msd_to_nearest(&fx, &run.samples, &pass, last.noise.s);
         assert!(
             (msd / (D as f64 * want_v) - 1.0).abs() < 0.1,
             "{integrator:?}: {msd} vs {}",
@@ -243,26 +215,21 @@ fn exact_sampler_follows_the_integrator_levels() {
     }
 }
 
-/// m(x) = Σ_i softmax_i(−‖x − s a_i‖²/(2v)) a_i in float64.
-fn prior_mean(atoms: &[f32], x: &[f64], s: f64, v: f64) -> Vec<f64> {
-    let l: Vec<f64> = atoms
+/// Mean over `samples` of the squared distance to the nearest atom (`pass.nearest`) scaled by
+/// `s`: the noise around the atoms, ≈ D v when the clusters are far apart relative to √v.
+fn msd_to_nearest(fx: &Fixture, samples: &[f32], pass: &PassOutput, s: f64) -> f64 {
+    let k = samples.len() / D;
+    samples
         .chunks(D)
-        .map(|a| {
-            -a.iter()
-                .zip(x)
-                .map(|(&ai, xi)| (xi - s * f64::from(ai)).powi(2))
+        .zip(&pass.nearest)
+        .map(|(x, nb)| {
+            x.iter()
+                .zip(&fx.atoms[nb.index * D..(nb.index + 1) * D])
+                .map(|(&xi, &ai)| (f64::from(xi) - s * f64::from(ai)).powi(2))
                 .sum::<f64>()
-                / (2.0 * v)
         })
-        .collect();
-    let w = samplers::softmax(&l);
-    let mut m = vec![0.0; D];
-    for (a, wi) in atoms.chunks(D).zip(&w) {
-        for (mj, &aj) in m.iter_mut().zip(a) {
-            *mj += wi * f64::from(aj);
-        }
-    }
-    m
+        .sum::<f64>()
+        / k as f64
 }
 
 /// The DPS paper's update −ζ ∇ₓ‖y − A(m(x))‖ (the norm, not its square) against float64
@@ -300,7 +267,7 @@ fn dps_update_is_the_gradient_of_the_residual_norm() {
             .unwrap()
             .expect("zeta-dps has the DPS update");
         let norm = |x: &[f64]| {
-            let m = prior_mean(&fx.atoms, x, s, v);
+            let (m, _) = common::prior_mean_f64(&fx.atoms, D, x, s, v);
             y.iter()
                 .zip(&m)
                 .map(|(&yi, mi)| (f64::from(yi) - mi).powi(2))

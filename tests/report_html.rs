@@ -1,7 +1,7 @@
-//! `fslens compare` writes a self-contained report.html beside metrics.json (issue 5, items 1,
-//! 3-5): every applicable sampler, the default 50 checkpoints with their projections, at most
-//! 8 full clouds, the four SVG plots and the embedded PNGs, no external URL; pigdm/tmpd skipped
-//! with a reason for a nonlinear operator. When Debian's chromium is on PATH the page is
+//! `fslens compare` writes a self-contained report.html beside metrics.json: every applicable
+//! sampler, the default 50 checkpoints with their projections, at most 8 full clouds, the four
+//! SVG plots and the embedded PNGs, no external URL; pigdm/tmpd skipped with a reason for a
+//! nonlinear operator. When Debian's chromium is on PATH the page is
 //! screenshotted headless and the PNG must show pictures (not a blank page); without it the
 //! test says why and returns, unless FSLENS_REQUIRE_BROWSER=1.
 
@@ -9,6 +9,8 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+
+use common::{read_json, s, scratch_dir};
 
 fn config(operator: &str) -> String {
     format!(
@@ -37,17 +39,14 @@ fn compare(dir: &Path, name: &str, operator: &str) -> (std::path::PathBuf, Strin
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config(operator)).unwrap();
     let out = dir.join(name);
-    let res = common::fslens(&[
-        "compare",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let res = common::fslens(&["compare", s(&cfg), "--out", s(&out)]);
     (out, String::from_utf8_lossy(&res.stderr).into_owned())
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// The `name` of every object of a JSON array.
+fn names_in(list: &serde_json::Value) -> Vec<&str> {
+    let items = list.as_array().unwrap();
+    items.iter().map(|s| s["name"].as_str().unwrap()).collect()
 }
 
 /// Every `http` in the page must be the SVG namespace: nothing is fetched from outside.
@@ -65,38 +64,26 @@ fn assert_self_contained(html: &str) {
 
 #[test]
 fn compare_writes_a_self_contained_report() {
-    let dir = std::env::temp_dir().join(format!("fslens-report-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("report");
 
     // A linear operator: all six samplers run.
     let (out, stderr) = compare(&dir, "linear", "downsample:4");
     assert!(stderr.contains("report.html"), "{stderr}");
-    let summary = json(&out.join("summary.json"));
-    let names: Vec<&str> = summary["samplers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let summary = read_json(&out.join("summary.json"));
+    let names = names_in(&summary["samplers"]);
     assert_eq!(
         names,
         ["exact", "fsr", "sigma-dps", "zeta-dps", "pigdm", "tmpd"]
     );
     assert!(summary.get("skipped_samplers").is_none());
-    let metrics = json(&out.join("metrics.json"));
+    let metrics = read_json(&out.join("metrics.json"));
     let u = fslens::arrays::read_npy(&out.join("projection_direction.npy")).unwrap();
     assert_eq!(u.shape, vec![256]);
     let norm: f64 = u.data.iter().map(|&v| v * v).sum();
     assert!((norm - 1.0).abs() < 1e-5, "‖u‖² = {norm}");
     for s in summary["samplers"].as_array().unwrap() {
         let name = s["name"].as_str().unwrap();
-        let times: Vec<f64> = s["checkpoint_times"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_f64().unwrap())
-            .collect();
+        let times = common::floats(&s["checkpoint_times"]);
         // Default checkpoints: 50 distinct grid times of the 60-step grid, decreasing.
         assert_eq!(times.len(), 50, "{name}");
         assert!(times.windows(2).all(|w| w[0] > w[1]), "{name}: {times:?}");
@@ -108,12 +95,7 @@ fn compare_writes_a_self_contained_report() {
             50
         );
         // At most 8 full clouds, at checkpoint times spanning the range.
-        let full: Vec<f64> = s["full_checkpoint_times"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_f64().unwrap())
-            .collect();
+        let full = common::floats(&s["full_checkpoint_times"]);
         assert_eq!(full.len(), 8, "{name}");
         assert!(full.iter().all(|t| times.contains(t)));
         assert_eq!((full[0], full[7]), (times[0], times[49]));
@@ -177,13 +159,8 @@ fn compare_writes_a_self_contained_report() {
     for name in ["pigdm", "tmpd"] {
         assert!(stderr.contains(&format!("skipping {name}")), "{stderr}");
     }
-    let summary = json(&out.join("summary.json"));
-    let skipped: Vec<&str> = summary["skipped_samplers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let summary = read_json(&out.join("summary.json"));
+    let skipped = names_in(&summary["skipped_samplers"]);
     assert_eq!(skipped, ["pigdm", "tmpd"]);
     assert_eq!(summary["samplers"].as_array().unwrap().len(), 4);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -197,9 +174,7 @@ fn compare_writes_a_self_contained_report() {
 /// `atoms:i,j` direction; explicit checkpoints are kept as given.
 #[test]
 fn run_without_exact_reports_against_exact_draws() {
-    let dir = std::env::temp_dir().join(format!("fslens-report-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("report-run");
     let cfg = dir.join("fsr.toml");
     let text = config("downsample:4")
         .replace(
@@ -209,18 +184,12 @@ fn run_without_exact_reports_against_exact_draws() {
         .replace("clusters = 4", "clusters = 4\ndirection = \"atoms:3,10\"");
     std::fs::write(&cfg, text).unwrap();
     let out = dir.join("out");
-    common::fslens(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let summary = json(&out.join("summary.json"));
+    common::fslens(&["run", s(&cfg), "--out", s(&out), "--quiet"]);
+    let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["projection_direction"], "atom 3 − atom 10");
-    let s = &summary["samplers"][0];
-    assert_eq!(s["checkpoint_times"].as_array().unwrap().len(), 3);
-    assert_eq!(s["full_checkpoint_times"], s["checkpoint_times"]);
+    let fsr = &summary["samplers"][0];
+    assert_eq!(fsr["checkpoint_times"].as_array().unwrap().len(), 3);
+    assert_eq!(fsr["full_checkpoint_times"], fsr["checkpoint_times"]);
     let proj = fslens::arrays::read_npy(&out.join("projections_fsr.npy")).unwrap();
     assert_eq!(proj.shape, vec![4, 64]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -238,19 +207,10 @@ fn run_without_exact_reports_against_exact_draws() {
     )
     .unwrap();
     let bad = dir.join("bad");
-    let res = Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            bad.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success());
-    assert!(stderr.contains("diagnostics.direction"), "{stderr}");
+    common::fslens_fails(
+        &["run", s(&cfg), "--out", s(&bad), "--quiet"],
+        &["diagnostics.direction"],
+    );
     assert!(!bad.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -273,15 +233,7 @@ fn screenshot(report: &Path, png: &Path) {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/screenshot-report.sh");
-    let res = Command::new("bash")
-        .args([script, report.to_str().unwrap(), png.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "screenshot failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    common::succeeds(Command::new("bash").args([script, s(report), s(png)]));
     if let Ok(keep) = std::env::var("FSLENS_KEEP_SCREENSHOT") {
         std::fs::copy(png, &keep).unwrap();
     }

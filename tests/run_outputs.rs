@@ -1,13 +1,13 @@
-//! `fslens run` writes the whole output folder of the core issue, item 7, and the resolved
-//! config.toml reads back as a run config.
+//! `fslens run` writes the whole output folder, and the resolved config.toml reads back as a run
+//! config.
 
 mod common;
 
+use common::{read_json, s};
+
 #[test]
 fn run_writes_the_output_folder() {
-    let dir = std::env::temp_dir().join(format!("fslens-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("run");
     let cfg = dir.join("small.toml");
     std::fs::write(
         &cfg,
@@ -36,19 +36,9 @@ clusters = 4
     )
     .unwrap();
     let out = dir.join("out");
-    let res = common::fslens(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let res = common::fslens(&["run", s(&cfg), "--out", s(&out), "--json"]);
     // --json: every stdout line is one JSON record, the last one says done.
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    let records: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = common::json_lines(&res.stdout);
     assert!(
         records
             .iter()
@@ -90,8 +80,7 @@ clusters = 4
         let cloud = fslens::arrays::read_npy(&out.join(format!("checkpoints_{name}.npy"))).unwrap();
         assert_eq!(cloud.shape, vec![2, 24, 256], "{name}");
     }
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["dataset"]["atoms"], 298);
     assert_eq!(summary["exact_top_atoms"].as_array().unwrap().len(), 10);
     let w: f64 = summary["exact_class_weights"]
@@ -107,12 +96,7 @@ clusters = 4
         let tv = s["class_tv_to_exact"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&tv));
         assert_eq!(s["particles"], 24);
-        let times: Vec<f64> = s["checkpoint_times"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_f64().unwrap())
-            .collect();
+        let times = common::floats(&s["checkpoint_times"]);
         assert_eq!(times.len(), 2);
         assert!(
             (times[0] - 0.5).abs() < 0.02 && (times[1] - 0.1).abs() < 0.02,
@@ -121,15 +105,9 @@ clusters = 4
     }
     // metrics.json: every sampler's final metrics and one record per checkpoint, the same
     // as summary.json's; the exact sampler's mode TV within its sampling noise.
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let metrics = read_json(&out.join("metrics.json"));
     assert_eq!(metrics["modes"]["source"], "classes");
-    let exact_weights: Vec<f64> = metrics["modes"]["exact_weights"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w.as_f64().unwrap())
-        .collect();
+    let exact_weights = common::floats(&metrics["modes"]["exact_weights"]);
     for (i, name) in ["exact", "fsr"].into_iter().enumerate() {
         let m = &metrics["samplers"][name];
         let last = &m["metrics"];
@@ -213,9 +191,7 @@ fn demo_config_is_valid_and_embedded() {
 /// and the final level is the discrete schedule's (v = 1e-4), t_min notwithstanding.
 #[test]
 fn run_with_ddim_reports_the_integrator() {
-    let dir = std::env::temp_dir().join(format!("fslens-run-ddim-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("run-ddim");
     let cfg = dir.join("ddim.toml");
     std::fs::write(
         &cfg,
@@ -241,9 +217,8 @@ eta = 0.25
     )
     .unwrap();
     let out = dir.join("out");
-    common::fslens(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    common::fslens(&["run", s(&cfg), "--out", s(&out)]);
+    let summary = read_json(&out.join("summary.json"));
     let samplers = summary["samplers"].as_array().unwrap();
     assert_eq!(samplers.len(), 3);
     for s in samplers {

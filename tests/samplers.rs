@@ -2,7 +2,7 @@
 
 use fslens::diffusion::Schedule;
 use fslens::engine::{Backend, Weights, cpu::CpuBackend};
-use fslens::samplers::{SamplerKind, SamplerOptions, Settings};
+use fslens::samplers::Settings;
 mod common;
 
 use common::{Fixture, clustered_atoms};
@@ -89,10 +89,7 @@ fn exact_sampler_class_frequencies_match_omega() {
         integrator: Default::default(),
         dps_update: false,
     };
-    let run = SamplerKind::Exact
-        .build(&SamplerOptions::default())
-        .sample(&fx.problem(), &settings, &mut |_| {})
-        .unwrap();
+    let run = common::sample("exact", &fx.problem(), &settings);
     assert_eq!(run.samples.len(), k * d);
     assert_eq!(run.snapshots.len(), 1);
     let (want, got) = (fx.exact_classes(), fx.sample_classes(&run.samples));
@@ -123,10 +120,7 @@ fn fsr_sampler_reaches_the_exact_class_weights() {
         integrator: Default::default(),
         dps_update: false,
     };
-    let run = SamplerKind::Fsr
-        .build(&SamplerOptions::default())
-        .sample(&fx.problem(), &settings, &mut |_| {})
-        .unwrap();
+    let run = common::sample("fsr", &fx.problem(), &settings);
     let (want, got) = (fx.exact_classes(), fx.sample_classes(&run.samples));
     let tv: f64 = 0.5
         * got

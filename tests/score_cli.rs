@@ -1,17 +1,12 @@
 //! `fslens score` against an independent float64 implementation of design §3, through the
 //! binary and .npy files, as other tools will use it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fslens-score-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn write_f64(path: &Path, shape: &[u64], data: &[f64]) {
     let shape: Vec<usize> = shape.iter().map(|&s| s as usize).collect();
@@ -63,7 +58,7 @@ fn score_f64(atoms: &[Vec<f64>], b: &[f64], x: &[f64], t: f64) -> Vec<f64> {
 #[test]
 fn score_matches_float64_on_random_inputs() {
     let (n, d, b, m) = (500, 64, 8, 16);
-    let dir = tmpdir("random");
+    let dir = common::scratch_dir("score-random");
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
     let atoms: Vec<Vec<f64>> = (0..n)
         .map(|_| (0..d).map(|_| rng.random_range(-1.0..1.0)).collect())
@@ -85,7 +80,6 @@ fn score_matches_float64_on_random_inputs() {
     );
     // The measurement of a random atom plus noise; y is stored as float32, so b uses the f32 values.
     let truth = &atoms[17];
-    let exe = env!("CARGO_BIN_EXE_fslens");
     for &t in &[0.05, 0.3, 0.9] {
         for &sigma in &[0.05, 0.5] {
             let ab = alpha_bar(t);
@@ -133,29 +127,30 @@ fn score_matches_float64_on_random_inputs() {
                 .collect();
             for method in ["fsr", "prior"] {
                 let out = dir.join(format!("s_{method}.npy"));
-                let status = Command::new(exe)
-                    .args(["score", "--quiet", "--backend", "cpu", "--method", method])
-                    .arg("--atoms")
-                    .arg(dir.join("A.npy"))
-                    .arg("--x")
-                    .arg(dir.join("x.npy"))
-                    .arg("--t")
-                    .arg(t.to_string())
-                    .arg("--y")
-                    .arg(dir.join("y.npy"))
-                    .arg("--operator")
-                    .arg(format!("matrix:{}", dir.join("M.npy").display()))
-                    .arg("--sigma")
-                    .arg(sigma.to_string())
-                    .arg("--out")
-                    .arg(&out)
-                    .output()
-                    .unwrap();
-                assert!(
-                    status.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&status.stderr)
-                );
+                let operator = format!("matrix:{}", dir.join("M.npy").display());
+                let (t_arg, sigma_arg) = (t.to_string(), sigma.to_string());
+                common::fslens(&[
+                    "score",
+                    "--quiet",
+                    "--backend",
+                    "cpu",
+                    "--method",
+                    method,
+                    "--atoms",
+                    common::s(&dir.join("A.npy")),
+                    "--x",
+                    common::s(&dir.join("x.npy")),
+                    "--t",
+                    &t_arg,
+                    "--y",
+                    common::s(&dir.join("y.npy")),
+                    "--operator",
+                    &operator,
+                    "--sigma",
+                    &sigma_arg,
+                    "--out",
+                    common::s(&out),
+                ]);
                 let got = read(&out);
                 let zeros = vec![0.0; n];
                 let bias = if method == "fsr" { &bvec } else { &zeros };

@@ -2,27 +2,11 @@
 //! one; CI sets FSLENS_SLURM=1 after starting it). Without FSLENS_SLURM=1 the test prints why
 //! it does nothing; the sbatch generator itself is tested in tests/sweep.rs either way.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
-const BASE: &str = r#"
-seed = 0
-backend = "cpu"
-[data]
-kind = "synthetic"
-count = 300
-size = 16
-[measurement]
-operator = "downsample:4"
-sigma = 0.1
-[sampling]
-samplers = ["exact", "fsr"]
-particles = 16
-steps = 30
-checkpoints = [0.5]
-[diagnostics]
-clusters = 4
-"#;
+use common::{fslens, s, scratch_dir};
 
 #[test]
 fn sbatch_array_runs_the_sweep_and_merges() {
@@ -32,22 +16,35 @@ fn sbatch_array_runs_the_sweep_and_merges() {
         );
         return;
     }
-    let dir = std::env::temp_dir().join(format!("fslens-slurm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("base.toml"), BASE).unwrap();
+    let dir = scratch_dir("slurm");
+    let base = common::small_run_config(
+        0,
+        r#"
+[sampling]
+samplers = ["exact", "fsr"]
+particles = 16
+steps = 30
+checkpoints = [0.5]
+[diagnostics]
+clusters = 4
+"#,
+    );
+    std::fs::write(dir.join("base.toml"), base).unwrap();
     std::fs::write(
         dir.join("sweep.toml"),
         "base = \"base.toml\"\n[axes]\nseed = [0, 1, 2]\n\"measurement.sigma\" = [0.05, 0.2]\n",
     )
     .unwrap();
     let out = dir.join("out");
-    let script = Command::new(env!("CARGO_BIN_EXE_fslens"))
-        .args(["sweep", s(&dir.join("sweep.toml")), "--out", s(&out)])
-        .args(["--print-sbatch", "2", "--sbatch-arg=--time=00:10:00"])
-        .output()
-        .unwrap();
-    assert!(script.status.success());
+    let script = fslens(&[
+        "sweep",
+        s(&dir.join("sweep.toml")),
+        "--out",
+        s(&out),
+        "--print-sbatch",
+        "2",
+        "--sbatch-arg=--time=00:10:00",
+    ]);
     std::fs::write(dir.join("sweep.sbatch"), &script.stdout).unwrap();
     // --wait: sbatch returns when every array task has ended, nonzero if one failed.
     let submitted = Command::new("timeout")
@@ -79,8 +76,4 @@ fn sbatch_array_runs_the_sweep_and_merges() {
     assert_eq!(rows.lines().count(), 6, "{rows}");
     assert!(out.join("report.html").is_file());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }

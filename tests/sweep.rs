@@ -1,4 +1,4 @@
-//! Headless sweeps (issue 6): a 12-job sweep killed with SIGKILL and rerun completes every job
+//! Headless sweeps: a 12-job sweep killed with SIGKILL and rerun completes every job
 //! exactly once with the outputs of an uninterrupted sweep; two shards merged equal one
 //! unsharded run; a failing job is recorded and the sweep goes on; --print-sbatch.
 
@@ -11,25 +11,22 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fslens");
+use common::{fslens, fslens_command, json_lines, read_json, s, scratch_dir};
 
-const BASE: &str = r#"
-seed = 0
-backend = "cpu"
-[data]
-kind = "synthetic"
-count = 300
-size = 16
-[measurement]
-operator = "downsample:4"
-sigma = 0.1
+/// The base run config of every sweep here (samplers come from the axes).
+fn base() -> String {
+    common::small_run_config(
+        0,
+        r#"
 [sampling]
 particles = 32
 steps = 60
 checkpoints = [0.5, 0.1]
 [diagnostics]
 clusters = 4
-"#;
+"#,
+    )
+}
 
 /// 2 × 2 × 3 = 12 jobs.
 const SWEEP: &str = r#"
@@ -44,18 +41,20 @@ seed = [0, 1, 2]
 const TIMING: [&str; 3] = ["wall_seconds", "seconds_per_step", "total_seconds"];
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fslens-sweep-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("base.toml"), BASE).unwrap();
+    let dir = scratch_dir(&format!("sweep-{name}"));
+    std::fs::write(dir.join("base.toml"), base()).unwrap();
     std::fs::write(dir.join("sweep.toml"), SWEEP).unwrap();
     dir
 }
 
-use common::fslens;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// `fslens <mode> sweep <dir>/<file> --out <out> <extra>…` (`mode`: --quiet or --json).
+fn sweep_args(mode: &str, dir: &Path, file: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![mode, "sweep", s(&dir.join(file)), "--out", s(out)]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// The uninterrupted sweep every other test compares with (run once per test binary).
@@ -64,13 +63,7 @@ fn reference() -> &'static Path {
     REF.get_or_init(|| {
         let dir = scratch("reference");
         let out = dir.join("out");
-        fslens(&[
-            "--quiet",
-            "sweep",
-            s(&dir.join("sweep.toml")),
-            "--out",
-            s(&out),
-        ]);
+        fslens(&sweep_args("--quiet", &dir, "sweep.toml", &out, &[]));
         out
     })
 }
@@ -114,10 +107,6 @@ fn untimed_html(path: &Path) -> String {
     out
 }
 
-fn json_file(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// Every file of job folder `a` equals the same file of `b`: bytes, except the timings of
 /// summary.json (and the job's position in job.json when the sweeps differ); report.html shows
 /// those timings too, so it is compared with every number of seconds blanked.
@@ -141,7 +130,7 @@ fn assert_same_job_of(a: &Path, b: &Path, same_sweep: bool) {
     assert!(files.iter().any(|f| f.starts_with("samples_")));
     for f in &files {
         if f == "job.json" && !same_sweep {
-            let (mut x, mut y) = (json_file(&a.join(f)), json_file(&b.join(f)));
+            let (mut x, mut y) = (read_json(&a.join(f)), read_json(&b.join(f)));
             x.as_object_mut().unwrap().remove("index");
             y.as_object_mut().unwrap().remove("index");
             assert_eq!(x, y, "{}", a.join(f).display());
@@ -149,7 +138,7 @@ fn assert_same_job_of(a: &Path, b: &Path, same_sweep: bool) {
             let (x, y) = (untimed_html(&a.join(f)), untimed_html(&b.join(f)));
             assert!(x == y, "{} differs beyond its timings", a.join(f).display());
         } else if f == "summary.json" {
-            let (mut x, mut y) = (json_file(&a.join(f)), json_file(&b.join(f)));
+            let (mut x, mut y) = (read_json(&a.join(f)), read_json(&b.join(f)));
             strip_timing(&mut x);
             strip_timing(&mut y);
             assert_eq!(x, y, "{}", a.join(f).display());
@@ -172,14 +161,7 @@ fn killed_sweep_resumes_and_matches_an_uninterrupted_one() {
 
     let dir = scratch("killed");
     let out = dir.join("out");
-    let mut child = Command::new(BIN)
-        .args([
-            "--quiet",
-            "sweep",
-            s(&dir.join("sweep.toml")),
-            "--out",
-            s(&out),
-        ])
+    let mut child = fslens_command(&sweep_args("--quiet", &dir, "sweep.toml", &out, &[]))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -223,17 +205,8 @@ fn killed_sweep_resumes_and_matches_an_uninterrupted_one() {
     }
 
     // The rerun starts exactly the jobs that were not complete.
-    let rerun = fslens(&[
-        "--json",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&out),
-    ]);
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&rerun.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rerun = fslens(&sweep_args("--json", &dir, "sweep.toml", &out, &[]));
+    let records = json_lines(&rerun.stdout);
     let started: BTreeSet<String> = records
         .iter()
         .filter(|r| r["event"] == "job_start")
@@ -272,13 +245,7 @@ fn killed_sweep_resumes_and_matches_an_uninterrupted_one() {
         assert_same_job(&out.join("jobs").join(id), &reference.join("jobs").join(id));
     }
     // A third run does nothing.
-    let again = fslens(&[
-        "--json",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&out),
-    ]);
+    let again = fslens(&sweep_args("--json", &dir, "sweep.toml", &out, &[]));
     assert!(!String::from_utf8_lossy(&again.stdout).contains("job_start"));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -338,24 +305,15 @@ fn two_shards_merged_equal_one_unsharded_run() {
     let reference = reference();
     let dir = scratch("shards");
     let (a, b) = (dir.join("shard0"), dir.join("shard1"));
-    fslens(&[
-        "--quiet",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&a),
-        "--shard",
-        "0/2",
-    ]);
-    fslens(&[
-        "--quiet",
-        "sweep",
-        s(&dir.join("sweep.toml")),
-        "--out",
-        s(&b),
-        "--shard",
-        "1/2",
-    ]);
+    for (out, shard) in [(&a, "0/2"), (&b, "1/2")] {
+        fslens(&sweep_args(
+            "--quiet",
+            &dir,
+            "sweep.toml",
+            out,
+            &["--shard", shard],
+        ));
+    }
     let (ja, jb) = (complete_jobs(&a), complete_jobs(&b));
     assert_eq!((ja.len(), jb.len()), (6, 6));
     assert!(ja.is_disjoint(&jb));
@@ -384,7 +342,7 @@ fn two_shards_merged_equal_one_unsharded_run() {
     let csv = csv_without_timing(&merged);
     let col = csv[0].iter().position(|h| h == "fsr.mode_tv").unwrap();
     let id0 = &csv[1][0];
-    let metrics = json_file(&reference.join("jobs").join(id0).join("metrics.json"));
+    let metrics = read_json(&reference.join("jobs").join(id0).join("metrics.json"));
     let tv: f64 = csv[1][col].parse().unwrap();
     assert_eq!(
         tv,
@@ -412,14 +370,7 @@ fn a_failing_job_is_recorded_and_the_sweep_goes_on() {
     .unwrap();
     let out = dir.join("out");
     let run = || {
-        Command::new(BIN)
-            .args([
-                "--json",
-                "sweep",
-                s(&dir.join("fail.toml")),
-                "--out",
-                s(&out),
-            ])
+        fslens_command(&sweep_args("--json", &dir, "fail.toml", &out, &[]))
             .output()
             .unwrap()
     };
@@ -477,15 +428,10 @@ fn print_sbatch_emits_an_array_script() {
         .status()
         .unwrap();
     assert!(check.success());
-    let task = Command::new("bash")
-        .args(["-c", &script])
-        .env("SLURM_ARRAY_TASK_ID", "1")
-        .output()
-        .unwrap();
-    assert!(
-        task.status.success(),
-        "{}",
-        String::from_utf8_lossy(&task.stderr)
+    common::succeeds(
+        Command::new("bash")
+            .args(["-c", &script])
+            .env("SLURM_ARRAY_TASK_ID", "1"),
     );
     let jobs = complete_jobs(&dir.join("o"));
     assert_eq!(jobs.len(), 4);
@@ -539,15 +485,13 @@ fn the_cache_holds_each_set_once_and_rebuilds_corrupt_entries() {
     )
     .unwrap();
     let out = dir.join("out");
-    let run = fslens(&[
+    let run = fslens(&sweep_args(
         "--json",
-        "sweep",
-        s(&dir.join("two.toml")),
-        "--out",
-        s(&out),
-        "--cache",
-        s(&copy),
-    ]);
+        &dir,
+        "two.toml",
+        &out,
+        &["--cache", s(&copy)],
+    ));
     let warnings: Vec<String> = String::from_utf8_lossy(&run.stdout)
         .lines()
         .filter(|l| l.contains("\"warning\""))

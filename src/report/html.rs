@@ -4,7 +4,8 @@
 //!
 //! [`render`] takes a plain [`ReportPage`]: whoever has the numbers (a run, a comparison, a
 //! diagnosis of outside samples) fills it in; [`standard_figures`] draws the usual plots from
-//! per-sampler metric records and projections.
+//! per-sampler metric records and projections. Pages of another shape (the merged sweep's)
+//! are built from the same pieces: [`document`], [`escape`] and [`strip_xml_declaration`].
 
 use std::fmt::Write as _;
 
@@ -268,121 +269,160 @@ pre { background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 13px; }
 .warn { color: #a33; font-size: 13px; text-align: left; }
 ";
 
+/// A whole HTML document: the doctype, `title`, the inline style sheet `style` and `body`.
+/// Every page fslens writes (a run, a comparison, a diagnosis, a sweep) goes through here.
+pub fn document(title: &str, style: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>{}</title>\n<style>{style}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+        escape(title)
+    )
+}
+
 /// The whole page as one HTML document.
 pub fn render(page: &ReportPage) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n\
-         <p class=\"subtitle\">{}</p>\n",
-        escape(&page.title),
+        "<h1>{}</h1>\n<p class=\"subtitle\">{}</p>\n",
         escape(&page.title),
         escape(&page.subtitle)
     );
-    if !page.notes.is_empty() {
-        h.push_str("<div class=\"notes\"><ul>\n");
-        for n in &page.notes {
-            let _ = writeln!(h, "<li>{}</li>", escape(n));
-        }
-        h.push_str("</ul></div>\n");
-    }
-    if !page.facts.is_empty() {
-        h.push_str("<h2>Problem</h2>\n<table>\n");
-        for (k, v) in &page.facts {
-            let _ = writeln!(
-                h,
-                "<tr><th class=\"name\">{}</th><td class=\"name\">{}</td></tr>",
-                escape(k),
-                escape(v)
-            );
-        }
-        h.push_str("</table>\n");
-    }
-    if !page.samplers.is_empty() {
-        h.push_str(
-            "<h2>Samplers at the final time</h2>\n<table>\n<tr><th class=\"name\">sampler</th>\
-             <th>particles</th><th>steps</th><th>seconds</th><th>s/step</th><th>passes/step</th>\
-             <th>mode TV</th><th>halluc.</th><th>off-support</th><th>spread ratio</th>\
-             <th>spread ratio range over t</th><th>data fit m(x)</th><th>PSNR m(x)</th>\
-             <th>SSIM m(x)</th><th>PSNR of mean</th><th class=\"name\">warnings</th></tr>\n",
-        );
-        for s in &page.samplers {
-            let m = &s.metrics;
-            let flag = |bad: bool| if bad { " class=\"bad\"" } else { "" };
-            let outside = |r: f64| !(SPREAD_BAND.0..=SPREAD_BAND.1).contains(&r);
-            let range = match s.spread_ratio_range {
-                Some((lo, hi)) => format!(
-                    "<td{}>{} – {}</td>",
-                    flag(outside(lo) || outside(hi)),
-                    num(lo),
-                    num(hi)
-                ),
-                None => "<td>–</td>".into(),
-            };
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{range}\
-                 <td>{} ± {}</td><td>{} ± {}</td><td>{} ± {}</td><td>{}</td>\
-                 <td class=\"warn\">{}</td></tr>",
-                escape(&s.name),
-                s.particles,
-                s.steps,
-                num(s.wall_seconds),
-                s.seconds_per_step.map_or("–".into(), num),
-                num(s.passes_per_step),
-                num(m.mode_tv),
-                flag(m.hallucination_rate > 0.05),
-                num(m.hallucination_rate),
-                flag(m.off_support_rate > 0.05),
-                num(m.off_support_rate),
-                flag(outside(m.spread_ratio)),
-                num(m.spread_ratio),
-                num(m.data_fit_denoised.mean),
-                num(m.data_fit_denoised.std),
-                num(m.psnr_denoised.mean),
-                num(m.psnr_denoised.std),
-                num(m.ssim_denoised.mean),
-                num(m.ssim_denoised.std),
-                num(m.psnr_denoised_mean),
-                s.warnings
-                    .iter()
-                    .map(|w| escape(w))
-                    .collect::<Vec<_>>()
-                    .join("<br>")
-            );
-        }
-        h.push_str(
-            "</table>\n<p class=\"subtitle\">Red cells: hallucination or off-support above 5 %, \
-             spread ratio outside [0.8, 1.25]. Data fit is ‖y − A(m(x))‖²/(mσ²), ≈ 1 when the \
-             Tweedie means fit y to the noise level.</p>\n",
-        );
-    }
+    notes(&mut h, &page.notes);
+    facts(&mut h, &page.facts);
+    sampler_table(&mut h, &page.samplers);
     if let Some(modes) = &page.modes {
+        mode_table(&mut h, modes);
+    }
+    figures(&mut h, &page.figures);
+    if let Some(cfg) = &page.config_toml {
+        let _ = write!(h, "<h2>Resolved config</h2>\n<pre>{}</pre>\n", escape(cfg));
+    }
+    document(&page.title, STYLE, &h)
+}
+
+/// The notes the reader must see, in a box under the title.
+fn notes(h: &mut String, notes: &[String]) {
+    if notes.is_empty() {
+        return;
+    }
+    h.push_str("<div class=\"notes\"><ul>\n");
+    for n in notes {
+        let _ = writeln!(h, "<li>{}</li>", escape(n));
+    }
+    h.push_str("</ul></div>\n");
+}
+
+/// The problem's key–value facts.
+fn facts(h: &mut String, facts: &[(String, String)]) {
+    if facts.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Problem</h2>\n<table>\n");
+    for (k, v) in facts {
         let _ = writeln!(
             h,
-            "<h2>Modes</h2>\n<table>\n<tr><th class=\"name\">mode</th><th>exact mass \
-             Σω</th><th class=\"name\">ruled out (&lt; {})</th></tr>",
-            num(modes.hallucination_threshold)
+            "<tr><th class=\"name\">{}</th><td class=\"name\">{}</td></tr>",
+            escape(k),
+            escape(v)
         );
-        for (name, w) in modes.names.iter().zip(&modes.exact_weights) {
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"name\">{}</td><td>{}</td><td class=\"name\">{}</td></tr>",
-                escape(name),
-                num(*w),
-                if *w < modes.hallucination_threshold {
-                    "yes"
-                } else {
-                    ""
-                }
-            );
-        }
-        h.push_str("</table>\n");
     }
+    h.push_str("</table>\n");
+}
+
+/// The summary table: a row per sampler with its final metrics and cost, bad values flagged.
+fn sampler_table(h: &mut String, samplers: &[SamplerRow]) {
+    if samplers.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Samplers at the final time</h2>\n<table>\n<tr><th class=\"name\">sampler</th>\
+         <th>particles</th><th>steps</th><th>seconds</th><th>s/step</th><th>passes/step</th>\
+         <th>mode TV</th><th>halluc.</th><th>off-support</th><th>spread ratio</th>\
+         <th>spread ratio range over t</th><th>data fit m(x)</th><th>PSNR m(x)</th>\
+         <th>SSIM m(x)</th><th>PSNR of mean</th><th class=\"name\">warnings</th></tr>\n",
+    );
+    for s in samplers {
+        let m = &s.metrics;
+        let flag = |bad: bool| if bad { " class=\"bad\"" } else { "" };
+        let outside = |r: f64| !(SPREAD_BAND.0..=SPREAD_BAND.1).contains(&r);
+        let range = match s.spread_ratio_range {
+            Some((lo, hi)) => format!(
+                "<td{}>{} – {}</td>",
+                flag(outside(lo) || outside(hi)),
+                num(lo),
+                num(hi)
+            ),
+            None => "<td>–</td>".into(),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{range}\
+             <td>{} ± {}</td><td>{} ± {}</td><td>{} ± {}</td><td>{}</td>\
+             <td class=\"warn\">{}</td></tr>",
+            escape(&s.name),
+            s.particles,
+            s.steps,
+            num(s.wall_seconds),
+            s.seconds_per_step.map_or("–".into(), num),
+            num(s.passes_per_step),
+            num(m.mode_tv),
+            flag(m.hallucination_rate > 0.05),
+            num(m.hallucination_rate),
+            flag(m.off_support_rate > 0.05),
+            num(m.off_support_rate),
+            flag(outside(m.spread_ratio)),
+            num(m.spread_ratio),
+            num(m.data_fit_denoised.mean),
+            num(m.data_fit_denoised.std),
+            num(m.psnr_denoised.mean),
+            num(m.psnr_denoised.std),
+            num(m.ssim_denoised.mean),
+            num(m.ssim_denoised.std),
+            num(m.psnr_denoised_mean),
+            s.warnings
+                .iter()
+                .map(|w| escape(w))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        );
+    }
+    h.push_str(
+        "</table>\n<p class=\"subtitle\">Red cells: hallucination or off-support above 5 %, \
+         spread ratio outside [0.8, 1.25]. Data fit is ‖y − A(m(x))‖²/(mσ²), ≈ 1 when the \
+         Tweedie means fit y to the noise level.</p>\n",
+    );
+}
+
+/// The modes with their exact posterior mass and whether the metrics rule them out.
+fn mode_table(h: &mut String, modes: &ModeTable) {
+    let _ = writeln!(
+        h,
+        "<h2>Modes</h2>\n<table>\n<tr><th class=\"name\">mode</th><th>exact mass \
+         Σω</th><th class=\"name\">ruled out (&lt; {})</th></tr>",
+        num(modes.hallucination_threshold)
+    );
+    for (name, w) in modes.names.iter().zip(&modes.exact_weights) {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"name\">{}</td><td>{}</td><td class=\"name\">{}</td></tr>",
+            escape(name),
+            num(*w),
+            if *w < modes.hallucination_threshold {
+                "yes"
+            } else {
+                ""
+            }
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+/// The figures in order: each SVG under its own heading, runs of PNGs side by side under one.
+fn figures(h: &mut String, figures: &[Figure]) {
     let mut in_images = false;
-    for f in &page.figures {
+    for f in figures {
         match &f.content {
             FigureContent::Svg(svg) => {
                 in_images = false;
@@ -415,11 +455,6 @@ pub fn render(page: &ReportPage) -> String {
             escape(&f.caption)
         );
     }
-    if let Some(cfg) = &page.config_toml {
-        let _ = write!(h, "<h2>Resolved config</h2>\n<pre>{}</pre>\n", escape(cfg));
-    }
-    h.push_str("</body>\n</html>\n");
-    h
 }
 
 /// Small PNGs (a 4×4 measurement, a 16×16 truth) are shown enlarged by a whole factor to about
@@ -437,7 +472,7 @@ fn png_display_width(bytes: &[u8]) -> Option<u32> {
 }
 
 /// Inline SVG in HTML must not carry an `<?xml …?>` declaration.
-fn strip_xml_declaration(svg: &str) -> &str {
+pub fn strip_xml_declaration(svg: &str) -> &str {
     let s = svg.trim_start();
     if s.starts_with("<?xml")
         && let Some(end) = s.find("?>")

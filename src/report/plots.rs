@@ -67,9 +67,11 @@ pub fn bin_counts(values: &[f32], lo: f64, hi: f64, bins: usize) -> Vec<u32> {
     counts
 }
 
-/// Colours of the samplers, the same in every plot: exact black, then fixed colours for the
-/// built-in samplers, others from a palette by position.
-pub fn sampler_color(name: &str, index: usize) -> RGBColor {
+/// Colours of the samplers, keyed by name alone so that a sampler has the same colour in every
+/// plot of every page (a run, a comparison, a diagnosis, a sweep) whatever else the page shows:
+/// exact black, fixed colours for the built-in samplers, and for any other name a colour of the
+/// rest of the [`palette`] (indices 5 to 19) picked by the FNV-1a hash of the name.
+pub fn sampler_color(name: &str) -> RGBColor {
     match name {
         "exact" => RGBColor(0, 0, 0),
         "fsr" => RGBColor(31, 119, 180),
@@ -77,7 +79,13 @@ pub fn sampler_color(name: &str, index: usize) -> RGBColor {
         "zeta-dps" => RGBColor(44, 160, 44),
         "pigdm" => RGBColor(214, 39, 40),
         "tmpd" => RGBColor(148, 103, 189),
-        _ => palette(index + 6),
+        _ => {
+            // FNV-1a (64 bit): stable across runs and platforms, unlike std's hasher.
+            let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+            palette(5 + (hash % 15) as usize)
+        }
     }
 }
 
@@ -410,8 +418,7 @@ pub fn spread_ratio_plot(series: &[Series]) -> Result<String> {
     let (r_lo, r_hi) = (r_lo / 1.2, r_hi * 1.2);
     let entries: Vec<(String, RGBColor)> = series
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.clone(), sampler_color(&s.name, i)))
+        .map(|s| (s.name.clone(), sampler_color(&s.name)))
         .collect();
     let (w, h) = (820u32, 440u32);
     let legend_h = 22 * legend_rows(&entries, w) + 14;
@@ -608,16 +615,8 @@ pub fn early_stopping_plot(panels: &[MetricPanel]) -> Result<String> {
     }
     let entries: Vec<(String, RGBColor)> = names
         .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), sampler_color(n, i)))
+        .map(|n| (n.clone(), sampler_color(n)))
         .collect();
-    let color_of = |name: &str| {
-        entries
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|e| e.1)
-            .unwrap_or(BLACK)
-    };
     let cols = panels.len().min(2);
     let rows = panels.len().div_ceil(cols);
     let (pw, ph) = (460u32, 320u32);
@@ -663,7 +662,7 @@ pub fn early_stopping_plot(panels: &[MetricPanel]) -> Result<String> {
                 .draw()
                 .map_err(plot_error)?;
             for s in &panel.series {
-                let color = color_of(&s.name);
+                let color = sampler_color(&s.name);
                 let pts: Vec<(f64, f64)> = s.points.iter().filter(finite).copied().collect();
                 chart
                     .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
@@ -676,6 +675,103 @@ pub fn early_stopping_plot(panels: &[MetricPanel]) -> Result<String> {
             }
         }
         draw_legend(&bottom, &entries, false)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
+/// One sampler's values in a [`category_plot`]: `(category index, value)` per point, values
+/// finite.
+#[derive(Clone, Debug)]
+pub struct CategorySeries {
+    pub name: String,
+    pub points: Vec<(usize, f64)>,
+}
+
+/// Values against a categorical axis (the sweep report's metric against a swept axis): every
+/// point a dot, the mean of each category's points joined by a line, one colour per series
+/// ([`sampler_color`]). Categories sit at x = 0, 1, … and are labelled with `categories`; the
+/// series are shifted side by side within a category so that equal values stay visible. The y
+/// range is the points' range padded by 8 % of it (by 10 % of |y| when all are equal).
+pub fn category_plot(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    categories: &[String],
+    series: &[CategorySeries],
+) -> Result<String> {
+    let ys = series.iter().flat_map(|s| s.points.iter()).map(|p| p.1);
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), y| {
+        (l.min(y), h.max(y))
+    });
+    let pad = if hi > lo {
+        0.08 * (hi - lo)
+    } else {
+        0.1 * lo.abs().max(1e-3)
+    };
+    let (y0, y1) = (lo - pad, hi + pad);
+    let k = categories.len();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (460, 300)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..(k as f64 - 0.5), y0..y1)
+            .map_err(plot_error)?;
+        // Ticks fall on a finer grid that includes the integers, and only those are labelled.
+        let fmt_x = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                categories.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(WHITE)
+            .x_labels(4 * k + 4)
+            .x_label_formatter(&fmt_x)
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()
+            .map_err(plot_error)?;
+        let shown = series.len() as f64;
+        for (si, s) in series.iter().enumerate() {
+            let color = sampler_color(&s.name);
+            let dx = (si as f64 - (shown - 1.0) / 2.0) * 0.06;
+            let mut means = Vec::new();
+            for x in 0..k {
+                let at: Vec<f64> = s.points.iter().filter(|p| p.0 == x).map(|p| p.1).collect();
+                if !at.is_empty() {
+                    means.push((x as f64 + dx, at.iter().sum::<f64>() / at.len() as f64));
+                }
+            }
+            chart
+                .draw_series(LineSeries::new(means, color.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|&(x, y)| Circle::new((x as f64 + dx, y), 3, color.filled())),
+                )
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(RGBColor(160, 160, 160))
+            .draw()
+            .map_err(plot_error)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
@@ -703,6 +799,20 @@ mod tests {
                     .count() as u32
             })
             .collect()
+    }
+
+    #[test]
+    fn sampler_colours_depend_on_the_name_alone() {
+        let builtin = ["exact", "fsr", "sigma-dps", "zeta-dps", "pigdm", "tmpd"].map(sampler_color);
+        assert_eq!(builtin[0], RGBColor(0, 0, 0));
+        for (i, a) in builtin.iter().enumerate() {
+            assert!(builtin[i + 1..].iter().all(|b| b != a), "{builtin:?}");
+        }
+        // Other names (diagnosed samples' labels): never a built-in's colour.
+        for name in ["mine", "external", "prior", "ddpm-2000", ""] {
+            assert!(!builtin.contains(&sampler_color(name)), "{name}");
+        }
+        assert_ne!(sampler_color("mine"), sampler_color("external"));
     }
 
     #[test]

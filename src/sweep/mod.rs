@@ -27,7 +27,8 @@
 //!   removed when the job later succeeds). Failed jobs are retried by the next run.
 
 pub mod merge;
-pub mod plots;
+pub mod page;
+pub mod results;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,27 +1,18 @@
 //! The merged sweep report: a self-contained report.html with, for every metric and every swept
 //! axis, an SVG plot of the metric against the axis (one colour per sampler: each job as a dot,
-//! the mean over the other axes as a line), the results table and the failed jobs.
+//! the mean over the other axes as a line), the results table and the failed jobs. The plots
+//! and the page skeleton come from [`crate::report`], so a sampler has the colours of its run
+//! reports and text is escaped the same way.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use plotters::prelude::*;
 use serde_json::Value;
 
-use super::merge::{METRICS, Merged, axis_label};
-use crate::{Error, Result};
-
-/// Sampler colours (the "tab10" palette: distinct, readable on white).
-const COLOURS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
+use super::results::{METRICS, Merged, axis_label};
+use crate::Result;
+use crate::report::html::{document, escape, strip_xml_declaration};
+use crate::report::plots::{CategorySeries, category_plot};
 
 /// The distinct values of an axis in plotting order: numerically when all are numbers, else in
 /// sweep order.
@@ -68,104 +59,27 @@ pub fn metric_plot(merged: &Merged, axis: &str, metric: &str) -> Result<Option<S
     if points.is_empty() {
         return Ok(None);
     }
-    let ys = points.values().flatten().map(|p| p.1);
-    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), y| {
-        (l.min(y), h.max(y))
-    });
-    let pad = if hi > lo {
-        0.08 * (hi - lo)
-    } else {
-        0.1 * lo.abs().max(1e-3)
-    };
-    let (y0, y1) = (lo - pad, hi + pad);
+    let series: Vec<CategorySeries> = points
+        .into_iter()
+        .map(|(name, points)| CategorySeries {
+            name: name.to_string(),
+            points,
+        })
+        .collect();
     let labels: Vec<String> = values.iter().map(axis_label).collect();
-    let k = values.len();
-    let mut svg = String::new();
-    let plot_err = |e: &dyn std::fmt::Display| {
-        Error::input(format!("plotting {metric} against {axis} failed: {e}"))
-    };
-    {
-        let root = SVGBackend::with_string(&mut svg, (460, 300)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{metric} vs {axis}"), ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
-            .build_cartesian_2d(-0.5f64..(k as f64 - 0.5), y0..y1)
-            .map_err(|e| plot_err(&e))?;
-        // Categories sit at 0, 1, …; ticks fall on a finer grid that includes the integers,
-        // and only those are labelled.
-        let fmt_x = |x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                labels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .bold_line_style(RGBColor(225, 225, 225))
-            .light_line_style(WHITE)
-            .x_labels(4 * k + 4)
-            .x_label_formatter(&fmt_x)
-            .x_desc(axis)
-            .y_desc(metric)
-            .draw()
-            .map_err(|e| plot_err(&e))?;
-        let shown = points.len() as f64;
-        for (si, (name, pts)) in points.iter().enumerate() {
-            let color = COLOURS[si % COLOURS.len()];
-            // Samplers side by side within a category, so equal values stay visible.
-            let dx = (si as f64 - (shown - 1.0) / 2.0) * 0.06;
-            let mut means = Vec::new();
-            for x in 0..k {
-                let at: Vec<f64> = pts.iter().filter(|p| p.0 == x).map(|p| p.1).collect();
-                if !at.is_empty() {
-                    means.push((x as f64 + dx, at.iter().sum::<f64>() / at.len() as f64));
-                }
-            }
-            chart
-                .draw_series(LineSeries::new(means, color.stroke_width(2)))
-                .map_err(|e| plot_err(&e))?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            chart
-                .draw_series(
-                    pts.iter()
-                        .map(|&(x, y)| Circle::new((x as f64 + dx, y), 3, color.filled())),
-                )
-                .map_err(|e| plot_err(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE)
-            .border_style(RGBColor(160, 160, 160))
-            .draw()
-            .map_err(|e| plot_err(&e))?;
-        root.present().map_err(|e| plot_err(&e))?;
-    }
-    Ok(Some(svg))
+    let title = format!("{metric} vs {axis}");
+    category_plot(&title, axis, metric, &labels, &series).map(Some)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// The sweep page's own style sheet: dense tables and a flowing grid of small plots.
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em} \
+     table{border-collapse:collapse;font-size:12px} \
+     td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} \
+     .plots{display:flex;flex-wrap:wrap;gap:8px} pre{background:#f6f6f6;padding:6px}";
 
 /// The whole report.html (no external files or scripts).
 pub fn report_html(merged: &Merged) -> Result<String> {
     let mut h = String::new();
-    h.push_str(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>fslens sweep</title>\n<style>\
-         body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px}\
-         td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} .plots{display:flex;flex-wrap:wrap;gap:8px}\
-         pre{background:#f6f6f6;padding:6px}</style></head><body>\n",
-    );
     let _ = writeln!(
         h,
         "<h1>fslens sweep</h1>\n<p>{} complete job(s), {} failed, samplers: {}; swept axes: {}.</p>",
@@ -174,6 +88,19 @@ pub fn report_html(merged: &Merged) -> Result<String> {
         escape(&merged.samplers.join(", ")),
         escape(&merged.axes.join(", "))
     );
+    plots(&mut h, merged)?;
+    results_table(&mut h, merged);
+    if !merged.failures.is_empty() {
+        h.push_str("<h2>Failed jobs</h2>\n");
+        for f in &merged.failures {
+            let _ = writeln!(h, "<pre>{}</pre>", escape(&f.error));
+        }
+    }
+    Ok(document("fslens sweep", STYLE, &h))
+}
+
+/// A section per metric with its plots against every axis that takes more than one value.
+fn plots(h: &mut String, merged: &Merged) -> Result<()> {
     let varied: Vec<&String> = merged
         .axes
         .iter()
@@ -191,12 +118,15 @@ pub fn report_html(merged: &Merged) -> Result<String> {
         }
         let _ = writeln!(h, "<h2>{metric}</h2>\n<div class=\"plots\">");
         for svg in plots {
-            // Drop the XML declaration so the SVG can sit inline in HTML.
-            let body = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
-            let _ = writeln!(h, "<div>{body}</div>");
+            let _ = writeln!(h, "<div>{}</div>", strip_xml_declaration(&svg));
         }
         h.push_str("</div>\n");
     }
+    Ok(())
+}
+
+/// Every job's axis values and final metrics, a line per (job, sampler).
+fn results_table(h: &mut String, merged: &Merged) {
     h.push_str("<h2>Results</h2>\n<table><tr><th>id</th>");
     for a in &merged.axes {
         let _ = write!(h, "<th>{}</th>", escape(a));
@@ -226,20 +156,12 @@ pub fn report_html(merged: &Merged) -> Result<String> {
         }
     }
     h.push_str("</table>\n");
-    if !merged.failures.is_empty() {
-        h.push_str("<h2>Failed jobs</h2>\n");
-        for f in &merged.failures {
-            let _ = writeln!(h, "<pre>{}</pre>", escape(&f.error));
-        }
-    }
-    h.push_str("</body></html>\n");
-    Ok(h)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sweep::merge::Row;
+    use crate::sweep::results::Row;
 
     fn row(id: &str, index: usize, sigma: f64, sampler: &str, tv: f64) -> Row {
         Row {
@@ -282,6 +204,9 @@ mod tests {
         assert!(svg.contains("<svg") && svg.contains("mode_tv vs measurement.sigma"));
         // Three jobs → three dots.
         assert_eq!(svg.matches("<circle").count(), 3, "{svg}");
+        // In fsr's colour, as in a run's report.
+        let c = crate::report::plots::sampler_color("fsr");
+        assert!(svg.contains(&format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)));
         assert!(
             metric_plot(&merged, "measurement.sigma", "psnr_denoised")
                 .unwrap()

@@ -1,0 +1,300 @@
+//! The rows of merged sweep outputs: the complete jobs of one or more sweep folders (shards)
+//! gathered into one table, and that table as CSV and JSON lines.
+//!
+//! One row per job, ordered by the job's position in the sweep (then id): the axis values, then
+//! for every sampler the final metrics of metrics.json and the timings of summary.json. Merging
+//! the shards of a sweep gives the same rows as one unsharded run of it (the timings aside).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::JobRecord;
+use crate::{Error, Result};
+
+/// The per-sampler numbers of a merged row (final time, metrics.json / summary.json).
+pub const METRICS: [&str; 8] = [
+    "mode_tv",
+    "hallucination_rate",
+    "off_support_rate",
+    "spread_ratio",
+    "psnr_denoised",
+    "ssim_denoised",
+    "class_tv_to_exact",
+    "seconds_per_step",
+];
+
+/// Fields that measure time, not results: they differ between otherwise identical runs.
+pub const TIMING_FIELDS: [&str; 2] = ["seconds_per_step", "wall_seconds"];
+
+/// One finished job.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub index: usize,
+    pub axes: BTreeMap<String, Value>,
+    /// Sampler → metric name → value (absent when the run has no such number, e.g.
+    /// class_tv_to_exact without labels or seconds_per_step of `exact`).
+    pub samplers: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Seconds the whole job took (summary.json total_seconds).
+    pub wall_seconds: f64,
+    /// Which sweep output folder it came from.
+    pub source: PathBuf,
+}
+
+/// A job that failed and has no complete folder in any merged directory.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub id: String,
+    pub index: Option<usize>,
+    pub error: String,
+}
+
+/// All rows of the merged directories.
+#[derive(Clone, Debug, Default)]
+pub struct Merged {
+    pub rows: Vec<Row>,
+    /// Axis keys in sweep order.
+    pub axes: Vec<String>,
+    /// Every sampler name that appears, sorted.
+    pub samplers: Vec<String>,
+    pub failures: Vec<Failure>,
+    /// Jobs found complete in more than one directory (the first is kept).
+    pub duplicates: usize,
+}
+
+/// Reads the complete jobs (`DIR/jobs/<id>/`) and failures (`DIR/failed/<id>/`) of `dirs`.
+pub fn gather(dirs: &[PathBuf]) -> Result<Merged> {
+    let mut merged = Merged::default();
+    let mut seen = BTreeSet::new();
+    let mut failures = BTreeMap::new();
+    for dir in dirs {
+        let jobs = dir.join("jobs");
+        if !jobs.is_dir() {
+            return Err(Error::data(
+                dir,
+                "is not a sweep output folder (it has no jobs/ folder); pass the --out of `fslens sweep`",
+            ));
+        }
+        for (id, path) in sorted_entries(&jobs)? {
+            if !seen.insert(id.clone()) {
+                merged.duplicates += 1;
+                continue;
+            }
+            merged.rows.push(read_job(&path, dir)?);
+        }
+        let failed = dir.join("failed");
+        if failed.is_dir() {
+            for (id, path) in sorted_entries(&failed)? {
+                let error = std::fs::read_to_string(path.join("error.txt"))
+                    .unwrap_or_else(|e| format!("(error.txt unreadable: {e})"));
+                let index = read_json(&path.join("job.json"))
+                    .ok()
+                    .and_then(|v| v["index"].as_u64())
+                    .map(|i| i as usize);
+                failures
+                    .entry(id.clone())
+                    .or_insert(Failure { id, index, error });
+            }
+        }
+    }
+    merged.failures = failures
+        .into_values()
+        .filter(|f| !seen.contains(&f.id))
+        .collect();
+    merged
+        .rows
+        .sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
+    let mut axes: Vec<String> = Vec::new();
+    let mut samplers = BTreeSet::new();
+    for row in &merged.rows {
+        for key in row.axes.keys() {
+            if !axes.contains(key) {
+                axes.push(key.clone());
+            }
+        }
+        samplers.extend(row.samplers.keys().cloned());
+    }
+    merged.axes = axes;
+    merged.samplers = samplers.into_iter().collect();
+    Ok(merged)
+}
+
+/// Non-hidden sub-folders of `dir` (hidden ones are stagings of running or killed jobs) as
+/// (name, path), sorted.
+fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        out.push((name, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::data(path, format!("invalid JSON: {e}")))
+}
+
+fn read_job(dir: &Path, source: &Path) -> Result<Row> {
+    let record: JobRecord = serde_json::from_value(read_json(&dir.join("job.json"))?)
+        .map_err(|e| Error::data(dir.join("job.json"), format!("not a job record: {e}")))?;
+    let metrics = read_json(&dir.join("metrics.json"))?;
+    let summary = read_json(&dir.join("summary.json"))?;
+    let mut samplers = BTreeMap::new();
+    let by_name = metrics["samplers"]
+        .as_object()
+        .ok_or_else(|| Error::data(dir.join("metrics.json"), "has no `samplers` object"))?;
+    for (name, m) in by_name {
+        let fin = &m["metrics"];
+        let mut row = BTreeMap::new();
+        for key in [
+            "mode_tv",
+            "hallucination_rate",
+            "off_support_rate",
+            "spread_ratio",
+        ] {
+            if let Some(v) = fin[key].as_f64() {
+                row.insert(key.to_string(), v);
+            }
+        }
+        for key in ["psnr_denoised", "ssim_denoised"] {
+            if let Some(v) = fin[key]["mean"].as_f64() {
+                row.insert(key.to_string(), v);
+            }
+        }
+        samplers.insert(name.clone(), row);
+    }
+    for s in summary["samplers"].as_array().into_iter().flatten() {
+        let Some(row) = s["name"].as_str().and_then(|n| samplers.get_mut(n)) else {
+            continue;
+        };
+        for key in ["class_tv_to_exact", "seconds_per_step", "wall_seconds"] {
+            if let Some(v) = s[key].as_f64() {
+                row.insert(key.to_string(), v);
+            }
+        }
+    }
+    let mut axes = BTreeMap::new();
+    for key in &record.axis_order {
+        if let Some(v) = record.axes.get(key) {
+            axes.insert(key.clone(), v.clone());
+        }
+    }
+    Ok(Row {
+        id: record.id,
+        index: record.index,
+        axes,
+        samplers,
+        wall_seconds: summary["total_seconds"].as_f64().unwrap_or(f64::NAN),
+        source: source.to_path_buf(),
+    })
+}
+
+/// An axis value as a short label: numbers and strings plainly, lists as `a+b`.
+pub fn axis_label(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(axis_label).collect::<Vec<_>>().join("+"),
+        other => other.to_string(),
+    }
+}
+
+/// The CSV text: `id,index,<axes…>,<sampler>.<metric>…,wall_seconds`.
+pub fn csv(merged: &Merged) -> String {
+    let mut columns: Vec<(String, String)> = Vec::new();
+    for s in &merged.samplers {
+        for m in METRICS.iter().chain(["wall_seconds"].iter()) {
+            if merged
+                .rows
+                .iter()
+                .any(|r| r.samplers.get(s).is_some_and(|x| x.contains_key(*m)))
+            {
+                columns.push((s.clone(), m.to_string()));
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut header = vec!["id".to_string(), "index".to_string()];
+    header.extend(merged.axes.iter().cloned());
+    header.extend(columns.iter().map(|(s, m)| format!("{s}.{m}")));
+    header.push("job_wall_seconds".into());
+    out.push_str(&csv_line(&header));
+    for row in &merged.rows {
+        let mut cells = vec![row.id.clone(), row.index.to_string()];
+        for a in &merged.axes {
+            cells.push(row.axes.get(a).map(axis_label).unwrap_or_default());
+        }
+        for (s, m) in &columns {
+            cells.push(
+                row.samplers
+                    .get(s)
+                    .and_then(|x| x.get(m))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        cells.push(row.wall_seconds.to_string());
+        out.push_str(&csv_line(&cells));
+    }
+    out
+}
+
+fn csv_line(cells: &[String]) -> String {
+    let quoted: Vec<String> = cells
+        .iter()
+        .map(|c| {
+            if c.contains([',', '"', '\n']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    format!("{}\n", quoted.join(","))
+}
+
+/// One JSON object per row.
+pub fn jsonl(merged: &Merged) -> String {
+    let mut out = String::new();
+    for row in &merged.rows {
+        let v = serde_json::json!({
+            "id": row.id,
+            "index": row.index,
+            "axes": row.axes,
+            "samplers": row.samplers,
+            "wall_seconds": row.wall_seconds,
+        });
+        out.push_str(&serde_json::to_string(&v).expect("rows serialise"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let line = csv_line(&["a".into(), "b,c".into(), "say \"hi\"".into()]);
+        assert_eq!(line, "a,\"b,c\",\"say \"\"hi\"\"\"\n");
+    }
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(axis_label(&serde_json::json!(0.05)), "0.05");
+        assert_eq!(axis_label(&serde_json::json!("ddim")), "ddim");
+        assert_eq!(
+            axis_label(&serde_json::json!(["exact", "fsr"])),
+            "exact+fsr"
+        );
+    }
+}
