@@ -2,8 +2,11 @@
 //! (dense C from the weights, dense solves), finite differences, and each other; refusal of
 //! nonlinear operators; small end-to-end runs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::gpu::have_gpu;
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
 use fslens::engine::cpu::CpuBackend;
@@ -101,7 +104,7 @@ impl Reference<'_> {
                     / (2.0 * v)
             })
             .collect();
-        let w = samplers::softmax(&logits);
+        let w = fslens::engine::logsumexp::softmax(&logits);
         let mut mean = vec![0.0; d];
         for (a, wi) in self.atoms.chunks(d).zip(&w) {
             for j in 0..d {
@@ -352,18 +355,6 @@ fn score_command_matches_float64_design_formulas_on_cpu() {
     });
 }
 
-/// Whether a GPU adapter exists; skips with a reason unless FSLENS_REQUIRE_GPU=1.
-fn have_gpu(test: &str) -> bool {
-    if !fslens::engine::gpu::list_adapters().is_empty() {
-        return true;
-    }
-    if std::env::var("FSLENS_REQUIRE_GPU").as_deref() == Ok("1") {
-        panic!("{test}: no GPU adapter found and FSLENS_REQUIRE_GPU=1");
-    }
-    eprintln!("{test}: skipped, no GPU adapter (install mesa-vulkan-drivers for llvmpipe)");
-    false
-}
-
 #[test]
 fn scores_match_float64_design_formulas_on_gpu() {
     if !have_gpu("scores_match_float64_design_formulas_on_gpu") {
@@ -419,7 +410,7 @@ fn log_likelihood_at_mean(
                 / (2.0 * v)
         })
         .collect();
-    let w = samplers::softmax(&logits);
+    let w = fslens::engine::logsumexp::softmax(&logits);
     let mut mean = vec![0.0; d];
     for (a, wi) in atoms.chunks(d).zip(&w) {
         for j in 0..d {

@@ -18,25 +18,17 @@
 //! reference is computed on the atoms as stored (`stored_values`), which the kernel decodes
 //! exactly, so the same tolerances apply to it too.
 
+mod common;
+
+use common::engine::{CacheCase, check_pass_cache};
+use common::fashion::{fashion_dir, images};
+use common::gpu::have_gpu;
 use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters, stored_values};
 use fslens::engine::reference::ReferenceBackend;
 use fslens::engine::{Backend, Noise, Weights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-
-/// Whether a GPU adapter exists; without one the test prints why and is skipped, unless
-/// FSLENS_REQUIRE_GPU=1 makes that a failure.
-fn have_gpu(test: &str) -> bool {
-    if !list_adapters().is_empty() {
-        return true;
-    }
-    if std::env::var("FSLENS_REQUIRE_GPU").as_deref() == Ok("1") {
-        panic!("{test}: no GPU adapter found and FSLENS_REQUIRE_GPU=1");
-    }
-    eprintln!("{test}: skipped, no GPU adapter (install mesa-vulkan-drivers for llvmpipe)");
-    false
-}
 
 /// VP schedule with β ∈ [0.1, 20]: s = √ᾱ, v = 1 − ᾱ.
 fn noise(t: f64) -> Noise {
@@ -500,40 +492,6 @@ fn bad_input_is_an_error() {
     assert!(err.contains("no such adapter name"), "{err}");
 }
 
-/// Reads an IDX image file (gz) as values k/127.5 − 1, returning (values, n, rows·cols).
-fn read_idx_images(path: &std::path::Path) -> (Vec<f32>, usize, usize) {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
-    assert_eq!(be(0), 2051, "{}: not an IDX image file", path.display());
-    let (n, d) = (be(4), be(8) * be(12));
-    let values = bytes[16..16 + n * d]
-        .iter()
-        .map(|&k| k as f32 / 127.5 - 1.0)
-        .collect();
-    (values, n, d)
-}
-
-fn fashion_dir() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("FSLENS_FASHION_MNIST")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
-    if dir.join("train-images-idx3-ubyte.gz").exists() {
-        return Some(dir);
-    }
-    if std::env::var("FSLENS_REQUIRE_DATA").as_deref() == Ok("1") {
-        panic!(
-            "Fashion-MNIST not found in {} and FSLENS_REQUIRE_DATA=1",
-            dir.display()
-        );
-    }
-    eprintln!("Fashion-MNIST not found in {}: skipped", dir.display());
-    None
-}
-
 /// All 60000 Fashion-MNIST training images as f32 atoms (188 MB: two bindings on an adapter
 /// with the common 128 MiB binding limit) against the reference on 4 rows: two noisy test
 /// images and two noisy training images, prior and two measurement biases, t = 1e-3 and 0.5.
@@ -543,8 +501,8 @@ fn fashion_mnist_all_atoms_f32() {
         return;
     }
     let Some(dir) = fashion_dir() else { return };
-    let (atoms, n, d) = read_idx_images(&dir.join("train-images-idx3-ubyte.gz"));
-    let (tests, _, _) = read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz"));
+    let (atoms, n, d) = images(&dir, true);
+    let (tests, _, _) = images(&dir, false);
     assert_eq!((n, d), (60000, 784));
     let start = std::time::Instant::now();
     let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
@@ -663,7 +621,7 @@ fn adapter_list_prefers_hardware_then_vulkan() {
     }
 }
 
-/// How much f16 storage changes the prior of 8-bit data (issue 3, item 3), in float64 so that
+/// How much f16 storage changes the prior of 8-bit data, in float64 so that
 /// only the storage rounding is measured: Fashion-MNIST atoms (the first 6000) as f32 and as
 /// f16-stored, particles x = s a_j + √v ε around 16 training and 16 test images. Reports the
 /// largest logit shift among atoms with weight > 1e-6, the shift of the logit gap between the
@@ -672,8 +630,8 @@ fn adapter_list_prefers_hardware_then_vulkan() {
 #[test]
 fn f16_prior_shift_on_8bit_data() {
     let Some(dir) = fashion_dir() else { return };
-    let (all, _, d) = read_idx_images(&dir.join("train-images-idx3-ubyte.gz"));
-    let (tests, _, _) = read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz"));
+    let (all, _, d) = images(&dir, true);
+    let (tests, _, _) = images(&dir, false);
     let n = 6000;
     let atoms = &all[..n * d];
     let half = stored_values(atoms, Storage::F16);
@@ -750,9 +708,10 @@ fn f16_prior_shift_on_8bit_data() {
     }
 }
 
-/// C·g right after a prior pass over the same x reads the distances that pass kept on the
-/// device instead of recomputing them; C·g on other particles recomputes them. Both must
-/// match the float64 reference, and each other, for the prior and a posterior set.
+/// The pass-cache contract (C·g right after a pass over the same x reads the distances that
+/// pass kept on the device instead of recomputing them; C·g on other particles or at another
+/// noise level recomputes them), by the body shared with the CPU backend: against the float64
+/// reference and a backend that keeps nothing, for the prior and a posterior set.
 #[test]
 fn kept_distances_give_the_same_covariance_products() {
     if !have_gpu("kept distances") {
@@ -762,44 +721,36 @@ fn kept_distances_give_the_same_covariance_products() {
     let (n, d, b) = (300, 24, 9);
     let atoms = atoms8(&mut rng, n, d);
     let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
+    let no_keeping = GpuOptions {
+        kept_bytes: Some(0),
+        ..GpuOptions::default()
+    };
+    let mut full = GpuBackend::new(&atoms, d, no_keeping).unwrap();
     let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
     let bvec = bias(&mut rng, &atoms, d, 0.5);
     let id = gpu.add_bias(&bvec).unwrap();
+    assert_eq!(full.add_bias(&bvec).unwrap(), id);
     assert_eq!(reference.add_bias(&bvec).unwrap(), id);
     for t in [1e-3, 0.1, 0.5] {
         let nz = noise(t);
         let x = particles(&mut rng, &atoms, d, b, nz);
         let other = particles(&mut rng, &atoms, d, b, nz);
         let g: Vec<f32> = (0..b * d).map(|_| rng.sample(StandardNormal)).collect();
-        for set in [Weights::Prior, Weights::Biased(id)] {
-            let m = reference.weighted_means(&x, nz, &[set]).unwrap().sets[0]
-                .means
-                .clone();
-            let want = reference.covariance_products(&x, nz, set, &m, &g).unwrap();
-            // Fresh: the last prior pass was over other particles.
-            gpu.weighted_means(&other, nz, &[Weights::Prior]).unwrap();
-            let fresh = gpu.covariance_products(&x, nz, set, &m, &g).unwrap();
-            // Kept: a prior pass over x first.
-            gpu.weighted_means(&x, nz, &[Weights::Prior]).unwrap();
-            let kept = gpu.covariance_products(&x, nz, set, &m, &g).unwrap();
-            let norm = want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            let gnorm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            for (label, got) in [("fresh", &fresh), ("kept", &kept)] {
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
-                // Relative 1e-4, with an absolute floor for rows whose C is ~0 (one atom holds
-                // the weight): C·g = Σ c a / S0 − m SC/S0, and the f32 sum Σ c a is good to
-                // ~1e-6 ‖a‖ Σ|c|.
-                assert!(
-                    err <= 1e-4 * norm + 1e-5 * gnorm,
-                    "t={t} {set:?} {label}: C·g error {err:.3e} (norm {norm:.3e})"
-                );
-            }
-        }
+        let case = CacheCase {
+            label: format!("gpu t={t}"),
+            x: &x,
+            other: &other,
+            noise: nz,
+            other_noise: noise(t * 0.5 + 0.05),
+            g: &g,
+        };
+        check_pass_cache(
+            &gpu,
+            &full,
+            &reference,
+            &[Weights::Prior, Weights::Biased(id)],
+            &case,
+        );
     }
 }
 

@@ -255,7 +255,7 @@ fn prior_mean(atoms: &[f32], x: &[f64], s: f64, v: f64) -> Vec<f64> {
                 / (2.0 * v)
         })
         .collect();
-    let w = samplers::softmax(&l);
+    let w = fslens::engine::logsumexp::softmax(&l);
     let mut m = vec![0.0; D];
     for (a, wi) in atoms.chunks(D).zip(&w) {
         for (mj, &aj) in m.iter_mut().zip(a) {

@@ -311,7 +311,7 @@ pub fn diagnose(
 
     observer.stage("building the engine");
     let engine = crate::engine::create(&cfg.backend, &setup.atoms)?;
-    let omega = crate::samplers::softmax(&setup.log_likelihoods);
+    let omega = crate::engine::logsumexp::softmax(&setup.log_likelihoods);
     let schedule = cfg.schedule();
     let posterior = ExactPosterior::new(
         &setup.atoms,

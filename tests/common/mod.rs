@@ -2,6 +2,10 @@
 //! on a CPU engine, enough to build a [`Problem`]; running the `fslens` binary.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod engine;
+pub mod fashion;
+pub mod gpu;
+
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
 use fslens::engine::{Backend, Weights, cpu::CpuBackend};
