@@ -21,7 +21,7 @@
 mod common;
 
 use common::engine::{CacheCase, check_pass_cache};
-use common::fashion::{fashion_dir, images};
+use common::fashion::train_and_test;
 use common::gpu::have_gpu;
 use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters, stored_values};
 use fslens::engine::reference::ReferenceBackend;
@@ -500,10 +500,10 @@ fn fashion_mnist_all_atoms_f32() {
     if !have_gpu("fashion-mnist") {
         return;
     }
-    let Some(dir) = fashion_dir() else { return };
-    let (atoms, n, d) = images(&dir, true);
-    let (tests, _, _) = images(&dir, false);
-    assert_eq!((n, d), (60000, 784));
+    let Some((atoms, tests, d)) = train_and_test() else {
+        return;
+    };
+    let n = atoms.len() / d;
     let start = std::time::Instant::now();
     let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
     let limit = list_adapters()
@@ -629,9 +629,9 @@ fn adapter_list_prefers_hardware_then_vulkan() {
 /// |Δℓ_i| ≤ s‖δa_i‖ (2‖x − s a_i‖ + s‖δa_i‖) / (2v) and that f16 rounding is ≤ 2⁻¹² per pixel.
 #[test]
 fn f16_prior_shift_on_8bit_data() {
-    let Some(dir) = fashion_dir() else { return };
-    let (all, _, d) = images(&dir, true);
-    let (tests, _, _) = images(&dir, false);
+    let Some((all, tests, d)) = train_and_test() else {
+        return;
+    };
     let n = 6000;
     let atoms = &all[..n * d];
     let half = stored_values(atoms, Storage::F16);

@@ -13,7 +13,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::fashion::{fashion_dir, images};
+use common::fashion::train_and_test;
 use common::gpu::have_gpu;
 use fslens::engine::gpu::list_adapters;
 use rand::SeedableRng;
@@ -25,10 +25,10 @@ fn score_gpu_equals_cpu_on_all_fashion_mnist_f32() {
     if !have_gpu("score gpu vs cpu") {
         return;
     }
-    let Some(fm) = fashion_dir() else { return };
-    let (atoms, n, d) = images(&fm, true);
-    let (tests, _, _) = images(&fm, false);
-    assert_eq!((n, d), (60000, 784));
+    let Some((atoms, tests, d)) = train_and_test() else {
+        return;
+    };
+    let n = atoms.len() / d;
     let dir = std::env::temp_dir().join(format!("fslens-score-gpu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     fslens::arrays::write_npy_f32(&dir.join("A.npy"), &[n, d], &atoms).unwrap();

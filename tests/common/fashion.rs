@@ -51,3 +51,13 @@ pub fn first_train_images(n: usize) -> Option<(Vec<f32>, usize)> {
     values.truncate(n.min(count) * d);
     Some((values, d))
 }
+
+/// The whole data set: the 60000 training images, the 10000 test images and D = 784, or None
+/// when it is missing.
+pub fn train_and_test() -> Option<(Vec<f32>, Vec<f32>, usize)> {
+    let dir = fashion_dir()?;
+    let (train, n, d) = images(&dir, true);
+    let (test, _, _) = images(&dir, false);
+    assert_eq!((n, d), (60000, 784), "Fashion-MNIST in {}", dir.display());
+    Some((train, test, d))
+}

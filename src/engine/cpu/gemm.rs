@@ -7,8 +7,57 @@ use super::pass::ChunkBuffers;
 /// GEMM left operands with at most this many rows take the column-major-output path.
 const SMALL_GEMM_ROWS: usize = 64;
 
+/// A matrix operand of the `gemm` crate: its pointer and (row stride, column stride).
+#[derive(Clone, Copy)]
+struct Strided<P> {
+    ptr: P,
+    rs: usize,
+    cs: usize,
+}
+
+/// dst (m × n) = [dst +] lhs (m × k) · rhs (k × n) in float32, single-threaded (the pass runs
+/// its tasks in parallel): the one call of the `gemm` crate.
+///
+/// # Safety
+/// Each operand must address its whole matrix through its strides.
+unsafe fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    accumulate: bool,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+) {
+    let stride = |v: usize| v as isize;
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            stride(dst.cs),
+            stride(dst.rs),
+            accumulate,
+            lhs.ptr,
+            stride(lhs.cs),
+            stride(lhs.rs),
+            rhs.ptr,
+            stride(rhs.cs),
+            stride(rhs.rs),
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::None,
+        );
+    }
+}
+
 /// Row-major dst (m × n, row stride `dst_rs`) = [dst +] lhs (m × k) · rhs (k × n), where lhs
-/// and rhs are given by (row stride, column stride). Single-threaded: tasks run in parallel.
+/// and rhs are given by (row stride, column stride).
+///
+/// # Safety
+/// As [`gemm_strided`].
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn gemm_rm(
     m: usize,
@@ -24,29 +73,23 @@ pub(super) unsafe fn gemm_rm(
     rhs_rs: usize,
     rhs_cs: usize,
 ) {
-    unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            ::gemm::Parallelism::None,
-        );
-    }
+    let dst = Strided {
+        ptr: dst,
+        rs: dst_rs,
+        cs: 1,
+    };
+    let lhs = Strided {
+        ptr: lhs,
+        rs: lhs_rs,
+        cs: lhs_cs,
+    };
+    let rhs = Strided {
+        ptr: rhs,
+        rs: rhs_rs,
+        cs: rhs_cs,
+    };
+    // SAFETY: the caller's.
+    unsafe { gemm_strided((m, n, k), dst, accumulate, lhs, rhs) }
 }
 
 impl ChunkBuffers {
@@ -70,30 +113,23 @@ impl ChunkBuffers {
             // where the atoms (rhs, unit row stride) are read in place instead of being packed
             // for every chunk; packing them cost more than the 16-row product itself.
             self.dots_cm.resize(m * c, 0.0);
+            let dst = Strided {
+                ptr: self.dots_cm.as_mut_ptr(),
+                rs: 1,
+                cs: m,
+            };
+            let lhs = Strided {
+                ptr: lhs,
+                rs: d,
+                cs: 1,
+            };
+            let rhs = Strided {
+                ptr: atoms,
+                rs: 1,
+                cs: d,
+            };
             // SAFETY: dots_cm holds m×c, lhs m×d, atoms from row i0 at least c×d values.
-            unsafe {
-                ::gemm::gemm(
-                    m,
-                    c,
-                    d,
-                    self.dots_cm.as_mut_ptr(),
-                    m as isize,
-                    1,
-                    false,
-                    lhs,
-                    1,
-                    d as isize,
-                    atoms,
-                    d as isize,
-                    1,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    ::gemm::Parallelism::None,
-                );
-            }
+            unsafe { gemm_strided((m, c, d), dst, false, lhs, rhs) };
             for r in 0..m {
                 for (i, o) in self.dots[r * c..(r + 1) * c].iter_mut().enumerate() {
                     *o = self.dots_cm[i * m + r];

@@ -26,7 +26,8 @@ const CLAMP: f32 = super::logsumexp::CLAMP as f32;
 /// `weight_cache`): 256 MiB holds B = 1024 rows of N = 60000 atoms.
 pub const DEFAULT_WEIGHT_CACHE_BYTES: usize = 256 << 20;
 
-/// CPU implementation of [`Backend`]. See the module documentation for the algorithm.
+/// CPU implementation of [`Backend`]. The algorithm is in the docs of the modules `pass` (one
+/// pass) and `window` (precision).
 pub struct CpuBackend {
     atoms: Vec<f32>,
     n: usize,
@@ -207,10 +208,8 @@ impl CpuBackend {
                 }
             }));
         }
-        let max = m_run[0];
-        let e: Vec<f64> = logits.iter().map(|&l| (l - max).exp()).collect();
-        let z: f64 = e.iter().sum();
-        Ok(e.into_iter().map(|v| v / z).collect())
+        // The largest logit is the final running max (its relative logit is exactly 0).
+        Ok(super::logsumexp::softmax(&logits))
     }
 
     fn check_pass(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<()> {
