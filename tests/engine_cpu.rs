@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::engine::{CacheCase, check_pass_cache};
+use common::engine::{CacheCase, check_pass_cache, random_case};
 use common::fashion::first_train_images;
 use fslens::diffusion::Schedule;
 use fslens::engine::cpu::CpuBackend;
@@ -181,6 +181,17 @@ fn matches_reference_on_random_data() {
                 }
             }
         }
+    }
+}
+
+/// The seeded random cases of the GPU file on the CPU backend: the same body and the same
+/// tolerance model (`common::engine`), against the float64 reference.
+#[test]
+fn random_cases_meet_the_shared_tolerance_model() {
+    for (seed, n) in [(1, 150), (2, 150), (6, 9000)] {
+        random_case(&format!("cpu random N={n}"), n, seed, &|atoms, d| {
+            (Box::new(CpuBackend::new(atoms, d).unwrap()), atoms.to_vec())
+        });
     }
 }
 
