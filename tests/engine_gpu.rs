@@ -8,7 +8,7 @@ mod common;
 
 use common::engine::{CacheCase, atoms8, bias, check_pass_cache, compare, noise, particles};
 use common::fashion::train_and_test;
-use common::gpu::have_gpu;
+use common::gpu::{gpu_and_fashion, have_gpu};
 use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters, stored_values};
 use fslens::engine::reference::ReferenceBackend;
 use fslens::engine::{Backend, Noise, Weights};
@@ -313,10 +313,7 @@ fn bad_input_is_an_error() {
 /// images and two noisy training images, prior and two measurement biases, t = 1e-3 and 0.5.
 #[test]
 fn fashion_mnist_all_atoms_f32() {
-    if !have_gpu("fashion-mnist") {
-        return;
-    }
-    let Some((atoms, tests, d)) = train_and_test() else {
+    let Some((atoms, tests, d)) = gpu_and_fashion("fashion-mnist") else {
         return;
     };
     let n = atoms.len() / d;

@@ -13,8 +13,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::fashion::train_and_test;
-use common::gpu::have_gpu;
+use common::gpu::{gpu_and_fashion, have_gpu};
 use fslens::engine::gpu::list_adapters;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -22,10 +21,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 #[test]
 fn score_gpu_equals_cpu_on_all_fashion_mnist_f32() {
-    if !have_gpu("score gpu vs cpu") {
-        return;
-    }
-    let Some((atoms, tests, d)) = train_and_test() else {
+    let Some((atoms, tests, d)) = gpu_and_fashion("score gpu vs cpu") else {
         return;
     };
     let n = atoms.len() / d;

@@ -14,3 +14,13 @@ pub fn have_gpu(test: &str) -> bool {
     eprintln!("{test}: skipped, no GPU adapter (install mesa-vulkan-drivers for llvmpipe)");
     false
 }
+
+/// A GPU adapter ([`have_gpu`]) and the whole Fashion-MNIST set
+/// ([`super::fashion::train_and_test`]): (training images, test images, D), or None when
+/// either is missing.
+pub fn gpu_and_fashion(test: &str) -> Option<(Vec<f32>, Vec<f32>, usize)> {
+    if !have_gpu(test) {
+        return None;
+    }
+    super::fashion::train_and_test()
+}

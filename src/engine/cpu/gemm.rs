@@ -15,6 +15,12 @@ struct Strided<P> {
     cs: usize,
 }
 
+impl<P> Strided<P> {
+    fn new(ptr: P, rs: usize, cs: usize) -> Self {
+        Strided { ptr, rs, cs }
+    }
+}
+
 /// dst (m × n) = [dst +] lhs (m × k) · rhs (k × n) in float32, single-threaded (the pass runs
 /// its tasks in parallel): the one call of the `gemm` crate.
 ///
@@ -73,21 +79,11 @@ pub(super) unsafe fn gemm_rm(
     rhs_rs: usize,
     rhs_cs: usize,
 ) {
-    let dst = Strided {
-        ptr: dst,
-        rs: dst_rs,
-        cs: 1,
-    };
-    let lhs = Strided {
-        ptr: lhs,
-        rs: lhs_rs,
-        cs: lhs_cs,
-    };
-    let rhs = Strided {
-        ptr: rhs,
-        rs: rhs_rs,
-        cs: rhs_cs,
-    };
+    let (dst, lhs, rhs) = (
+        Strided::new(dst, dst_rs, 1),
+        Strided::new(lhs, lhs_rs, lhs_cs),
+        Strided::new(rhs, rhs_rs, rhs_cs),
+    );
     // SAFETY: the caller's.
     unsafe { gemm_strided((m, n, k), dst, accumulate, lhs, rhs) }
 }

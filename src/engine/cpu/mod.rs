@@ -385,7 +385,7 @@ impl Backend for CpuBackend {
             return Ok(out);
         }
         for ((xb, mb), gb) in x.chunks(step).zip(means.chunks(step)).zip(g.chunks(step)) {
-            out.extend(self.cov_block(xb, noise, set, mb, gb));
+            out.extend(self.cov_block(set, xb, noise, mb, gb));
         }
         Ok(out)
     }

@@ -151,9 +151,9 @@ impl CpuBackend {
     #[allow(clippy::needless_range_loop)] // rows index several per-row arrays
     pub(super) fn cov_block(
         &self,
+        set: Weights,
         x: &[f32],
         noise: Noise,
-        set: Weights,
         means: &[f32],
         g: &[f32],
     ) -> Vec<f32> {
