@@ -226,7 +226,7 @@ fn kept_prior_weights_give_the_same_covariance_products() {
                 g: &g,
             };
             let sets = [Weights::Prior, Weights::Biased(id)];
-            check_pass_cache(&kept, &full, &reference, &sets, &case);
+            check_pass_cache(&kept, &full, &reference, &sets, &case, false);
         }
     }
 }

@@ -563,6 +563,7 @@ fn kept_distances_give_the_same_covariance_products() {
             &reference,
             &[Weights::Prior, Weights::Biased(id)],
             &case,
+            true,
         );
     }
 }
