@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::gpu::have_gpu;
 use fslens::choices::Choice;
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
@@ -343,18 +344,6 @@ fn score_command_matches_float64_design_formulas_on_cpu() {
         let (_, _, s) = score(&req).unwrap();
         s
     });
-}
-
-/// Whether a GPU adapter exists; skips with a reason unless FSLENS_REQUIRE_GPU=1.
-fn have_gpu(test: &str) -> bool {
-    if !fslens::engine::gpu::list_adapters().is_empty() {
-        return true;
-    }
-    if std::env::var("FSLENS_REQUIRE_GPU").as_deref() == Ok("1") {
-        panic!("{test}: no GPU adapter found and FSLENS_REQUIRE_GPU=1");
-    }
-    eprintln!("{test}: skipped, no GPU adapter (install mesa-vulkan-drivers for llvmpipe)");
-    false
 }
 
 #[test]

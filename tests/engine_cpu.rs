@@ -2,6 +2,10 @@
 //! shapes, times and bias sets, and the t = 1e-3 precision cases of design §7 (Fashion-MNIST
 //! and near-duplicate atoms).
 
+mod common;
+
+use common::engine::{CacheCase, check_pass_cache, random_case};
+use common::fashion::first_train_images;
 use fslens::diffusion::Schedule;
 use fslens::engine::cpu::CpuBackend;
 use fslens::engine::reference::ReferenceBackend;
@@ -9,8 +13,6 @@ use fslens::engine::{Backend, Noise, Weights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use std::io::Read;
-use std::path::PathBuf;
 
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
     rng.sample::<f64, _>(StandardNormal)
@@ -93,11 +95,9 @@ fn matches_reference_on_random_data() {
             cpu = cpu.with_blocking(chunk, row_block).unwrap();
         }
         let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
-        let mut bias_max = vec![0.0];
         let mut sets = vec![Weights::Prior];
         for sigma in [0.05, 0.5] {
             let bias = mask_bias(&mut rng, &atoms, d, sigma, &|k| k % 3 != 0);
-            bias_max.push(bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
             let id = cpu.add_bias(&bias).unwrap();
             assert_eq!(reference.add_bias(&bias).unwrap(), id);
             sets.push(Weights::Biased(id));
@@ -116,7 +116,8 @@ fn matches_reference_on_random_data() {
                     );
                 }
                 for (row, (gs, ws)) in g.stats.iter().zip(&w.stats).enumerate() {
-                    let ln = gs.log_norm + bias_max[k];
+                    // log Z with the bias as registered on both sides (no shift to undo).
+                    let ln = gs.log_norm;
                     assert!(
                         (ln - ws.log_norm).abs() <= 1e-6 * ws.log_norm.abs().max(1.0) + 1e-4,
                         "{ctx} set {k} row {row} log_norm {ln} vs {}",
@@ -183,80 +184,49 @@ fn matches_reference_on_random_data() {
     }
 }
 
-/// ‖a − b‖ / (‖b‖ + 0.1‖g‖) over whole arrays, in float64: relative, with the absolute floor of
-/// `matches_reference_on_random_data` for rows whose C is ~0 (one atom holds all the weight).
-fn relative_error(a: &[f32], b: &[f32], g: &[f32]) -> f64 {
-    let diff: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
-    let norm: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    let gnorm: f64 = g.iter().map(|&y| (y as f64).powi(2)).sum();
-    diff.sqrt() / (norm.sqrt() + 0.1 * gnorm.sqrt())
+/// The seeded random cases of the GPU file on the CPU backend: the same body and the same
+/// tolerance model (`common::engine`), against the float64 reference.
+#[test]
+fn random_cases_meet_the_shared_tolerance_model() {
+    for (seed, n) in [(1, 150), (2, 150), (6, 9000)] {
+        random_case(&format!("cpu random N={n}"), n, seed, &|atoms, d| {
+            (Box::new(CpuBackend::new(atoms, d).unwrap()), atoms.to_vec())
+        });
+    }
 }
 
-/// C·g right after a prior pass reuses that pass's weights (module `cpu::weight_cache`): it
-/// must equal the float64 reference and the full recomputation, also for a gathered subset
-/// of the rows with repeats (TMPD's CG and dense solves call it that way), and a call at
-/// another noise level must not use the kept weights.
+/// The pass-cache contract (module `cpu::weight_cache`: C·g right after a prior pass reuses
+/// that pass's weights), by the body shared with the GPU backend: the same C·g as the float64
+/// reference and the full recomputation, also for a gathered subset of the rows, and never
+/// the kept weights at another noise level or on other particles.
 #[test]
 fn kept_prior_weights_give_the_same_covariance_products() {
     let schedule = Schedule::default();
     let mut rng = ChaCha8Rng::seed_from_u64(77);
     for &(n, d, b) in &[(900, 48, 12), (1500, 784, 70)] {
         let atoms = random_atoms(&mut rng, n, d);
-        let kept = CpuBackend::new(&atoms, d).unwrap();
-        let full = CpuBackend::new(&atoms, d).unwrap().with_weight_cache(0);
-        let reference = ReferenceBackend::new(&atoms, d).unwrap();
+        let mut kept = CpuBackend::new(&atoms, d).unwrap();
+        let mut full = CpuBackend::new(&atoms, d).unwrap().with_weight_cache(0);
+        let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
+        let bias = mask_bias(&mut rng, &atoms, d, 0.5, &|k| k % 3 != 0);
+        let id = kept.add_bias(&bias).unwrap();
+        assert_eq!(full.add_bias(&bias).unwrap(), id);
+        assert_eq!(reference.add_bias(&bias).unwrap(), id);
         for &t in &[1e-3, 0.05, 0.3, 0.9] {
             let noise = schedule.noise(t);
-            let ctx = format!("N={n} D={d} B={b} t={t}");
             let x = particles(&mut rng, &atoms, d, b, noise);
-            let means = kept.weighted_means(&x, noise, &[Weights::Prior]).unwrap();
-            let means = &means.sets[0].means;
+            let other = particles(&mut rng, &atoms, d, b, noise);
             let g: Vec<f32> = (0..b * d).map(|_| normal(&mut rng) as f32).collect();
-            let want = reference
-                .covariance_products(&x, noise, Weights::Prior, means, &g)
-                .unwrap();
-            let got = kept
-                .covariance_products(&x, noise, Weights::Prior, means, &g)
-                .unwrap();
-            let recomputed = full
-                .covariance_products(&x, noise, Weights::Prior, means, &g)
-                .unwrap();
-            let e_kept = relative_error(&got, &want, &g);
-            let e_full = relative_error(&recomputed, &want, &g);
-            assert!(e_kept <= 1e-4, "{ctx}: kept weights C·g error {e_kept}");
-            assert!(e_full <= 1e-4, "{ctx}: recomputed C·g error {e_full}");
-            // Rows 3, 1, 1, 5 (a subset with a repeat), in that order.
-            let pick = [3usize, 1, 1, 5];
-            let gather = |v: &[f32]| -> Vec<f32> {
-                pick.iter()
-                    .flat_map(|&r| v[r * d..(r + 1) * d].iter().copied())
-                    .collect()
+            let case = CacheCase {
+                label: format!("cpu N={n} D={d} B={b} t={t}"),
+                x: &x,
+                other: &other,
+                noise,
+                other_noise: schedule.noise(t * 0.5 + 0.05),
+                g: &g,
             };
-            let (xs, ms, gs) = (gather(&x), gather(means), gather(&g));
-            let sub = kept
-                .covariance_products(&xs, noise, Weights::Prior, &ms, &gs)
-                .unwrap();
-            let sub_want = reference
-                .covariance_products(&xs, noise, Weights::Prior, &ms, &gs)
-                .unwrap();
-            let e_sub = relative_error(&sub, &sub_want, &gs);
-            assert!(e_sub <= 1e-4, "{ctx}: gathered rows C·g error {e_sub}");
-            // Another noise level: the kept weights do not apply.
-            let other = schedule.noise(t * 0.5 + 0.05);
-            let other_means = full.weighted_means(&x, other, &[Weights::Prior]).unwrap();
-            let om = &other_means.sets[0].means;
-            let o = kept
-                .covariance_products(&x, other, Weights::Prior, om, &g)
-                .unwrap();
-            let o_want = reference
-                .covariance_products(&x, other, Weights::Prior, om, &g)
-                .unwrap();
-            let e_other = relative_error(&o, &o_want, &g);
-            assert!(e_other <= 1e-4, "{ctx}: other noise C·g error {e_other}");
+            let sets = [Weights::Prior, Weights::Biased(id)];
+            check_pass_cache(&kept, &full, &reference, &sets, &case, false);
         }
     }
 }
@@ -297,38 +267,6 @@ fn bad_input_is_an_error() {
 }
 
 // ---- design §7: precision at t = 1e-3 --------------------------------------------------------
-
-/// Fashion-MNIST train images mapped to [-1, 1] (first `n`), or None with a printed reason.
-fn fashion_mnist(n: usize) -> Option<(Vec<f32>, usize)> {
-    let dir = std::env::var_os("FSLENS_FASHION_MNIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
-    let path = dir.join("train-images-idx3-ubyte.gz");
-    let mut bytes = Vec::new();
-    match std::fs::File::open(&path) {
-        Ok(f) => {
-            flate2::read::GzDecoder::new(f)
-                .read_to_end(&mut bytes)
-                .unwrap();
-        }
-        Err(e) => {
-            assert!(
-                std::env::var("FSLENS_REQUIRE_DATA").as_deref() != Ok("1"),
-                "FSLENS_REQUIRE_DATA=1 but {} cannot be read: {e}",
-                path.display()
-            );
-            eprintln!("skipping: {} not readable ({e})", path.display());
-            return None;
-        }
-    }
-    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
-    assert_eq!(be(0), 0x0803, "IDX magic of {}", path.display());
-    let (count, h, w) = (be(4), be(8), be(12));
-    let n = n.min(count);
-    let d = h * w;
-    let px = &bytes[16..16 + n * d];
-    Some((px.iter().map(|&p| p as f32 / 127.5 - 1.0).collect(), d))
-}
 
 /// The expansion alone, float32 as a plain implementation would do it: ‖x‖² − 2s⟨x,a⟩ + s²‖a‖².
 fn naive_weights(
@@ -408,7 +346,7 @@ fn check_small_t(atoms: &[f32], d: usize, targets: &[usize], seed: u64) -> f64 {
 
 #[test]
 fn small_t_weights_on_fashion_mnist() {
-    let Some((atoms, d)) = fashion_mnist(5000) else {
+    let Some((atoms, d)) = first_train_images(5000) else {
         return;
     };
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -421,7 +359,7 @@ fn small_t_weights_with_near_duplicate_atoms() {
     // Real images when available (mean ≈ −0.4, where the expansion is worst), else 8-bit noise.
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (mut atoms, d) =
-        fashion_mnist(400).unwrap_or_else(|| (random_atoms(&mut rng, 400, 784), 784));
+        first_train_images(400).unwrap_or_else(|| (random_atoms(&mut rng, 400, 784), 784));
     // Five base atoms, each with four copies perturbed by uniform noise of size 1e-3.
     let mut targets = Vec::new();
     for base in [3usize, 50, 120, 260, 399] {

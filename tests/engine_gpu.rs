@@ -1,195 +1,20 @@
-//! GPU backend vs the float64 reference, on fresh seeded random data and on Fashion-MNIST.
-//!
-//! Tolerance model (direct f32 differences, design §7). The reference runs in float64 on the
-//! same f32 atoms and particles. On the GPU, s, 1/(2v) and every difference e = x − s·a are
-//! rounded to f32: |δe| ≲ 2ε(|x| + |s a|) with ε = 2⁻²³, and for the atoms that carry weight
-//! |e| ≈ √v per coordinate, so the logit error is |δℓ| ≲ Σ_d 2|e||δe| / (2v) ≲ 2εD·A/√v
-//! (A bounds |x| + |s a|), plus f32 summation (≈ Dε relative on ℓ, ℓ = O(D) for those atoms).
-//! We allow
-//!   δℓ = 8 ε D (A/√v + 1)  nats,
-//! which bounds the relative error of every significant weight by 2δℓ. Then
-//!   means:      |Δm_d| ≤ 2δℓ · max|a| + 1e-5,
-//!   log Z:      |Δ| ≤ δℓ + 1e-6 (1 + |log Z|),
-//!   ESS, max w: relative ≤ 4δℓ + 1e-5,   entropy: |Δ| ≤ (4δℓ + 1e-5)(1 + H),
-//!   C·g:        |Δ(Cg)_d| ≤ (4δℓ + 1e-5) Σ_i w_i |a_id − m_d| |⟨a_i − m, g⟩| + 1e-6,
-//!   nearest:    the GPU's atom is within 1e-5 (1 + d²_min) of the reference minimum.
-//! u8 storage of 8-bit data is exact (the decoded atoms equal the f32 atoms bit for bit), so
-//! the same tolerances apply to every storage type. f16 storage changes the atoms: its
-//! reference is computed on the atoms as stored (`stored_values`), which the kernel decodes
-//! exactly, so the same tolerances apply to it too.
+//! GPU backend vs the float64 reference, on fresh seeded random data and on Fashion-MNIST,
+//! with the tolerance model of `common::engine` (direct f32 differences). u8 storage of 8-bit
+//! data is exact (the decoded atoms equal the f32 atoms bit for bit), so the same tolerances
+//! apply to every storage type. f16 storage changes the atoms: its reference is computed on the
+//! atoms as stored (`stored_values`), which the kernel decodes exactly, so the same tolerances
+//! apply to it too.
+mod common;
 
+use common::engine::{CacheCase, atoms8, bias, check_pass_cache, compare, noise, particles};
+use common::fashion::train_and_test;
+use common::gpu::{gpu_and_fashion, have_gpu};
 use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters, stored_values};
 use fslens::engine::reference::ReferenceBackend;
 use fslens::engine::{Backend, Noise, Weights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-
-/// Whether a GPU adapter exists; without one the test prints why and is skipped, unless
-/// FSLENS_REQUIRE_GPU=1 makes that a failure.
-fn have_gpu(test: &str) -> bool {
-    if !list_adapters().is_empty() {
-        return true;
-    }
-    if std::env::var("FSLENS_REQUIRE_GPU").as_deref() == Ok("1") {
-        panic!("{test}: no GPU adapter found and FSLENS_REQUIRE_GPU=1");
-    }
-    eprintln!("{test}: skipped, no GPU adapter (install mesa-vulkan-drivers for llvmpipe)");
-    false
-}
-
-/// VP schedule with β ∈ [0.1, 20]: s = √ᾱ, v = 1 − ᾱ.
-fn noise(t: f64) -> Noise {
-    let log_ab = -(0.1 * t + 0.5 * (20.0 - 0.1) * t * t);
-    Noise {
-        s: (0.5 * log_ab).exp(),
-        v: -log_ab.exp_m1(),
-    }
-}
-
-/// 8-bit-quantised atoms in [-1, 1], with a few near-duplicates (one grey level apart).
-fn atoms8(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<f32> {
-    let mut codes: Vec<u32> = (0..n * d).map(|_| rng.random_range(0..256)).collect();
-    for i in 1..4.min(n) {
-        let (head, tail) = codes.split_at_mut(i * d);
-        tail[..d].copy_from_slice(&head[..d]);
-        tail[i % d] = (tail[i % d] + 1).min(255);
-    }
-    codes.iter().map(|&c| c as f32 / 127.5 - 1.0).collect()
-}
-
-/// Particles x = s a_j + √v ε around random atoms (the regime where weights concentrate).
-fn particles(rng: &mut ChaCha8Rng, atoms: &[f32], d: usize, b: usize, nz: Noise) -> Vec<f32> {
-    let n = atoms.len() / d;
-    let mut x = Vec::with_capacity(b * d);
-    for _ in 0..b {
-        let j = rng.random_range(0..n);
-        for k in 0..d {
-            let e: f64 = StandardNormal.sample(rng);
-            x.push((nz.s * atoms[j * d + k] as f64 + nz.v.sqrt() * e) as f32);
-        }
-    }
-    x
-}
-
-/// b_i = −‖y − P a_i‖²/(2σ²) with P = the first D/2 coordinates and y = P a_k + σ ε.
-fn bias(rng: &mut ChaCha8Rng, atoms: &[f32], d: usize, sigma: f64) -> Vec<f64> {
-    let n = atoms.len() / d;
-    let m = d / 2;
-    let k = rng.random_range(0..n);
-    let y: Vec<f64> = (0..m)
-        .map(|c| atoms[k * d + c] as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
-        .collect();
-    (0..n)
-        .map(|i| {
-            -(0..m)
-                .map(|c| (y[c] - atoms[i * d + c] as f64).powi(2))
-                .sum::<f64>()
-                / (2.0 * sigma * sigma)
-        })
-        .collect()
-}
-
-fn logit_tol(d: usize, x: &[f32], atoms: &[f32], nz: Noise) -> f64 {
-    let xmax = x.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    let amax = atoms.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    8.0 * f32::EPSILON as f64 * d as f64 * ((xmax + nz.s.abs() * amax) / nz.v.sqrt() + 1.0)
-}
-
-/// Checks one pass (all `sets`), the nearest atoms and C·g of every set against the reference.
-/// `cg_sets` picks the sets whose C·g is checked (its reference is O(N·D) per row and set).
-#[allow(clippy::too_many_arguments)]
-fn compare(
-    label: &str,
-    gpu: &GpuBackend,
-    reference: &ReferenceBackend,
-    atoms: &[f32],
-    x: &[f32],
-    nz: Noise,
-    sets: &[Weights],
-    cg_sets: &[usize],
-    rng: &mut ChaCha8Rng,
-) {
-    let d = gpu.dim();
-    let dl = logit_tol(d, x, atoms, nz);
-    let amax = atoms.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    let timer = std::time::Instant::now();
-    let got = gpu.weighted_means(x, nz, sets).unwrap();
-    eprintln!(
-        "{label}: pass B = {}, N = {}, D = {d}, {} sets: {:?}",
-        x.len() / d,
-        gpu.atoms(),
-        sets.len(),
-        timer.elapsed()
-    );
-    let want = reference.weighted_means(x, nz, sets).unwrap();
-    for (k, (g, w)) in got.sets.iter().zip(&want.sets).enumerate() {
-        assert_eq!(g.means.len(), w.means.len());
-        for (i, (a, b)) in g.means.iter().zip(&w.means).enumerate() {
-            let tol = 2.0 * dl * amax + 1e-5;
-            assert!(
-                (*a as f64 - *b as f64).abs() <= tol,
-                "{label} set {k} mean[{i}]: gpu {a} ref {b} (tol {tol:.2e})"
-            );
-        }
-        for (r, (g, w)) in g.stats.iter().zip(&w.stats).enumerate() {
-            let ctx = format!("{label} set {k} row {r}: gpu {g:?} ref {w:?}");
-            let lz = dl + 1e-6 * (1.0 + w.log_norm.abs());
-            assert!((g.log_norm - w.log_norm).abs() <= lz, "{ctx} (log Z)");
-            let rel = 4.0 * dl + 1e-5;
-            assert!((g.ess - w.ess).abs() <= rel * w.ess, "{ctx} (ess)");
-            assert!(
-                (g.max_weight - w.max_weight).abs() <= rel * w.max_weight,
-                "{ctx}"
-            );
-            assert!(
-                (g.entropy - w.entropy).abs() <= rel * (1.0 + w.entropy),
-                "{ctx}"
-            );
-        }
-    }
-    assert_eq!(got.nearest.len(), x.len() / d);
-    for (r, (g, w)) in got.nearest.iter().zip(&want.nearest).enumerate() {
-        let xr = &x[r * d..(r + 1) * d];
-        let at = reference.dist2(xr, nz.s, g.index);
-        let ctx = format!("{label} nearest row {r}: gpu {g:?} ref {w:?}");
-        assert!(at <= w.dist2 + 1e-5 * (1.0 + w.dist2), "{ctx}");
-        assert!((g.dist2 - at).abs() <= 1e-5 * (1.0 + at), "{ctx}");
-    }
-    // C·g with the reference's own means (C·g is first-order insensitive to m: Σ w (a − m) = 0).
-    let gvec: Vec<f32> = (0..x.len())
-        .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
-    for &k in cg_sets {
-        let set = sets[k];
-        let m = &want.sets[k].means;
-        let got = gpu.covariance_products(x, nz, set, m, &gvec).unwrap();
-        let want_cg = reference.covariance_products(x, nz, set, m, &gvec).unwrap();
-        assert_eq!(got.len(), want_cg.len());
-        for r in 0..x.len() / d {
-            let xr = &x[r * d..(r + 1) * d];
-            let gr = &gvec[r * d..(r + 1) * d];
-            let w = reference.weights(xr, nz, set);
-            let mr: Vec<f64> = m[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
-            let mut scale = vec![0.0f64; d];
-            for (i, &wi) in w.iter().enumerate() {
-                let a = &atoms[i * d..(i + 1) * d];
-                let proj: f64 = (0..d).map(|c| (a[c] as f64 - mr[c]) * gr[c] as f64).sum();
-                for c in 0..d {
-                    scale[c] += wi * (a[c] as f64 - mr[c]).abs() * proj.abs();
-                }
-            }
-            for c in 0..d {
-                let (a, b) = (got[r * d + c] as f64, want_cg[r * d + c] as f64);
-                let tol = (4.0 * dl + 1e-5) * scale[c] + 1e-6;
-                assert!(
-                    (a - b).abs() <= tol,
-                    "{label} set {k} Cg row {r} [{c}]: gpu {a} ref {b} (tol {tol:.2e})"
-                );
-            }
-        }
-    }
-}
 
 fn random_case(storage: Storage, max_binding: Option<u64>, seed: u64, expect_bindings: usize) {
     let opts = GpuOptions {
@@ -205,29 +30,12 @@ fn random_case_with(opts: GpuOptions, n: usize, seed: u64, expect_bindings: usiz
     if !have_gpu(&test) {
         return;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (d, b) = (19, 10);
-    let atoms = atoms8(&mut rng, n, d);
-    let stored = stored_values(&atoms, opts.storage);
-    let mut gpu = GpuBackend::new(&atoms, d, opts).unwrap();
-    assert_eq!(gpu.bindings(), expect_bindings, "{}", gpu.describe());
-    let mut reference = ReferenceBackend::new(&stored, d).unwrap();
-    let mut sets = vec![Weights::Prior];
-    for sigma in [0.01, 0.5] {
-        let bvec = bias(&mut rng, &atoms, d, sigma);
-        let id = gpu.add_bias(&bvec).unwrap();
-        assert_eq!(reference.add_bias(&bvec).unwrap(), id);
-        sets.push(Weights::Biased(id));
-    }
-    for t in [1e-3, 0.1, 0.5, 1.0] {
-        let nz = noise(t);
-        let x = particles(&mut rng, &atoms, d, b, nz);
-        let label = format!("{test} t={t}");
-        let all: Vec<usize> = (0..sets.len()).collect();
-        compare(
-            &label, &gpu, &reference, &stored, &x, nz, &sets, &all, &mut rng,
-        );
-    }
+    common::engine::random_case(&test, n, seed, &|atoms, d| {
+        let stored = stored_values(atoms, opts.storage);
+        let gpu = GpuBackend::new(atoms, d, opts.clone()).unwrap();
+        assert_eq!(gpu.bindings(), expect_bindings, "{}", gpu.describe());
+        (Box::new(gpu), stored)
+    });
 }
 
 #[test]
@@ -500,52 +308,15 @@ fn bad_input_is_an_error() {
     assert!(err.contains("no such adapter name"), "{err}");
 }
 
-/// Reads an IDX image file (gz) as values k/127.5 − 1, returning (values, n, rows·cols).
-fn read_idx_images(path: &std::path::Path) -> (Vec<f32>, usize, usize) {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
-    assert_eq!(be(0), 2051, "{}: not an IDX image file", path.display());
-    let (n, d) = (be(4), be(8) * be(12));
-    let values = bytes[16..16 + n * d]
-        .iter()
-        .map(|&k| k as f32 / 127.5 - 1.0)
-        .collect();
-    (values, n, d)
-}
-
-fn fashion_dir() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("FSLENS_FASHION_MNIST")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
-    if dir.join("train-images-idx3-ubyte.gz").exists() {
-        return Some(dir);
-    }
-    if std::env::var("FSLENS_REQUIRE_DATA").as_deref() == Ok("1") {
-        panic!(
-            "Fashion-MNIST not found in {} and FSLENS_REQUIRE_DATA=1",
-            dir.display()
-        );
-    }
-    eprintln!("Fashion-MNIST not found in {}: skipped", dir.display());
-    None
-}
-
 /// All 60000 Fashion-MNIST training images as f32 atoms (188 MB: two bindings on an adapter
 /// with the common 128 MiB binding limit) against the reference on 4 rows: two noisy test
 /// images and two noisy training images, prior and two measurement biases, t = 1e-3 and 0.5.
 #[test]
 fn fashion_mnist_all_atoms_f32() {
-    if !have_gpu("fashion-mnist") {
+    let Some((atoms, tests, d)) = gpu_and_fashion("fashion-mnist") else {
         return;
-    }
-    let Some(dir) = fashion_dir() else { return };
-    let (atoms, n, d) = read_idx_images(&dir.join("train-images-idx3-ubyte.gz"));
-    let (tests, _, _) = read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz"));
-    assert_eq!((n, d), (60000, 784));
+    };
+    let n = atoms.len() / d;
     let start = std::time::Instant::now();
     let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
     let limit = list_adapters()
@@ -663,7 +434,7 @@ fn adapter_list_prefers_hardware_then_vulkan() {
     }
 }
 
-/// How much f16 storage changes the prior of 8-bit data (issue 3, item 3), in float64 so that
+/// How much f16 storage changes the prior of 8-bit data, in float64 so that
 /// only the storage rounding is measured: Fashion-MNIST atoms (the first 6000) as f32 and as
 /// f16-stored, particles x = s a_j + √v ε around 16 training and 16 test images. Reports the
 /// largest logit shift among atoms with weight > 1e-6, the shift of the logit gap between the
@@ -671,9 +442,9 @@ fn adapter_list_prefers_hardware_then_vulkan() {
 /// |Δℓ_i| ≤ s‖δa_i‖ (2‖x − s a_i‖ + s‖δa_i‖) / (2v) and that f16 rounding is ≤ 2⁻¹² per pixel.
 #[test]
 fn f16_prior_shift_on_8bit_data() {
-    let Some(dir) = fashion_dir() else { return };
-    let (all, _, d) = read_idx_images(&dir.join("train-images-idx3-ubyte.gz"));
-    let (tests, _, _) = read_idx_images(&dir.join("t10k-images-idx3-ubyte.gz"));
+    let Some((all, tests, d)) = train_and_test() else {
+        return;
+    };
     let n = 6000;
     let atoms = &all[..n * d];
     let half = stored_values(atoms, Storage::F16);
@@ -750,9 +521,10 @@ fn f16_prior_shift_on_8bit_data() {
     }
 }
 
-/// C·g right after a prior pass over the same x reads the distances that pass kept on the
-/// device instead of recomputing them; C·g on other particles recomputes them. Both must
-/// match the float64 reference, and each other, for the prior and a posterior set.
+/// The pass-cache contract (C·g right after a pass over the same x reads the distances that
+/// pass kept on the device instead of recomputing them; C·g on other particles or at another
+/// noise level recomputes them), by the body shared with the CPU backend: against the float64
+/// reference and a backend that keeps nothing, for the prior and a posterior set.
 #[test]
 fn kept_distances_give_the_same_covariance_products() {
     if !have_gpu("kept distances") {
@@ -762,44 +534,37 @@ fn kept_distances_give_the_same_covariance_products() {
     let (n, d, b) = (300, 24, 9);
     let atoms = atoms8(&mut rng, n, d);
     let mut gpu = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
+    let no_keeping = GpuOptions {
+        kept_bytes: Some(0),
+        ..GpuOptions::default()
+    };
+    let mut full = GpuBackend::new(&atoms, d, no_keeping).unwrap();
     let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
     let bvec = bias(&mut rng, &atoms, d, 0.5);
     let id = gpu.add_bias(&bvec).unwrap();
+    assert_eq!(full.add_bias(&bvec).unwrap(), id);
     assert_eq!(reference.add_bias(&bvec).unwrap(), id);
     for t in [1e-3, 0.1, 0.5] {
         let nz = noise(t);
         let x = particles(&mut rng, &atoms, d, b, nz);
         let other = particles(&mut rng, &atoms, d, b, nz);
         let g: Vec<f32> = (0..b * d).map(|_| rng.sample(StandardNormal)).collect();
-        for set in [Weights::Prior, Weights::Biased(id)] {
-            let m = reference.weighted_means(&x, nz, &[set]).unwrap().sets[0]
-                .means
-                .clone();
-            let want = reference.covariance_products(&x, nz, set, &m, &g).unwrap();
-            // Fresh: the last prior pass was over other particles.
-            gpu.weighted_means(&other, nz, &[Weights::Prior]).unwrap();
-            let fresh = gpu.covariance_products(&x, nz, set, &m, &g).unwrap();
-            // Kept: a prior pass over x first.
-            gpu.weighted_means(&x, nz, &[Weights::Prior]).unwrap();
-            let kept = gpu.covariance_products(&x, nz, set, &m, &g).unwrap();
-            let norm = want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            let gnorm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-            for (label, got) in [("fresh", &fresh), ("kept", &kept)] {
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
-                // Relative 1e-4, with an absolute floor for rows whose C is ~0 (one atom holds
-                // the weight): C·g = Σ c a / S0 − m SC/S0, and the f32 sum Σ c a is good to
-                // ~1e-6 ‖a‖ Σ|c|.
-                assert!(
-                    err <= 1e-4 * norm + 1e-5 * gnorm,
-                    "t={t} {set:?} {label}: C·g error {err:.3e} (norm {norm:.3e})"
-                );
-            }
-        }
+        let case = CacheCase {
+            label: format!("gpu t={t}"),
+            x: &x,
+            other: &other,
+            noise: nz,
+            other_noise: noise(t * 0.5 + 0.05),
+            g: &g,
+        };
+        check_pass_cache(
+            &gpu,
+            &full,
+            &reference,
+            &[Weights::Prior, Weights::Biased(id)],
+            &case,
+            true,
+        );
     }
 }
 

@@ -1,4 +1,4 @@
-//! `fslens score --backend gpu` equals `--backend cpu` (issue 3, Must show) on all 60000
+//! `fslens score --backend gpu` equals `--backend cpu` on all 60000
 //! Fashion-MNIST training images as atoms, read from a float32 .npy (so the GPU stores them as
 //! f32: 188 MB, more than one storage binding on an adapter with a 128 MiB binding limit),
 //! at t ∈ {1e-3, 0.5}, for `fsr` (a box-inpainting measurement, σ = 0.05) and `prior`:
@@ -8,58 +8,23 @@
 //! Skips (with a reason) without a GPU adapter or without Fashion-MNIST, unless
 //! FSLENS_REQUIRE_GPU=1 or FSLENS_REQUIRE_DATA=1 makes that a failure.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::gpu::{gpu_and_fashion, have_gpu};
 use fslens::engine::gpu::list_adapters;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-fn have_gpu() -> bool {
-    if !list_adapters().is_empty() {
-        return true;
-    }
-    if std::env::var("FSLENS_REQUIRE_GPU").as_deref() == Ok("1") {
-        panic!("no GPU adapter found and FSLENS_REQUIRE_GPU=1");
-    }
-    eprintln!("skipped: no GPU adapter (install mesa-vulkan-drivers for llvmpipe)");
-    false
-}
-
-fn fashion_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("FSLENS_FASHION_MNIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
-    if dir.join("train-images-idx3-ubyte.gz").exists() {
-        return Some(dir);
-    }
-    if std::env::var("FSLENS_REQUIRE_DATA").as_deref() == Ok("1") {
-        panic!(
-            "Fashion-MNIST not found in {} and FSLENS_REQUIRE_DATA=1",
-            dir.display()
-        );
-    }
-    eprintln!("Fashion-MNIST not found in {}: skipped", dir.display());
-    None
-}
-
-fn images(path: &std::path::Path) -> (Vec<f32>, usize) {
-    let (h, w, bytes) = fslens::data::idx::read_images(path).unwrap();
-    let table = fslens::data::u8_pixel_table();
-    (bytes.iter().map(|&k| table[k as usize]).collect(), h * w)
-}
-
 #[test]
 fn score_gpu_equals_cpu_on_all_fashion_mnist_f32() {
-    if !have_gpu() {
+    let Some((atoms, tests, d)) = gpu_and_fashion("score gpu vs cpu") else {
         return;
-    }
-    let Some(fm) = fashion_dir() else { return };
-    let (atoms, d) = images(&fm.join("train-images-idx3-ubyte.gz"));
-    let (tests, _) = images(&fm.join("t10k-images-idx3-ubyte.gz"));
+    };
     let n = atoms.len() / d;
-    assert_eq!((n, d), (60000, 784));
     let dir = std::env::temp_dir().join(format!("fslens-score-gpu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     fslens::arrays::write_npy_f32(&dir.join("A.npy"), &[n, d], &atoms).unwrap();
@@ -161,7 +126,7 @@ fn score_gpu_equals_cpu_on_all_fashion_mnist_f32() {
 /// distinct values is refused with an error that names the storage.
 #[test]
 fn score_gpu_storage_flag() {
-    if !have_gpu() {
+    if !have_gpu("score gpu storage flag") {
         return;
     }
     let exe = env!("CARGO_BIN_EXE_fslens");

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::data::ImageShape;
 use crate::diffusion::Schedule;
-use crate::engine::cpu::direct_dist2;
+use crate::engine::direct_dist2;
 use crate::engine::{Backend, Neighbor, Noise, Weights};
 use crate::operators::Operator;
 use crate::samplers::exact::Exact;

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::data::Dataset;
+use crate::engine::direct_dist2;
 
 /// Fraction of ω the heavy atoms hold.
 pub const HEAVY_MASS: f64 = 0.999;
@@ -234,11 +235,9 @@ pub fn nearest_centres(points: &[f32], dim: usize, centres: &[f32]) -> Vec<usize
         .collect()
 }
 
+/// ‖a − b‖² in float64 ([`direct_dist2`] with s = 1).
 fn dist2(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum()
+    direct_dist2(a, b, 1.0)
 }
 
 #[cfg(test)]
@@ -291,7 +290,7 @@ mod tests {
             .iter()
             .map(|&c| if c < 2 { 0.0 } else { -40.0 })
             .collect();
-        let omega = crate::samplers::softmax(&logits);
+        let omega = crate::engine::logsumexp::softmax(&logits);
         let modes = Modes::from_clusters(&pts, 5, &omega, 2, 3);
         assert_eq!(modes.source, ModeSource::Clusters);
         assert!(same_partition(&modes.of_atom, &labels));

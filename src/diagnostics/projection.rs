@@ -242,7 +242,7 @@ mod tests {
             class_names: Some(vec!["a".into(), "b".into(), "c".into()]),
             eight_bit: false,
         };
-        (ds, crate::samplers::softmax(&logits))
+        (ds, crate::engine::logsumexp::softmax(&logits))
     }
 
     #[test]

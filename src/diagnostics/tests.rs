@@ -48,7 +48,7 @@ fn omega_with(ds: &Dataset, mass: [f64; 4]) -> Vec<f64> {
             if p > 0.0 { (p / per).ln() } else { -200.0 }
         })
         .collect();
-    crate::samplers::softmax(&logits)
+    crate::engine::logsumexp::softmax(&logits)
 }
 
 struct Fixture {
@@ -102,7 +102,7 @@ fn spread_closed_form_matches_monte_carlo_of_exact_draws() {
         eight_bit: false,
     };
     let logits: Vec<f64> = (0..n).map(|_| 2.0 * rng.random::<f64>()).collect();
-    let omega = crate::samplers::softmax(&logits);
+    let omega = crate::engine::logsumexp::softmax(&logits);
     let op = Identity::new(shape);
     let truth = ds.image(0).to_vec();
     let post = ExactPosterior::new(

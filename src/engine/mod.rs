@@ -12,6 +12,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod logsumexp;
 pub mod reference;
 
 use crate::choices::Choice;
@@ -32,7 +33,9 @@ pub struct BiasId(pub usize);
 /// Statistics of one row's weights.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RowStats {
-    /// log Σ_i exp ℓ_i (with the bias as registered: a shifted bias shifts this too).
+    /// log Z = log Σ_i exp ℓ_i, with ℓ_i = −‖x − s a_i‖²/(2v) + β_i and β exactly as registered
+    /// with [`Backend::add_bias`] (0 for the prior): a backend that stores β shifted adds the
+    /// shift back ([`logsumexp::RowSums::finish`]), so every backend returns this same value.
     pub log_norm: f64,
     /// 1 / Σ_i w_i², between 1 and N.
     pub ess: f64,
@@ -85,13 +88,28 @@ pub trait Backend: Send + Sync {
     fn dim(&self) -> usize;
     /// Registers a bias vector β (N values, finite) for later passes. Softmax weights do not
     /// change when β is shifted by a constant, and backends may store it shifted by max β
-    /// (keeps float32 exact near the weights that matter); log_norm is then relative to that.
+    /// (keeps float32 exact near the weights that matter); [`RowStats::log_norm`] is still
+    /// log Σ_i exp(−‖x − s a_i‖²/(2v) + β_i) with β as given here: the shift is added back.
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId>;
     /// One pass over the atoms for the B = x.len()/D rows of x: for each requested weight set
     /// the weighted means and row statistics, and the nearest atom of each row.
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput>;
     /// C·g per row: Σ_i w_bi (a_i − m_b)⟨a_i − m_b, g_b⟩ with the weights of `set`, where
     /// m_b = `means` row b (the weighted mean of the same weights, from a previous pass).
+    ///
+    /// # The pass cache
+    /// Samplers call this right after a [`Backend::weighted_means`] pass on the same particles,
+    /// so a backend may keep part of that pass and reuse it here: the CPU keeps the normalised
+    /// prior weights (when the pass asked for [`Weights::Prior`] and B·N float32 fit its
+    /// budget; C·g then costs two GEMMs instead of three), the GPU keeps the pair distances
+    /// ‖x_b − s a_i‖² (any set; they depend on x and s only). The contract, tested on both
+    /// backends by one test body:
+    /// - reuse happens only when the rows of `x` equal kept rows bit for bit and the noise
+    ///   matches (CPU: any subset of the kept rows, same [`Noise`]; GPU: the whole kept x, same
+    ///   s); anything else recomputes, so a pass on other particles or at another noise level
+    ///   never leaks stale data into the result;
+    /// - with and without reuse the result is the same C·g up to float32 rounding order: both
+    ///   stay within the backend's tolerance of the float64 reference.
     fn covariance_products(
         &self,
         x: &[f32],
@@ -129,6 +147,31 @@ pub fn check_bias(backend: &str, bias: &[f64], atoms: usize) -> Result<f64> {
         )));
     }
     Ok(bias.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+}
+
+/// ‖x − s a‖² = Σ_d (x_d − s a_d)² by direct differences in float64: s·a_d of a float64 s and
+/// a float32 a_d is rounded once, and there is no cancellation as in the expansion
+/// ‖x‖² − 2s⟨x, a⟩ + s²‖a‖², so the result is good to a few float64 roundings. The one direct
+/// distance of the crate: the CPU backend's candidate recomputation (design §7), the float64
+/// reference, the diagnostics' nearest-atom distances and k-means (s = 1) all call it. Eight
+/// running sums keep it vectorisable.
+pub fn direct_dist2(x: &[f32], a: &[f32], s: f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let xc = x.chunks_exact(8);
+    let ac = a.chunks_exact(8);
+    let (xr, ar) = (xc.remainder(), ac.remainder());
+    for (xs, as_) in xc.zip(ac) {
+        for j in 0..8 {
+            let e = xs[j] as f64 - s * as_[j] as f64;
+            acc[j] += e * e;
+        }
+    }
+    let mut tail = 0.0;
+    for (&xv, &av) in xr.iter().zip(ar) {
+        let e = xv as f64 - s * av as f64;
+        tail += e * e;
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Which backend runs the passes (config `backend`, flag `--backend`).
@@ -226,4 +269,22 @@ pub fn auto_uses_gpu() -> bool {
                 "DiscreteGpu" | "IntegratedGpu" | "VirtualGpu"
             )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_distance_is_float64_exact() {
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let s = 0.731;
+        let want: f64 = x
+            .iter()
+            .zip(&a)
+            .map(|(&x, &a)| (x as f64 - s * a as f64).powi(2))
+            .sum();
+        assert!((direct_dist2(&x, &a, s) - want).abs() <= 1e-14 * want);
+    }
 }

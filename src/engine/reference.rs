@@ -3,11 +3,15 @@
 //! It is the oracle every test compares the fast backends with, and it is slow on purpose:
 //! O(B·N·D) float64 work per pass with the plainest possible loops. Do not optimise it.
 
-use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights};
+use super::logsumexp::{log_sum_exp, softmax};
+use super::{
+    Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights, direct_dist2,
+};
 use crate::{Error, Result};
 
 pub struct ReferenceBackend {
-    atoms: Vec<f64>,
+    /// N × D as given; every use converts to float64 (exactly).
+    atoms: Vec<f32>,
     n: usize,
     d: usize,
     biases: Vec<Vec<f64>>,
@@ -23,26 +27,20 @@ impl ReferenceBackend {
             )));
         }
         Ok(ReferenceBackend {
-            atoms: atoms.iter().map(|&a| a as f64).collect(),
+            atoms: atoms.to_vec(),
             n: atoms.len() / d,
             d,
             biases: Vec::new(),
         })
     }
 
-    fn atom(&self, i: usize) -> &[f64] {
+    fn atom(&self, i: usize) -> &[f32] {
         &self.atoms[i * self.d..(i + 1) * self.d]
     }
 
-    /// ‖x − s a_i‖² by direct differences.
+    /// ‖x − s a_i‖² by direct differences ([`direct_dist2`]).
     pub fn dist2(&self, x: &[f32], s: f64, i: usize) -> f64 {
-        x.iter()
-            .zip(self.atom(i))
-            .map(|(&xv, &a)| {
-                let e = xv as f64 - s * a;
-                e * e
-            })
-            .sum()
+        direct_dist2(x, self.atom(i), s)
     }
 
     /// The logits ℓ_i = −‖x − s a_i‖²/(2v) + β_i of one row, in float64.
@@ -60,18 +58,14 @@ impl ReferenceBackend {
 
     /// The normalised weights of one row, in float64.
     pub fn weights(&self, x: &[f32], noise: Noise, set: Weights) -> Vec<f64> {
-        let l = self.logits(x, noise, set);
-        let max = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = l.iter().map(|&li| (li - max).exp()).collect();
-        let z: f64 = e.iter().sum();
-        e.into_iter().map(|ei| ei / z).collect()
+        softmax(&self.logits(x, noise, set))
     }
 
     fn mean_of(&self, w: &[f64]) -> Vec<f64> {
         let mut m = vec![0.0; self.d];
         for (i, &wi) in w.iter().enumerate() {
             for (mj, &a) in m.iter_mut().zip(self.atom(i)) {
-                *mj += wi * a;
+                *mj += wi * a as f64;
             }
         }
         m
@@ -107,9 +101,8 @@ impl Backend for ReferenceBackend {
         for xb in x.chunks(self.d) {
             for (k, &set) in sets.iter().enumerate() {
                 let l = self.logits(xb, noise, set);
-                let max = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = l.iter().map(|&li| (li - max).exp()).sum();
-                let log_norm = max + z.ln();
+                // log Z with the bias as registered: the reference never shifts it.
+                let log_norm = log_sum_exp(&l);
                 let w: Vec<f64> = l.iter().map(|&li| (li - log_norm).exp()).collect();
                 let ess = 1.0 / w.iter().map(|wi| wi * wi).sum::<f64>();
                 let max_weight = w.iter().cloned().fold(0.0, f64::max);
@@ -156,10 +149,10 @@ impl Backend for ReferenceBackend {
                     .iter()
                     .zip(&m)
                     .zip(gb)
-                    .map(|((&a, &m), &g)| (a - m) * g as f64)
+                    .map(|((&a, &m), &g)| (a as f64 - m) * g as f64)
                     .sum();
                 for ((c, &a), &m) in cg.iter_mut().zip(a).zip(&m) {
-                    *c += wi * (a - m) * proj;
+                    *c += wi * (a as f64 - m) * proj;
                 }
             }
             out.extend(cg.into_iter().map(|v| v as f32));

@@ -316,7 +316,7 @@ pub fn score_samples(
     let samples = load_samples(&req.samples, setup.atoms.shape, req.pixels)?;
     observer.stage("building the engine");
     let engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
-    let omega = crate::samplers::softmax(&setup.log_likelihoods);
+    let omega = crate::engine::logsumexp::softmax(&setup.log_likelihoods);
     let exact = setup.exact_posterior(plan, &omega);
 
     observer.stage("scoring the samples");

@@ -42,7 +42,7 @@ pub struct Problem<'a> {
 impl Problem<'_> {
     /// ω_i = softmax_i(b_i): the exact posterior at t = 0, in float64.
     pub fn posterior_weights(&self) -> Vec<f64> {
-        softmax(self.log_likelihoods)
+        crate::engine::logsumexp::softmax(self.log_likelihoods)
     }
 }
 
@@ -282,14 +282,6 @@ impl SamplerKind {
         self.build(&SamplerOptions::default())
             .check_operator(operator)
     }
-}
-
-/// softmax in float64 with the maximum subtracted first.
-pub fn softmax(logits: &[f64]) -> Vec<f64> {
-    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let z: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / z).collect()
 }
 
 /// Runs the integrator of `settings` (Euler–Maruyama, probability-flow ODE, DDPM, DDIM) with

@@ -3,6 +3,10 @@
 //! binary and checking that it succeeds or fails cleanly.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod engine;
+pub mod fashion;
+pub mod gpu;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -129,7 +133,7 @@ pub fn prior_mean_f64<T: Copy + Into<f64>>(
                 / (2.0 * v)
         })
         .collect();
-    let w = fslens::samplers::softmax(&logits);
+    let w = fslens::engine::logsumexp::softmax(&logits);
     let mut mean = vec![0.0; d];
     for (a, wi) in atoms.chunks(d).zip(&w) {
         for (mj, &aj) in mean.iter_mut().zip(a) {

@@ -21,7 +21,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rayon::prelude::*;
 
-use super::{CLAMP, ChunkBuffers, CpuBackend, gemm_rm, row_dots};
+use super::gemm::gemm_rm;
+use super::pass::{ChunkBuffers, row_dots};
+use super::{CLAMP, CpuBackend};
 use crate::engine::Noise;
 
 /// Weights below this are stored as 0 (keeps subnormals out of the GEMMs; the mass dropped is

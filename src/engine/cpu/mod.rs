@@ -1,0 +1,402 @@
+//! The CPU backend: chunked passes over the atoms with an online log-sum-exp
+//! ([`super::logsumexp`]), GEMMs from the `gemm` crate, threads from rayon.
+//!
+//! The parts: [`pass`] (one pass: chunks, tasks and their exact merge), [`window`] (the
+//! precision fix of design §7: which logits are recomputed by direct differences), [`gemm`]
+//! (the `gemm` crate calls), [`simd`] (the elementwise kernels, compiled for AVX-512/AVX2) and
+//! [`weight_cache`] (the prior weights kept for the C·g passes that follow a pass).
+
+mod gemm;
+mod pass;
+mod simd;
+mod weight_cache;
+mod window;
+
+use std::sync::{Arc, Mutex};
+
+use super::{Backend, BiasId, Noise, PassOutput, WeightedMean, Weights};
+use crate::{Error, Result};
+use pass::{ChunkBuffers, RowJob};
+use weight_cache::PriorWeights;
+
+/// Logits more than this far below the running max get weight exactly 0 (float32 copy of
+/// [`super::logsumexp::CLAMP`] for the kernels).
+const CLAMP: f32 = super::logsumexp::CLAMP as f32;
+/// Default budget for the prior weights kept after a pass (B × N float32; module
+/// `weight_cache`): 256 MiB holds B = 1024 rows of N = 60000 atoms.
+pub const DEFAULT_WEIGHT_CACHE_BYTES: usize = 256 << 20;
+
+/// CPU implementation of [`Backend`]. The algorithm is in the docs of the modules `pass` (one
+/// pass) and `window` (precision).
+pub struct CpuBackend {
+    atoms: Vec<f32>,
+    n: usize,
+    d: usize,
+    /// ‖a_i‖², summed in float64 and rounded once.
+    norms2: Vec<f32>,
+    /// max_i ‖a_i‖.
+    max_norm: f64,
+    /// Registered biases shifted by their max, in float32 for the bulk pass…
+    biases32: Vec<Vec<f32>>,
+    /// … and in float64 for the recomputed candidates.
+    biases64: Vec<Vec<f64>>,
+    /// The max of each registered bias, subtracted above and added back to log Z.
+    bias_shift: Vec<f64>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Atoms per chunk when set by [`CpuBackend::with_blocking`]; else [`chunk_for_rows`].
+    chunk: Option<usize>,
+    row_block: usize,
+    /// The prior weights of the last pass that asked for them (module `weight_cache`).
+    prior_weights: Mutex<Option<Arc<PriorWeights>>>,
+    weight_cache_bytes: usize,
+}
+
+/// Default atoms per chunk for a block of `rows` rows. Small batches: 128 atoms (≈ 400 KB of
+/// 784-float atoms, read once from memory for both GEMMs and kept in L2 between them); large
+/// batches: 512, which gives the weighted-sum GEMM a longer inner dimension (measured on the
+/// 2-core Xeon: B = 16 is ~25% slower at 512, B = 256 a few % faster).
+pub fn chunk_for_rows(rows: usize) -> usize {
+    if rows <= 64 { 128 } else { 512 }
+}
+/// Default cap on rows per block.
+pub const DEFAULT_ROW_BLOCK: usize = 256;
+
+impl CpuBackend {
+    /// `atoms` is N × D row-major float32; every value must be finite. Uses all cores, or
+    /// `RAYON_NUM_THREADS` of them when that is set.
+    /// Copies the atoms; [`CpuBackend::from_vec`] takes them without a copy.
+    pub fn new(atoms: &[f32], d: usize) -> Result<CpuBackend> {
+        Self::from_vec(atoms.to_vec(), d)
+    }
+
+    /// As [`CpuBackend::new`], taking ownership of the atom store (no second copy in memory).
+    pub fn from_vec(atoms: Vec<f32>, d: usize) -> Result<CpuBackend> {
+        if d == 0 {
+            return Err(Error::input(
+                "cpu backend: the dimension D must be at least 1",
+            ));
+        }
+        if atoms.is_empty() || !atoms.len().is_multiple_of(d) {
+            return Err(Error::input(format!(
+                "cpu backend: {} atom values do not split into rows of D = {d} \
+                 (need a non-empty N × D array)",
+                atoms.len()
+            )));
+        }
+        if let Some(pos) = atoms.iter().position(|a| !a.is_finite()) {
+            return Err(Error::input(format!(
+                "cpu backend: atom {} has a non-finite value {} at coordinate {}; \
+                 clean the data set first",
+                pos / d,
+                atoms[pos],
+                pos % d
+            )));
+        }
+        let n = atoms.len() / d;
+        let norms64: Vec<f64> = atoms
+            .chunks(d)
+            .map(|a| a.iter().map(|&v| (v as f64) * (v as f64)).sum())
+            .collect();
+        let max_norm = norms64.iter().cloned().fold(0.0, f64::max).sqrt();
+        // RAYON_NUM_THREADS, as for rayon's global pool, else every core.
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|t| t.get())
+                    .unwrap_or(1)
+            });
+        Ok(CpuBackend {
+            atoms,
+            n,
+            d,
+            norms2: norms64.iter().map(|&v| v as f32).collect(),
+            max_norm,
+            biases32: Vec::new(),
+            biases64: Vec::new(),
+            bias_shift: Vec::new(),
+            pool: build_pool(threads)?,
+            threads,
+            chunk: None,
+            row_block: DEFAULT_ROW_BLOCK,
+            prior_weights: Mutex::new(None),
+            weight_cache_bytes: DEFAULT_WEIGHT_CACHE_BYTES,
+        })
+    }
+
+    /// Keeps the prior weights of a pass for the C·g passes that follow it when B·N·4 ≤
+    /// `bytes` (0 turns keeping off; default [`DEFAULT_WEIGHT_CACHE_BYTES`]).
+    pub fn with_weight_cache(mut self, bytes: usize) -> CpuBackend {
+        self.weight_cache_bytes = bytes;
+        self.prior_weights = Mutex::new(None);
+        self
+    }
+
+    /// Uses `threads` worker threads (≥ 1) instead of all cores.
+    pub fn with_threads(mut self, threads: usize) -> Result<CpuBackend> {
+        if threads == 0 {
+            return Err(Error::config("threads", "must be at least 1"));
+        }
+        self.pool = build_pool(threads)?;
+        self.threads = threads;
+        Ok(self)
+    }
+
+    /// Sets atoms per chunk and the cap on rows per block (tuning; defaults
+    /// [`chunk_for_rows`], [`DEFAULT_ROW_BLOCK`]).
+    pub fn with_blocking(mut self, chunk: usize, row_block: usize) -> Result<CpuBackend> {
+        if chunk == 0 || row_block == 0 {
+            return Err(Error::config(
+                "chunk/row_block",
+                "chunk and row block sizes must be at least 1",
+            ));
+        }
+        self.chunk = Some(chunk);
+        self.row_block = row_block;
+        Ok(self)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The atoms, N × D row-major.
+    pub fn atom_store(&self) -> &[f32] {
+        &self.atoms
+    }
+
+    /// For tests and diagnostics: the normalised weights w_i of one row, computed by the same
+    /// chunked float32 expansion and candidate recomputation as [`Backend::weighted_means`]
+    /// (single-threaded), returned in float64.
+    pub fn weights(&self, x_row: &[f32], noise: Noise, set: Weights) -> Result<Vec<f64>> {
+        if x_row.len() != self.d {
+            return Err(Error::input(format!(
+                "cpu backend: weights() takes one row of D = {} values, got {}",
+                self.d,
+                x_row.len()
+            )));
+        }
+        self.check_pass(x_row, noise, &[set])?;
+        let job = RowJob::new(self, x_row, noise);
+        let chunk = self.chunk_size(1);
+        let mut bufs = ChunkBuffers::new(1, chunk, 1);
+        let mut m_run = vec![f64::NEG_INFINITY];
+        let mut s0 = vec![0.0f64];
+        // ℓ_i − M_at_that_chunk and that M, for each atom.
+        let mut logits = Vec::with_capacity(self.n);
+        for i0 in (0..self.n).step_by(chunk) {
+            let c = chunk.min(self.n - i0);
+            bufs.distances(self, &job, i0, c, None);
+            let old = m_run[0];
+            self.relative_logits(&job, &mut bufs, i0, c, set, &mut m_run, &s0);
+            if s0[0] > 0.0 {
+                s0[0] *= (old - m_run[0]).exp();
+            }
+            s0[0] += bufs.rel[..c]
+                .iter()
+                .filter(|&&r| r >= CLAMP)
+                .map(|&r| (r as f64).exp())
+                .sum::<f64>();
+            logits.extend(bufs.rel[..c].iter().map(|&r| {
+                if r < CLAMP {
+                    f64::NEG_INFINITY
+                } else {
+                    r as f64 + m_run[0]
+                }
+            }));
+        }
+        // The largest logit is the final running max (its relative logit is exactly 0).
+        Ok(super::logsumexp::softmax(&logits))
+    }
+
+    fn check_pass(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<()> {
+        if x.is_empty() || !x.len().is_multiple_of(self.d) {
+            return Err(Error::input(format!(
+                "cpu backend: x has {} values, not a non-empty multiple of D = {}",
+                x.len(),
+                self.d
+            )));
+        }
+        if let Some(pos) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::input(format!(
+                "cpu backend: x row {} has a non-finite value at coordinate {}",
+                pos / self.d,
+                pos % self.d
+            )));
+        }
+        if !(noise.s.is_finite() && noise.s >= 0.0 && noise.v.is_finite() && noise.v > 0.0) {
+            return Err(Error::input(format!(
+                "cpu backend: need finite s ≥ 0 and v > 0, got s = {}, v = {}",
+                noise.s, noise.v
+            )));
+        }
+        for set in sets {
+            if let Weights::Biased(BiasId(k)) = set
+                && *k >= self.biases32.len()
+            {
+                return Err(Error::input(format!(
+                    "cpu backend: bias id {k} was not registered ({} biases known)",
+                    self.biases32.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn chunk_size(&self, rows: usize) -> usize {
+        self.chunk.unwrap_or_else(|| chunk_for_rows(rows))
+    }
+
+    /// What was subtracted from the bias of `set` when it was stored (0 for the prior).
+    fn bias_shift(&self, set: Weights) -> f64 {
+        match set {
+            Weights::Prior => 0.0,
+            Weights::Biased(BiasId(k)) => self.bias_shift[k],
+        }
+    }
+
+    pub(super) fn atom(&self, i: usize) -> &[f32] {
+        &self.atoms[i * self.d..(i + 1) * self.d]
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> String {
+        format!(
+            "cpu ({} thread{}, f32, gemm)",
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        )
+    }
+    fn atoms(&self) -> usize {
+        self.n
+    }
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    /// Stores β − max β (float32 and float64); log Z adds max β back.
+    fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
+        let max = super::check_bias("cpu", bias, self.n)?;
+        let shifted: Vec<f64> = bias.iter().map(|&b| b - max).collect();
+        self.biases32
+            .push(shifted.iter().map(|&b| b as f32).collect());
+        self.biases64.push(shifted);
+        self.bias_shift.push(max);
+        Ok(BiasId(self.biases32.len() - 1))
+    }
+
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput> {
+        self.check_pass(x, noise, sets)?;
+        let mut out: Vec<WeightedMean> = sets
+            .iter()
+            .map(|_| WeightedMean {
+                means: Vec::with_capacity(x.len()),
+                stats: Vec::new(),
+            })
+            .collect();
+        let mut nearest = Vec::new();
+        let rows = x.len() / self.d;
+        let keep = sets
+            .iter()
+            .position(|&s| s == Weights::Prior)
+            .filter(|_| rows * self.n * 4 <= self.weight_cache_bytes);
+        // Reuse the last pass's array when no C·g call still holds it: a fresh 60 MB one per
+        // step costs page faults and zeroing comparable to the weights' own work.
+        let mut kept = Vec::new();
+        if keep.is_some() {
+            let old = self
+                .prior_weights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(old) = old.and_then(|a| Arc::try_unwrap(a).ok()) {
+                kept = old.into_weights();
+            }
+            kept.resize(rows * self.n, 0.0);
+        }
+        let step = self.row_block * self.d;
+        for (bi, xb) in x.chunks(step).enumerate() {
+            let block_rows = xb.len() / self.d;
+            let w = keep.map(|k| {
+                let r0 = bi * self.row_block;
+                (k, &mut kept[r0 * self.n..(r0 + block_rows) * self.n])
+            });
+            let (sets_out, near) = self.means_block(xb, noise, sets, w);
+            for (o, s) in out.iter_mut().zip(sets_out) {
+                o.means.extend_from_slice(&s.means);
+                o.stats.extend_from_slice(&s.stats);
+            }
+            nearest.extend(near);
+        }
+        if keep.is_some() {
+            let cache = PriorWeights::new(x.to_vec(), kept, noise, self.d, self.n);
+            *self.prior_weights.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(cache));
+        }
+        Ok(PassOutput { sets: out, nearest })
+    }
+
+    fn covariance_products(
+        &self,
+        x: &[f32],
+        noise: Noise,
+        set: Weights,
+        means: &[f32],
+        g: &[f32],
+    ) -> Result<Vec<f32>> {
+        self.check_pass(x, noise, &[set])?;
+        for (name, v) in [("means", means), ("g", g)] {
+            if v.len() != x.len() {
+                return Err(Error::input(format!(
+                    "cpu backend: {name} has {} values but x has {} (both B × D)",
+                    v.len(),
+                    x.len()
+                )));
+            }
+            if v.iter().any(|a| !a.is_finite()) {
+                return Err(Error::input(format!(
+                    "cpu backend: {name} has a non-finite value"
+                )));
+            }
+        }
+        let step = self.row_block * self.d;
+        let mut out = Vec::with_capacity(x.len());
+        let cache = if set == Weights::Prior {
+            self.prior_weights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        } else {
+            None
+        };
+        if let Some(cache) = cache
+            && let Some(rows) = cache.lookup(x, noise)
+        {
+            for ((kb, mb), gb) in rows
+                .chunks(self.row_block)
+                .zip(means.chunks(step))
+                .zip(g.chunks(step))
+            {
+                out.extend(self.cov_block_kept(&cache, kb, mb, gb));
+            }
+            return Ok(out);
+        }
+        for ((xb, mb), gb) in x.chunks(step).zip(means.chunks(step)).zip(g.chunks(step)) {
+            out.extend(self.cov_block(set, xb, noise, mb, gb));
+        }
+        Ok(out)
+    }
+}
+
+fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Backend {
+            backend: "cpu".into(),
+            problem: format!("could not start {threads} worker threads: {e}"),
+        })
+}
