@@ -13,7 +13,7 @@
 use crate::diffusion::Schedule;
 use crate::engine::cpu::CpuBackend;
 use crate::engine::gpu::{GpuBackend, GpuOptions, Storage};
-use crate::engine::{Backend, BiasId, Noise, WeightedMean, Weights};
+use crate::engine::{Backend, BiasId, Noise, WeightSet, WeightedMean};
 use crate::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -111,8 +111,8 @@ pub fn time_dps_step(
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let step = || -> Result<()> {
-        let pass = backend.weighted_means(x, noise, &[Weights::Prior])?;
-        backend.covariance_products(x, noise, Weights::Prior, &pass.sets[0].means, &g)?;
+        let pass = backend.weighted_means(x, noise, &[WeightSet::Prior])?;
+        backend.covariance_products(x, noise, WeightSet::Prior, &pass.sets[0].means, &g)?;
         Ok(())
     };
     step()?;
@@ -233,7 +233,7 @@ pub fn time_fsr_step(
     repeats: usize,
     mut peak: Option<&mut GemmPeak>,
 ) -> Result<(f64, WeightedMean, f64, DeviceStep)> {
-    let sets = [Weights::Biased(bias)];
+    let sets = [WeightSet::Biased(bias)];
     let mut out = backend.weighted_means(x, noise, &sets)?;
     let mut best = f64::INFINITY;
     let mut best_peak = f64::NAN;

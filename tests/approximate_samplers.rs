@@ -12,7 +12,7 @@ use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
 use fslens::engine::BackendKind;
 use fslens::engine::cpu::CpuBackend;
-use fslens::engine::{Backend, Noise, Weights};
+use fslens::engine::{Backend, Noise, WeightSet};
 use fslens::experiment::score::{Method, ScoreRequest, score};
 use fslens::operators::{self, Operator};
 use fslens::plan::{EngineChoice, Overrides, RunPlan};
@@ -180,7 +180,9 @@ impl Case {
 
 /// The prior's Tweedie means m(x) at `noise`: what every likelihood score is evaluated at.
 fn prior_means(engine: &dyn Backend, x: &[f32], noise: Noise) -> Vec<f32> {
-    let mut pass = engine.weighted_means(x, noise, &[Weights::Prior]).unwrap();
+    let mut pass = engine
+        .weighted_means(x, noise, &[WeightSet::Prior])
+        .unwrap();
     pass.sets.swap_remove(0).means
 }
 
@@ -426,7 +428,9 @@ fn sigma_dps_likelihood_is_the_gradient_of_the_gaussian_at_the_mean() {
                 y: &y,
                 sigma,
             };
-            let pass = engine.weighted_means(&x, noise, &[Weights::Prior]).unwrap();
+            let pass = engine
+                .weighted_means(&x, noise, &[WeightSet::Prior])
+                .unwrap();
             let mut lik = samplers::sigma_dps::SigmaDps::default();
             let got = lik
                 .likelihood_score(&ctx, &x, &pass.sets[0].means, noise)
@@ -938,9 +942,9 @@ fn step_timing_on_fashion_mnist() {
         let mut eng2 = CpuBackend::new(&data.images, d).unwrap();
         let post = eng2.add_bias(&bias).unwrap();
         // Warm up the thread pool and caches.
-        fslens::samplers::score::tweedie_score(&eng2, &x, noise, Weights::Biased(post)).unwrap();
+        fslens::samplers::score::tweedie_score(&eng2, &x, noise, WeightSet::Biased(post)).unwrap();
         let fsr = time(&mut || {
-            fslens::samplers::score::tweedie_score(&eng2, &x, noise, Weights::Biased(post))
+            fslens::samplers::score::tweedie_score(&eng2, &x, noise, WeightSet::Biased(post))
                 .unwrap();
         });
         eprintln!("t={t} B={b} N={n} D={d}: fsr {fsr:.4} s");
@@ -985,7 +989,9 @@ fn step_timing_on_fashion_mnist() {
                 y: &y,
                 sigma,
             };
-            let pass = engine.weighted_means(&x, noise, &[Weights::Prior]).unwrap();
+            let pass = engine
+                .weighted_means(&x, noise, &[WeightSet::Prior])
+                .unwrap();
             let means = &pass.sets[0].means;
             let mut dense = samplers::tmpd::Tmpd::new(CgOptions::default());
             dense.solver = samplers::tmpd::TmpdSolver::Dense;
@@ -1056,17 +1062,19 @@ fn pass_costs_on_fashion_mnist() {
             .collect();
         let fsr = best(&mut || {
             engine
-                .weighted_means(&x, noise, &[Weights::Biased(post)])
+                .weighted_means(&x, noise, &[WeightSet::Biased(post)])
                 .unwrap();
         });
         let prior = best(&mut || {
-            engine.weighted_means(&x, noise, &[Weights::Prior]).unwrap();
+            engine
+                .weighted_means(&x, noise, &[WeightSet::Prior])
+                .unwrap();
         });
         let means = prior_means(&engine, &x, noise);
         let g: Vec<f32> = (0..b * d).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
         let cov = best(&mut || {
             engine
-                .covariance_products(&x, noise, Weights::Prior, &means, &g)
+                .covariance_products(&x, noise, WeightSet::Prior, &means, &g)
                 .unwrap();
         });
         eprintln!(

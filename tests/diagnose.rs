@@ -196,3 +196,40 @@ fn bad_samples_are_errors_that_name_the_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// diagnose builds the engine the config asks for (backend and atom storage), and the
+/// command line's `--storage` replaces the config's, as for `run`.
+#[test]
+fn diagnose_uses_the_configs_engine() {
+    if !common::gpu::have_gpu("diagnose_uses_the_configs_engine") {
+        return;
+    }
+    let dir = scratch_dir("diagnose-engine");
+    let config = CONFIG
+        .replace("backend = \"cpu\"", "backend = \"gpu\"\nstorage = \"f16\"")
+        .replace("count = 1500", "count = 300");
+    std::fs::write(dir.join("cfg.toml"), config).unwrap();
+    let plan = fslens::plan::RunPlan::load(&dir.join("cfg.toml"), Default::default()).unwrap();
+    let setup =
+        fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None).unwrap();
+    let samples = dir.join("atoms.npy");
+    fslens::arrays::write_npy_f32(&samples, &[16, 256], &setup.atoms.images[..16 * 256]).unwrap();
+    for (out, extra, storage) in [
+        ("from-config", &[][..], "f16"),
+        ("from-flag", &["--storage", "u8"][..], "u8"),
+    ] {
+        diagnose(&dir, &samples, out, extra);
+        let summary = read_json(&dir.join(out).join("summary.json"));
+        let backend = summary["backend"].as_str().unwrap();
+        assert!(
+            backend.starts_with("gpu") && backend.contains(&format!("{storage} atom storage")),
+            "{out}: {backend}"
+        );
+        let config = std::fs::read_to_string(dir.join(out).join("config.toml")).unwrap();
+        assert!(
+            config.contains(&format!("storage = \"{storage}\"")),
+            "{out}: {config}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,7 +9,7 @@ use common::fashion::first_train_images;
 use fslens::diffusion::Schedule;
 use fslens::engine::cpu::CpuBackend;
 use fslens::engine::reference::ReferenceBackend;
-use fslens::engine::{Backend, Noise, Weights};
+use fslens::engine::{Backend, Noise, WeightSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -95,12 +95,12 @@ fn matches_reference_on_random_data() {
             cpu = cpu.with_blocking(chunk, row_block).unwrap();
         }
         let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
-        let mut sets = vec![Weights::Prior];
+        let mut sets = vec![WeightSet::Prior];
         for sigma in [0.05, 0.5] {
             let bias = mask_bias(&mut rng, &atoms, d, sigma, &|k| k % 3 != 0);
             let id = cpu.add_bias(&bias).unwrap();
             assert_eq!(reference.add_bias(&bias).unwrap(), id);
-            sets.push(Weights::Biased(id));
+            sets.push(WeightSet::Biased(id));
         }
         for &t in &[1e-3, 0.05, 0.3, 0.9, 1.0] {
             let noise = schedule.noise(t);
@@ -225,7 +225,7 @@ fn kept_prior_weights_give_the_same_covariance_products() {
                 other_noise: schedule.noise(t * 0.5 + 0.05),
                 g: &g,
             };
-            let sets = [Weights::Prior, Weights::Biased(id)];
+            let sets = [WeightSet::Prior, WeightSet::Biased(id)];
             check_pass_cache(&kept, &full, &reference, &sets, &case, false);
         }
     }
@@ -241,27 +241,27 @@ fn bad_input_is_an_error() {
     assert!(cpu.add_bias(&[0.0, f64::NEG_INFINITY]).is_err());
     let noise = Noise { s: 0.9, v: 0.1 };
     assert!(
-        cpu.weights(&[0.0, 0.0, 1.0, 1.0], noise, Weights::Prior)
+        cpu.weights(&[0.0, 0.0, 1.0, 1.0], noise, WeightSet::Prior)
             .is_err()
     );
     assert!(
-        cpu.weighted_means(&[0.0, 0.0, 1.0], noise, &[Weights::Prior])
+        cpu.weighted_means(&[0.0, 0.0, 1.0], noise, &[WeightSet::Prior])
             .is_err()
     );
     assert!(
-        cpu.weighted_means(&[0.0, 0.0], Noise { s: 0.9, v: 0.0 }, &[Weights::Prior])
+        cpu.weighted_means(&[0.0, 0.0], Noise { s: 0.9, v: 0.0 }, &[WeightSet::Prior])
             .is_err()
     );
     assert!(
         cpu.weighted_means(
             &[0.0, 0.0],
             noise,
-            &[Weights::Biased(fslens::engine::BiasId(3))]
+            &[WeightSet::Biased(fslens::engine::BiasId(3))]
         )
         .is_err()
     );
     assert!(
-        cpu.covariance_products(&[0.0, 0.0], noise, Weights::Prior, &[0.0], &[0.0, 0.0])
+        cpu.covariance_products(&[0.0, 0.0], noise, WeightSet::Prior, &[0.0], &[0.0, 0.0])
             .is_err()
     );
 }
@@ -316,8 +316,8 @@ fn check_small_t(atoms: &[f32], d: usize, targets: &[usize], seed: u64) -> f64 {
             .map(|k| (noise.s * atoms[j * d + k] as f64 + noise.v.sqrt() * normal(&mut rng)) as f32)
             .collect();
         for (set, b) in [
-            (Weights::Prior, None),
-            (Weights::Biased(id), Some(&bias[..])),
+            (WeightSet::Prior, None),
+            (WeightSet::Biased(id), Some(&bias[..])),
         ] {
             let want = reference.weights(&x, noise, set);
             let got = cpu.weights(&x, noise, set).unwrap();

@@ -11,7 +11,7 @@ use common::fashion::train_and_test;
 use common::gpu::{gpu_and_fashion, have_gpu};
 use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters, stored_values};
 use fslens::engine::reference::ReferenceBackend;
-use fslens::engine::{Backend, Noise, Weights};
+use fslens::engine::{Backend, Noise, WeightSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -108,11 +108,13 @@ impl BitCase {
     /// A prior + posterior pass and the posterior's C·g at each time.
     fn run(&self, opts: GpuOptions) -> BitResult {
         let mut gpu = GpuBackend::new(&self.atoms, self.d, opts).unwrap();
-        let set = Weights::Biased(gpu.add_bias(&self.bias).unwrap());
+        let set = WeightSet::Biased(gpu.add_bias(&self.bias).unwrap());
         self.xs
             .iter()
             .map(|(nz, x)| {
-                let out = gpu.weighted_means(x, *nz, &[Weights::Prior, set]).unwrap();
+                let out = gpu
+                    .weighted_means(x, *nz, &[WeightSet::Prior, set])
+                    .unwrap();
                 let cg = gpu
                     .covariance_products(x, *nz, set, &out.sets[1].means, &self.g)
                     .unwrap();
@@ -273,10 +275,10 @@ fn more_sets_than_one_pass_holds() {
     let mut sets = vec![];
     for sigma in [0.05, 0.1, 0.2, 0.3, 0.5, 1.0] {
         let bvec = bias(&mut rng, &atoms, d, sigma);
-        sets.push(Weights::Biased(gpu.add_bias(&bvec).unwrap()));
+        sets.push(WeightSet::Biased(gpu.add_bias(&bvec).unwrap()));
         reference.add_bias(&bvec).unwrap();
     }
-    sets.push(Weights::Prior);
+    sets.push(WeightSet::Prior);
     let nz = noise(0.3);
     let x = particles(&mut rng, &atoms, d, 3, nz);
     let all: Vec<usize> = (0..sets.len()).collect();
@@ -293,11 +295,11 @@ fn bad_input_is_an_error() {
     let atoms = vec![0.5f32; 12];
     let mut gpu = GpuBackend::new(&atoms, 4, GpuOptions::default()).unwrap();
     assert!(
-        gpu.weighted_means(&[0.0; 5], noise(0.5), &[Weights::Prior])
+        gpu.weighted_means(&[0.0; 5], noise(0.5), &[WeightSet::Prior])
             .is_err()
     );
     assert!(gpu.add_bias(&[0.0; 2]).is_err());
-    let ghost = Weights::Biased(fslens::engine::BiasId(3));
+    let ghost = WeightSet::Biased(fslens::engine::BiasId(3));
     assert!(gpu.weighted_means(&[0.0; 4], noise(0.5), &[ghost]).is_err());
     assert!(GpuBackend::new(&atoms, 5, GpuOptions::default()).is_err());
     let opts = GpuOptions {
@@ -328,7 +330,7 @@ fn fashion_mnist_all_atoms_f32() {
     assert_eq!(gpu.bindings(), (n * d * 4).div_ceil(limit as usize).max(1));
     let mut reference = ReferenceBackend::new(&atoms, d).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut sets = vec![Weights::Prior];
+    let mut sets = vec![WeightSet::Prior];
     for (sigma, img) in [(0.01, 3usize), (0.5, 7)] {
         let y: Vec<f64> = tests[img * d..img * d + d / 2]
             .iter()
@@ -344,7 +346,7 @@ fn fashion_mnist_all_atoms_f32() {
                     / (2.0 * sigma * sigma)
             })
             .collect();
-        sets.push(Weights::Biased(gpu.add_bias(&bvec).unwrap()));
+        sets.push(WeightSet::Biased(gpu.add_bias(&bvec).unwrap()));
         reference.add_bias(&bvec).unwrap();
     }
     for t in [1e-3, 0.5] {
@@ -472,10 +474,10 @@ fn f16_prior_shift_on_8bit_data() {
                     (nz.s * a as f64 + nz.v.sqrt() * e) as f32
                 })
                 .collect();
-            let l32 = r32.logits(&x, nz, Weights::Prior);
-            let l16 = r16.logits(&x, nz, Weights::Prior);
-            let w32 = r32.weights(&x, nz, Weights::Prior);
-            let w16 = r16.weights(&x, nz, Weights::Prior);
+            let l32 = r32.logits(&x, nz, WeightSet::Prior);
+            let l16 = r16.logits(&x, nz, WeightSet::Prior);
+            let w32 = r32.weights(&x, nz, WeightSet::Prior);
+            let w16 = r16.weights(&x, nz, WeightSet::Prior);
             for i in 0..n {
                 let dl = l16[i] - l32[i];
                 let a = &atoms[i * d..(i + 1) * d];
@@ -561,7 +563,7 @@ fn kept_distances_give_the_same_covariance_products() {
             &gpu,
             &full,
             &reference,
-            &[Weights::Prior, Weights::Biased(id)],
+            &[WeightSet::Prior, WeightSet::Biased(id)],
             &case,
             true,
         );
@@ -593,7 +595,7 @@ fn passes_are_timed_on_the_device_where_timestamps_exist() {
     let nz = noise(0.3);
     let x = particles(&mut rng, &atoms, d, b, nz);
     let wall = std::time::Instant::now();
-    gpu.weighted_means(&x, nz, &[Weights::Prior]).unwrap();
+    gpu.weighted_means(&x, nz, &[WeightSet::Prior]).unwrap();
     let wall = wall.elapsed().as_secs_f64();
     let spent = gpu.device_seconds().unwrap() - before;
     assert!(spent > 0.0, "device time did not grow: {spent}");

@@ -9,7 +9,7 @@
 
 use fslens::diffusion::Schedule;
 use fslens::diffusion::integrate::Integrator;
-use fslens::engine::{Backend, PassOutput, Weights};
+use fslens::engine::{Backend, PassOutput, WeightSet};
 use fslens::samplers::{SamplerKind, SamplerOptions, Settings};
 mod common;
 
@@ -73,7 +73,7 @@ fn check(integrator: Integrator, steps: usize) {
     }
     let pass = fx
         .engine
-        .weighted_means(&run.samples, last.noise, &[Weights::Prior])
+        .weighted_means(&run.samples, last.noise, &[WeightSet::Prior])
         .unwrap();
     let mut got = [0.0f64; CLASSES];
     for nb in &pass.nearest {
@@ -204,7 +204,7 @@ fn exact_sampler_follows_the_integrator_levels() {
         // to the nearest scaled atom estimates D v (the clusters are far apart relative to √v).
         let pass = fx
             .engine
-            .weighted_means(&run.samples, last.noise, &[Weights::Prior])
+            .weighted_means(&run.samples, last.noise, &[WeightSet::Prior])
             .unwrap();
         let msd = msd_to_nearest(&fx, &run.samples, &pass, last.noise.s);
         assert!(
@@ -261,7 +261,7 @@ fn dps_update_is_the_gradient_of_the_residual_norm() {
             .collect();
         let pass = fx
             .engine
-            .weighted_means(&x, noise, &[Weights::Prior])
+            .weighted_means(&x, noise, &[WeightSet::Prior])
             .unwrap();
         let disp = dps_update_displacement(&mut lik, &ctx, &x, &pass.sets[0].means, noise)
             .unwrap()

@@ -1,7 +1,7 @@
 //! The exact samplers against closed forms and float64 references.
 
 use fslens::diffusion::Schedule;
-use fslens::engine::{Backend, Weights, cpu::CpuBackend};
+use fslens::engine::{Backend, WeightSet, cpu::CpuBackend};
 use fslens::samplers::Settings;
 mod common;
 
@@ -45,7 +45,7 @@ fn fsr_score_is_the_gradient_of_the_log_posterior_marginal() {
             .map(|&a| (s * a as f64 + v.sqrt() * rng.random_range(-1.0..1.0)) as f32)
             .collect();
         let score =
-            fslens::samplers::score::tweedie_score(&engine, &x, noise, Weights::Biased(bias))
+            fslens::samplers::score::tweedie_score(&engine, &x, noise, WeightSet::Biased(bias))
                 .unwrap();
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         // Central differences with a step scaled to the posterior's width √v.

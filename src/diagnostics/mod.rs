@@ -20,7 +20,7 @@ use crate::Result;
 use crate::data::ImageShape;
 use crate::diffusion::Schedule;
 use crate::engine::direct_dist2;
-use crate::engine::{Backend, Neighbor, Noise, Weights};
+use crate::engine::{Backend, Neighbor, Noise, WeightSet};
 use crate::operators::Operator;
 use crate::samplers::exact::Exact;
 pub use modes::{ModeSource, Modes};
@@ -220,7 +220,7 @@ impl<'a> ExactPosterior<'a> {
     /// percentile.
     pub fn analyse(&self, backend: &dyn Backend, cloud: &[f32], noise: Noise) -> Result<Analysis> {
         let d = self.dim();
-        let mut pass = backend.weighted_means(cloud, noise, &[Weights::Prior])?;
+        let mut pass = backend.weighted_means(cloud, noise, &[WeightSet::Prior])?;
         for (n, x) in pass.nearest.iter_mut().zip(cloud.chunks(d)) {
             n.dist2 = direct_dist2(x, &self.atoms[n.index * d..(n.index + 1) * d], noise.s);
         }

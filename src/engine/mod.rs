@@ -21,7 +21,7 @@ use crate::{Error, Result};
 
 /// Which weights a pass uses: the prior (no bias) or a registered bias vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Weights {
+pub enum WeightSet {
     Prior,
     Biased(BiasId),
 }
@@ -93,14 +93,14 @@ pub trait Backend: Send + Sync {
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId>;
     /// One pass over the atoms for the B = x.len()/D rows of x: for each requested weight set
     /// the weighted means and row statistics, and the nearest atom of each row.
-    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput>;
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput>;
     /// C·g per row: Σ_i w_bi (a_i − m_b)⟨a_i − m_b, g_b⟩ with the weights of `set`, where
     /// m_b = `means` row b (the weighted mean of the same weights, from a previous pass).
     ///
     /// # The pass cache
     /// Samplers call this right after a [`Backend::weighted_means`] pass on the same particles,
     /// so a backend may keep part of that pass and reuse it here: the CPU keeps the normalised
-    /// prior weights (when the pass asked for [`Weights::Prior`] and B·N float32 fit its
+    /// prior weights (when the pass asked for [`WeightSet::Prior`] and B·N float32 fit its
     /// budget; C·g then costs two GEMMs instead of three), the GPU keeps the pair distances
     /// ‖x_b − s a_i‖² (any set; they depend on x and s only). The contract, tested on both
     /// backends by one test body:
@@ -114,7 +114,7 @@ pub trait Backend: Send + Sync {
         &self,
         x: &[f32],
         noise: Noise,
-        set: Weights,
+        set: WeightSet,
         means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>>;

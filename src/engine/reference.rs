@@ -5,7 +5,7 @@
 
 use super::logsumexp::{log_sum_exp, softmax};
 use super::{
-    Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights, direct_dist2,
+    Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightSet, WeightedMean, direct_dist2,
 };
 use crate::{Error, Result};
 
@@ -44,12 +44,12 @@ impl ReferenceBackend {
     }
 
     /// The logits ℓ_i = −‖x − s a_i‖²/(2v) + β_i of one row, in float64.
-    pub fn logits(&self, x: &[f32], noise: Noise, set: Weights) -> Vec<f64> {
+    pub fn logits(&self, x: &[f32], noise: Noise, set: WeightSet) -> Vec<f64> {
         (0..self.n)
             .map(|i| {
                 let bias = match set {
-                    Weights::Prior => 0.0,
-                    Weights::Biased(BiasId(k)) => self.biases[k][i],
+                    WeightSet::Prior => 0.0,
+                    WeightSet::Biased(BiasId(k)) => self.biases[k][i],
                 };
                 -self.dist2(x, noise.s, i) / (2.0 * noise.v) + bias
             })
@@ -57,7 +57,7 @@ impl ReferenceBackend {
     }
 
     /// The normalised weights of one row, in float64.
-    pub fn weights(&self, x: &[f32], noise: Noise, set: Weights) -> Vec<f64> {
+    pub fn weights(&self, x: &[f32], noise: Noise, set: WeightSet) -> Vec<f64> {
         softmax(&self.logits(x, noise, set))
     }
 
@@ -88,7 +88,7 @@ impl Backend for ReferenceBackend {
         Ok(BiasId(self.biases.len() - 1))
     }
 
-    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput> {
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
         let rows = x.len() / self.d;
         let mut out: Vec<WeightedMean> = sets
             .iter()
@@ -133,7 +133,7 @@ impl Backend for ReferenceBackend {
         &self,
         x: &[f32],
         noise: Noise,
-        set: Weights,
+        set: WeightSet,
         _means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>> {

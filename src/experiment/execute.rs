@@ -3,13 +3,12 @@
 //! here: the [`Outcome`] holds the samples, clouds, metrics and timings, and
 //! [`super::outputs`] writes them.
 
-use super::outcome::modes_summary;
-pub use super::outcome::{Outcome, ProblemOutcome, SamplerOutcome};
-
 use std::time::Instant;
 
 use super::Observer;
 use super::classes::class_weights_of_samples;
+use super::outcome::modes_summary;
+pub use super::outcome::{Outcome, ProblemOutcome, SamplerOutcome};
 use super::setup::{Setup, setup};
 use super::summary::SkippedSampler;
 use crate::choices::Choice;

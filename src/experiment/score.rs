@@ -11,7 +11,7 @@ use crate::arrays::read_npy;
 use crate::choices::Choice;
 use crate::data::{Dataset, ImageShape};
 use crate::diffusion::{Schedule, check_time};
-use crate::engine::Weights;
+use crate::engine::WeightSet;
 use crate::operators::Operator;
 use crate::plan::EngineChoice;
 use crate::samplers::likelihood::{Context, check_operator, posterior_score};
@@ -120,7 +120,7 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
     let kind = match req.method {
         Method::Prior => {
             let engine = create()?;
-            let s = tweedie_score(engine.as_ref(), &x, noise, Weights::Prior)?;
+            let s = tweedie_score(engine.as_ref(), &x, noise, WeightSet::Prior)?;
             return Ok((b, d, s));
         }
         Method::Posterior(kind) => kind,
@@ -130,7 +130,7 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
         let mut engine = create()?;
         let measured = crate::operators::measure_atoms(op.as_ref(), &dataset.images);
         let bias = crate::operators::log_likelihoods(&measured, &y, sigma)?;
-        let set = Weights::Biased(engine.add_bias(&bias)?);
+        let set = WeightSet::Biased(engine.add_bias(&bias)?);
         let s = tweedie_score(engine.as_ref(), &x, noise, set)?;
         return Ok((b, d, s));
     }

@@ -5,7 +5,7 @@ use super::score::tweedie_score;
 use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
 use crate::Result;
 use crate::diffusion::integrate::Score;
-use crate::engine::{Noise, Weights};
+use crate::engine::{Noise, WeightSet};
 
 pub struct Fsr;
 
@@ -19,7 +19,7 @@ impl Score for PosteriorScore<'_> {
             self.problem.backend,
             x,
             noise,
-            Weights::Biased(self.problem.posterior),
+            WeightSet::Biased(self.problem.posterior),
         )?;
         out.copy_from_slice(&s);
         Ok(())

@@ -23,7 +23,7 @@
 use super::solve::SolveStats;
 use super::{Problem, Progress, Run, Sampler, Settings, reverse_sde};
 use crate::diffusion::integrate::Score;
-use crate::engine::{Backend, Noise, Weights};
+use crate::engine::{Backend, Noise, WeightSet};
 use crate::operators::Operator;
 use crate::{Error, Result};
 
@@ -116,7 +116,7 @@ pub fn posterior_score(
     x: &[f32],
     noise: Noise,
 ) -> Result<Vec<f32>> {
-    let pass = ctx.backend.weighted_means(x, noise, &[Weights::Prior])?;
+    let pass = ctx.backend.weighted_means(x, noise, &[WeightSet::Prior])?;
     let means = &pass.sets[0].means;
     let l = likelihood.likelihood_score(ctx, x, means, noise)?;
     Ok(x.iter()
@@ -169,7 +169,7 @@ pub fn denoiser_vjp(
 ) -> Result<Vec<f64>> {
     let cg = ctx
         .backend
-        .covariance_products(x, noise, Weights::Prior, means, g)?;
+        .covariance_products(x, noise, WeightSet::Prior, means, g)?;
     let k = noise.s / noise.v;
     Ok(cg.iter().map(|&c| k * f64::from(c)).collect())
 }
@@ -211,7 +211,7 @@ impl<L: Likelihood> Score for DrivenScore<'_, L> {
         let pass = self
             .ctx
             .backend
-            .weighted_means(x, noise, &[Weights::Prior])?;
+            .weighted_means(x, noise, &[WeightSet::Prior])?;
         let means = &pass.sets[0].means;
         let Some(d) = dps_update_displacement(&mut self.likelihood, &self.ctx, x, means, noise)?
         else {

@@ -7,14 +7,14 @@
 //! score.
 
 use crate::Result;
-use crate::engine::{Backend, Noise, Weights};
+use crate::engine::{Backend, Noise, WeightSet};
 
 /// (s m − x)/v for every row of x, with m the weighted mean under `set`.
 pub fn tweedie_score(
     backend: &dyn Backend,
     x: &[f32],
     noise: Noise,
-    set: Weights,
+    set: WeightSet,
 ) -> Result<Vec<f32>> {
     let pass = backend.weighted_means(x, noise, &[set])?;
     Ok(score_from_means(x, &pass.sets[0].means, noise))

@@ -26,7 +26,7 @@
 
 use super::likelihood::{Context, Likelihood, denoiser_vjp, pull_back, residuals};
 use super::solve::{CgOptions, RowSolve, SolveStats, cholesky_solve, conjugate_gradients};
-use crate::engine::{Noise, Weights};
+use crate::engine::{Noise, WeightSet};
 use crate::{Error, Result};
 
 /// Largest m for which [`TmpdSolver::Auto`] falls back to dense solves (the B·m-row pass
@@ -120,7 +120,7 @@ impl Tmpd {
                 }
                 let cg = ctx
                     .backend
-                    .covariance_products(&xa, noise, Weights::Prior, &ma, &g)?;
+                    .covariance_products(&xa, noise, WeightSet::Prior, &ma, &g)?;
                 passes += 1;
                 let mut q = vec![0.0f64; p.len()];
                 let mut acg = vec![0.0f32; m];
@@ -169,7 +169,7 @@ impl Tmpd {
         }
         let c = ctx
             .backend
-            .covariance_products(&xr, noise, Weights::Prior, &mr, &g)?;
+            .covariance_products(&xr, noise, WeightSet::Prior, &mr, &g)?;
         self.passes += 1;
         let sigma2 = ctx.sigma * ctx.sigma;
         let mut out = vec![0.0f64; rows * m * m];

@@ -24,7 +24,7 @@
 //! ~1e-6 ‖a‖ Σ|c|.
 
 use fslens::engine::reference::ReferenceBackend;
-use fslens::engine::{Backend, Noise, Weights};
+use fslens::engine::{Backend, Noise, WeightSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -80,7 +80,7 @@ pub fn check_pass_cache(
     cached: &dyn Backend,
     uncached: &dyn Backend,
     reference: &ReferenceBackend,
-    sets: &[Weights],
+    sets: &[WeightSet],
     case: &CacheCase,
     reuse_is_exact: bool,
 ) {
@@ -98,7 +98,7 @@ pub fn check_pass_cache(
         };
         // Fresh: the last pass was over other particles.
         cached
-            .weighted_means(case.other, nz, &[Weights::Prior])
+            .weighted_means(case.other, nz, &[WeightSet::Prior])
             .unwrap();
         let m = uncached.weighted_means(x, nz, &[set]).unwrap().sets[0]
             .means
@@ -111,7 +111,7 @@ pub fn check_pass_cache(
         assert_eq!(bits(&fresh), bits(&full), "{ctx}: fresh vs uncached");
         // Kept: a pass over x (prior and this set) first.
         let pass = cached
-            .weighted_means(x, nz, &[Weights::Prior, set])
+            .weighted_means(x, nz, &[WeightSet::Prior, set])
             .unwrap();
         let m = &pass.sets[1].means;
         let kept = cached.covariance_products(x, nz, set, m, g).unwrap();
@@ -141,7 +141,7 @@ pub fn check_pass_cache(
         assert_eq!(bits(&o), bits(&o_full), "{ctx}: other noise vs uncached");
         // Other particles right after a pass on x: no stale data either.
         cached
-            .weighted_means(x, nz, &[Weights::Prior, set])
+            .weighted_means(x, nz, &[WeightSet::Prior, set])
             .unwrap();
         let pm = uncached
             .weighted_means(case.other, nz, &[set])
@@ -237,7 +237,7 @@ pub fn compare(
     atoms: &[f32],
     x: &[f32],
     nz: Noise,
-    sets: &[Weights],
+    sets: &[WeightSet],
     cg_sets: &[usize],
     rng: &mut ChaCha8Rng,
 ) {
@@ -337,12 +337,12 @@ pub fn random_case(
     let atoms = atoms8(&mut rng, n, d);
     let (mut backend, stored) = make(&atoms, d);
     let mut reference = ReferenceBackend::new(&stored, d).unwrap();
-    let mut sets = vec![Weights::Prior];
+    let mut sets = vec![WeightSet::Prior];
     for sigma in [0.01, 0.5] {
         let bvec = bias(&mut rng, &atoms, d, sigma);
         let id = backend.add_bias(&bvec).unwrap();
         assert_eq!(reference.add_bias(&bvec).unwrap(), id);
-        sets.push(Weights::Biased(id));
+        sets.push(WeightSet::Biased(id));
     }
     for t in [1e-3, 0.1, 0.5, 1.0] {
         let nz = noise(t);

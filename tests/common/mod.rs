@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
-use fslens::engine::{Backend, Weights, cpu::CpuBackend};
+use fslens::engine::{Backend, WeightSet, cpu::CpuBackend};
 use fslens::samplers::{Problem, Run, Settings};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -103,7 +103,7 @@ impl Fixture {
         let noise = Schedule::default().noise(1e-3);
         let pass = self
             .engine
-            .weighted_means(samples, noise, &[Weights::Prior])
+            .weighted_means(samples, noise, &[WeightSet::Prior])
             .unwrap();
         let k = pass.nearest.len() as f64;
         let mut got = vec![0.0; self.classes];

@@ -14,7 +14,7 @@ mod window;
 
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, BiasId, Noise, PassOutput, WeightedMean, Weights};
+use super::{Backend, BiasId, Noise, PassOutput, WeightSet, WeightedMean};
 use crate::{Error, Result};
 use pass::{ChunkBuffers, RowJob};
 use weight_cache::PriorWeights;
@@ -171,7 +171,7 @@ impl CpuBackend {
     /// For tests and diagnostics: the normalised weights w_i of one row, computed by the same
     /// chunked float32 expansion and candidate recomputation as [`Backend::weighted_means`]
     /// (single-threaded), returned in float64.
-    pub fn weights(&self, x_row: &[f32], noise: Noise, set: Weights) -> Result<Vec<f64>> {
+    pub fn weights(&self, x_row: &[f32], noise: Noise, set: WeightSet) -> Result<Vec<f64>> {
         if x_row.len() != self.d {
             return Err(Error::input(format!(
                 "cpu backend: weights() takes one row of D = {} values, got {}",
@@ -212,7 +212,7 @@ impl CpuBackend {
         Ok(super::logsumexp::softmax(&logits))
     }
 
-    fn check_pass(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<()> {
+    fn check_pass(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<()> {
         if x.is_empty() || !x.len().is_multiple_of(self.d) {
             return Err(Error::input(format!(
                 "cpu backend: x has {} values, not a non-empty multiple of D = {}",
@@ -234,7 +234,7 @@ impl CpuBackend {
             )));
         }
         for set in sets {
-            if let Weights::Biased(BiasId(k)) = set
+            if let WeightSet::Biased(BiasId(k)) = set
                 && *k >= self.biases32.len()
             {
                 return Err(Error::input(format!(
@@ -251,10 +251,10 @@ impl CpuBackend {
     }
 
     /// What was subtracted from the bias of `set` when it was stored (0 for the prior).
-    fn bias_shift(&self, set: Weights) -> f64 {
+    fn bias_shift(&self, set: WeightSet) -> f64 {
         match set {
-            Weights::Prior => 0.0,
-            Weights::Biased(BiasId(k)) => self.bias_shift[k],
+            WeightSet::Prior => 0.0,
+            WeightSet::Biased(BiasId(k)) => self.bias_shift[k],
         }
     }
 
@@ -289,7 +289,7 @@ impl Backend for CpuBackend {
         Ok(BiasId(self.biases32.len() - 1))
     }
 
-    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput> {
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
         self.check_pass(x, noise, sets)?;
         let mut out: Vec<WeightedMean> = sets
             .iter()
@@ -302,7 +302,7 @@ impl Backend for CpuBackend {
         let rows = x.len() / self.d;
         let keep = sets
             .iter()
-            .position(|&s| s == Weights::Prior)
+            .position(|&s| s == WeightSet::Prior)
             .filter(|_| rows * self.n * 4 <= self.weight_cache_bytes);
         // Reuse the last pass's array when no C·g call still holds it: a fresh 60 MB one per
         // step costs page faults and zeroing comparable to the weights' own work.
@@ -343,7 +343,7 @@ impl Backend for CpuBackend {
         &self,
         x: &[f32],
         noise: Noise,
-        set: Weights,
+        set: WeightSet,
         means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>> {
@@ -364,7 +364,7 @@ impl Backend for CpuBackend {
         }
         let step = self.row_block * self.d;
         let mut out = Vec::with_capacity(x.len());
-        let cache = if set == Weights::Prior {
+        let cache = if set == WeightSet::Prior {
             self.prior_weights
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -27,7 +27,7 @@ use super::simd::{distances_row, weights_row};
 use super::weight_cache::{self, ChunkMaxima, WeightRows};
 use super::{CLAMP, CpuBackend, window};
 use crate::engine::logsumexp::{self, RowSums};
-use crate::engine::{Neighbor, Noise, WeightedMean, Weights};
+use crate::engine::{Neighbor, Noise, WeightSet, WeightedMean};
 
 /// Atom ranges per worker thread (each with its own accumulators, merged at the end).
 const TASKS_PER_THREAD: usize = 4;
@@ -56,7 +56,7 @@ impl CpuBackend {
         &self,
         x: &[f32],
         noise: Noise,
-        sets: &[Weights],
+        sets: &[WeightSet],
         keep: Option<(usize, &mut [f32])>,
     ) -> (Vec<WeightedMean>, Vec<Neighbor>) {
         let (keep, kept_rows) = match keep {
@@ -151,7 +151,7 @@ impl CpuBackend {
     #[allow(clippy::needless_range_loop)] // rows index several per-row arrays
     pub(super) fn cov_block(
         &self,
-        set: Weights,
+        set: WeightSet,
         x: &[f32],
         noise: Noise,
         means: &[f32],

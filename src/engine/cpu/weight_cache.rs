@@ -11,7 +11,7 @@
 //!
 //! 4·B·N·D flops instead of 6·B·N·D, and chunks where every requested row has weight 0 (most
 //! of them at small t) are skipped. The weights are stored normalised, B × N float32, for the
-//! rows of the last pass that asked for [`Weights::Prior`], when B·N·4 bytes fit the backend's
+//! rows of the last pass that asked for [`WeightSet::Prior`], when B·N·4 bytes fit the backend's
 //! budget ([`super::DEFAULT_WEIGHT_CACHE_BYTES`]). A C·g call uses them only when every one of
 //! its rows equals (bit for bit) a kept row and the noise is the same; anything else takes
 //! the full pass, so the cache can never change a result beyond float32 rounding order.

@@ -29,7 +29,7 @@
 use super::CpuBackend;
 use super::pass::{ChunkBuffers, RowJob};
 use super::simd::{logits_biased, logits_prior};
-use crate::engine::{BiasId, Weights, direct_dist2};
+use crate::engine::{BiasId, WeightSet, direct_dist2};
 
 /// Unit roundoff of float32, u = 2⁻²⁴.
 const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
@@ -62,14 +62,14 @@ impl CpuBackend {
         bufs: &mut ChunkBuffers,
         i0: usize,
         c: usize,
-        set: Weights,
+        set: WeightSet,
         m_run: &mut [f64],
         s0: &[f64],
     ) {
         let inv2v = (1.0 / (2.0 * job.noise.v)) as f32;
         let (b32, b64): (Option<&[f32]>, Option<&[f64]>) = match set {
-            Weights::Prior => (None, None),
-            Weights::Biased(BiasId(k)) => (
+            WeightSet::Prior => (None, None),
+            WeightSet::Biased(BiasId(k)) => (
                 Some(&self.biases32[k][i0..i0 + c]),
                 Some(&self.biases64[k][i0..i0 + c]),
             ),

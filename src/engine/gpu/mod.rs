@@ -53,7 +53,7 @@ pub use atoms::{Storage, f16_stored, stored_values};
 pub use device::{AdapterInfoRow, list_adapters};
 
 use super::logsumexp::{RowSums, common_max};
-use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightedMean, Weights};
+use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightSet, WeightedMean};
 use crate::{Error, Result};
 use block::{BlockOutput, Scratch};
 use cache::{KEPT_DISTANCES_MAX_BYTES, Kept, PassCache};
@@ -221,7 +221,7 @@ impl GpuBackend {
         self.tuning.row_block(&self.atoms, rows, k)
     }
 
-    fn check_call(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<Vec<u32>> {
+    fn check_call(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<Vec<u32>> {
         let d = self.atoms.d;
         if x.is_empty() || !x.len().is_multiple_of(d) {
             return Err(Error::input(format!(
@@ -322,7 +322,7 @@ impl Backend for GpuBackend {
         self.biases.add(&self.gpu, bias, max)
     }
 
-    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[Weights]) -> Result<PassOutput> {
+    fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
         let offsets = self.check_call(x, noise, sets)?;
         let d = self.atoms.d;
         let rows = x.len() / d;
@@ -431,7 +431,7 @@ impl Backend for GpuBackend {
         &self,
         x: &[f32],
         noise: Noise,
-        set: Weights,
+        set: WeightSet,
         means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>> {

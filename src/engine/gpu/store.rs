@@ -4,7 +4,7 @@
 use super::atoms::{ChunkRange, EncodedAtoms, Storage};
 use super::device::{Gpu, backend_error};
 use crate::Result;
-use crate::engine::{BiasId, Weights};
+use crate::engine::{BiasId, WeightSet};
 
 /// One storage binding of the atom store: the atoms of `range`, encoded.
 pub(super) struct AtomChunk {
@@ -137,21 +137,21 @@ impl BiasStore {
 
     /// The shaders' offset of each set's bias in the buffer (u32::MAX for the prior), for N
     /// atoms; an error names the first bias never registered.
-    pub fn offsets(&self, sets: &[Weights], n: usize) -> std::result::Result<Vec<u32>, usize> {
+    pub fn offsets(&self, sets: &[WeightSet], n: usize) -> std::result::Result<Vec<u32>, usize> {
         sets.iter()
             .map(|w| match *w {
-                Weights::Prior => Ok(u32::MAX),
-                Weights::Biased(BiasId(i)) if i < self.len() => Ok((i * n) as u32),
-                Weights::Biased(BiasId(i)) => Err(i),
+                WeightSet::Prior => Ok(u32::MAX),
+                WeightSet::Biased(BiasId(i)) if i < self.len() => Ok((i * n) as u32),
+                WeightSet::Biased(BiasId(i)) => Err(i),
             })
             .collect()
     }
 
     /// What was subtracted from the bias of `set` (0 for the prior).
-    pub fn shift(&self, set: Weights) -> f64 {
+    pub fn shift(&self, set: WeightSet) -> f64 {
         match set {
-            Weights::Prior => 0.0,
-            Weights::Biased(BiasId(i)) => self.shift[i],
+            WeightSet::Prior => 0.0,
+            WeightSet::Biased(BiasId(i)) => self.shift[i],
         }
     }
 }
