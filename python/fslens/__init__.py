@@ -73,10 +73,9 @@ def _f32(a: np.ndarray, name: str) -> np.ndarray:
         out = np.ascontiguousarray(a, dtype=np.float32)
     if not np.all(np.isfinite(out)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
-        what = "NaN or infinite" if np.all(np.isfinite(a) | ~np.isfinite(out)) else "too large for float32"
-        raise ValueError(
-            f"{name}{list(bad)} is {what} (got {a[bad]!r}); every value must be finite"
-        )
+        value = a[bad].item()
+        what = "NaN or infinite" if not np.isfinite(value) else "too large for float32"
+        raise ValueError(f"{name}{list(bad)} is {what} (got {value!r}); every value must be finite")
     return out
 
 
@@ -98,7 +97,7 @@ def _times(t, rows: int) -> np.ndarray:
     bad = ~(np.isfinite(arr) & (arr > 0) & (arr <= 1))
     if bad.any():
         raise ValueError(
-            f"t = {arr[bad][0]!r} is outside (0, 1]: diffusion times lie in (0, 1] "
+            f"t = {float(arr[bad][0])!r} is outside (0, 1]: diffusion times lie in (0, 1] "
             "(t = 0 is the clean data, where scores are not defined)"
         )
     return arr
@@ -364,7 +363,7 @@ class Prior:
         if not np.all(np.isfinite(b)):
             i = int(np.argwhere(~np.isfinite(b))[0][0])
             raise ValueError(
-                f"log_likelihood[{i}] is {b[i]!r}; every value must be finite "
+                f"log_likelihood[{i}] is {float(b[i])!r}; every value must be finite "
                 "(drop atoms the measurement rules out)"
             )
         return Posterior(self, self._core.posterior_from_log_likelihood(b))
