@@ -305,13 +305,19 @@ class Prior:
             raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
         return self._core.cov_apply(xs, ts, gs)
 
-    def denoiser_vjp(self, x, t: Times, g) -> np.ndarray:
-        """gᵀ ∂m/∂x = (s/v) C g per row (the exact vector-Jacobian product of the denoiser)."""
+    def denoiser_vjp(self, x, t: Times, g, means=None) -> np.ndarray:
+        """gᵀ ∂m/∂x = (s/v) C g per row (the exact vector-Jacobian product of the denoiser).
+        `means`: this prior's ``denoise(x, t)`` of the same x and t, when already computed,
+        saves the engine pass that recomputes it."""
         xs, ts = self._xt(x, t)
         gs = _rows(g, "g", self.dim)
         if gs.shape[0] != xs.shape[0]:
             raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
-        return self._core.denoiser_vjp(xs, ts, gs)
+        if means is not None:
+            means = _rows(means, "means", self.dim)
+            if means.shape[0] != xs.shape[0]:
+                raise ValueError(f"means has {means.shape[0]} rows but x has {xs.shape[0]}")
+        return self._core.denoiser_vjp(xs, ts, gs, means)
 
     # -- posteriors ------------------------------------------------------------------------
     def posterior(self, y=None, operator=None, sigma: Optional[float] = None) -> "Posterior":

@@ -8,7 +8,8 @@
 
 The forward pass is one engine pass over the atoms (the Tweedie mean); the backward pass is
 the exact vector–Jacobian product of the denoiser, gᵀ ∂m/∂x = (s/v) C(x) g with
-C = Cov[x_0 | x_t = x] (design §3): one more pass for the covariance product, no autodiff
+C = Cov[x_0 | x_t = x] (design §3): one more pass, for the covariance product with the
+forward's means (kept from the forward pass), no autodiff
 through the sum and no D × D matrix. The engine computes in float32; a float64 tensor is
 rounded on the way in and the result cast back, so gradcheck passes at float32 accuracy.
 Tensors on a GPU are copied to the host and back. t (a float, or one time per row) gets no
@@ -48,16 +49,18 @@ class _Denoise(torch.autograd.Function):
             m = posterior.denoise(xs, times)
         ctx.prior = prior
         ctx.times = times
-        ctx.save_for_backward(x)
+        ctx.save_for_backward(x)  # (torch then refuses a backward after x changed in place)
+        # The prior's means, kept for the backward pass: it then costs one engine pass.
+        ctx.means = m.copy() if posterior is None else None
         return torch.from_numpy(m).to(device=x.device, dtype=x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
-        vjp = ctx.prior.denoiser_vjp(_np(x), ctx.times, _np(grad))
-        return torch.from_numpy(vjp).to(device=x.device, dtype=x.dtype), None, None, None
+        (x,) = ctx.saved_tensors
+        vjp = ctx.prior.denoiser_vjp(_np(x), ctx.times, _np(grad), means=ctx.means)
+        return torch.from_numpy(vjp).to(device=grad.device, dtype=grad.dtype), None, None, None
 
 
 class EmpiricalDenoiser(torch.nn.Module):
@@ -101,7 +104,7 @@ class EmpiricalDenoiser(torch.nn.Module):
         if self.posterior is not None and flat.requires_grad:
             m = _DenoisePosterior.apply(flat, times, self.prior, self.posterior)
         else:
-            m = _Denoise.apply(flat, times, self.prior, None)
+            m = _Denoise.apply(flat, times, self.prior, self.posterior)
         return m.reshape(x.shape)
 
     def noise(self, t, like: torch.Tensor):

@@ -316,17 +316,33 @@ impl Lens {
         })
     }
 
-    /// m(x) and (s/v) C g in one call (three engine passes at most: the means once, then
-    /// C g): what a torch backward needs after a forward at the same x.
-    pub fn denoiser_vjp(&self, x: &[f32], t: &[f64], g: &[f32]) -> Result<Vec<f32>> {
-        self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
-            let m = self.means(a[0], noise, Weights::Prior)?;
+    /// The denoiser's vector–Jacobian product (s/v) C g per row: the means pass and the
+    /// covariance pass, or the covariance pass alone when `means` (m(x) of the same rows at
+    /// the same times, from [`Lens::denoise_with`] under the prior) is given: what a torch
+    /// backward after its forward needs.
+    pub fn denoiser_vjp(
+        &self,
+        x: &[f32],
+        t: &[f64],
+        g: &[f32],
+        means: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        let vjp = |a: &[&[f32]], noise: Noise, m: &[f32]| -> Result<Vec<f32>> {
             let c = self
                 .engine()
-                .covariance_products(a[0], noise, Weights::Prior, &m, a[1])?;
+                .covariance_products(a[0], noise, Weights::Prior, m, a[1])?;
             let k = noise.s / noise.v;
             Ok(c.iter().map(|&ci| (k * f64::from(ci)) as f32).collect())
-        })
+        };
+        match means {
+            None => self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
+                let m = self.means(a[0], noise, Weights::Prior)?;
+                vjp(a, noise, &m)
+            }),
+            Some(means) => self.per_time(&[("x", x), ("g", g), ("means", means)], t, &|a, noise| {
+                vjp(a, noise, a[2])
+            }),
+        }
     }
 
     /// Builds the operator for images of this prior.

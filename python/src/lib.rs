@@ -256,17 +256,24 @@ impl Prior {
         rows_out(py, out, self.lens.dim())
     }
 
-    /// (s/v) C g: the vector–Jacobian product of the denoiser m(x_t).
+    /// (s/v) C g: the vector–Jacobian product of the denoiser m(x_t); with `means` (the
+    /// prior's m(x) of the same rows and times, from `denoise`) one engine pass instead of two.
+    #[pyo3(signature = (x, t, g, means=None))]
     fn denoiser_vjp<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
         t: PyReadonlyArray1<'py, f64>,
         g: PyReadonlyArray2<'py, f32>,
+        means: Option<PyReadonlyArray2<'py, f32>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (xs, ts, gs) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?, rows_in(&g, "g", self.dim())?);
+        let ms = match &means {
+            Some(m) => Some(rows_in(m, "means", self.dim())?),
+            None => None,
+        };
         let out = py
-            .detach(|| self.lens.denoiser_vjp(xs, ts, gs))
+            .detach(|| self.lens.denoiser_vjp(xs, ts, gs, ms))
             .map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }

@@ -35,6 +35,7 @@ def record(name: str, err: float) -> None:
 
 
 def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"fslens {fslens.__version__} from {fslens.__file__}")
     if ERRORS:
         terminalreporter.write_sep("-", "max relative errors")
         for name in sorted(ERRORS):

@@ -82,6 +82,17 @@ def test_eps_score_and_per_row_times(setup):
     assert torch.equal(den(img, 0.5).reshape(5, 12), den(x, 0.5))
 
 
+def test_posterior_mean_module(setup, small):
+    prior, _, ref = setup
+    post = prior.posterior(small["y"], operator=small["M"], sigma=small["sigma"])
+    den = ft.EmpiricalDenoiser(prior, post)
+    x_np = particles(ref, 0.4, np.random.default_rng(2))
+    assert np.array_equal(den(torch.tensor(x_np), 0.4).numpy(), post.denoise(x_np, 0.4))
+    x = torch.tensor(x_np, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        den(x, 0.4).sum().backward()
+
+
 def test_torch_bad_input(setup):
     _, den, _ = setup
     with pytest.raises(TypeError, match="floating-point"):
