@@ -149,8 +149,7 @@ impl Lens {
     /// and `storage` overrides replace the config's), and its measurement.
     pub fn from_config(path: &Path, overrides: Overrides) -> Result<(Self, ConfigMeasurement)> {
         let plan = RunPlan::load(path, overrides)?;
-        let setup =
-            fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None)?;
+        let setup = fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None)?;
         let lens = Self::from_dataset(
             setup.atoms,
             plan.engine,
@@ -339,9 +338,11 @@ impl Lens {
                 let m = self.means(a[0], noise, Weights::Prior)?;
                 vjp(a, noise, &m)
             }),
-            Some(means) => self.per_time(&[("x", x), ("g", g), ("means", means)], t, &|a, noise| {
-                vjp(a, noise, a[2])
-            }),
+            Some(means) => {
+                self.per_time(&[("x", x), ("g", g), ("means", means)], t, &|a, noise| {
+                    vjp(a, noise, a[2])
+                })
+            }
         }
     }
 
@@ -392,7 +393,9 @@ impl Posterior {
         if !(sigma.is_finite() && sigma > 0.0) {
             return Err(Error::config(
                 "sigma",
-                format!("must be a positive number (the measurement noise standard deviation), got {sigma}"),
+                format!(
+                    "must be a positive number (the measurement noise standard deviation), got {sigma}"
+                ),
             ));
         }
         let op = lens.operator(operator)?;
@@ -419,7 +422,10 @@ impl Posterior {
         if b.len() != n {
             return Err(Error::config(
                 "log_likelihood",
-                format!("has {} values but there are N = {n} atoms; pass shape ({n},)", b.len()),
+                format!(
+                    "has {} values but there are N = {n} atoms; pass shape ({n},)",
+                    b.len()
+                ),
             ));
         }
         if let Some(i) = b.iter().position(|v| !v.is_finite()) {
@@ -530,9 +536,9 @@ impl Posterior {
         let noise = if t == 0.0 {
             Noise { s: 1.0, v: 0.0 }
         } else {
-            self.lens.noise(t).map_err(|_| {
-                Error::config("t", format!("time must lie in [0, 1], got {t}"))
-            })?
+            self.lens
+                .noise(t)
+                .map_err(|_| Error::config("t", format!("time must lie in [0, 1], got {t}")))?
         };
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -587,7 +593,9 @@ mod tests {
 
     fn lens() -> Arc<Lens> {
         let d = 4;
-        let images: Vec<f32> = (0..6 * d).map(|k| ((k * 7 % 11) as f32) / 11.0 - 0.5).collect();
+        let images: Vec<f32> = (0..6 * d)
+            .map(|k| ((k * 7 % 11) as f32) / 11.0 - 0.5)
+            .collect();
         Arc::new(
             Lens::new(
                 images,
@@ -621,17 +629,26 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors_naming_the_argument() {
         let lens = lens();
-        let e = lens.score_with(&[0.0; 5], &[0.5], Weights::Prior).unwrap_err();
+        let e = lens
+            .score_with(&[0.0; 5], &[0.5], Weights::Prior)
+            .unwrap_err();
         assert!(e.to_string().starts_with("x has 5 values"), "{e}");
-        let e = lens.score_with(&[0.0; 4], &[0.0], Weights::Prior).unwrap_err();
+        let e = lens
+            .score_with(&[0.0; 4], &[0.0], Weights::Prior)
+            .unwrap_err();
         assert!(e.to_string().starts_with("t: "), "{e}");
         let e = lens
             .score_with(&[f32::NAN, 0.0, 0.0, 0.0], &[0.5], Weights::Prior)
             .unwrap_err();
         assert!(e.to_string().starts_with("x[0, 0] is NaN"), "{e}");
-        let e = Posterior::new(lens.clone(), vec![0.0; 3], OperatorArg::Spec("identity".into()), 0.1)
-            .err()
-            .unwrap();
+        let e = Posterior::new(
+            lens.clone(),
+            vec![0.0; 3],
+            OperatorArg::Spec("identity".into()),
+            0.1,
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().starts_with("y: has 3 values"), "{e}");
         let p = Posterior::from_log_likelihood(lens.clone(), vec![0.0; 6]).unwrap();
         let e = p

@@ -53,7 +53,11 @@ fn rows_in<'a>(a: &'a PyReadonlyArray2<'_, f32>, name: &str, d: usize) -> PyResu
     slice(a, name)
 }
 
-fn rows_out<'py>(py: Python<'py>, values: Vec<f32>, d: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
+fn rows_out<'py>(
+    py: Python<'py>,
+    values: Vec<f32>,
+    d: usize,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let b = if d == 0 { 0 } else { values.len() / d };
     Array2::from_shape_vec((b, d), values)
         .map(|a| a.into_pyarray(py))
@@ -180,7 +184,9 @@ impl Prior {
     // The config's measurement (None for a prior made from an array).
     #[getter]
     fn truth<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
-        self.config.as_ref().map(|c| PyArray1::from_slice(py, &c.truth))
+        self.config
+            .as_ref()
+            .map(|c| PyArray1::from_slice(py, &c.truth))
     }
     #[getter]
     fn truth_label(&self) -> Option<u32> {
@@ -249,10 +255,12 @@ impl Prior {
         t: PyReadonlyArray1<'py, f64>,
         g: PyReadonlyArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts, gs) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?, rows_in(&g, "g", self.dim())?);
-        let out = py
-            .detach(|| self.lens.cov_apply(xs, ts, gs))
-            .map_err(err)?;
+        let (xs, ts, gs) = (
+            rows_in(&x, "x", self.dim())?,
+            slice(&t, "t")?,
+            rows_in(&g, "g", self.dim())?,
+        );
+        let out = py.detach(|| self.lens.cov_apply(xs, ts, gs)).map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }
 
@@ -267,7 +275,11 @@ impl Prior {
         g: PyReadonlyArray2<'py, f32>,
         means: Option<PyReadonlyArray2<'py, f32>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts, gs) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?, rows_in(&g, "g", self.dim())?);
+        let (xs, ts, gs) = (
+            rows_in(&x, "x", self.dim())?,
+            slice(&t, "t")?,
+            rows_in(&g, "g", self.dim())?,
+        );
         let ms = match &means {
             Some(m) => Some(rows_in(m, "means", self.dim())?),
             None => None,
