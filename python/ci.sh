@@ -12,6 +12,10 @@
 #                           with `cargo build --bin fslens` (a no-op after `cargo test`)
 #   FSLENS_WITH_TORCH=1     also pip install torch and require the torch tests
 #                           (otherwise they run when torch is importable, else skip)
+#   FSLENS_RUST_TESTS=1     also run the Rust unit tests of python/src (cargo test --lib;
+#                           links libpython, so it needs a Python built with a shared
+#                           library)
+#   FSLENS_REQUIRE_GPU=1    fail instead of skipping the GPU-backend tests without an adapter
 # pytest's exit status 5 ("no tests ran") is a failure here like any other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +38,11 @@ time "$PY" -m pip install .
 if [ "${FSLENS_WITH_TORCH:-0}" = 1 ]; then
     "$PY" -m pip install --quiet torch
     export FSLENS_REQUIRE_TORCH=1
+fi
+
+if [ "${FSLENS_RUST_TESTS:-0}" = 1 ]; then
+    echo "== cargo test --release --lib (python/Cargo.toml)"
+    PYO3_PYTHON="$PY" cargo test --release --lib --manifest-path python/Cargo.toml
 fi
 
 if [ -z "${FSLENS_BIN:-}" ]; then
