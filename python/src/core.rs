@@ -440,6 +440,18 @@ impl Posterior {
         Self::with_bias(lens, b, None)
     }
 
+    /// The posterior of a measurement whose log-likelihoods are already computed (a config's,
+    /// from its setup: the same numbers [`Posterior::new`] would compute).
+    pub fn from_parts(
+        lens: Arc<Lens>,
+        b: Vec<f64>,
+        operator: Arc<dyn Operator>,
+        y: Vec<f32>,
+        sigma: f64,
+    ) -> Result<Self> {
+        Self::with_bias(lens, b, Some((operator, y, sigma)))
+    }
+
     fn with_bias(
         lens: Arc<Lens>,
         b: Vec<f64>,

@@ -337,6 +337,22 @@ impl Prior {
                 "operator: this prior was not made from a config; pass operator= (an (m, D) array or an operator spec string) and sigma=",
             ));
         };
+        if y.is_none() && sigma.is_none() {
+            // The config's own measurement: its log-likelihoods are computed already.
+            let lens = self.lens.clone();
+            let inner = py
+                .detach(|| {
+                    crate::core::Posterior::from_parts(
+                        lens,
+                        c.log_likelihoods.clone(),
+                        c.operator.clone(),
+                        c.y.clone(),
+                        c.sigma,
+                    )
+                })
+                .map_err(err)?;
+            return Ok(Posterior { inner });
+        }
         let ys = match &y {
             Some(y) => slice(y, "y")?.to_vec(),
             None => c.y.clone(),
@@ -510,10 +526,12 @@ impl Posterior {
 
     fn __repr__(&self) -> String {
         format!(
-            "Posterior(N={}, effective_atoms={:.3}, operator={:?})",
+            "Posterior(N={}, effective_atoms={:.3}, operator={})",
             self.inner.weights.len(),
             self.inner.effective_atoms(),
             self.operator()
+                .map(|o| format!("{o:?}"))
+                .unwrap_or_else(|| "None (from log-likelihoods)".to_string())
         )
     }
 }

@@ -227,6 +227,9 @@ def test_demo_config_facts(demo):
     record("demo post.weights", e)
     assert e <= 1e-5
     assert 1 <= post.effective_atoms <= prior.n_atoms
+    # The config's posterior is the one of its measurement through the spec string.
+    again = prior.posterior(prior.y, operator=prior.operator, sigma=prior.sigma)
+    assert np.array_equal(again.weights, post.weights)
 
 
 @pytest.mark.parametrize("t", [0.05, 0.3, 0.8])
