@@ -1,0 +1,470 @@
+"""fslens: the finite-sample lens on diffusion posterior samplers, from Python.
+
+Replace the prior of a diffusion model by the empirical measure of a training set
+{a_1 … a_N}; then the denoiser, the scores and the exact posterior at every diffusion time
+are finite sums over the atoms (docs/design.md §2–§4). This package holds the atoms resident
+in the fslens engine (multithreaded CPU, or GPU through wgpu) and answers, for a batch of
+noisy images x_t (B, D) at times t:
+
+>>> import numpy as np, fslens
+>>> prior = fslens.Prior(np.random.default_rng(0).uniform(-1, 1, (100, 16)))
+>>> x = np.random.default_rng(1).normal(size=(4, 16))
+>>> m = prior.denoise(x, 0.5)                         # Tweedie mean E[x_0 | x_t]
+>>> post = prior.posterior(np.zeros(3), operator=np.eye(3, 16), sigma=0.1)
+>>> s = post.score(x, 0.5, method="fsr")             # exact posterior score
+
+Arrays go in as numpy arrays (float32 or float64; atoms also uint8, mapped to 2k/255 − 1)
+and come out as float32 numpy arrays (weights and log-likelihoods as float64). Errors in the
+arguments raise ValueError or TypeError naming the argument and the fix.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _fslens
+
+__all__ = ["Prior", "Posterior", "VP", "METHODS", "__version__"]
+
+__version__ = _fslens.__version__
+
+#: The methods of :meth:`Posterior.score`.
+METHODS = ("fsr", "prior", "sigma-dps", "zeta-dps", "pigdm", "tmpd")
+
+ArrayLike = Union[np.ndarray, Sequence]
+Times = Union[float, ArrayLike]
+
+
+# --------------------------------------------------------------------------------------
+# Argument conversion: dtype and shape checks with errors that name the argument.
+
+
+def _float_array(value, name: str) -> np.ndarray:
+    """`value` as a numpy array of a real floating dtype (TypeError otherwise)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    a = np.asarray(value)
+    if a.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {a.dtype}; "
+            f"convert it with {name}.astype(np.float32)"
+        )
+    return a
+
+
+def _rows(value, name: str, dim: int) -> np.ndarray:
+    """A (B, D) float32 C-contiguous array; a (D,) vector is one row."""
+    a = _float_array(value, name)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[1] != dim:
+        raise ValueError(
+            f"{name} has shape {a.shape} but must have shape (B, {dim}) "
+            f"(D = {dim}, the atoms' dimension; flatten images in HWC order)"
+        )
+    return _f32(a, name)
+
+
+def _f32(a: np.ndarray, name: str) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.all(np.isfinite(out)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        value = a[bad].item()
+        what = "NaN or infinite" if not np.isfinite(value) else "too large for float32"
+        raise ValueError(f"{name}{list(bad)} is {what} (got {value!r}); every value must be finite")
+    return out
+
+
+def _times(t, rows: int) -> np.ndarray:
+    """t as a float64 vector: one value for all rows, or one per row, each in (0, 1]."""
+    if hasattr(t, "detach") and hasattr(t, "cpu"):
+        t = t.detach().cpu().numpy()
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
+        arr = np.array([float(t)], dtype=np.float64)
+    else:
+        a = np.asarray(t)
+        if a.dtype.kind not in "fiu":
+            raise TypeError(f"t must be a float or a ({rows},) array of floats, got dtype {a.dtype}")
+        arr = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+        if a.ndim > 1 or (a.ndim == 1 and arr.size not in (1, rows)):
+            raise ValueError(
+                f"t has shape {a.shape}; pass a float or one time per row, shape ({rows},)"
+            )
+    bad = ~(np.isfinite(arr) & (arr > 0) & (arr <= 1))
+    if bad.any():
+        raise ValueError(
+            f"t = {float(arr[bad][0])!r} is outside (0, 1]: diffusion times lie in (0, 1] "
+            "(t = 0 is the clean data, where scores are not defined)"
+        )
+    return arr
+
+
+def _time_scalar(t, name: str = "t", allow_zero: bool = False) -> float:
+    if hasattr(t, "item") and np.ndim(t) == 0:
+        t = t.item()
+    if not isinstance(t, numbers.Real) or isinstance(t, bool):
+        raise TypeError(f"{name} must be a float in (0, 1], got {type(t).__name__}")
+    t = float(t)
+    lo_ok = t >= 0 if allow_zero else t > 0
+    if not (np.isfinite(t) and lo_ok and t <= 1):
+        rng = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{name} = {t!r} is outside {rng}")
+    return t
+
+
+def _atoms_array(atoms) -> np.ndarray:
+    if hasattr(atoms, "detach") and hasattr(atoms, "cpu"):
+        atoms = atoms.detach().cpu().numpy()
+    a = np.asarray(atoms)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(
+            f"atoms has shape {a.shape} but must be a non-empty (N, D) array "
+            "(flatten each image in HWC order: atoms.reshape(N, -1))"
+        )
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype.kind != "f":
+        raise TypeError(
+            f"atoms must be float32, float64 (values in [-1, 1]) or uint8 (mapped to 2k/255 - 1), "
+            f"got dtype {a.dtype}; convert with atoms.astype(np.float32)"
+        )
+    return _f32(a, "atoms")
+
+
+def _name(value, name: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------
+
+
+class VP:
+    """The linear-β VP schedule of fslens (design §2):
+    ᾱ(t) = exp(−β_min t − ½(β_max − β_min) t²), s = √ᾱ, v = 1 − ᾱ."""
+
+    def __init__(self, beta_min: float = 0.01, beta_max: float = 20.0):
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+        # Checked by the library (β_min > 0, β_max ≥ β_min).
+        _fslens.vp_noise(self.beta_min, self.beta_max, np.zeros(1))
+
+    def _vec(self, t):
+        a = np.asarray(t, dtype=np.float64)
+        return a, np.ascontiguousarray(a.reshape(-1))
+
+    def log_alpha_bar(self, t):
+        a, flat = self._vec(t)
+        out = _fslens.vp_log_alpha_bar(self.beta_min, self.beta_max, flat).reshape(a.shape)
+        return float(out) if a.ndim == 0 else out
+
+    def alpha_bar(self, t):
+        """ᾱ(t); a float for a float, an array for an array."""
+        out = np.exp(self.log_alpha_bar(t))
+        return float(out) if np.ndim(out) == 0 else out
+
+    def noise(self, t) -> Tuple:
+        """(s, v) at t: s = √ᾱ(t), v = 1 − ᾱ(t) (computed by expm1, exact near t = 0)."""
+        a, flat = self._vec(t)
+        s, v = _fslens.vp_noise(self.beta_min, self.beta_max, flat)
+        if a.ndim == 0:
+            return float(s[0]), float(v[0])
+        return s.reshape(a.shape), v.reshape(a.shape)
+
+    def __repr__(self) -> str:
+        return f"VP(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+class Prior:
+    """The empirical prior (1/N) Σ_i δ(a_i) over N atoms, resident in the fslens engine.
+
+    Parameters
+    ----------
+    atoms : (N, D) array, float32/float64 (values in [-1, 1] by convention) or uint8
+        (k mapped to 2k/255 − 1, exactly). Images flattened in HWC order.
+    backend : "auto" (GPU when a hardware adapter exists, else CPU), "cpu" or "gpu".
+    storage : GPU atom storage: "auto", "f32", "u8" (8-bit data only) or "f16".
+    shape : (H, W, C) of one image, for operator specs that need it (default: square when D
+        is a perfect square, else (1, D, 1)).
+    schedule : a :class:`VP` (default VP(0.01, 20)).
+    """
+
+    def __init__(
+        self,
+        atoms,
+        backend: str = "auto",
+        storage: str = "auto",
+        shape: Optional[Tuple[int, int, int]] = None,
+        schedule: Optional[VP] = None,
+    ):
+        a = _atoms_array(atoms)
+        backend = _name(backend, "backend", ("auto", "cpu", "gpu"))
+        storage = _name(storage, "storage", ("auto", "f32", "u8", "f16"))
+        if schedule is None:
+            schedule = VP()
+        if not isinstance(schedule, VP):
+            raise TypeError(f"schedule must be a fslens.VP, got {type(schedule).__name__}")
+        if shape is not None:
+            shape = tuple(int(v) for v in shape)
+            if len(shape) != 3:
+                raise ValueError(f"shape must be (H, W, C), got {shape}")
+        make = _fslens.Prior.from_u8 if a.dtype == np.uint8 else _fslens.Prior
+        self._core = make(a, backend, storage, shape, schedule.beta_min, schedule.beta_max)
+        self.schedule = schedule
+
+    @classmethod
+    def from_config(cls, path, backend: Optional[str] = None, storage: Optional[str] = None) -> "Prior":
+        """The prior of a run config (its atoms with the hold-out applied, its schedule and
+        engine; `backend`/`storage` replace the config's). The config's measurement is kept:
+        ``.truth``, ``.y``, ``.operator`` (spec string), ``.sigma``; ``posterior()`` with no
+        arguments is the posterior of that measurement."""
+        import os
+
+        self = cls.__new__(cls)
+        if backend is not None:
+            _name(backend, "backend", ("auto", "cpu", "gpu"))
+        if storage is not None:
+            _name(storage, "storage", ("auto", "f32", "u8", "f16"))
+        self._core = _fslens.Prior.from_config(os.fspath(path), backend, storage)
+        self.schedule = VP(self._core.beta_min, self._core.beta_max)
+        return self
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def n_atoms(self) -> int:
+        return self._core.n_atoms
+
+    @property
+    def dim(self) -> int:
+        return self._core.dim
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return self._core.shape
+
+    @property
+    def backend(self) -> str:
+        """The engine, e.g. ``cpu (2 threads)``."""
+        return self._core.backend
+
+    @property
+    def atoms(self) -> np.ndarray:
+        """A copy of the atoms, (N, D) float32."""
+        return self._core.atoms
+
+    # The config's measurement (None for a prior made from an array).
+    @property
+    def truth(self) -> Optional[np.ndarray]:
+        return self._core.truth
+
+    @property
+    def truth_label(self) -> Optional[int]:
+        return self._core.truth_label
+
+    @property
+    def y(self) -> Optional[np.ndarray]:
+        return self._core.y
+
+    @property
+    def operator(self) -> Optional[str]:
+        return self._core.operator
+
+    @property
+    def sigma(self) -> Optional[float]:
+        return self._core.sigma
+
+    # -- the denoiser ----------------------------------------------------------------------
+    def _xt(self, x, t):
+        xs = _rows(x, "x", self.dim)
+        return xs, _times(t, xs.shape[0])
+
+    def denoise(self, x, t: Times) -> np.ndarray:
+        """The Tweedie mean m(x_t) = E[x_0 | x_t] = Σ_i w_i a_i, (B, D) float32."""
+        return self._core.denoise(*self._xt(x, t))
+
+    def score(self, x, t: Times) -> np.ndarray:
+        """∇ log p(x_t) = (s m − x)/v."""
+        return self._core.score(*self._xt(x, t))
+
+    def eps(self, x, t: Times) -> np.ndarray:
+        """The noise prediction (x − s m)/√v = −√v · score."""
+        return self._core.eps(*self._xt(x, t))
+
+    def cov_apply(self, x, t: Times, g) -> np.ndarray:
+        """C g = Σ_i w_i (a_i − m)⟨a_i − m, g⟩ per row: Cov[x_0 | x_t] times g. The
+        denoiser's Jacobian-vector product is (s/v) C g (C is symmetric)."""
+        xs, ts = self._xt(x, t)
+        gs = _rows(g, "g", self.dim)
+        if gs.shape[0] != xs.shape[0]:
+            raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
+        return self._core.cov_apply(xs, ts, gs)
+
+    def denoiser_vjp(self, x, t: Times, g, means=None) -> np.ndarray:
+        """gᵀ ∂m/∂x = (s/v) C g per row (the exact vector-Jacobian product of the denoiser).
+        `means`: this prior's ``denoise(x, t)`` of the same x and t, when already computed,
+        saves the engine pass that recomputes it."""
+        xs, ts = self._xt(x, t)
+        gs = _rows(g, "g", self.dim)
+        if gs.shape[0] != xs.shape[0]:
+            raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
+        if means is not None:
+            means = _rows(means, "means", self.dim)
+            if means.shape[0] != xs.shape[0]:
+                raise ValueError(f"means has {means.shape[0]} rows but x has {xs.shape[0]}")
+        return self._core.denoiser_vjp(xs, ts, gs, means)
+
+    # -- posteriors ------------------------------------------------------------------------
+    def posterior(self, y=None, operator=None, sigma: Optional[float] = None) -> "Posterior":
+        """The exact posterior of y = A(x_0) + N(0, σ² I) under this prior.
+
+        operator : an (m, D) matrix, or an operator spec string of the configs
+            (``identity``, ``box:x=8,y=8,w=12,h=12``, ``downsample:4``, ``blur:sigma=1.5``,
+            ``projection:m=64,seed=0``, ``matrix:M.npy``, ``phase-retrieval``,
+            ``saturation:gain=2``, …). For a prior from a config, omitted arguments are the
+            config's.
+        """
+        if sigma is not None:
+            if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
+                raise TypeError(f"sigma must be a positive float, got {type(sigma).__name__}")
+            sigma = float(sigma)
+        if operator is None:
+            if self._core.operator is None:
+                raise ValueError(
+                    "operator is missing: pass operator= (an (m, D) array or an operator spec "
+                    "string such as 'downsample:4') and sigma="
+                )
+            ys = None if y is None else _f32(_vector(y, "y"), "y")
+            return Posterior(self, self._core.posterior_config(ys, sigma))
+        if y is None:
+            raise ValueError("y is missing: pass the measurement y, shape (m,)")
+        if sigma is None:
+            raise ValueError("sigma is missing: pass the measurement noise standard deviation sigma > 0")
+        ys = _f32(_vector(y, "y"), "y")
+        if isinstance(operator, str):
+            return Posterior(self, self._core.posterior_spec(ys, operator, sigma))
+        m = _float_array(operator, "operator")
+        if m.ndim != 2 or m.shape[1] != self.dim or m.shape[0] == 0:
+            raise ValueError(
+                f"operator has shape {m.shape} but a matrix operator must have shape (m, {self.dim}); "
+                "or pass an operator spec string such as 'downsample:4'"
+            )
+        return Posterior(self, self._core.posterior_matrix(ys, _f32(m, "operator"), sigma))
+
+    def posterior_from_log_likelihood(self, log_likelihood) -> "Posterior":
+        """The posterior whose log p(y | a_i) are given, (N,) (constants do not matter)."""
+        b = np.asarray(log_likelihood)
+        if b.dtype.kind not in "fiu":
+            raise TypeError(f"log_likelihood must be a float array of shape ({self.n_atoms},), got dtype {b.dtype}")
+        if b.shape != (self.n_atoms,):
+            raise ValueError(
+                f"log_likelihood has shape {b.shape} but must have shape ({self.n_atoms},), one value per atom"
+            )
+        b = np.ascontiguousarray(b, dtype=np.float64)
+        if not np.all(np.isfinite(b)):
+            i = int(np.argwhere(~np.isfinite(b))[0][0])
+            raise ValueError(
+                f"log_likelihood[{i}] is {float(b[i])!r}; every value must be finite "
+                "(drop atoms the measurement rules out)"
+            )
+        return Posterior(self, self._core.posterior_from_log_likelihood(b))
+
+    def __repr__(self) -> str:
+        return repr(self._core)
+
+
+def _vector(value, name: str) -> np.ndarray:
+    a = _float_array(value, name)
+    if a.ndim != 1:
+        raise ValueError(f"{name} has shape {a.shape} but must be a vector, shape (m,)")
+    return a
+
+
+class Posterior:
+    """The exact finite-sample posterior p(x_t | y) = Σ_i ω_i N(s a_i, v I), ω = softmax(b),
+    b_i = log p(y | a_i), and the scores of the approximate samplers on the same prior."""
+
+    def __init__(self, prior: Prior, core):
+        self.prior = prior
+        self._core = core
+
+    @property
+    def weights(self) -> np.ndarray:
+        """ω, (N,) float64: the exact posterior at t = 0."""
+        return self._core.weights
+
+    @property
+    def log_likelihood(self) -> np.ndarray:
+        """b_i = log p(y | a_i) (up to a constant), (N,) float64."""
+        return self._core.log_likelihood
+
+    @property
+    def effective_atoms(self) -> float:
+        """1 / Σ ω_i²."""
+        return self._core.effective_atoms
+
+    @property
+    def operator(self) -> Optional[str]:
+        return self._core.operator
+
+    @property
+    def y(self) -> Optional[np.ndarray]:
+        return self._core.y
+
+    @property
+    def sigma(self) -> Optional[float]:
+        return self._core.sigma
+
+    def denoise(self, x, t: Times) -> np.ndarray:
+        """The posterior Tweedie mean m̃(x_t) = E[x_0 | x_t, y] = Σ_i w̃_i a_i."""
+        return self._core.denoise(*self.prior._xt(x, t))
+
+    def score(
+        self,
+        x,
+        t: Times,
+        method: str = "fsr",
+        zeta: float = 1.0,
+        cg_tolerance: float = 1e-6,
+        cg_max_iterations: int = 100,
+    ) -> np.ndarray:
+        """The posterior score of `method` at (x_t, t), (B, D) float32:
+
+        - ``fsr``: the exact ∇ log p(x_t | y) = (s m̃ − x)/v;
+        - ``prior``: (s m − x)/v;
+        - ``sigma-dps``, ``zeta-dps`` (ζ = `zeta`), ``pigdm``, ``tmpd``: the prior score plus
+          that sampler's likelihood score (design §4); they need the operator and y (a
+          posterior made from log-likelihoods has neither); pigdm and tmpd need a linear
+          operator. `cg_tolerance`/`cg_max_iterations` govern pigdm's and tmpd's solves.
+        """
+        method = _name(method, "method", METHODS)
+        if isinstance(cg_max_iterations, bool) or not isinstance(cg_max_iterations, numbers.Integral):
+            raise TypeError("cg_max_iterations must be a positive int")
+        if cg_max_iterations < 1:
+            raise ValueError(f"cg_max_iterations must be at least 1, got {cg_max_iterations}")
+        xs, ts = self.prior._xt(x, t)
+        return self._core.score(xs, ts, method, float(zeta), float(cg_tolerance), int(cg_max_iterations))
+
+    def sample(self, t: float, k: int, seed: int = 0) -> np.ndarray:
+        """k exact draws of p(x_t | y): i ~ Cat(ω), x = s a_i + √v ε; (k, D) float32.
+        t ∈ [0, 1] (t = 0 draws atoms)."""
+        t = _time_scalar(t, allow_zero=True)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"k must be an int (the number of draws), got {k!r}")
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (0 <= seed < 2**64):
+            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+        return self._core.sample(t, int(k), int(seed))
+
+    def exact_spread(self, t: float) -> float:
+        """E‖x_t − E x_t‖² = s² Σ_i ω_i ‖a_i − ā‖² + D v (design §3), t ∈ [0, 1]."""
+        return self._core.exact_spread(_time_scalar(t, allow_zero=True))
+
+    def __repr__(self) -> str:
+        return repr(self._core)

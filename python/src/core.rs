@@ -1,0 +1,672 @@
+//! The logic of the Python package, in plain Rust (no pyo3): an empirical prior held resident
+//! in an engine, its posteriors, and the per-row-time bookkeeping. The pyo3 layer (`lib.rs`)
+//! only converts arrays and errors.
+//!
+//! Everything is the library's: the engine passes (`engine::Backend`), the Tweedie score
+//! (`samplers::score`), the approximate likelihood scores (`samplers::likelihood`), the
+//! log-likelihoods (`operators`), the schedule (`diffusion::Schedule`) and the exact draws
+//! (`samplers::exact`). Design §2–§4.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use fslens::choices::Choice;
+use fslens::data::{Dataset, ImageShape};
+use fslens::diffusion::{Schedule, check_time};
+use fslens::engine::{Backend, BiasId, Noise, Weights};
+use fslens::experiment::score::Method;
+use fslens::operators::{self, DenseMatrix, Operator};
+use fslens::plan::{EngineChoice, Overrides, RunPlan};
+use fslens::samplers::likelihood::{Context, check_operator, posterior_score};
+use fslens::samplers::score::score_from_means;
+use fslens::samplers::{SamplerKind, SamplerOptions, exact::Exact, softmax};
+use fslens::{Error, Result};
+
+/// The empirical prior: the atoms and an engine over them, built once. Every call reuses
+/// the resident atoms.
+pub struct Lens {
+    /// The engine; a write lock only to register a bias (a new posterior).
+    backend: RwLock<Box<dyn Backend>>,
+    /// The atoms (images N × D in [-1, 1]), for the exact draws.
+    atoms: Dataset,
+    description: String,
+    pub schedule: Schedule,
+    /// Relative paths in operator specs start here (the config's folder, else ".").
+    pub base_dir: PathBuf,
+}
+
+/// What a config adds to its prior: the truth, the measurement and its log-likelihoods.
+pub struct ConfigMeasurement {
+    pub truth: Vec<f32>,
+    pub truth_label: Option<u32>,
+    pub truth_source: String,
+    pub operator: Arc<dyn Operator>,
+    pub y: Vec<f32>,
+    pub sigma: f64,
+    pub log_likelihoods: Vec<f64>,
+}
+
+/// How a posterior's operator is given.
+pub enum OperatorArg {
+    /// An operator spec of the configs (`downsample:4`, `box:x=…`, `matrix:M.npy`, …).
+    Spec(String),
+    /// A dense (m, D) matrix, row-major.
+    Matrix { rows: usize, values: Vec<f32> },
+    /// An operator already built (the config's).
+    Built(Arc<dyn Operator>),
+}
+
+/// A posterior of the prior: a bias vector b_i = log p(y | a_i) registered with the engine,
+/// and, when the measurement is known, the operator, y and σ the approximate methods need.
+pub struct Posterior {
+    pub lens: Arc<Lens>,
+    bias: BiasId,
+    pub log_likelihoods: Vec<f64>,
+    /// ω = softmax(b), float64.
+    pub weights: Vec<f64>,
+    pub measurement: Option<(Arc<dyn Operator>, Vec<f32>, f64)>,
+}
+
+fn input(msg: impl Into<String>) -> Error {
+    Error::input(msg)
+}
+
+/// Checks that `values` are finite, naming the argument and the first bad entry.
+pub fn check_finite(name: &str, values: &[f32], cols: usize) -> Result<()> {
+    if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+        let at = if cols > 0 {
+            format!("[{}, {}]", k / cols, k % cols)
+        } else {
+            format!("[{k}]")
+        };
+        return Err(input(format!(
+            "{name}{at} is {} (every value must be finite); replace NaN/inf before the call",
+            values[k]
+        )));
+    }
+    Ok(())
+}
+
+impl Lens {
+    /// The prior over `images` (N × D row-major, values in [-1, 1] by convention), with the
+    /// engine `engine`. `shape` is the image shape operators see (default: square when D is
+    /// a perfect square, else 1 × D).
+    pub fn new(
+        images: Vec<f32>,
+        dim: usize,
+        shape: Option<ImageShape>,
+        engine: EngineChoice,
+        schedule: Schedule,
+        base_dir: PathBuf,
+    ) -> Result<Self> {
+        if dim == 0 || images.is_empty() || !images.len().is_multiple_of(dim) {
+            return Err(input(format!(
+                "atoms must be a non-empty (N, D) array; got {} values in rows of {dim}",
+                images.len()
+            )));
+        }
+        check_finite("atoms", &images, dim)?;
+        let shape = fslens::experiment::flat_shape(dim, shape);
+        if shape.dim() != dim {
+            return Err(Error::config(
+                "shape",
+                format!(
+                    "{shape} has {} values but the atoms have D = {dim}; pass shape=(H, W, C) with H·W·C = {dim}",
+                    shape.dim()
+                ),
+            ));
+        }
+        let eight_bit = fslens::data::all_eight_bit(&images);
+        let atoms = Dataset {
+            source: "python".to_string(),
+            shape,
+            images,
+            labels: None,
+            class_names: None,
+            eight_bit,
+        };
+        Self::from_dataset(atoms, engine, schedule, base_dir)
+    }
+
+    /// The prior over a data set already loaded.
+    pub fn from_dataset(
+        atoms: Dataset,
+        engine: EngineChoice,
+        schedule: Schedule,
+        base_dir: PathBuf,
+    ) -> Result<Self> {
+        let backend = fslens::engine::create(engine.backend, engine.storage, &atoms)?;
+        Ok(Lens {
+            description: backend.describe(),
+            backend: RwLock::new(backend),
+            atoms,
+            schedule,
+            base_dir,
+        })
+    }
+
+    /// The atoms of a run config (hold-out applied), its schedule and engine (the `backend`
+    /// and `storage` overrides replace the config's), and its measurement.
+    pub fn from_config(path: &Path, overrides: Overrides) -> Result<(Self, ConfigMeasurement)> {
+        let plan = RunPlan::load(path, overrides)?;
+        let setup = fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None)?;
+        let lens = Self::from_dataset(
+            setup.atoms,
+            plan.engine,
+            plan.schedule,
+            plan.base_dir.clone(),
+        )?;
+        let measurement = ConfigMeasurement {
+            truth: setup.truth,
+            truth_label: setup.truth_label,
+            truth_source: setup.truth_source,
+            operator: Arc::from(setup.operator),
+            y: setup.y,
+            sigma: plan.sigma(),
+            log_likelihoods: setup.log_likelihoods,
+        };
+        Ok((lens, measurement))
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+    pub fn atoms(&self) -> usize {
+        self.atoms.len()
+    }
+    pub fn dim(&self) -> usize {
+        self.atoms.dim()
+    }
+    pub fn shape(&self) -> ImageShape {
+        self.atoms.shape
+    }
+    pub fn images(&self) -> &[f32] {
+        &self.atoms.images
+    }
+
+    /// (s, v) at time t ∈ (0, 1], the error naming `t`.
+    pub fn noise(&self, t: f64) -> Result<Noise> {
+        check_time("t", t)?;
+        Ok(self.schedule.noise(t))
+    }
+
+    fn engine(&self) -> std::sync::RwLockReadGuard<'_, Box<dyn Backend>> {
+        // A poisoned lock means a panic inside a pass; the engine itself is still usable.
+        self.backend.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks x (B × D values) and returns B.
+    fn rows(&self, name: &str, x: &[f32]) -> Result<usize> {
+        let d = self.dim();
+        if !x.len().is_multiple_of(d) {
+            return Err(input(format!(
+                "{name} has {} values, not a whole number of rows of D = {d}; pass shape (B, {d})",
+                x.len()
+            )));
+        }
+        check_finite(name, x, d)?;
+        Ok(x.len() / d)
+    }
+
+    /// Runs `f` once per distinct time of `t` (one value for every row, or one per row) on
+    /// the rows with that time, and puts the rows back in order. `arrays` are B × D each
+    /// (x first); `f` gets them restricted to the rows of one time and that time's noise.
+    fn per_time(
+        &self,
+        arrays: &[(&str, &[f32])],
+        t: &[f64],
+        f: &dyn Fn(&[&[f32]], Noise) -> Result<Vec<f32>>,
+    ) -> Result<Vec<f32>> {
+        let d = self.dim();
+        let b = self.rows(arrays[0].0, arrays[0].1)?;
+        for (name, a) in &arrays[1..] {
+            let rows = self.rows(name, a)?;
+            if rows != b {
+                return Err(input(format!(
+                    "{name} has {rows} rows but {} has {b}; they must have the same shape (B, {d})",
+                    arrays[0].0
+                )));
+            }
+        }
+        if t.len() != 1 && t.len() != b {
+            return Err(input(format!(
+                "t has {} values but {} has {b} rows; pass one time (a float) or one per row, shape ({b},)",
+                t.len(),
+                arrays[0].0
+            )));
+        }
+        for &ti in t {
+            check_time("t", ti)?;
+        }
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let all: Vec<&[f32]> = arrays.iter().map(|(_, a)| *a).collect();
+        if t.iter().all(|&ti| ti == t[0]) {
+            return f(&all, self.schedule.noise(t[0]));
+        }
+        // Rows grouped by their time (exact equality), in first-appearance order.
+        let mut groups: Vec<(f64, Vec<usize>)> = Vec::new();
+        for (row, &ti) in t.iter().enumerate() {
+            match groups.iter_mut().find(|(tg, _)| *tg == ti) {
+                Some((_, rows)) => rows.push(row),
+                None => groups.push((ti, vec![row])),
+            }
+        }
+        let mut out = vec![0.0f32; b * d];
+        for (ti, rows) in groups {
+            let gathered: Vec<Vec<f32>> = all
+                .iter()
+                .map(|a| {
+                    rows.iter()
+                        .flat_map(|&r| a[r * d..(r + 1) * d].iter().copied())
+                        .collect()
+                })
+                .collect();
+            let views: Vec<&[f32]> = gathered.iter().map(Vec::as_slice).collect();
+            let part = f(&views, self.schedule.noise(ti))?;
+            for (k, &r) in rows.iter().enumerate() {
+                out[r * d..(r + 1) * d].copy_from_slice(&part[k * d..(k + 1) * d]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Weighted means of x under `set` at one noise: one engine pass.
+    fn means(&self, x: &[f32], noise: Noise, set: Weights) -> Result<Vec<f32>> {
+        let mut pass = self.engine().weighted_means(x, noise, &[set])?;
+        Ok(std::mem::take(&mut pass.sets[0].means))
+    }
+
+    /// m(x_t) = Σ_i w_i a_i under `set` (the prior's Tweedie mean, or a posterior's).
+    pub fn denoise_with(&self, x: &[f32], t: &[f64], set: Weights) -> Result<Vec<f32>> {
+        self.per_time(&[("x", x)], t, &|a, noise| self.means(a[0], noise, set))
+    }
+
+    /// (s m − x)/v under `set`, combined in float64.
+    pub fn score_with(&self, x: &[f32], t: &[f64], set: Weights) -> Result<Vec<f32>> {
+        self.per_time(&[("x", x)], t, &|a, noise| {
+            let m = self.means(a[0], noise, set)?;
+            Ok(score_from_means(a[0], &m, noise))
+        })
+    }
+
+    /// (x − s m)/√v under `set` (the noise prediction), combined in float64.
+    pub fn eps_with(&self, x: &[f32], t: &[f64], set: Weights) -> Result<Vec<f32>> {
+        self.per_time(&[("x", x)], t, &|a, noise| {
+            let m = self.means(a[0], noise, set)?;
+            let sd = noise.v.sqrt();
+            Ok(a[0]
+                .iter()
+                .zip(&m)
+                .map(|(&xi, &mi)| ((f64::from(xi) - noise.s * f64::from(mi)) / sd) as f32)
+                .collect())
+        })
+    }
+
+    /// C g = Σ_i w_i (a_i − m)⟨a_i − m, g⟩ per row under the prior weights: two engine
+    /// passes (the means, then the covariance product). The denoiser's Jacobian–vector
+    /// product is (s/v) C g (C is symmetric, so it is also the vector–Jacobian product).
+    pub fn cov_apply(&self, x: &[f32], t: &[f64], g: &[f32]) -> Result<Vec<f32>> {
+        self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
+            let m = self.means(a[0], noise, Weights::Prior)?;
+            self.engine()
+                .covariance_products(a[0], noise, Weights::Prior, &m, a[1])
+        })
+    }
+
+    /// The denoiser's vector–Jacobian product (s/v) C g per row: the means pass and the
+    /// covariance pass, or the covariance pass alone when `means` (m(x) of the same rows at
+    /// the same times, from [`Lens::denoise_with`] under the prior) is given: what a torch
+    /// backward after its forward needs.
+    pub fn denoiser_vjp(
+        &self,
+        x: &[f32],
+        t: &[f64],
+        g: &[f32],
+        means: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        let vjp = |a: &[&[f32]], noise: Noise, m: &[f32]| -> Result<Vec<f32>> {
+            let c = self
+                .engine()
+                .covariance_products(a[0], noise, Weights::Prior, m, a[1])?;
+            let k = noise.s / noise.v;
+            Ok(c.iter().map(|&ci| (k * f64::from(ci)) as f32).collect())
+        };
+        match means {
+            None => self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
+                let m = self.means(a[0], noise, Weights::Prior)?;
+                vjp(a, noise, &m)
+            }),
+            Some(means) => {
+                self.per_time(&[("x", x), ("g", g), ("means", means)], t, &|a, noise| {
+                    vjp(a, noise, a[2])
+                })
+            }
+        }
+    }
+
+    /// Builds the operator for images of this prior.
+    pub fn operator(&self, arg: OperatorArg) -> Result<Arc<dyn Operator>> {
+        match arg {
+            OperatorArg::Built(op) => {
+                if op.input_shape().dim() != self.dim() {
+                    return Err(input(format!(
+                        "operator {} acts on images of {} values but the atoms have D = {}",
+                        op.spec(),
+                        op.input_shape().dim(),
+                        self.dim()
+                    )));
+                }
+                Ok(op)
+            }
+            OperatorArg::Spec(spec) => Ok(Arc::from(operators::parse_for(
+                &spec,
+                self.shape(),
+                &self.base_dir,
+                "operator",
+            )?)),
+            OperatorArg::Matrix { rows, values } => {
+                let d = self.dim();
+                if rows == 0 || values.len() != rows * d {
+                    return Err(input(format!(
+                        "operator matrix has {} values; it must have shape (m, {d}) with m ≥ 1 (D = {d}, the atoms' dimension)",
+                        values.len()
+                    )));
+                }
+                check_finite("operator", &values, d)?;
+                Ok(Arc::new(DenseMatrix::new(
+                    self.shape(),
+                    rows,
+                    values,
+                    format!("matrix:<{rows}x{d} array>"),
+                )?))
+            }
+        }
+    }
+}
+
+impl Posterior {
+    /// The posterior of measurement y = A(x) + N(0, σ² I): b_i = −‖y − A(a_i)‖²/(2σ²) in
+    /// float64 from the measured atoms (computed once, here).
+    pub fn new(lens: Arc<Lens>, y: Vec<f32>, operator: OperatorArg, sigma: f64) -> Result<Self> {
+        if !(sigma.is_finite() && sigma > 0.0) {
+            return Err(Error::config(
+                "sigma",
+                format!(
+                    "must be a positive number (the measurement noise standard deviation), got {sigma}"
+                ),
+            ));
+        }
+        let op = lens.operator(operator)?;
+        let m = op.output_len();
+        if y.len() != m {
+            return Err(Error::config(
+                "y",
+                format!(
+                    "has {} values but operator {} measures m = {m}; pass y of shape ({m},)",
+                    y.len(),
+                    op.spec()
+                ),
+            ));
+        }
+        check_finite("y", &y, 0)?;
+        let measured = operators::measure_atoms(op.as_ref(), lens.images());
+        let b = operators::log_likelihoods(&measured, &y, sigma)?;
+        Self::with_bias(lens, b, Some((op, y, sigma)))
+    }
+
+    /// The posterior whose log-likelihoods b_i = log p(y | a_i) are given (N values).
+    pub fn from_log_likelihood(lens: Arc<Lens>, b: Vec<f64>) -> Result<Self> {
+        let n = lens.atoms();
+        if b.len() != n {
+            return Err(Error::config(
+                "log_likelihood",
+                format!(
+                    "has {} values but there are N = {n} atoms; pass shape ({n},)",
+                    b.len()
+                ),
+            ));
+        }
+        if let Some(i) = b.iter().position(|v| !v.is_finite()) {
+            return Err(Error::config(
+                "log_likelihood",
+                format!(
+                    "value {i} is {} (every value must be finite; drop atoms the measurement rules out)",
+                    b[i]
+                ),
+            ));
+        }
+        Self::with_bias(lens, b, None)
+    }
+
+    /// The posterior of a measurement whose log-likelihoods are already computed (a config's,
+    /// from its setup: the same numbers [`Posterior::new`] would compute).
+    pub fn from_parts(
+        lens: Arc<Lens>,
+        b: Vec<f64>,
+        operator: Arc<dyn Operator>,
+        y: Vec<f32>,
+        sigma: f64,
+    ) -> Result<Self> {
+        Self::with_bias(lens, b, Some((operator, y, sigma)))
+    }
+
+    fn with_bias(
+        lens: Arc<Lens>,
+        b: Vec<f64>,
+        measurement: Option<(Arc<dyn Operator>, Vec<f32>, f64)>,
+    ) -> Result<Self> {
+        let bias = lens
+            .backend
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_bias(&b)?;
+        Ok(Posterior {
+            weights: softmax(&b),
+            lens,
+            bias,
+            log_likelihoods: b,
+            measurement,
+        })
+    }
+
+    /// 1/Σ ω_i².
+    pub fn effective_atoms(&self) -> f64 {
+        1.0 / self.weights.iter().map(|w| w * w).sum::<f64>()
+    }
+
+    /// The posterior Tweedie mean m̃(x_t) = Σ_i w̃_i a_i.
+    pub fn denoise(&self, x: &[f32], t: &[f64]) -> Result<Vec<f32>> {
+        self.lens.denoise_with(x, t, Weights::Biased(self.bias))
+    }
+
+    /// The score of `method` (`fsr`: the exact posterior score; `prior`; or an approximate
+    /// sampler's, prior score + its likelihood score, design §4), exactly as `fslens score`
+    /// computes it.
+    pub fn score(
+        &self,
+        x: &[f32],
+        t: &[f64],
+        method: &str,
+        options: &SamplerOptions,
+    ) -> Result<Vec<f32>> {
+        let method = Method::parse_for(method, "method")?;
+        options.validate(&|k| k.to_string())?;
+        let kind = match method {
+            Method::Prior => return self.lens.score_with(x, t, Weights::Prior),
+            Method::Posterior(SamplerKind::Fsr) => {
+                return self.lens.score_with(x, t, Weights::Biased(self.bias));
+            }
+            Method::Posterior(kind) => kind,
+        };
+        let Some((op, y, sigma)) = &self.measurement else {
+            return Err(Error::config(
+                "method",
+                format!(
+                    "{} needs the operator, y and σ, but this posterior was made from log-likelihoods; make it with prior.posterior(y, operator=..., sigma=...)",
+                    kind.name()
+                ),
+            ));
+        };
+        if kind.likelihood(options).is_none() {
+            return Err(Error::config(
+                "method",
+                format!("{} has no likelihood score", kind.name()),
+            ));
+        }
+        check_operator(
+            kind.likelihood(options).expect("checked above").as_ref(),
+            op.as_ref(),
+        )
+        .map_err(|e| match e {
+            Error::Config { problem, .. } => Error::config("method", problem),
+            other => other,
+        })?;
+        let lens = &self.lens;
+        lens.per_time(&[("x", x)], t, &|a, noise| {
+            let engine = lens.engine();
+            let ctx = Context {
+                backend: engine.as_ref(),
+                operator: op.as_ref(),
+                y,
+                sigma: *sigma,
+            };
+            // A fresh likelihood per time (no warm start carried over), as in `fslens score`.
+            let mut likelihood = kind.likelihood(options).expect("checked above");
+            let s = posterior_score(likelihood.as_mut(), &ctx, a[0], noise)?;
+            if let Some(w) = likelihood.solve_warning() {
+                eprintln!("fslens: warning: {w}");
+            }
+            Ok(s)
+        })
+    }
+
+    /// k exact draws of p(x_t | y) = Σ_i ω_i N(s a_i, v I): i ~ Cat(ω), x = s a_i + √v ε
+    /// (t = 0 draws atoms). ChaCha8 from `seed`.
+    pub fn sample(&self, t: f64, k: usize, seed: u64) -> Result<Vec<f32>> {
+        let noise = if t == 0.0 {
+            Noise { s: 1.0, v: 0.0 }
+        } else {
+            self.lens
+                .noise(t)
+                .map_err(|_| Error::config("t", format!("time must lie in [0, 1], got {t}")))?
+        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let picks = Exact::draw_atoms(&self.weights, k, &mut rng);
+        let d = self.lens.dim();
+        let sd = noise.v.sqrt();
+        let images = self.lens.images();
+        let mut out = Vec::with_capacity(k * d);
+        for i in picks {
+            out.extend(images[i * d..(i + 1) * d].iter().map(|&a| {
+                let e: f64 = rng.sample(rand_distr::StandardNormal);
+                (noise.s * f64::from(a) + sd * e) as f32
+            }));
+        }
+        Ok(out)
+    }
+
+    /// E‖x_t − E x_t‖² = s² Σ_i ω_i ‖a_i − ā‖² + D v (design §3).
+    pub fn exact_spread(&self, t: f64) -> Result<f64> {
+        let noise = if t == 0.0 {
+            Noise { s: 1.0, v: 0.0 }
+        } else {
+            self.lens.noise(t)?
+        };
+        let d = self.lens.dim();
+        let images = self.lens.images();
+        let mut mean = vec![0.0f64; d];
+        for (w, a) in self.weights.iter().zip(images.chunks(d)) {
+            for (m, &ai) in mean.iter_mut().zip(a) {
+                *m += w * f64::from(ai);
+            }
+        }
+        let var: f64 = self
+            .weights
+            .iter()
+            .zip(images.chunks(d))
+            .map(|(w, a)| {
+                w * a
+                    .iter()
+                    .zip(&mean)
+                    .map(|(&ai, m)| (f64::from(ai) - m).powi(2))
+                    .sum::<f64>()
+            })
+            .sum();
+        Ok(noise.s * noise.s * var + d as f64 * noise.v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lens() -> Arc<Lens> {
+        let d = 4;
+        let images: Vec<f32> = (0..6 * d)
+            .map(|k| ((k * 7 % 11) as f32) / 11.0 - 0.5)
+            .collect();
+        Arc::new(
+            Lens::new(
+                images,
+                d,
+                None,
+                EngineChoice {
+                    backend: fslens::engine::BackendKind::Cpu,
+                    ..Default::default()
+                },
+                Schedule::default(),
+                PathBuf::from("."),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn per_row_times_match_one_time_calls() {
+        let lens = lens();
+        let x: Vec<f32> = (0..3 * 4).map(|k| (k as f32 * 0.37).sin()).collect();
+        let t = [0.3, 0.7, 0.3];
+        let all = lens.score_with(&x, &t, Weights::Prior).unwrap();
+        for (r, &ti) in t.iter().enumerate() {
+            let one = lens
+                .score_with(&x[r * 4..(r + 1) * 4], &[ti], Weights::Prior)
+                .unwrap();
+            assert_eq!(&all[r * 4..(r + 1) * 4], one.as_slice());
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_naming_the_argument() {
+        let lens = lens();
+        let e = lens
+            .score_with(&[0.0; 5], &[0.5], Weights::Prior)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("x has 5 values"), "{e}");
+        let e = lens
+            .score_with(&[0.0; 4], &[0.0], Weights::Prior)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("t: "), "{e}");
+        let e = lens
+            .score_with(&[f32::NAN, 0.0, 0.0, 0.0], &[0.5], Weights::Prior)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("x[0, 0] is NaN"), "{e}");
+        let e = Posterior::new(
+            lens.clone(),
+            vec![0.0; 3],
+            OperatorArg::Spec("identity".into()),
+            0.1,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().starts_with("y: has 3 values"), "{e}");
+        let p = Posterior::from_log_likelihood(lens.clone(), vec![0.0; 6]).unwrap();
+        let e = p
+            .score(&[0.0; 4], &[0.5], "tmpd", &SamplerOptions::default())
+            .unwrap_err();
+        assert!(e.to_string().starts_with("method: tmpd needs"), "{e}");
+        assert!((p.effective_atoms() - 6.0).abs() < 1e-12);
+    }
+}
