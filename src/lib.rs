@@ -21,6 +21,7 @@ pub mod diffusion;
 pub mod engine;
 pub mod error;
 pub mod experiment;
+pub mod lens;
 pub mod operators;
 pub mod plan;
 pub mod report;

@@ -1,9 +1,7 @@
 //! `fslens._fslens`: the pyo3 layer of the Python package. It converts numpy arrays and
-//! errors and releases the GIL around engine passes; the logic is in [`core`] and the
-//! library. The pure-Python package `fslens` (python/fslens/) checks dtypes and shapes and
-//! wraps these classes.
-
-pub mod core;
+//! errors and releases the GIL around engine passes; the logic is the library's
+//! (`fslens::lens`). The pure-Python package `fslens` (python/fslens/) checks dtypes and
+//! shapes and wraps these classes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,12 +16,12 @@ use pyo3::prelude::*;
 use fslens::choices::Choice;
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
-use fslens::engine::{BackendKind, StorageChoice, Weights};
+use fslens::engine::{BackendKind, StorageChoice, WeightSet};
 use fslens::plan::{EngineChoice, Overrides};
 use fslens::samplers::SamplerOptions;
 use fslens::samplers::solve::CgOptions;
 
-use crate::core::{ConfigMeasurement, Lens, OperatorArg};
+use fslens::lens::{ConfigMeasurement, Lens, OperatorArg};
 
 /// fslens::Error → ValueError with its message (which names the argument and the fix).
 fn err(e: fslens::Error) -> PyErr {
@@ -217,7 +215,7 @@ impl Prior {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
         let out = py
-            .detach(|| self.lens.denoise_with(xs, ts, Weights::Prior))
+            .detach(|| self.lens.denoise_with(xs, ts, WeightSet::Prior))
             .map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }
@@ -230,7 +228,7 @@ impl Prior {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
         let out = py
-            .detach(|| self.lens.score_with(xs, ts, Weights::Prior))
+            .detach(|| self.lens.score_with(xs, ts, WeightSet::Prior))
             .map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }
@@ -243,7 +241,7 @@ impl Prior {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
         let out = py
-            .detach(|| self.lens.eps_with(xs, ts, Weights::Prior))
+            .detach(|| self.lens.eps_with(xs, ts, WeightSet::Prior))
             .map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }
@@ -342,7 +340,7 @@ impl Prior {
             let lens = self.lens.clone();
             let inner = py
                 .detach(|| {
-                    crate::core::Posterior::from_parts(
+                    fslens::lens::Posterior::from_parts(
                         lens,
                         c.log_likelihoods.clone(),
                         c.operator.clone(),
@@ -374,7 +372,7 @@ impl Prior {
         let b = slice(&log_likelihood, "log_likelihood")?.to_vec();
         let lens = self.lens.clone();
         let inner = py
-            .detach(|| crate::core::Posterior::from_log_likelihood(lens, b))
+            .detach(|| fslens::lens::Posterior::from_log_likelihood(lens, b))
             .map_err(err)?;
         Ok(Posterior { inner })
     }
@@ -423,7 +421,7 @@ impl Prior {
     ) -> PyResult<Posterior> {
         let lens = self.lens.clone();
         let inner = py
-            .detach(|| crate::core::Posterior::new(lens, y, operator, sigma))
+            .detach(|| fslens::lens::Posterior::new(lens, y, operator, sigma))
             .map_err(err)?;
         Ok(Posterior { inner })
     }
@@ -432,7 +430,7 @@ impl Prior {
 /// A posterior of a prior: the atoms re-weighted by b_i = log p(y | a_i).
 #[pyclass(module = "fslens._fslens", frozen)]
 struct Posterior {
-    inner: crate::core::Posterior,
+    inner: fslens::lens::Posterior,
 }
 
 #[pymethods]

@@ -1,6 +1,6 @@
-//! The logic of the Python package, in plain Rust (no pyo3): an empirical prior held resident
-//! in an engine, its posteriors, and the per-row-time bookkeeping. The pyo3 layer (`lib.rs`)
-//! only converts arrays and errors.
+//! The lens as a library object: an empirical prior held resident in an engine, its
+//! posteriors, and the per-row-time bookkeeping — what the Python package (`python/`) calls
+//! for every method; its pyo3 layer only converts arrays and errors.
 //!
 //! Everything is the library's: the engine passes (`engine::Backend`), the Tweedie score
 //! (`samplers::score`), the approximate likelihood scores (`samplers::likelihood`), the
@@ -10,17 +10,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use fslens::choices::Choice;
-use fslens::data::{Dataset, ImageShape};
-use fslens::diffusion::{Schedule, check_time};
-use fslens::engine::{Backend, BiasId, Noise, Weights};
-use fslens::experiment::score::Method;
-use fslens::operators::{self, DenseMatrix, Operator};
-use fslens::plan::{EngineChoice, Overrides, RunPlan};
-use fslens::samplers::likelihood::{Context, check_operator, posterior_score};
-use fslens::samplers::score::score_from_means;
-use fslens::samplers::{SamplerKind, SamplerOptions, exact::Exact, softmax};
-use fslens::{Error, Result};
+use crate::choices::Choice;
+use crate::data::{Dataset, ImageShape};
+use crate::diffusion::{Schedule, check_time};
+use crate::engine::{Backend, BiasId, Noise, WeightSet};
+use crate::experiment::score::Method;
+use crate::operators::{self, DenseMatrix, Operator};
+use crate::plan::{EngineChoice, Overrides, RunPlan};
+use crate::samplers::likelihood::{Context, check_operator, posterior_score};
+use crate::samplers::score::score_from_means;
+use crate::engine::logsumexp::softmax;
+use crate::samplers::{SamplerKind, SamplerOptions, exact::Exact};
+use crate::{Error, Result};
 
 /// The empirical prior: the atoms and an engine over them, built once. Every call reuses
 /// the resident atoms.
@@ -106,7 +107,7 @@ impl Lens {
             )));
         }
         check_finite("atoms", &images, dim)?;
-        let shape = fslens::experiment::flat_shape(dim, shape);
+        let shape = crate::experiment::flat_shape(dim, shape);
         if shape.dim() != dim {
             return Err(Error::config(
                 "shape",
@@ -116,7 +117,7 @@ impl Lens {
                 ),
             ));
         }
-        let eight_bit = fslens::data::all_eight_bit(&images);
+        let eight_bit = crate::data::all_eight_bit(&images);
         let atoms = Dataset {
             source: "python".to_string(),
             shape,
@@ -135,7 +136,7 @@ impl Lens {
         schedule: Schedule,
         base_dir: PathBuf,
     ) -> Result<Self> {
-        let backend = fslens::engine::create(engine.backend, engine.storage, &atoms)?;
+        let backend = crate::engine::create(engine.backend, engine.storage, &atoms)?;
         Ok(Lens {
             description: backend.describe(),
             backend: RwLock::new(backend),
@@ -149,7 +150,7 @@ impl Lens {
     /// and `storage` overrides replace the config's), and its measurement.
     pub fn from_config(path: &Path, overrides: Overrides) -> Result<(Self, ConfigMeasurement)> {
         let plan = RunPlan::load(path, overrides)?;
-        let setup = fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None)?;
+        let setup = crate::experiment::setup::setup(&plan, &mut crate::experiment::Silent, None)?;
         let lens = Self::from_dataset(
             setup.atoms,
             plan.engine,
@@ -273,18 +274,18 @@ impl Lens {
     }
 
     /// Weighted means of x under `set` at one noise: one engine pass.
-    fn means(&self, x: &[f32], noise: Noise, set: Weights) -> Result<Vec<f32>> {
+    fn means(&self, x: &[f32], noise: Noise, set: WeightSet) -> Result<Vec<f32>> {
         let mut pass = self.engine().weighted_means(x, noise, &[set])?;
         Ok(std::mem::take(&mut pass.sets[0].means))
     }
 
     /// m(x_t) = Σ_i w_i a_i under `set` (the prior's Tweedie mean, or a posterior's).
-    pub fn denoise_with(&self, x: &[f32], t: &[f64], set: Weights) -> Result<Vec<f32>> {
+    pub fn denoise_with(&self, x: &[f32], t: &[f64], set: WeightSet) -> Result<Vec<f32>> {
         self.per_time(&[("x", x)], t, &|a, noise| self.means(a[0], noise, set))
     }
 
     /// (s m − x)/v under `set`, combined in float64.
-    pub fn score_with(&self, x: &[f32], t: &[f64], set: Weights) -> Result<Vec<f32>> {
+    pub fn score_with(&self, x: &[f32], t: &[f64], set: WeightSet) -> Result<Vec<f32>> {
         self.per_time(&[("x", x)], t, &|a, noise| {
             let m = self.means(a[0], noise, set)?;
             Ok(score_from_means(a[0], &m, noise))
@@ -292,7 +293,7 @@ impl Lens {
     }
 
     /// (x − s m)/√v under `set` (the noise prediction), combined in float64.
-    pub fn eps_with(&self, x: &[f32], t: &[f64], set: Weights) -> Result<Vec<f32>> {
+    pub fn eps_with(&self, x: &[f32], t: &[f64], set: WeightSet) -> Result<Vec<f32>> {
         self.per_time(&[("x", x)], t, &|a, noise| {
             let m = self.means(a[0], noise, set)?;
             let sd = noise.v.sqrt();
@@ -309,9 +310,9 @@ impl Lens {
     /// product is (s/v) C g (C is symmetric, so it is also the vector–Jacobian product).
     pub fn cov_apply(&self, x: &[f32], t: &[f64], g: &[f32]) -> Result<Vec<f32>> {
         self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
-            let m = self.means(a[0], noise, Weights::Prior)?;
+            let m = self.means(a[0], noise, WeightSet::Prior)?;
             self.engine()
-                .covariance_products(a[0], noise, Weights::Prior, &m, a[1])
+                .covariance_products(a[0], noise, WeightSet::Prior, &m, a[1])
         })
     }
 
@@ -329,13 +330,13 @@ impl Lens {
         let vjp = |a: &[&[f32]], noise: Noise, m: &[f32]| -> Result<Vec<f32>> {
             let c = self
                 .engine()
-                .covariance_products(a[0], noise, Weights::Prior, m, a[1])?;
+                .covariance_products(a[0], noise, WeightSet::Prior, m, a[1])?;
             let k = noise.s / noise.v;
             Ok(c.iter().map(|&ci| (k * f64::from(ci)) as f32).collect())
         };
         match means {
             None => self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
-                let m = self.means(a[0], noise, Weights::Prior)?;
+                let m = self.means(a[0], noise, WeightSet::Prior)?;
                 vjp(a, noise, &m)
             }),
             Some(means) => {
@@ -478,7 +479,7 @@ impl Posterior {
 
     /// The posterior Tweedie mean m̃(x_t) = Σ_i w̃_i a_i.
     pub fn denoise(&self, x: &[f32], t: &[f64]) -> Result<Vec<f32>> {
-        self.lens.denoise_with(x, t, Weights::Biased(self.bias))
+        self.lens.denoise_with(x, t, WeightSet::Biased(self.bias))
     }
 
     /// The score of `method` (`fsr`: the exact posterior score; `prior`; or an approximate
@@ -494,9 +495,9 @@ impl Posterior {
         let method = Method::parse_for(method, "method")?;
         options.validate(&|k| k.to_string())?;
         let kind = match method {
-            Method::Prior => return self.lens.score_with(x, t, Weights::Prior),
+            Method::Prior => return self.lens.score_with(x, t, WeightSet::Prior),
             Method::Posterior(SamplerKind::Fsr) => {
-                return self.lens.score_with(x, t, Weights::Biased(self.bias));
+                return self.lens.score_with(x, t, WeightSet::Biased(self.bias));
             }
             Method::Posterior(kind) => kind,
         };
@@ -614,7 +615,7 @@ mod tests {
                 d,
                 None,
                 EngineChoice {
-                    backend: fslens::engine::BackendKind::Cpu,
+                    backend: crate::engine::BackendKind::Cpu,
                     ..Default::default()
                 },
                 Schedule::default(),
@@ -629,10 +630,10 @@ mod tests {
         let lens = lens();
         let x: Vec<f32> = (0..3 * 4).map(|k| (k as f32 * 0.37).sin()).collect();
         let t = [0.3, 0.7, 0.3];
-        let all = lens.score_with(&x, &t, Weights::Prior).unwrap();
+        let all = lens.score_with(&x, &t, WeightSet::Prior).unwrap();
         for (r, &ti) in t.iter().enumerate() {
             let one = lens
-                .score_with(&x[r * 4..(r + 1) * 4], &[ti], Weights::Prior)
+                .score_with(&x[r * 4..(r + 1) * 4], &[ti], WeightSet::Prior)
                 .unwrap();
             assert_eq!(&all[r * 4..(r + 1) * 4], one.as_slice());
         }
@@ -642,15 +643,15 @@ mod tests {
     fn bad_inputs_are_errors_naming_the_argument() {
         let lens = lens();
         let e = lens
-            .score_with(&[0.0; 5], &[0.5], Weights::Prior)
+            .score_with(&[0.0; 5], &[0.5], WeightSet::Prior)
             .unwrap_err();
         assert!(e.to_string().starts_with("x has 5 values"), "{e}");
         let e = lens
-            .score_with(&[0.0; 4], &[0.0], Weights::Prior)
+            .score_with(&[0.0; 4], &[0.0], WeightSet::Prior)
             .unwrap_err();
         assert!(e.to_string().starts_with("t: "), "{e}");
         let e = lens
-            .score_with(&[f32::NAN, 0.0, 0.0, 0.0], &[0.5], Weights::Prior)
+            .score_with(&[f32::NAN, 0.0, 0.0, 0.0], &[0.5], WeightSet::Prior)
             .unwrap_err();
         assert!(e.to_string().starts_with("x[0, 0] is NaN"), "{e}");
         let e = Posterior::new(
