@@ -80,6 +80,25 @@ struct Prior {
     config: Option<ConfigMeasurement>,
 }
 
+impl Prior {
+    /// One of the lens's per-row passes under the prior weights, on the rows of x at times t,
+    /// with the GIL released: a (B, D) float32 array.
+    fn prior_pass<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        t: PyReadonlyArray1<'py, f64>,
+        pass: fn(&Lens, &[f32], &[f64], WeightSet) -> fslens::Result<Vec<f32>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
+        let lens: &Lens = &self.lens;
+        let out = py
+            .detach(|| pass(lens, xs, ts, WeightSet::Prior))
+            .map_err(err)?;
+        rows_out(py, out, self.lens.dim())
+    }
+}
+
 #[pymethods]
 impl Prior {
     /// atoms: (N, D) float32 C-contiguous, values in [-1, 1] by convention.
@@ -213,11 +232,7 @@ impl Prior {
         x: PyReadonlyArray2<'py, f32>,
         t: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
-        let out = py
-            .detach(|| self.lens.denoise_with(xs, ts, WeightSet::Prior))
-            .map_err(err)?;
-        rows_out(py, out, self.lens.dim())
+        self.prior_pass(py, x, t, Lens::denoise_with)
     }
 
     fn score<'py>(
@@ -226,11 +241,7 @@ impl Prior {
         x: PyReadonlyArray2<'py, f32>,
         t: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
-        let out = py
-            .detach(|| self.lens.score_with(xs, ts, WeightSet::Prior))
-            .map_err(err)?;
-        rows_out(py, out, self.lens.dim())
+        self.prior_pass(py, x, t, Lens::score_with)
     }
 
     fn eps<'py>(
@@ -239,11 +250,7 @@ impl Prior {
         x: PyReadonlyArray2<'py, f32>,
         t: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
-        let out = py
-            .detach(|| self.lens.eps_with(xs, ts, WeightSet::Prior))
-            .map_err(err)?;
-        rows_out(py, out, self.lens.dim())
+        self.prior_pass(py, x, t, Lens::eps_with)
     }
 
     fn cov_apply<'py>(
