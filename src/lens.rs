@@ -13,13 +13,13 @@ use std::sync::{Arc, RwLock};
 use crate::choices::Choice;
 use crate::data::{Dataset, ImageShape};
 use crate::diffusion::{Schedule, check_time};
+use crate::engine::logsumexp::softmax;
 use crate::engine::{Backend, BiasId, Noise, WeightSet};
 use crate::experiment::score::Method;
 use crate::operators::{self, DenseMatrix, Operator};
 use crate::plan::{EngineChoice, Overrides, RunPlan};
 use crate::samplers::likelihood::{Context, check_operator, posterior_score};
 use crate::samplers::score::score_from_means;
-use crate::engine::logsumexp::softmax;
 use crate::samplers::{SamplerKind, SamplerOptions, exact::Exact};
 use crate::{Error, Result};
 

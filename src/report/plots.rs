@@ -69,17 +69,16 @@ pub fn bin_counts(values: &[f32], lo: f64, hi: f64, bins: usize) -> Vec<u32> {
 
 /// Colours of the samplers, keyed by name alone so that a sampler has the same colour in every
 /// plot of every page (a run, a comparison, a diagnosis, a sweep) whatever else the page shows:
-/// exact black, fixed colours for the built-in samplers, and for any other name a colour of the
-/// rest of the [`palette`] (indices 5 to 19) picked by the FNV-1a hash of the name.
+/// exact black, the built-in samplers the first [`palette`] colours in their [`SamplerKind`]
+/// order, and any other name a colour of the rest of the palette (indices 5 to 19) picked by the
+/// FNV-1a hash of the name.
 pub fn sampler_color(name: &str) -> RGBColor {
-    match name {
-        "exact" => RGBColor(0, 0, 0),
-        "fsr" => RGBColor(31, 119, 180),
-        "sigma-dps" => RGBColor(255, 127, 14),
-        "zeta-dps" => RGBColor(44, 160, 44),
-        "pigdm" => RGBColor(214, 39, 40),
-        "tmpd" => RGBColor(148, 103, 189),
-        _ => {
+    use crate::choices::Choice;
+    use crate::samplers::SamplerKind;
+    match SamplerKind::parse(name) {
+        Ok(SamplerKind::Exact) => RGBColor(0, 0, 0),
+        Ok(kind) => palette(SamplerKind::all().position(|k| k == kind).unwrap_or(0) - 1),
+        Err(_) => {
             // FNV-1a (64 bit): stable across runs and platforms, unlike std's hasher.
             let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
@@ -805,6 +804,10 @@ mod tests {
     fn sampler_colours_depend_on_the_name_alone() {
         let builtin = ["exact", "fsr", "sigma-dps", "zeta-dps", "pigdm", "tmpd"].map(sampler_color);
         assert_eq!(builtin[0], RGBColor(0, 0, 0));
+        // The built-in samplers keep the Tableau colours every report has used.
+        assert_eq!(builtin[1], RGBColor(31, 119, 180));
+        assert_eq!(builtin[2], RGBColor(255, 127, 14));
+        assert_eq!(builtin[5], RGBColor(148, 103, 189));
         for (i, a) in builtin.iter().enumerate() {
             assert!(builtin[i + 1..].iter().all(|b| b != a), "{builtin:?}");
         }
