@@ -69,6 +69,9 @@ pub struct Posterior {
     pub measurement: Option<(Arc<dyn Operator>, Vec<f32>, f64)>,
 }
 
+/// A pass over rows that share one noise: the arrays restricted to those rows → B × D.
+type RowsPass<'a> = dyn Fn(&[&[f32]], Noise) -> Result<Vec<f32>> + 'a;
+
 /// Where a per-row pass is evaluated: one value for every row, or one per row.
 #[derive(Clone, Copy, Debug)]
 pub enum At<'a> {
@@ -277,12 +280,7 @@ impl Lens {
     /// Runs `f` once per distinct noise of `at` (one value for every row, or one per row) on
     /// the rows with that noise, and puts the rows back in order. `arrays` are B × D each
     /// (x first); `f` gets them restricted to the rows of one noise and that noise.
-    fn per_row(
-        &self,
-        arrays: &[(&str, &[f32])],
-        at: At<'_>,
-        f: &dyn Fn(&[&[f32]], Noise) -> Result<Vec<f32>>,
-    ) -> Result<Vec<f32>> {
+    fn per_row(&self, arrays: &[(&str, &[f32])], at: At<'_>, f: &RowsPass<'_>) -> Result<Vec<f32>> {
         let d = self.dim();
         let b = self.rows(arrays[0].0, arrays[0].1)?;
         for (name, a) in &arrays[1..] {
@@ -316,8 +314,7 @@ impl Lens {
         }
         // Rows grouped by their noise (exact equality), in first-appearance order.
         let mut groups: Vec<(Noise, Vec<usize>)> = Vec::new();
-        for row in 0..b {
-            let n = noises[row];
+        for (row, &n) in noises.iter().enumerate() {
             match groups.iter_mut().find(|(ng, _)| *ng == n) {
                 Some((_, rows)) => rows.push(row),
                 None => groups.push((n, vec![row])),

@@ -104,6 +104,9 @@ impl Where<'_> {
     }
 }
 
+/// One of the lens's per-row passes (`Lens::denoise_at`, …).
+type Pass = fn(&Lens, &[f32], At<'_>, WeightSet) -> fslens::Result<Vec<f32>>;
+
 impl Prior {
     /// One of the lens's per-row passes under the prior weights, on the rows of x at times
     /// or levels, with the GIL released: a (B, D) float32 array.
@@ -112,7 +115,7 @@ impl Prior {
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
         at: Where<'py>,
-        pass: fn(&Lens, &[f32], At<'_>, WeightSet) -> fslens::Result<Vec<f32>>,
+        pass: Pass,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (xs, at) = (rows_in(&x, "x", self.dim())?, at.at()?);
         let lens: &Lens = &self.lens;
