@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::choices::Choice;
 use crate::data::{Dataset, ImageShape};
+use crate::diffusion::discrete::{DiscreteSchedule, LEVELS};
 use crate::diffusion::{Schedule, check_time};
 use crate::engine::logsumexp::softmax;
 use crate::engine::{Backend, BiasId, Noise, WeightSet};
@@ -66,6 +67,73 @@ pub struct Posterior {
     /// ω = softmax(b), float64.
     pub weights: Vec<f64>,
     pub measurement: Option<(Arc<dyn Operator>, Vec<f32>, f64)>,
+}
+
+/// A pass over rows that share one noise: the arrays restricted to those rows → B × D.
+type RowsPass<'a> = dyn Fn(&[&[f32]], Noise) -> Result<Vec<f32>> + 'a;
+
+/// Where a per-row pass is evaluated: one value for every row, or one per row.
+#[derive(Clone, Copy, Debug)]
+pub enum At<'a> {
+    /// Times t ∈ (0, 1] of the lens's VP schedule.
+    Times(&'a [f64]),
+    /// Levels k ∈ 0..T−1 of the discrete DDPM schedule of the DPS code
+    /// ([`crate::diffusion::discrete`]), at the level's own noise s = √ᾱ_k, v = 1 − ᾱ_k
+    /// (not through a time of the VP schedule: the top levels have ᾱ_k below ᾱ(1)).
+    Levels(&'a [usize]),
+}
+
+impl At<'_> {
+    fn len(&self) -> usize {
+        match self {
+            At::Times(t) => t.len(),
+            At::Levels(k) => k.len(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            At::Times(_) => "t",
+            At::Levels(_) => "level",
+        }
+    }
+
+    /// The noise (s, v) of each value, each checked.
+    fn noises(&self, schedule: &Schedule) -> Result<Vec<Noise>> {
+        match self {
+            At::Times(t) => t
+                .iter()
+                .map(|&ti| {
+                    check_time("t", ti)?;
+                    Ok(schedule.noise(ti))
+                })
+                .collect(),
+            At::Levels(k) => {
+                let sched = DiscreteSchedule::new(LEVELS);
+                k.iter()
+                    .map(|&ki| {
+                        check_level("level", ki)?;
+                        Ok(sched.noise(ki))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Checks that k is a level of the discrete schedule, 0..T−1, naming `key`.
+pub fn check_level(key: &str, k: usize) -> Result<()> {
+    if k < LEVELS {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!(
+                "must be a level of the DDPM schedule, an integer in 0..={}, got {k}",
+                LEVELS - 1
+            ),
+        ))
+    }
 }
 
 fn input(msg: impl Into<String>) -> Error {
@@ -209,15 +277,10 @@ impl Lens {
         Ok(x.len() / d)
     }
 
-    /// Runs `f` once per distinct time of `t` (one value for every row, or one per row) on
-    /// the rows with that time, and puts the rows back in order. `arrays` are B × D each
-    /// (x first); `f` gets them restricted to the rows of one time and that time's noise.
-    fn per_time(
-        &self,
-        arrays: &[(&str, &[f32])],
-        t: &[f64],
-        f: &dyn Fn(&[&[f32]], Noise) -> Result<Vec<f32>>,
-    ) -> Result<Vec<f32>> {
+    /// Runs `f` once per distinct noise of `at` (one value for every row, or one per row) on
+    /// the rows with that noise, and puts the rows back in order. `arrays` are B × D each
+    /// (x first); `f` gets them restricted to the rows of one noise and that noise.
+    fn per_row(&self, arrays: &[(&str, &[f32])], at: At<'_>, f: &RowsPass<'_>) -> Result<Vec<f32>> {
         let d = self.dim();
         let b = self.rows(arrays[0].0, arrays[0].1)?;
         for (name, a) in &arrays[1..] {
@@ -229,33 +292,36 @@ impl Lens {
                 )));
             }
         }
-        if t.len() != 1 && t.len() != b {
+        if at.len() != 1 && at.len() != b {
+            let what = match at {
+                At::Times(_) => "one time (a float)",
+                At::Levels(_) => "one level (an int)",
+            };
             return Err(input(format!(
-                "t has {} values but {} has {b} rows; pass one time (a float) or one per row, shape ({b},)",
-                t.len(),
+                "{} has {} values but {} has {b} rows; pass {what} or one per row, shape ({b},)",
+                at.name(),
+                at.len(),
                 arrays[0].0
             )));
         }
-        for &ti in t {
-            check_time("t", ti)?;
-        }
+        let noises = at.noises(&self.schedule)?;
         if b == 0 {
             return Ok(Vec::new());
         }
         let all: Vec<&[f32]> = arrays.iter().map(|(_, a)| *a).collect();
-        if t.iter().all(|&ti| ti == t[0]) {
-            return f(&all, self.schedule.noise(t[0]));
+        if noises.iter().all(|n| *n == noises[0]) {
+            return f(&all, noises[0]);
         }
-        // Rows grouped by their time (exact equality), in first-appearance order.
-        let mut groups: Vec<(f64, Vec<usize>)> = Vec::new();
-        for (row, &ti) in t.iter().enumerate() {
-            match groups.iter_mut().find(|(tg, _)| *tg == ti) {
+        // Rows grouped by their noise (exact equality), in first-appearance order.
+        let mut groups: Vec<(Noise, Vec<usize>)> = Vec::new();
+        for (row, &n) in noises.iter().enumerate() {
+            match groups.iter_mut().find(|(ng, _)| *ng == n) {
                 Some((_, rows)) => rows.push(row),
-                None => groups.push((ti, vec![row])),
+                None => groups.push((n, vec![row])),
             }
         }
         let mut out = vec![0.0f32; b * d];
-        for (ti, rows) in groups {
+        for (noise, rows) in groups {
             let gathered: Vec<Vec<f32>> = all
                 .iter()
                 .map(|a| {
@@ -265,7 +331,7 @@ impl Lens {
                 })
                 .collect();
             let views: Vec<&[f32]> = gathered.iter().map(Vec::as_slice).collect();
-            let part = f(&views, self.schedule.noise(ti))?;
+            let part = f(&views, noise)?;
             for (k, &r) in rows.iter().enumerate() {
                 out[r * d..(r + 1) * d].copy_from_slice(&part[k * d..(k + 1) * d]);
             }
@@ -281,12 +347,22 @@ impl Lens {
 
     /// m(x_t) = Σ_i w_i a_i under `set` (the prior's Tweedie mean, or a posterior's).
     pub fn denoise_with(&self, x: &[f32], t: &[f64], set: WeightSet) -> Result<Vec<f32>> {
-        self.per_time(&[("x", x)], t, &|a, noise| self.means(a[0], noise, set))
+        self.denoise_at(x, At::Times(t), set)
+    }
+
+    /// [`Lens::denoise_with`] at times or at levels of the discrete schedule.
+    pub fn denoise_at(&self, x: &[f32], at: At<'_>, set: WeightSet) -> Result<Vec<f32>> {
+        self.per_row(&[("x", x)], at, &|a, noise| self.means(a[0], noise, set))
     }
 
     /// (s m − x)/v under `set`, combined in float64.
     pub fn score_with(&self, x: &[f32], t: &[f64], set: WeightSet) -> Result<Vec<f32>> {
-        self.per_time(&[("x", x)], t, &|a, noise| {
+        self.score_at(x, At::Times(t), set)
+    }
+
+    /// [`Lens::score_with`] at times or at levels of the discrete schedule.
+    pub fn score_at(&self, x: &[f32], at: At<'_>, set: WeightSet) -> Result<Vec<f32>> {
+        self.per_row(&[("x", x)], at, &|a, noise| {
             let m = self.means(a[0], noise, set)?;
             Ok(score_from_means(a[0], &m, noise))
         })
@@ -294,7 +370,12 @@ impl Lens {
 
     /// (x − s m)/√v under `set` (the noise prediction), combined in float64.
     pub fn eps_with(&self, x: &[f32], t: &[f64], set: WeightSet) -> Result<Vec<f32>> {
-        self.per_time(&[("x", x)], t, &|a, noise| {
+        self.eps_at(x, At::Times(t), set)
+    }
+
+    /// [`Lens::eps_with`] at times or at levels of the discrete schedule.
+    pub fn eps_at(&self, x: &[f32], at: At<'_>, set: WeightSet) -> Result<Vec<f32>> {
+        self.per_row(&[("x", x)], at, &|a, noise| {
             let m = self.means(a[0], noise, set)?;
             let sd = noise.v.sqrt();
             Ok(a[0]
@@ -309,7 +390,7 @@ impl Lens {
     /// passes (the means, then the covariance product). The denoiser's Jacobian–vector
     /// product is (s/v) C g (C is symmetric, so it is also the vector–Jacobian product).
     pub fn cov_apply(&self, x: &[f32], t: &[f64], g: &[f32]) -> Result<Vec<f32>> {
-        self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
+        self.per_row(&[("x", x), ("g", g)], At::Times(t), &|a, noise| {
             let m = self.means(a[0], noise, WeightSet::Prior)?;
             self.engine()
                 .covariance_products(a[0], noise, WeightSet::Prior, &m, a[1])
@@ -327,6 +408,17 @@ impl Lens {
         g: &[f32],
         means: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
+        self.denoiser_vjp_at(x, At::Times(t), g, means)
+    }
+
+    /// [`Lens::denoiser_vjp`] at times or at levels of the discrete schedule.
+    pub fn denoiser_vjp_at(
+        &self,
+        x: &[f32],
+        at: At<'_>,
+        g: &[f32],
+        means: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
         let vjp = |a: &[&[f32]], noise: Noise, m: &[f32]| -> Result<Vec<f32>> {
             let c = self
                 .engine()
@@ -335,12 +427,12 @@ impl Lens {
             Ok(c.iter().map(|&ci| (k * f64::from(ci)) as f32).collect())
         };
         match means {
-            None => self.per_time(&[("x", x), ("g", g)], t, &|a, noise| {
+            None => self.per_row(&[("x", x), ("g", g)], at, &|a, noise| {
                 let m = self.means(a[0], noise, WeightSet::Prior)?;
                 vjp(a, noise, &m)
             }),
             Some(means) => {
-                self.per_time(&[("x", x), ("g", g), ("means", means)], t, &|a, noise| {
+                self.per_row(&[("x", x), ("g", g), ("means", means)], at, &|a, noise| {
                     vjp(a, noise, a[2])
                 })
             }
@@ -479,7 +571,12 @@ impl Posterior {
 
     /// The posterior Tweedie mean m̃(x_t) = Σ_i w̃_i a_i.
     pub fn denoise(&self, x: &[f32], t: &[f64]) -> Result<Vec<f32>> {
-        self.lens.denoise_with(x, t, WeightSet::Biased(self.bias))
+        self.denoise_at(x, At::Times(t))
+    }
+
+    /// [`Posterior::denoise`] at times or at levels of the discrete schedule.
+    pub fn denoise_at(&self, x: &[f32], at: At<'_>) -> Result<Vec<f32>> {
+        self.lens.denoise_at(x, at, WeightSet::Biased(self.bias))
     }
 
     /// The score of `method` (`fsr`: the exact posterior score; `prior`; or an approximate
@@ -492,12 +589,23 @@ impl Posterior {
         method: &str,
         options: &SamplerOptions,
     ) -> Result<Vec<f32>> {
+        self.score_at(x, At::Times(t), method, options)
+    }
+
+    /// [`Posterior::score`] at times or at levels of the discrete schedule.
+    pub fn score_at(
+        &self,
+        x: &[f32],
+        at: At<'_>,
+        method: &str,
+        options: &SamplerOptions,
+    ) -> Result<Vec<f32>> {
         let method = Method::parse_for(method, "method")?;
         options.validate(&|k| k.to_string())?;
         let kind = match method {
-            Method::Prior => return self.lens.score_with(x, t, WeightSet::Prior),
+            Method::Prior => return self.lens.score_at(x, at, WeightSet::Prior),
             Method::Posterior(SamplerKind::Fsr) => {
-                return self.lens.score_with(x, t, WeightSet::Biased(self.bias));
+                return self.lens.score_at(x, at, WeightSet::Biased(self.bias));
             }
             Method::Posterior(kind) => kind,
         };
@@ -525,7 +633,7 @@ impl Posterior {
             other => other,
         })?;
         let lens = &self.lens;
-        lens.per_time(&[("x", x)], t, &|a, noise| {
+        lens.per_row(&[("x", x)], at, &|a, noise| {
             let engine = lens.engine();
             let ctx = Context {
                 backend: engine.as_ref(),
@@ -637,6 +745,39 @@ mod tests {
                 .unwrap();
             assert_eq!(&all[r * 4..(r + 1) * 4], one.as_slice());
         }
+    }
+
+    #[test]
+    fn levels_use_the_discrete_noise_and_group_like_times() {
+        let lens = lens();
+        let x: Vec<f32> = (0..3 * 4).map(|k| (k as f32 * 0.37).sin()).collect();
+        let levels = [999usize, 10, 999];
+        let all = lens
+            .eps_at(&x, At::Levels(&levels), WeightSet::Prior)
+            .unwrap();
+        let sched = DiscreteSchedule::new(LEVELS);
+        for (r, &k) in levels.iter().enumerate() {
+            let row = &x[r * 4..(r + 1) * 4];
+            let one = lens
+                .eps_at(row, At::Levels(&[k]), WeightSet::Prior)
+                .unwrap();
+            assert_eq!(&all[r * 4..(r + 1) * 4], one.as_slice());
+            // ε = (x − s m)/√v with the level's own (s, v).
+            let n = sched.noise(k);
+            let m = lens.means(row, n, WeightSet::Prior).unwrap();
+            for j in 0..4 {
+                let want = (f64::from(row[j]) - n.s * f64::from(m[j])) / n.v.sqrt();
+                assert!((f64::from(one[j]) - want).abs() <= 1e-5 * want.abs().max(1.0));
+            }
+        }
+        let e = lens
+            .eps_at(&x[..4], At::Levels(&[1000]), WeightSet::Prior)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("level: must be a level"), "{e}");
+        let e = lens
+            .eps_at(&x, At::Levels(&[1, 2]), WeightSet::Prior)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("level has 2 values"), "{e}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _fslens
 
-__all__ = ["Prior", "Posterior", "VP", "METHODS", "__version__"]
+__all__ = ["Prior", "Posterior", "VP", "DDPM", "METHODS", "__version__"]
 
 __version__ = _fslens.__version__
 
@@ -101,6 +101,26 @@ def _times(t, rows: int) -> np.ndarray:
             "(t = 0 is the clean data, where scores are not defined)"
         )
     return arr
+
+
+def _levels(level, rows: int) -> np.ndarray:
+    """level as a uint64 vector: one level for all rows, or one per row, each an integer in
+    0..999 (DDPM levels; integral floats are accepted, e.g. a float tensor of levels)."""
+    if hasattr(level, "detach") and hasattr(level, "cpu"):
+        level = level.detach().cpu().numpy()
+    top = DDPM.LEVELS - 1
+    a = np.asarray(level)
+    if a.dtype.kind not in "iuf" or a.dtype == np.bool_:
+        raise TypeError(f"level must be an int or a ({rows},) array of ints in 0..{top}, got dtype {a.dtype}")
+    flat = a.reshape(-1)
+    if a.ndim > 1 or (a.ndim == 1 and flat.size not in (1, rows)):
+        raise ValueError(f"level has shape {a.shape}; pass an int or one level per row, shape ({rows},)")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(flat) & (flat == np.round(flat))):
+        raise ValueError("level must hold integers (levels of the DDPM schedule), got non-integral values")
+    bad = (flat < 0) | (flat > top)
+    if bad.any():
+        raise ValueError(f"level = {flat[bad][0].item()!r} is outside 0..{top} (the levels of the DDPM schedule)")
+    return np.ascontiguousarray(flat, dtype=np.uint64)
 
 
 def _time_scalar(t, name: str = "t", allow_zero: bool = False) -> float:
@@ -178,6 +198,65 @@ class VP:
 
     def __repr__(self) -> str:
         return f"VP(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+class DDPM:
+    """The discrete schedule of DDPM/DDIM as guided-diffusion and the DPS code use it (and
+    the library's ``diffusion::discrete``, the numbers here are the library's): T = 1000
+    levels k = 0 … 999, β_k linear from 1e-4 to 0.02, ᾱ_k = Π_{j ≤ k} (1 − β_j),
+    x_k | x_0 ~ N(√ᾱ_k x_0, (1 − ᾱ_k) I).
+
+    Every method takes a level (an int) or an array of levels and returns a float (an array).
+    Prior and Posterior methods take ``level=`` in place of ``t`` and then use the level's own
+    noise; :meth:`time` gives the continuous time with the same noise under a VP schedule.
+    """
+
+    LEVELS: int = int(_fslens.DDPM_LEVELS)
+
+    def _table(self, level):
+        a = np.asarray(level.detach().cpu().numpy() if hasattr(level, "detach") else level)
+        ks = _levels(a.reshape(-1) if a.ndim else a, a.size if a.ndim else 1)
+        beta, la, s, v = _fslens.ddpm_levels(ks)
+        shape = a.shape
+
+        def out(x):
+            return float(x[0]) if a.ndim == 0 else x.reshape(shape)
+
+        return out, beta, la, s, v
+
+    def beta(self, level):
+        """β_k."""
+        out, beta, _, _, _ = self._table(level)
+        return out(beta)
+
+    def log_alpha_bar(self, level):
+        """log ᾱ_k = Σ_{j ≤ k} log(1 − β_j)."""
+        out, _, la, _, _ = self._table(level)
+        return out(la)
+
+    def alpha_bar(self, level):
+        """ᾱ_k."""
+        out, _, la, _, _ = self._table(level)
+        return out(np.exp(la))
+
+    def noise(self, level) -> Tuple:
+        """(s, v) of level k: s = √ᾱ_k, v = 1 − ᾱ_k (by expm1)."""
+        out, _, _, s, v = self._table(level)
+        return out(s), out(v)
+
+    def time(self, level, schedule: Optional["VP"] = None):
+        """The time t of the VP `schedule` (default VP()) whose ᾱ(t) is ᾱ_k. Above 1 for the
+        top levels, whose ᾱ_k lies below ᾱ(1) (under VP(0.01, 20): levels ≥ 994); pass
+        ``level=`` to Prior methods to use a level's noise directly."""
+        if schedule is None:
+            schedule = VP()
+        if not isinstance(schedule, VP):
+            raise TypeError(f"schedule must be a fslens.VP, got {type(schedule).__name__}")
+        out, _, la, _, _ = self._table(level)
+        return out(_fslens.vp_time_of_log_alpha_bar(schedule.beta_min, schedule.beta_max, la))
+
+    def __repr__(self) -> str:
+        return "DDPM(levels=1000, beta 1e-4 … 0.02)"
 
 
 class Prior:
@@ -284,17 +363,34 @@ class Prior:
         xs = _rows(x, "x", self.dim)
         return xs, _times(t, xs.shape[0])
 
-    def denoise(self, x, t: Times) -> np.ndarray:
+    def _at(self, x, t, level):
+        """(x rows, when, by_level): exactly one of t and level."""
+        xs = _rows(x, "x", self.dim)
+        if (t is None) == (level is None):
+            raise TypeError(
+                "pass exactly one of t (times in (0, 1] of the VP schedule) and level= "
+                "(levels 0..999 of fslens.DDPM())"
+            )
+        if level is not None:
+            return xs, _levels(level, xs.shape[0]), True
+        return xs, _times(t, xs.shape[0]), False
+
+    # With ``level=`` (an int, or one per row, levels of :class:`DDPM`) in place of t, the
+    # methods below use that level's noise (s, v) = (√ᾱ_k, 1 − ᾱ_k).
+    def denoise(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
         """The Tweedie mean m(x_t) = E[x_0 | x_t] = Σ_i w_i a_i, (B, D) float32."""
-        return self._core.denoise(*self._xt(x, t))
+        xs, when, by_level = self._at(x, t, level)
+        return (self._core.denoise_levels if by_level else self._core.denoise)(xs, when)
 
-    def score(self, x, t: Times) -> np.ndarray:
+    def score(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
         """∇ log p(x_t) = (s m − x)/v."""
-        return self._core.score(*self._xt(x, t))
+        xs, when, by_level = self._at(x, t, level)
+        return (self._core.score_levels if by_level else self._core.score)(xs, when)
 
-    def eps(self, x, t: Times) -> np.ndarray:
+    def eps(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
         """The noise prediction (x − s m)/√v = −√v · score."""
-        return self._core.eps(*self._xt(x, t))
+        xs, when, by_level = self._at(x, t, level)
+        return (self._core.eps_levels if by_level else self._core.eps)(xs, when)
 
     def cov_apply(self, x, t: Times, g) -> np.ndarray:
         """C g = Σ_i w_i (a_i − m)⟨a_i − m, g⟩ per row: Cov[x_0 | x_t] times g. The
@@ -305,11 +401,11 @@ class Prior:
             raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
         return self._core.cov_apply(xs, ts, gs)
 
-    def denoiser_vjp(self, x, t: Times, g, means=None) -> np.ndarray:
+    def denoiser_vjp(self, x, t: Optional[Times], g, means=None, *, level=None) -> np.ndarray:
         """gᵀ ∂m/∂x = (s/v) C g per row (the exact vector-Jacobian product of the denoiser).
         `means`: this prior's ``denoise(x, t)`` of the same x and t, when already computed,
-        saves the engine pass that recomputes it."""
-        xs, ts = self._xt(x, t)
+        saves the engine pass that recomputes it. With ``level=``, pass t = None."""
+        xs, ts, by_level = self._at(x, t, level)
         gs = _rows(g, "g", self.dim)
         if gs.shape[0] != xs.shape[0]:
             raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
@@ -317,7 +413,7 @@ class Prior:
             means = _rows(means, "means", self.dim)
             if means.shape[0] != xs.shape[0]:
                 raise ValueError(f"means has {means.shape[0]} rows but x has {xs.shape[0]}")
-        return self._core.denoiser_vjp(xs, ts, gs, means)
+        return (self._core.denoiser_vjp_levels if by_level else self._core.denoiser_vjp)(xs, ts, gs, means)
 
     # -- posteriors ------------------------------------------------------------------------
     def posterior(self, y=None, operator=None, sigma: Optional[float] = None) -> "Posterior":
@@ -420,18 +516,22 @@ class Posterior:
     def sigma(self) -> Optional[float]:
         return self._core.sigma
 
-    def denoise(self, x, t: Times) -> np.ndarray:
-        """The posterior Tweedie mean m̃(x_t) = E[x_0 | x_t, y] = Σ_i w̃_i a_i."""
-        return self._core.denoise(*self.prior._xt(x, t))
+    def denoise(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
+        """The posterior Tweedie mean m̃(x_t) = E[x_0 | x_t, y] = Σ_i w̃_i a_i (``level=``: at
+        a level of :class:`DDPM`, in place of t)."""
+        xs, when, by_level = self.prior._at(x, t, level)
+        return (self._core.denoise_levels if by_level else self._core.denoise)(xs, when)
 
     def score(
         self,
         x,
-        t: Times,
+        t: Optional[Times] = None,
         method: str = "fsr",
         zeta: float = 1.0,
         cg_tolerance: float = 1e-6,
         cg_max_iterations: int = 100,
+        *,
+        level=None,
     ) -> np.ndarray:
         """The posterior score of `method` at (x_t, t), (B, D) float32:
 
@@ -441,14 +541,17 @@ class Posterior:
           that sampler's likelihood score (design §4); they need the operator and y (a
           posterior made from log-likelihoods has neither); pigdm and tmpd need a linear
           operator. `cg_tolerance`/`cg_max_iterations` govern pigdm's and tmpd's solves.
+
+        ``level=`` (levels of :class:`DDPM`) in place of t: at that level's noise.
         """
         method = _name(method, "method", METHODS)
         if isinstance(cg_max_iterations, bool) or not isinstance(cg_max_iterations, numbers.Integral):
             raise TypeError("cg_max_iterations must be a positive int")
         if cg_max_iterations < 1:
             raise ValueError(f"cg_max_iterations must be at least 1, got {cg_max_iterations}")
-        xs, ts = self.prior._xt(x, t)
-        return self._core.score(xs, ts, method, float(zeta), float(cg_tolerance), int(cg_max_iterations))
+        xs, when, by_level = self.prior._at(x, t, level)
+        call = self._core.score_levels if by_level else self._core.score
+        return call(xs, when, method, float(zeta), float(cg_tolerance), int(cg_max_iterations))
 
     def sample(self, t: float, k: int, seed: int = 0) -> np.ndarray:
         """k exact draws of p(x_t | y): i ~ Cat(ω), x = s a_i + √v ε; (k, D) float32.

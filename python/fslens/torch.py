@@ -14,6 +14,14 @@ through the sum and no D × D matrix. The engine computes in float32; a float64 
 rounded on the way in and the result cast back, so gradcheck passes at float32 accuracy.
 Tensors on a GPU are copied to the host and back. t (a float, or one time per row) gets no
 gradient.
+
+For existing DDPM/DDIM code (guided-diffusion, the DPS code), :class:`EpsilonModel` is a
+drop-in for the UNet: ``model(x, t_index)`` with x of shape (B, C, H, W) and t_index the
+levels 0…999 of :class:`fslens.DDPM`, returning the exact empirical ε at the level's own
+noise (differentiable through the exact vector–Jacobian product):
+
+>>> model = fslens.torch.EpsilonModel(prior)      # in place of the UNet
+>>> eps = model(x, t)                             # (B, C, H, W), like unet(x, t)
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import Posterior, Prior, _times
+from . import DDPM, Posterior, Prior, _levels, _times
 
-__all__ = ["EmpiricalDenoiser", "denoise"]
+__all__ = ["EmpiricalDenoiser", "EpsilonModel", "denoise"]
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -138,6 +146,106 @@ class _DenoisePosterior(torch.autograd.Function):
             "the posterior mean's Jacobian is not implemented; differentiate the prior "
             "denoiser (EmpiricalDenoiser(prior)) or use posterior.score for the exact score"
         )
+
+
+class _Eps(torch.autograd.Function):
+    """ε(x) = (x − s m(x))/√v at levels of the DDPM schedule; backward
+    gᵀ ∂ε/∂x = (g − s (s/v) C g)/√v, combined in float64."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, levels: np.ndarray, prior: Prior):
+        x64 = _np(x).astype(np.float64)
+        m = prior.denoise(x64, level=levels)
+        s, v = DDPM().noise(levels)
+        s, sd = np.asarray(s)[:, None], np.sqrt(np.asarray(v))[:, None]
+        eps = (x64 - s * m.astype(np.float64)) / sd
+        ctx.prior, ctx.levels, ctx.means, ctx.s, ctx.sd = prior, levels, m, s, sd
+        ctx.save_for_backward(x)
+        return torch.from_numpy(eps).to(device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        (x,) = ctx.saved_tensors
+        g = _np(grad).astype(np.float64)
+        vjp = ctx.prior.denoiser_vjp(_np(x), None, g, means=ctx.means, level=ctx.levels)
+        out = (g - ctx.s * vjp.astype(np.float64)) / ctx.sd
+        return torch.from_numpy(out).to(device=grad.device, dtype=grad.dtype), None, None
+
+
+class EpsilonModel(torch.nn.Module):
+    """The empirical prior's noise prediction at DDPM levels, called like guided-diffusion's
+    UNet: ``model(x, t_index)`` → ε, so that DDPM/DDIM/DPS code runs with only its model
+    swapped.
+
+    Parameters
+    ----------
+    prior : fslens.Prior (its atoms (H, W, C) images flattened in HWC order)
+    schedule : the discrete schedule of the levels; only :class:`fslens.DDPM` (the default:
+        1000 levels, β linear 1e-4 … 0.02) is supported.
+    learn_sigma : also return the UNet's variance channels, as guided-diffusion's models
+        with ``learn_sigma=True`` do: the output is (B, 2C, H, W), ε then C channels of −1
+        (under ``learned_range``, −1 selects the posterior variance β̃, DDPM's fixed-small
+        choice). (B, C, H, W) inputs only.
+
+    ``forward(x, t_index)``: x of shape (B, C, H, W) with (H, W, C) = prior.shape, or
+    (B, D); t_index a (B,) integer tensor (or integral floats, or one int) of levels
+    0…999. Returns ε = (x − s m(x))/√v with the level's s = √ᾱ_k, v = 1 − ᾱ_k, same
+    shape, dtype and device as x. Differentiable in x: the backward is the exact
+    (g − s (s/v) C g)/√v (one engine pass, with the forward's means). Extra keyword
+    arguments of the UNet (``y=``, class labels) must be None: the empirical prior is
+    unconditional.
+    """
+
+    def __init__(self, prior: Prior, schedule: DDPM | None = None, learn_sigma: bool = False):
+        super().__init__()
+        if not isinstance(prior, Prior):
+            raise TypeError(f"prior must be a fslens.Prior, got {type(prior).__name__}")
+        if schedule is None:
+            schedule = DDPM()
+        if not isinstance(schedule, DDPM):
+            raise TypeError(f"schedule must be a fslens.DDPM, got {type(schedule).__name__}")
+        self.prior = prior
+        self.schedule = schedule
+        self.learn_sigma = bool(learn_sigma)
+
+    def forward(self, x: torch.Tensor, t_index, **model_kwargs) -> torch.Tensor:
+        extra = [k for k, v in model_kwargs.items() if v is not None]
+        if extra:
+            raise TypeError(
+                f"EpsilonModel got {', '.join(extra)}: the empirical prior is unconditional "
+                "(make the prior of one class's atoms instead)"
+            )
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}; use x.float()")
+        h, w, c = self.prior.shape
+        d = self.prior.dim
+        if x.ndim == 4 and tuple(x.shape[1:]) == (c, h, w):
+            flat = x.permute(0, 2, 3, 1).reshape(x.shape[0], d)  # CHW → HWC rows
+        elif x.ndim == 2 and x.shape[1] == d:
+            flat = x
+        else:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; pass (B, {c}, {h}, {w}) (the prior's images, "
+                f"channels first) or (B, {d})"
+            )
+        if self.learn_sigma and x.ndim != 4:
+            raise ValueError("learn_sigma=True needs x of shape (B, C, H, W)")
+        levels = _levels(t_index, flat.shape[0])
+        if levels.size == 1 and flat.shape[0] != 1:
+            levels = np.repeat(levels, flat.shape[0])
+        eps = _Eps.apply(flat, levels, self.prior)
+        if x.ndim == 4:
+            eps = eps.reshape(x.shape[0], h, w, c).permute(0, 3, 1, 2)
+            if self.learn_sigma:
+                eps = torch.cat([eps, torch.full_like(eps, -1.0)], dim=1)
+        return eps
+
+    def extra_repr(self) -> str:
+        return f"prior={self.prior!r}, schedule={self.schedule!r}, learn_sigma={self.learn_sigma}"
 
 
 def denoise(prior: Prior, x: torch.Tensor, t) -> torch.Tensor:

@@ -21,7 +21,8 @@ use fslens::plan::{EngineChoice, Overrides};
 use fslens::samplers::SamplerOptions;
 use fslens::samplers::solve::CgOptions;
 
-use fslens::lens::{ConfigMeasurement, Lens, OperatorArg};
+use fslens::diffusion::discrete::{DiscreteSchedule, LEVELS};
+use fslens::lens::{At, ConfigMeasurement, Lens, OperatorArg, check_level};
 
 /// fslens::Error → ValueError with its message (which names the argument and the fix).
 fn err(e: fslens::Error) -> PyErr {
@@ -80,20 +81,46 @@ struct Prior {
     config: Option<ConfigMeasurement>,
 }
 
+/// Levels of the discrete schedule (uint64 from the Python side) as usize.
+fn levels(level: &PyReadonlyArray1<'_, u64>) -> PyResult<Vec<usize>> {
+    Ok(slice(level, "level")?
+        .iter()
+        .map(|&k| usize::try_from(k).unwrap_or(usize::MAX))
+        .collect())
+}
+
+/// Where a pass is evaluated, as the Python side passes it: times `t`, or levels `level`.
+enum Where<'py> {
+    Times(PyReadonlyArray1<'py, f64>),
+    Levels(Vec<usize>),
+}
+
+impl Where<'_> {
+    fn at(&self) -> PyResult<At<'_>> {
+        Ok(match self {
+            Where::Times(t) => At::Times(slice(t, "t")?),
+            Where::Levels(k) => At::Levels(k),
+        })
+    }
+}
+
+/// One of the lens's per-row passes (`Lens::denoise_at`, …).
+type Pass = fn(&Lens, &[f32], At<'_>, WeightSet) -> fslens::Result<Vec<f32>>;
+
 impl Prior {
-    /// One of the lens's per-row passes under the prior weights, on the rows of x at times t,
-    /// with the GIL released: a (B, D) float32 array.
+    /// One of the lens's per-row passes under the prior weights, on the rows of x at times
+    /// or levels, with the GIL released: a (B, D) float32 array.
     fn prior_pass<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        t: PyReadonlyArray1<'py, f64>,
-        pass: fn(&Lens, &[f32], &[f64], WeightSet) -> fslens::Result<Vec<f32>>,
+        at: Where<'py>,
+        pass: Pass,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
+        let (xs, at) = (rows_in(&x, "x", self.dim())?, at.at()?);
         let lens: &Lens = &self.lens;
         let out = py
-            .detach(|| pass(lens, xs, ts, WeightSet::Prior))
+            .detach(|| pass(lens, xs, at, WeightSet::Prior))
             .map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }
@@ -232,7 +259,17 @@ impl Prior {
         x: PyReadonlyArray2<'py, f32>,
         t: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, t, Lens::denoise_with)
+        self.prior_pass(py, x, Where::Times(t), Lens::denoise_at)
+    }
+
+    /// `denoise` at levels of the discrete DDPM schedule (uint64, one or one per row).
+    fn denoise_levels<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        level: PyReadonlyArray1<'py, u64>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        self.prior_pass(py, x, Where::Levels(levels(&level)?), Lens::denoise_at)
     }
 
     fn score<'py>(
@@ -241,7 +278,17 @@ impl Prior {
         x: PyReadonlyArray2<'py, f32>,
         t: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, t, Lens::score_with)
+        self.prior_pass(py, x, Where::Times(t), Lens::score_at)
+    }
+
+    /// `score` at levels of the discrete DDPM schedule (uint64, one or one per row).
+    fn score_levels<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        level: PyReadonlyArray1<'py, u64>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        self.prior_pass(py, x, Where::Levels(levels(&level)?), Lens::score_at)
     }
 
     fn eps<'py>(
@@ -250,7 +297,17 @@ impl Prior {
         x: PyReadonlyArray2<'py, f32>,
         t: PyReadonlyArray1<'py, f64>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, t, Lens::eps_with)
+        self.prior_pass(py, x, Where::Times(t), Lens::eps_at)
+    }
+
+    /// `eps` at levels of the discrete DDPM schedule (uint64, one or one per row).
+    fn eps_levels<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        level: PyReadonlyArray1<'py, u64>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        self.prior_pass(py, x, Where::Levels(levels(&level)?), Lens::eps_at)
     }
 
     fn cov_apply<'py>(
@@ -291,6 +348,28 @@ impl Prior {
         };
         let out = py
             .detach(|| self.lens.denoiser_vjp(xs, ts, gs, ms))
+            .map_err(err)?;
+        rows_out(py, out, self.lens.dim())
+    }
+
+    /// `denoiser_vjp` at levels of the discrete DDPM schedule.
+    #[pyo3(signature = (x, level, g, means=None))]
+    fn denoiser_vjp_levels<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        level: PyReadonlyArray1<'py, u64>,
+        g: PyReadonlyArray2<'py, f32>,
+        means: Option<PyReadonlyArray2<'py, f32>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let ks = levels(&level)?;
+        let (xs, gs) = (rows_in(&x, "x", self.dim())?, rows_in(&g, "g", self.dim())?);
+        let ms = match &means {
+            Some(m) => Some(rows_in(m, "means", self.dim())?),
+            None => None,
+        };
+        let out = py
+            .detach(|| self.lens.denoiser_vjp_at(xs, At::Levels(&ks), gs, ms))
             .map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }
@@ -486,6 +565,20 @@ impl Posterior {
         rows_out(py, out, self.inner.lens.dim())
     }
 
+    /// `denoise` at levels of the discrete DDPM schedule.
+    fn denoise_levels<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        level: PyReadonlyArray1<'py, u64>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (xs, ks) = (rows_in(&x, "x", self.dim())?, levels(&level)?);
+        let out = py
+            .detach(|| self.inner.denoise_at(xs, At::Levels(&ks)))
+            .map_err(err)?;
+        rows_out(py, out, self.inner.lens.dim())
+    }
+
     #[pyo3(signature = (x, t, method="fsr", zeta=1.0, cg_tolerance=1e-6, cg_max_iterations=100))]
     #[allow(clippy::too_many_arguments)]
     fn score<'py>(
@@ -508,6 +601,33 @@ impl Posterior {
         };
         let out = py
             .detach(|| self.inner.score(xs, ts, method, &options))
+            .map_err(err)?;
+        rows_out(py, out, self.inner.lens.dim())
+    }
+
+    /// `score` at levels of the discrete DDPM schedule.
+    #[pyo3(signature = (x, level, method="fsr", zeta=1.0, cg_tolerance=1e-6, cg_max_iterations=100))]
+    #[allow(clippy::too_many_arguments)]
+    fn score_levels<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        level: PyReadonlyArray1<'py, u64>,
+        method: &str,
+        zeta: f64,
+        cg_tolerance: f64,
+        cg_max_iterations: usize,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (xs, ks) = (rows_in(&x, "x", self.dim())?, levels(&level)?);
+        let options = SamplerOptions {
+            zeta,
+            cg: CgOptions {
+                tolerance: cg_tolerance,
+                max_iterations: cg_max_iterations,
+            },
+        };
+        let out = py
+            .detach(|| self.inner.score_at(xs, At::Levels(&ks), method, &options))
             .map_err(err)?;
         rows_out(py, out, self.inner.lens.dim())
     }
@@ -578,12 +698,67 @@ fn vp_log_alpha_bar<'py>(
     ))
 }
 
+/// log ᾱ(t) ↦ t: the time of the VP schedule with that noise (the library's
+/// `Schedule::time_of_log_alpha_bar`; it exceeds 1 where ᾱ is below ᾱ(1)).
+#[pyfunction]
+fn vp_time_of_log_alpha_bar<'py>(
+    py: Python<'py>,
+    beta_min: f64,
+    beta_max: f64,
+    log_alpha_bar: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let sched = schedule(beta_min, beta_max)?;
+    let la = slice(&log_alpha_bar, "log_alpha_bar")?;
+    Ok(PyArray1::from_vec(
+        py,
+        la.iter().map(|&l| sched.time_of_log_alpha_bar(l)).collect(),
+    ))
+}
+
+/// The discrete DDPM schedule of the DPS code (`fslens::diffusion::discrete`) at each level:
+/// (β_k, log ᾱ_k, s, v), float64 arrays.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn ddpm_levels<'py>(
+    py: Python<'py>,
+    level: PyReadonlyArray1<'py, u64>,
+) -> PyResult<(
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+)> {
+    let ks = levels(&level)?;
+    for &k in &ks {
+        check_level("level", k).map_err(err)?;
+    }
+    let sched = DiscreteSchedule::new(LEVELS);
+    let beta = ks.iter().map(|&k| DiscreteSchedule::beta(k)).collect();
+    let la = ks.iter().map(|&k| sched.log_alpha_bar(k)).collect();
+    let (s, v): (Vec<f64>, Vec<f64>) = ks
+        .iter()
+        .map(|&k| {
+            let n = sched.noise(k);
+            (n.s, n.v)
+        })
+        .unzip();
+    Ok((
+        PyArray1::from_vec(py, beta),
+        PyArray1::from_vec(py, la),
+        PyArray1::from_vec(py, s),
+        PyArray1::from_vec(py, v),
+    ))
+}
+
 #[pymodule]
 fn _fslens(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Prior>()?;
     m.add_class::<Posterior>()?;
     m.add_function(wrap_pyfunction!(vp_noise, m)?)?;
     m.add_function(wrap_pyfunction!(vp_log_alpha_bar, m)?)?;
+    m.add_function(wrap_pyfunction!(vp_time_of_log_alpha_bar, m)?)?;
+    m.add_function(wrap_pyfunction!(ddpm_levels, m)?)?;
+    m.add("DDPM_LEVELS", LEVELS)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -101,3 +101,96 @@ def test_torch_bad_input(setup):
         den(torch.zeros(2, 11), 0.5)
     with pytest.raises(ValueError, match="t = 0.0 is outside"):
         den(torch.zeros(2, 12), 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# EpsilonModel: the level-indexed ε of guided-diffusion's UNet call.
+
+
+def ddpm_noise(k):
+    betas = np.linspace(1e-4, 0.02, 1000)
+    abar = np.cumprod(1.0 - betas)[np.asarray(k)]
+    return np.sqrt(abar), 1.0 - abar
+
+
+@pytest.fixture(scope="module")
+def eps_setup(small):
+    # D = 12 as (H, W, C) = (2, 2, 3): three channels, so the CHW ↔ HWC order matters.
+    prior = fslens.Prior(small["atoms"], backend="cpu", shape=(2, 2, 3))
+    return prior, ft.EpsilonModel(prior), Reference(small["atoms"])
+
+
+@pytest.mark.parametrize("k", [0, 10, 250, 500, 999])
+def test_epsilon_model_matches_the_oracle(eps_setup, k):
+    prior, model, ref = eps_setup
+    rng = np.random.default_rng(100 + k)
+    s, v = ddpm_noise(k)
+    b = 6
+    x_np = f32(s * ref.A[rng.integers(0, len(ref.A), b)] + np.sqrt(v) * rng.normal(size=(b, 12)))
+    g_np = f32(rng.normal(size=x_np.shape))
+    want = ref.eps(x_np, s, v)
+    want_grad = (g_np - s * (s / v) * ref.cov_apply(x_np, s, v, g_np)) / np.sqrt(v)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor(x_np, dtype=dtype, requires_grad=True)
+        t_index = torch.full((b,), k, dtype=torch.long)
+        e = model(x, t_index)
+        assert e.dtype == dtype and e.shape == x.shape
+        err = rel_err(e.detach().numpy(), want)
+        record(f"EpsilonModel eps ({str(dtype)[6:]})", err)
+        assert err <= 1e-4, (k, dtype, err)
+        e.backward(torch.tensor(g_np, dtype=dtype))
+        err = rel_err(x.grad.numpy(), want_grad)
+        record(f"EpsilonModel backward ({str(dtype)[6:]})", err)
+        assert err <= 1e-4, (k, dtype, err)
+
+
+def test_epsilon_model_per_row_levels_and_image_shape(eps_setup):
+    prior, model, ref = eps_setup
+    rng = np.random.default_rng(7)
+    ks = np.array([999, 0, 500, 999, 37])
+    rows = f32(rng.normal(size=(5, 12)))  # HWC rows of (2, 2, 3) images
+    flat = model(torch.tensor(rows), torch.tensor(ks))
+    s, v = ddpm_noise(ks)
+    want = np.concatenate([ref.eps(rows[r : r + 1], s[r], v[r]) for r in range(5)])
+    e = rel_err(flat.numpy(), want)
+    record("EpsilonModel eps per-row levels", e)
+    assert e <= 1e-4
+    # (B, C, H, W) in, (B, C, H, W) out: the same numbers as the HWC rows, channels first.
+    chw = torch.tensor(rows).reshape(5, 2, 2, 3).permute(0, 3, 1, 2).contiguous()
+    out = model(chw, torch.tensor(ks))
+    assert out.shape == (5, 3, 2, 2)
+    assert torch.equal(out.permute(0, 2, 3, 1).reshape(5, 12), flat)
+    # One level for all rows, a float tensor of integral levels, and guided-diffusion's
+    # learn_sigma output layout (ε, then C variance channels).
+    assert torch.equal(model(chw, 500), model(chw, torch.full((5,), 500.0)))
+    both = ft.EpsilonModel(prior, learn_sigma=True)(chw, torch.tensor(ks))
+    assert both.shape == (5, 6, 2, 2)
+    assert torch.equal(both[:, :3], out) and torch.all(both[:, 3:] == -1)
+
+
+def test_epsilon_model_gradcheck_float64():
+    rng = np.random.default_rng(5)
+    prior = fslens.Prior(f32(rng.uniform(-1, 1, (8, 3))), backend="cpu", shape=(1, 1, 3))
+    model = ft.EpsilonModel(prior)
+    for k in (300, 700):
+        s, v = ddpm_noise(k)
+        x = torch.tensor(s * rng.uniform(-1, 1, (2, 3, 1, 1)) + np.sqrt(v) * 0.3 * rng.normal(size=(2, 3, 1, 1)),
+                         dtype=torch.float64, requires_grad=True)
+        t_index = torch.tensor([k, k], dtype=torch.long)
+        assert torch.autograd.gradcheck(lambda z: model(z, t_index), (x,), eps=1e-3, atol=2e-4, rtol=1e-2)
+
+
+def test_epsilon_model_bad_input(eps_setup):
+    prior, model, _ = eps_setup
+    x = torch.zeros(2, 3, 2, 2)
+    with pytest.raises(ValueError, match=r"pass \(B, 3, 2, 2\)"):
+        model(torch.zeros(2, 2, 2, 3), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="outside 0..999"):
+        model(x, torch.tensor([1, 1000]))
+    with pytest.raises(ValueError, match="level has shape"):
+        model(x, torch.tensor([1, 2, 3]))
+    with pytest.raises(TypeError, match="unconditional"):
+        model(x, torch.tensor([1, 2]), y=torch.tensor([0, 1]))
+    assert model(x, torch.tensor([1, 2]), y=None).shape == x.shape
+    with pytest.raises(TypeError, match="fslens.DDPM"):
+        ft.EpsilonModel(prior, schedule=fslens.VP())
