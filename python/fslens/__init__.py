@@ -21,11 +21,31 @@ arguments raise ValueError or TypeError naming the argument and the fix.
 from __future__ import annotations
 
 import numbers
+import os
+import tempfile
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _fslens
+
+def _quiet_vulkan_loader() -> None:
+    """Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on every adapter
+    query of a headless server; give them a private runtime folder when there is none (as the
+    `fslens` command does). Nothing changes where the variable is set."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    path = os.path.join(tempfile.gettempdir(), f"fslens-runtime-{os.getuid()}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return
+    if os.path.isdir(path) and os.stat(path).st_uid == os.getuid():
+        os.environ["XDG_RUNTIME_DIR"] = path
+
+
+_quiet_vulkan_loader()
+
+from . import _fslens  # noqa: E402  (after the runtime folder: adapters are listed lazily)
 
 __all__ = ["Prior", "Posterior", "VP", "DDPM", "METHODS", "__version__"]
 
