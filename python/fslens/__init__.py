@@ -384,7 +384,8 @@ class Prior:
         return xs, _times(t, xs.shape[0])
 
     def _at(self, x, t, level):
-        """(x rows, when, by_level): exactly one of t and level."""
+        """(x rows, when): exactly one of t (float64 times) and level (uint64 levels); the
+        dtype of `when` tells the engine which."""
         xs = _rows(x, "x", self.dim)
         if (t is None) == (level is None):
             raise TypeError(
@@ -392,25 +393,25 @@ class Prior:
                 "(levels 0..999 of fslens.DDPM())"
             )
         if level is not None:
-            return xs, _levels(level, xs.shape[0]), True
-        return xs, _times(t, xs.shape[0]), False
+            return xs, _levels(level, xs.shape[0])
+        return xs, _times(t, xs.shape[0])
 
     # With ``level=`` (an int, or one per row, levels of :class:`DDPM`) in place of t, the
     # methods below use that level's noise (s, v) = (√ᾱ_k, 1 − ᾱ_k).
     def denoise(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
         """The Tweedie mean m(x_t) = E[x_0 | x_t] = Σ_i w_i a_i, (B, D) float32."""
-        xs, when, by_level = self._at(x, t, level)
-        return (self._core.denoise_levels if by_level else self._core.denoise)(xs, when)
+        xs, when = self._at(x, t, level)
+        return self._core.denoise(xs, when)
 
     def score(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
         """∇ log p(x_t) = (s m − x)/v."""
-        xs, when, by_level = self._at(x, t, level)
-        return (self._core.score_levels if by_level else self._core.score)(xs, when)
+        xs, when = self._at(x, t, level)
+        return self._core.score(xs, when)
 
     def eps(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
         """The noise prediction (x − s m)/√v = −√v · score."""
-        xs, when, by_level = self._at(x, t, level)
-        return (self._core.eps_levels if by_level else self._core.eps)(xs, when)
+        xs, when = self._at(x, t, level)
+        return self._core.eps(xs, when)
 
     def cov_apply(self, x, t: Times, g) -> np.ndarray:
         """C g = Σ_i w_i (a_i − m)⟨a_i − m, g⟩ per row: Cov[x_0 | x_t] times g. The
@@ -425,7 +426,7 @@ class Prior:
         """gᵀ ∂m/∂x = (s/v) C g per row (the exact vector-Jacobian product of the denoiser).
         `means`: this prior's ``denoise(x, t)`` of the same x and t, when already computed,
         saves the engine pass that recomputes it. With ``level=``, pass t = None."""
-        xs, ts, by_level = self._at(x, t, level)
+        xs, ts = self._at(x, t, level)
         gs = _rows(g, "g", self.dim)
         if gs.shape[0] != xs.shape[0]:
             raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
@@ -433,7 +434,7 @@ class Prior:
             means = _rows(means, "means", self.dim)
             if means.shape[0] != xs.shape[0]:
                 raise ValueError(f"means has {means.shape[0]} rows but x has {xs.shape[0]}")
-        return (self._core.denoiser_vjp_levels if by_level else self._core.denoiser_vjp)(xs, ts, gs, means)
+        return self._core.denoiser_vjp(xs, ts, gs, means)
 
     # -- posteriors ------------------------------------------------------------------------
     def posterior(self, y=None, operator=None, sigma: Optional[float] = None) -> "Posterior":
@@ -539,8 +540,8 @@ class Posterior:
     def denoise(self, x, t: Optional[Times] = None, *, level=None) -> np.ndarray:
         """The posterior Tweedie mean m̃(x_t) = E[x_0 | x_t, y] = Σ_i w̃_i a_i (``level=``: at
         a level of :class:`DDPM`, in place of t)."""
-        xs, when, by_level = self.prior._at(x, t, level)
-        return (self._core.denoise_levels if by_level else self._core.denoise)(xs, when)
+        xs, when = self.prior._at(x, t, level)
+        return self._core.denoise(xs, when)
 
     def score(
         self,
@@ -569,9 +570,8 @@ class Posterior:
             raise TypeError("cg_max_iterations must be a positive int")
         if cg_max_iterations < 1:
             raise ValueError(f"cg_max_iterations must be at least 1, got {cg_max_iterations}")
-        xs, when, by_level = self.prior._at(x, t, level)
-        call = self._core.score_levels if by_level else self._core.score
-        return call(xs, when, method, float(zeta), float(cg_tolerance), int(cg_max_iterations))
+        xs, when = self.prior._at(x, t, level)
+        return self._core.score(xs, when, method, float(zeta), float(cg_tolerance), int(cg_max_iterations))
 
     def sample(self, t: float, k: int, seed: int = 0) -> np.ndarray:
         """k exact draws of p(x_t | y): i ~ Cat(ω), x = s a_i + √v ε; (k, D) float32.

@@ -89,7 +89,24 @@ fn levels(level: &PyReadonlyArray1<'_, u64>) -> PyResult<Vec<usize>> {
         .collect())
 }
 
-/// Where a pass is evaluated, as the Python side passes it: times `t`, or levels `level`.
+/// When a pass is evaluated, as the Python side passes it: float64 times of the VP schedule,
+/// or uint64 levels of the discrete DDPM schedule (the dtype tells which).
+#[derive(FromPyObject)]
+enum When<'py> {
+    Times(PyReadonlyArray1<'py, f64>),
+    Levels(PyReadonlyArray1<'py, u64>),
+}
+
+impl<'py> When<'py> {
+    fn resolve(self) -> PyResult<Where<'py>> {
+        Ok(match self {
+            When::Times(t) => Where::Times(t),
+            When::Levels(k) => Where::Levels(levels(&k)?),
+        })
+    }
+}
+
+/// [`When`] with the levels converted, ready to lend an [`At`].
 enum Where<'py> {
     Times(PyReadonlyArray1<'py, f64>),
     Levels(Vec<usize>),
@@ -114,9 +131,10 @@ impl Prior {
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        at: Where<'py>,
+        when: When<'py>,
         pass: Pass,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let at = when.resolve()?;
         let (xs, at) = (rows_in(&x, "x", self.dim())?, at.at()?);
         let lens: &Lens = &self.lens;
         let out = py
@@ -257,57 +275,27 @@ impl Prior {
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        t: PyReadonlyArray1<'py, f64>,
+        when: When<'py>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, Where::Times(t), Lens::denoise_at)
-    }
-
-    /// `denoise` at levels of the discrete DDPM schedule (uint64, one or one per row).
-    fn denoise_levels<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f32>,
-        level: PyReadonlyArray1<'py, u64>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, Where::Levels(levels(&level)?), Lens::denoise_at)
+        self.prior_pass(py, x, when, Lens::denoise_at)
     }
 
     fn score<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        t: PyReadonlyArray1<'py, f64>,
+        when: When<'py>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, Where::Times(t), Lens::score_at)
-    }
-
-    /// `score` at levels of the discrete DDPM schedule (uint64, one or one per row).
-    fn score_levels<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f32>,
-        level: PyReadonlyArray1<'py, u64>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, Where::Levels(levels(&level)?), Lens::score_at)
+        self.prior_pass(py, x, when, Lens::score_at)
     }
 
     fn eps<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        t: PyReadonlyArray1<'py, f64>,
+        when: When<'py>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, Where::Times(t), Lens::eps_at)
-    }
-
-    /// `eps` at levels of the discrete DDPM schedule (uint64, one or one per row).
-    fn eps_levels<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f32>,
-        level: PyReadonlyArray1<'py, u64>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        self.prior_pass(py, x, Where::Levels(levels(&level)?), Lens::eps_at)
+        self.prior_pass(py, x, when, Lens::eps_at)
     }
 
     fn cov_apply<'py>(
@@ -328,18 +316,19 @@ impl Prior {
 
     /// (s/v) C g: the vector–Jacobian product of the denoiser m(x_t); with `means` (the
     /// prior's m(x) of the same rows and times, from `denoise`) one engine pass instead of two.
-    #[pyo3(signature = (x, t, g, means=None))]
+    #[pyo3(signature = (x, when, g, means=None))]
     fn denoiser_vjp<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        t: PyReadonlyArray1<'py, f64>,
+        when: When<'py>,
         g: PyReadonlyArray2<'py, f32>,
         means: Option<PyReadonlyArray2<'py, f32>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts, gs) = (
+        let at = when.resolve()?;
+        let (xs, at, gs) = (
             rows_in(&x, "x", self.dim())?,
-            slice(&t, "t")?,
+            at.at()?,
             rows_in(&g, "g", self.dim())?,
         );
         let ms = match &means {
@@ -347,29 +336,7 @@ impl Prior {
             None => None,
         };
         let out = py
-            .detach(|| self.lens.denoiser_vjp(xs, ts, gs, ms))
-            .map_err(err)?;
-        rows_out(py, out, self.lens.dim())
-    }
-
-    /// `denoiser_vjp` at levels of the discrete DDPM schedule.
-    #[pyo3(signature = (x, level, g, means=None))]
-    fn denoiser_vjp_levels<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f32>,
-        level: PyReadonlyArray1<'py, u64>,
-        g: PyReadonlyArray2<'py, f32>,
-        means: Option<PyReadonlyArray2<'py, f32>>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let ks = levels(&level)?;
-        let (xs, gs) = (rows_in(&x, "x", self.dim())?, rows_in(&g, "g", self.dim())?);
-        let ms = match &means {
-            Some(m) => Some(rows_in(m, "means", self.dim())?),
-            None => None,
-        };
-        let out = py
-            .detach(|| self.lens.denoiser_vjp_at(xs, At::Levels(&ks), gs, ms))
+            .detach(|| self.lens.denoiser_vjp_at(xs, at, gs, ms))
             .map_err(err)?;
         rows_out(py, out, self.lens.dim())
     }
@@ -558,40 +525,28 @@ impl Posterior {
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        t: PyReadonlyArray1<'py, f64>,
+        when: When<'py>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
-        let out = py.detach(|| self.inner.denoise(xs, ts)).map_err(err)?;
+        let at = when.resolve()?;
+        let (xs, at) = (rows_in(&x, "x", self.dim())?, at.at()?);
+        let out = py.detach(|| self.inner.denoise_at(xs, at)).map_err(err)?;
         rows_out(py, out, self.inner.lens.dim())
     }
 
-    /// `denoise` at levels of the discrete DDPM schedule.
-    fn denoise_levels<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f32>,
-        level: PyReadonlyArray1<'py, u64>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ks) = (rows_in(&x, "x", self.dim())?, levels(&level)?);
-        let out = py
-            .detach(|| self.inner.denoise_at(xs, At::Levels(&ks)))
-            .map_err(err)?;
-        rows_out(py, out, self.inner.lens.dim())
-    }
-
-    #[pyo3(signature = (x, t, method="fsr", zeta=1.0, cg_tolerance=1e-6, cg_max_iterations=100))]
+    #[pyo3(signature = (x, when, method="fsr", zeta=1.0, cg_tolerance=1e-6, cg_max_iterations=100))]
     #[allow(clippy::too_many_arguments)]
     fn score<'py>(
         &self,
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
-        t: PyReadonlyArray1<'py, f64>,
+        when: When<'py>,
         method: &str,
         zeta: f64,
         cg_tolerance: f64,
         cg_max_iterations: usize,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ts) = (rows_in(&x, "x", self.dim())?, slice(&t, "t")?);
+        let at = when.resolve()?;
+        let (xs, at) = (rows_in(&x, "x", self.dim())?, at.at()?);
         let options = SamplerOptions {
             zeta,
             cg: CgOptions {
@@ -600,34 +555,7 @@ impl Posterior {
             },
         };
         let out = py
-            .detach(|| self.inner.score(xs, ts, method, &options))
-            .map_err(err)?;
-        rows_out(py, out, self.inner.lens.dim())
-    }
-
-    /// `score` at levels of the discrete DDPM schedule.
-    #[pyo3(signature = (x, level, method="fsr", zeta=1.0, cg_tolerance=1e-6, cg_max_iterations=100))]
-    #[allow(clippy::too_many_arguments)]
-    fn score_levels<'py>(
-        &self,
-        py: Python<'py>,
-        x: PyReadonlyArray2<'py, f32>,
-        level: PyReadonlyArray1<'py, u64>,
-        method: &str,
-        zeta: f64,
-        cg_tolerance: f64,
-        cg_max_iterations: usize,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (xs, ks) = (rows_in(&x, "x", self.dim())?, levels(&level)?);
-        let options = SamplerOptions {
-            zeta,
-            cg: CgOptions {
-                tolerance: cg_tolerance,
-                max_iterations: cg_max_iterations,
-            },
-        };
-        let out = py
-            .detach(|| self.inner.score_at(xs, At::Levels(&ks), method, &options))
+            .detach(|| self.inner.score_at(xs, at, method, &options))
             .map_err(err)?;
         rows_out(py, out, self.inner.lens.dim())
     }
