@@ -50,6 +50,9 @@ impl Default for Options {
 pub const OFF_SUPPORT_QUANTILE: f64 = 0.99;
 /// The margin beyond that quantile, in units of the atom scale ρ (see [`atom_scale`]).
 pub const OFF_SUPPORT_MARGIN: f64 = 0.5;
+/// The time whose noise variance the nearest-atom pass of clean samples (t = 0) uses; any
+/// v > 0 gives the same nearest atoms.
+pub const CLEAN_ANALYSIS_TIME: f64 = 1e-3;
 /// At most this many atoms are queried for the atom scale ρ.
 pub const ATOM_SCALE_SAMPLE: usize = 1000;
 
@@ -75,12 +78,20 @@ pub struct ExactPosterior<'a> {
     /// ρ: the median distance from an atom to its nearest other atom ([`atom_scale`]); the
     /// off-support margin is [`OFF_SUPPORT_MARGIN`]·ρ.
     pub atom_scale: f64,
+    /// The measurement, when known: data fits need it (NaN without).
+    pub measurement: Option<Measured<'a>>,
+    /// The truth, when known: PSNR and SSIM need it (NaN, null in JSON, without).
+    pub truth: Option<&'a [f32]>,
+    pub schedule: Schedule,
+    pub options: Options,
+}
+
+/// A measurement y = A(x) + N(0, σ² I), for the data fit ‖y − A(x)‖²/(m σ²).
+#[derive(Clone, Copy)]
+pub struct Measured<'a> {
     pub operator: &'a dyn Operator,
     pub y: &'a [f32],
     pub sigma: f64,
-    pub truth: &'a [f32],
-    pub schedule: Schedule,
-    pub options: Options,
 }
 
 /// One engine pass over a cloud: Tweedie means under the prior and nearest atoms.
@@ -178,14 +189,11 @@ pub struct CheckpointMetrics {
 
 impl<'a> ExactPosterior<'a> {
     /// Builds the modes (classes from `labels` when given, else k-means) and the constants.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         atoms: &'a crate::data::Dataset,
         omega: &'a [f64],
-        operator: &'a dyn Operator,
-        y: &'a [f32],
-        sigma: f64,
-        truth: &'a [f32],
+        measurement: Option<Measured<'a>>,
+        truth: Option<&'a [f32]>,
         schedule: Schedule,
         options: Options,
     ) -> ExactPosterior<'a> {
@@ -201,9 +209,7 @@ impl<'a> ExactPosterior<'a> {
             exact_mode_weights,
             atom_spread,
             atom_scale,
-            operator,
-            y,
-            sigma,
+            measurement,
             truth,
             schedule,
             options,
@@ -290,6 +296,37 @@ impl<'a> ExactPosterior<'a> {
         Ok(self.exact_cloud_from(t, &analysis, false))
     }
 
+    /// The metrics of `cloud` (K × D) at time t as a run records them at a checkpoint: one
+    /// [`ExactPosterior::analyse`] pass at t and the exact cloud at t from `exact_draws` (at
+    /// least 100) fresh draws. t = 0 scores clean samples as `fslens diagnose` does: nearest
+    /// atoms argmin_i ‖x − a_i‖, the samples themselves in place of their Tweedie means, and
+    /// the exact cloud atoms a_i, i ~ Cat(ω).
+    pub fn score_cloud(
+        &self,
+        backend: &dyn Backend,
+        t: f64,
+        cloud: &[f32],
+        exact_draws: usize,
+    ) -> Result<CheckpointMetrics> {
+        if t != 0.0 {
+            let exact = self.exact_cloud_drawn(backend, t, exact_draws)?;
+            let analysis = self.analyse(backend, cloud, self.schedule.noise(t))?;
+            return Ok(self.metrics(t, cloud, &analysis, &exact));
+        }
+        // v only shapes the prior means, which clean samples replace by themselves.
+        let noise = Noise {
+            s: 1.0,
+            v: self.schedule.noise(CLEAN_ANALYSIS_TIME).v,
+        };
+        let mut analysis = self.analyse(backend, cloud, noise)?;
+        analysis.denoised = cloud.to_vec();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.options.seed ^ 0x636c_6561_6e30);
+        let picks = Exact::draw_atoms(self.omega, exact_draws.max(100), &mut rng);
+        let (_, exact_analysis) = self.atoms_at_zero(&picks);
+        let exact = self.exact_cloud_from(0.0, &exact_analysis, false);
+        Ok(self.metrics(0.0, cloud, &analysis, &exact))
+    }
+
     /// Exact draws at t = 0 from atom indices i ~ Cat(ω): the cloud x = a_i (K × D) and its
     /// analysis, known without a pass (each particle's nearest atom is its own, at distance
     /// 0; its Tweedie mean at t = 0 is itself).
@@ -339,16 +376,8 @@ impl<'a> ExactPosterior<'a> {
         let spread = cloud_spread(cloud, d);
         let exact_spread = self.exact_spread(noise);
         let scaled: Vec<f32> = cloud.iter().map(|&x| (x as f64 / noise.s) as f32).collect();
-        let psnr: Vec<f64> = analysis
-            .denoised
-            .chunks(d)
-            .map(|x| image_quality::psnr(x, self.truth))
-            .collect();
-        let ssim: Vec<f64> = analysis
-            .denoised
-            .chunks(d)
-            .map(|x| image_quality::ssim(x, self.truth, self.shape))
-            .collect();
+        let psnr: Vec<f64> = analysis.denoised.chunks(d).map(|x| self.psnr(x)).collect();
+        let ssim: Vec<f64> = analysis.denoised.chunks(d).map(|x| self.ssim(x)).collect();
         let mut mean = vec![0.0f64; d];
         for x in analysis.denoised.chunks(d) {
             for (m, &v) in mean.iter_mut().zip(x) {
@@ -372,24 +401,38 @@ impl<'a> ExactPosterior<'a> {
             data_fit_scaled: MeanStd::of(&self.data_fit(&scaled)),
             psnr_denoised: MeanStd::of(&psnr),
             ssim_denoised: MeanStd::of(&ssim),
-            psnr_denoised_mean: image_quality::psnr(&mean, self.truth),
-            ssim_denoised_mean: image_quality::ssim(&mean, self.truth, self.shape),
+            psnr_denoised_mean: self.psnr(&mean),
+            ssim_denoised_mean: self.ssim(&mean),
         }
     }
 
-    /// ‖y − A(x_k)‖² / (m σ²) for every row x_k (float64 sums).
+    /// PSNR of x against the truth (NaN without a truth).
+    fn psnr(&self, x: &[f32]) -> f64 {
+        self.truth.map_or(f64::NAN, |t| image_quality::psnr(x, t))
+    }
+
+    /// SSIM of x against the truth (NaN without a truth).
+    fn ssim(&self, x: &[f32]) -> f64 {
+        self.truth
+            .map_or(f64::NAN, |t| image_quality::ssim(x, t, self.shape))
+    }
+
+    /// ‖y − A(x_k)‖² / (m σ²) for every row x_k (float64 sums); NaN without a measurement.
     pub fn data_fit(&self, xs: &[f32]) -> Vec<f64> {
-        let m = self.y.len();
         let k = xs.len() / self.dim();
+        let Some(Measured { operator, y, sigma }) = self.measurement else {
+            return vec![f64::NAN; k];
+        };
+        let m = y.len();
         let mut ax = vec![0.0f32; k * m];
-        self.operator.forward_batch(xs, &mut ax);
+        operator.forward_batch(xs, &mut ax);
         ax.chunks(m)
             .map(|a| {
                 a.iter()
-                    .zip(self.y)
+                    .zip(y)
                     .map(|(&p, &q)| (q as f64 - p as f64).powi(2))
                     .sum::<f64>()
-                    / (m as f64 * self.sigma * self.sigma)
+                    / (m as f64 * sigma * sigma)
             })
             .collect()
     }

@@ -219,7 +219,7 @@ mod tests {
 
     use super::*;
     use crate::data::{Dataset, ImageShape};
-    use crate::diagnostics::Options;
+    use crate::diagnostics::{Measured, Options};
     use crate::diffusion::Schedule;
     use crate::operators::Identity;
 
@@ -253,10 +253,12 @@ mod tests {
         let post = ExactPosterior::new(
             &ds,
             &omega,
-            &op,
-            &truth,
-            0.1,
-            &truth,
+            Some(Measured {
+                operator: &op,
+                y: &truth,
+                sigma: 0.1,
+            }),
+            Some(&truth),
             Schedule::default(),
             Options::default(),
         );

@@ -78,10 +78,12 @@ impl Fixture {
         ExactPosterior::new(
             &self.ds,
             &self.omega,
-            &self.op,
-            &self.truth,
-            0.1,
-            &self.truth,
+            Some(Measured {
+                operator: &self.op,
+                y: &self.truth,
+                sigma: 0.1,
+            }),
+            Some(&self.truth),
             Schedule::default(),
             Options::default(),
         )
@@ -108,10 +110,12 @@ fn spread_closed_form_matches_monte_carlo_of_exact_draws() {
     let post = ExactPosterior::new(
         &ds,
         &omega,
-        &op,
-        &truth,
-        0.1,
-        &truth,
+        Some(Measured {
+            operator: &op,
+            y: &truth,
+            sigma: 0.1,
+        }),
+        Some(&truth),
         Schedule::default(),
         Options::default(),
     );
@@ -382,7 +386,11 @@ fn data_fit_is_the_normalised_residual() {
     y[3] += 0.3;
     y[7] -= 0.4;
     let post = ExactPosterior {
-        y: &y,
+        measurement: Some(Measured {
+            operator: &f.op,
+            y: &y,
+            sigma: 0.1,
+        }),
         ..f.posterior()
     };
     let fit = post.data_fit(&f.truth);
@@ -410,10 +418,12 @@ fn off_support_rule_on_fashion_mnist() {
     let post = ExactPosterior::new(
         &ds,
         &omega,
-        &op,
-        &truth,
-        0.1,
-        &truth,
+        Some(Measured {
+            operator: &op,
+            y: &truth,
+            sigma: 0.1,
+        }),
+        Some(&truth),
         Schedule::default(),
         Options::default(),
     );

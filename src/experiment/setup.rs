@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use super::{Observer, cache_keys};
 use crate::data::Dataset;
 use crate::data::cache::{AtomCache, Lookup};
-use crate::diagnostics::ExactPosterior;
+use crate::diagnostics::{ExactPosterior, Measured};
 use crate::operators::{self, Operator};
 use crate::plan::{RunPlan, SamplerSelection};
 use crate::{Error, Result};
@@ -33,10 +33,12 @@ impl Setup {
         ExactPosterior::new(
             &self.atoms,
             omega,
-            self.operator.as_ref(),
-            &self.y,
-            plan.sigma(),
-            &self.truth,
+            Some(Measured {
+                operator: self.operator.as_ref(),
+                y: &self.y,
+                sigma: plan.sigma(),
+            }),
+            Some(&self.truth),
             plan.schedule,
             plan.diagnostics,
         )
