@@ -8,10 +8,11 @@
 //! (`samplers::exact`). Design §2–§4.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::choices::Choice;
 use crate::data::{Dataset, ImageShape};
+use crate::diagnostics::{self, CheckpointMetrics, ExactPosterior, Measured, Modes};
 use crate::diffusion::discrete::{DiscreteSchedule, LEVELS};
 use crate::diffusion::{Schedule, check_time};
 use crate::engine::logsumexp::softmax;
@@ -35,6 +36,10 @@ pub struct Lens {
     pub schedule: Schedule,
     /// Relative paths in operator specs start here (the config's folder, else ".").
     pub base_dir: PathBuf,
+    /// The metrics' knobs (the config's `[diagnostics]`, else the defaults).
+    pub diagnostics: diagnostics::Options,
+    /// ρ of the off-support rule, computed on the first metrics call.
+    atom_scale: OnceLock<f64>,
 }
 
 /// What a config adds to its prior: the truth, the measurement and its log-likelihoods.
@@ -67,6 +72,16 @@ pub struct Posterior {
     /// ω = softmax(b), float64.
     pub weights: Vec<f64>,
     pub measurement: Option<(Arc<dyn Operator>, Vec<f32>, f64)>,
+    /// The modes and constants the metrics compare against, built on the first metrics call.
+    exact: OnceLock<ExactConstants>,
+}
+
+/// What [`Posterior::metrics`] needs of the exact posterior besides a cloud: built once per
+/// posterior (k-means modes and ρ cost far more than one metrics call).
+struct ExactConstants {
+    modes: Modes,
+    exact_mode_weights: Vec<f64>,
+    atom_spread: f64,
 }
 
 /// A pass over rows that share one noise: the arrays restricted to those rows → B × D.
@@ -159,11 +174,13 @@ pub fn check_finite(name: &str, values: &[f32], cols: usize) -> Result<()> {
 impl Lens {
     /// The prior over `images` (N × D row-major, values in [-1, 1] by convention), with the
     /// engine `engine`. `shape` is the image shape operators see (default: square when D is
-    /// a perfect square, else 1 × D).
+    /// a perfect square, else 1 × D); `labels` (one class per atom) make the metrics' modes
+    /// (else k-means clusters).
     pub fn new(
         images: Vec<f32>,
         dim: usize,
         shape: Option<ImageShape>,
+        labels: Option<Vec<u32>>,
         engine: EngineChoice,
         schedule: Schedule,
         base_dir: PathBuf,
@@ -185,12 +202,24 @@ impl Lens {
                 ),
             ));
         }
+        let n = images.len() / dim;
+        if let Some(l) = &labels
+            && l.len() != n
+        {
+            return Err(Error::config(
+                "labels",
+                format!(
+                    "has {} values but there are N = {n} atoms; pass shape ({n},)",
+                    l.len()
+                ),
+            ));
+        }
         let eight_bit = crate::data::all_eight_bit(&images);
         let atoms = Dataset {
             source: "python".to_string(),
             shape,
             images,
-            labels: None,
+            labels,
             class_names: None,
             eight_bit,
         };
@@ -211,6 +240,8 @@ impl Lens {
             atoms,
             schedule,
             base_dir,
+            diagnostics: diagnostics::Options::default(),
+            atom_scale: OnceLock::new(),
         })
     }
 
@@ -219,12 +250,13 @@ impl Lens {
     pub fn from_config(path: &Path, overrides: Overrides) -> Result<(Self, ConfigMeasurement)> {
         let plan = RunPlan::load(path, overrides)?;
         let setup = crate::experiment::setup::setup(&plan, &mut crate::experiment::Silent, None)?;
-        let lens = Self::from_dataset(
+        let mut lens = Self::from_dataset(
             setup.atoms,
             plan.engine,
             plan.schedule,
             plan.base_dir.clone(),
         )?;
+        lens.diagnostics = plan.diagnostics;
         let measurement = ConfigMeasurement {
             truth: setup.truth,
             truth_label: setup.truth_label,
@@ -251,6 +283,10 @@ impl Lens {
     }
     pub fn images(&self) -> &[f32] {
         &self.atoms.images
+    }
+    /// The class of every atom, when the data set has labels.
+    pub fn labels(&self) -> Option<&[u32]> {
+        self.atoms.labels.as_deref()
     }
 
     /// (s, v) at time t ∈ (0, 1], the error naming `t`.
@@ -561,6 +597,7 @@ impl Posterior {
             bias,
             log_likelihoods: b,
             measurement,
+            exact: OnceLock::new(),
         })
     }
 
@@ -708,6 +745,97 @@ impl Posterior {
     }
 }
 
+/// At least this many exact draws make the exact cloud of a metrics call (as `fslens
+/// diagnose`).
+pub const METRICS_EXACT_DRAWS: usize = 2000;
+
+impl Posterior {
+    /// The metrics of `cloud` (K × D) at time t ∈ [0, 1], exactly as a run records them at a
+    /// checkpoint (a metrics.json record, design §6): mode weights and TV, hallucination and
+    /// off-support rates, spread ratio tr Cov / (s² Σ_i ω_i ‖a_i − ā‖² + D v), data fits,
+    /// and PSNR/SSIM of the Tweedie means against `truth` (NaN without one). The exact cloud
+    /// at t is max(K, [`METRICS_EXACT_DRAWS`]) fresh draws; t = 0 scores clean samples as
+    /// `fslens diagnose` does ([`ExactPosterior::score_cloud`]).
+    pub fn metrics(
+        &self,
+        cloud: &[f32],
+        t: f64,
+        truth: Option<&[f32]>,
+    ) -> Result<CheckpointMetrics> {
+        let lens = &self.lens;
+        let k = lens.rows("cloud", cloud)?;
+        if k == 0 {
+            return Err(input(
+                "cloud has no rows; pass at least one particle, shape (K, D)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&t) {
+            return Err(Error::config(
+                "t",
+                format!("time must lie in [0, 1], got {t}"),
+            ));
+        }
+        if let Some(truth) = truth {
+            if truth.len() != lens.dim() {
+                return Err(input(format!(
+                    "truth has {} values but D = {}; pass shape ({},)",
+                    truth.len(),
+                    lens.dim(),
+                    lens.dim()
+                )));
+            }
+            check_finite("truth", truth, 0)?;
+        }
+        let view = self.exact_view(truth);
+        view.score_cloud(lens.engine().as_ref(), t, cloud, k.max(METRICS_EXACT_DRAWS))
+    }
+
+    /// The modes of the metrics: names and exact masses Σ_{i ∈ mode} ω_i.
+    pub fn modes(&self) -> (Vec<String>, Vec<f64>) {
+        let c = self.constants();
+        (c.modes.names.clone(), c.exact_mode_weights.clone())
+    }
+
+    fn constants(&self) -> &ExactConstants {
+        self.exact.get_or_init(|| {
+            let atoms = &self.lens.atoms;
+            let options = self.lens.diagnostics;
+            let modes = Modes::for_dataset(atoms, &self.weights, options.clusters, options.seed);
+            ExactConstants {
+                exact_mode_weights: modes.exact_weights(&self.weights),
+                atom_spread: diagnostics::atom_spread(&atoms.images, atoms.dim(), &self.weights),
+                modes,
+            }
+        })
+    }
+
+    /// The exact posterior as the metrics see it, from the cached constants.
+    fn exact_view<'a>(&'a self, truth: Option<&'a [f32]>) -> ExactPosterior<'a> {
+        let lens = &self.lens;
+        let c = self.constants();
+        let atom_scale = *lens.atom_scale.get_or_init(|| {
+            diagnostics::atom_scale(lens.images(), lens.dim(), lens.diagnostics.seed)
+        });
+        ExactPosterior {
+            atoms: lens.images(),
+            shape: lens.shape(),
+            omega: &self.weights,
+            modes: c.modes.clone(),
+            exact_mode_weights: c.exact_mode_weights.clone(),
+            atom_spread: c.atom_spread,
+            atom_scale,
+            measurement: self.measurement.as_ref().map(|(op, y, sigma)| Measured {
+                operator: op.as_ref(),
+                y,
+                sigma: *sigma,
+            }),
+            truth,
+            schedule: lens.schedule,
+            options: lens.diagnostics,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,6 +849,7 @@ mod tests {
             Lens::new(
                 images,
                 d,
+                None,
                 None,
                 EngineChoice {
                     backend: crate::engine::BackendKind::Cpu,
@@ -778,6 +907,36 @@ mod tests {
             .eps_at(&x, At::Levels(&[1, 2]), WeightSet::Prior)
             .unwrap_err();
         assert!(e.to_string().starts_with("level has 2 values"), "{e}");
+    }
+
+    #[test]
+    fn metrics_equal_a_fresh_exact_posterior_and_are_cached() {
+        let lens = lens();
+        let b: Vec<f64> = (0..6).map(|i| -0.3 * i as f64).collect();
+        let post = Posterior::from_log_likelihood(lens.clone(), b).unwrap();
+        let cloud = post.sample(0.4, 30, 2).unwrap();
+        for t in [0.0, 0.4] {
+            let got = post.metrics(&cloud, t, None).unwrap();
+            let again = post.metrics(&cloud, t, None).unwrap();
+            let fresh = ExactPosterior::new(
+                &lens.atoms,
+                &post.weights,
+                None,
+                None,
+                lens.schedule,
+                lens.diagnostics,
+            )
+            .score_cloud(lens.engine().as_ref(), t, &cloud, METRICS_EXACT_DRAWS)
+            .unwrap();
+            let json = |m: &CheckpointMetrics| serde_json::to_string(m).unwrap();
+            assert_eq!(json(&got), json(&fresh));
+            assert_eq!(json(&got), json(&again));
+            assert!(got.psnr_denoised.mean.is_nan() && got.data_fit_scaled.mean.is_nan());
+        }
+        let e = post.metrics(&cloud[..5], 0.4, None).unwrap_err();
+        assert!(e.to_string().starts_with("cloud has 5 values"), "{e}");
+        let e = post.metrics(&cloud, 1.5, None).unwrap_err();
+        assert!(e.to_string().starts_with("t: "), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ arguments raise ValueError or TypeError naming the argument and the fix.
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import tempfile
@@ -175,6 +176,19 @@ def _atoms_array(atoms) -> np.ndarray:
     return _f32(a, "atoms")
 
 
+def _labels_array(labels, n: int) -> np.ndarray:
+    if hasattr(labels, "detach") and hasattr(labels, "cpu"):
+        labels = labels.detach().cpu().numpy()
+    a = np.asarray(labels)
+    if a.dtype.kind not in "iu" or a.dtype == np.bool_:
+        raise TypeError(f"labels must be an int array of shape ({n},), got dtype {a.dtype}")
+    if a.shape != (n,):
+        raise ValueError(f"labels has shape {a.shape} but must have shape ({n},), one class per atom")
+    if a.size and (a.min() < 0 or a.max() >= 2**31):
+        raise ValueError(f"labels must be classes 0, 1, 2, … (got values from {a.min()} to {a.max()})")
+    return np.ascontiguousarray(a, dtype=np.uint32)
+
+
 def _name(value, name: str, choices: Sequence[str]) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, one of {', '.join(choices)}; got {value!r}")
@@ -291,6 +305,8 @@ class Prior:
     shape : (H, W, C) of one image, for operator specs that need it (default: square when D
         is a perfect square, else (1, D, 1)).
     schedule : a :class:`VP` (default VP(0.01, 20)).
+    labels : (N,) non-negative ints, the class of every atom: the modes that
+        :meth:`Posterior.metrics` counts (default: k-means clusters of the atoms).
     """
 
     def __init__(
@@ -300,6 +316,7 @@ class Prior:
         storage: str = "auto",
         shape: Optional[Tuple[int, int, int]] = None,
         schedule: Optional[VP] = None,
+        labels=None,
     ):
         a = _atoms_array(atoms)
         backend = _name(backend, "backend", ("auto", "cpu", "gpu"))
@@ -312,8 +329,10 @@ class Prior:
             shape = tuple(int(v) for v in shape)
             if len(shape) != 3:
                 raise ValueError(f"shape must be (H, W, C), got {shape}")
+        if labels is not None:
+            labels = _labels_array(labels, a.shape[0])
         make = _fslens.Prior.from_u8 if a.dtype == np.uint8 else _fslens.Prior
-        self._core = make(a, backend, storage, shape, schedule.beta_min, schedule.beta_max)
+        self._core = make(a, backend, storage, shape, schedule.beta_min, schedule.beta_max, labels)
         self.schedule = schedule
 
     @classmethod
@@ -361,6 +380,11 @@ class Prior:
     @property
     def truth(self) -> Optional[np.ndarray]:
         return self._core.truth
+
+    @property
+    def labels(self) -> Optional[np.ndarray]:
+        """(N,) uint32 class of every atom, when known (the config's data set, or given)."""
+        return self._core.labels
 
     @property
     def truth_label(self) -> Optional[int]:
@@ -457,7 +481,9 @@ class Prior:
                     "string such as 'downsample:4') and sigma="
                 )
             ys = None if y is None else _f32(_vector(y, "y"), "y")
-            return Posterior(self, self._core.posterior_config(ys, sigma))
+            # The config's truth made the config's y: metrics default to it with that y.
+            truth = self.truth if y is None else None
+            return Posterior(self, self._core.posterior_config(ys, sigma), truth=truth)
         if y is None:
             raise ValueError("y is missing: pass the measurement y, shape (m,)")
         if sigma is None:
@@ -506,9 +532,10 @@ class Posterior:
     """The exact finite-sample posterior p(x_t | y) = Σ_i ω_i N(s a_i, v I), ω = softmax(b),
     b_i = log p(y | a_i), and the scores of the approximate samplers on the same prior."""
 
-    def __init__(self, prior: Prior, core):
+    def __init__(self, prior: Prior, core, truth: Optional[np.ndarray] = None):
         self.prior = prior
         self._core = core
+        self._truth = truth
 
     @property
     def weights(self) -> np.ndarray:
@@ -584,6 +611,42 @@ class Posterior:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (0 <= seed < 2**64):
             raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
         return self._core.sample(t, int(k), int(seed))
+
+    def metrics(self, cloud, t: float, truth=None) -> dict:
+        """The metrics of a particle cloud at time t, as ``fslens run`` records them at a
+        checkpoint (the fields of a metrics.json record, design §6): ``mode_weights``,
+        ``mode_tv``, ``mode_tv_to_exact_cloud``, ``hallucination_rate``,
+        ``off_support_rate``, ``spread``, ``exact_spread``, ``spread_ratio``, the data fits
+        and PSNR/SSIM of the Tweedie means against `truth`.
+
+        cloud : (K, D) or (K, H, W, C) particles x_t (HWC order, the atoms' scale; not
+            clipped). t ∈ [0, 1]: t = 0 scores clean samples as ``fslens diagnose`` does.
+        truth : (D,) the true image; default the config's truth for the config's own y,
+            else none (PSNR/SSIM are then None).
+
+        The exact cloud at t is max(K, 2000) fresh exact draws (seeded); the modes are the
+        data set's classes, else k-means clusters (see :attr:`modes`).
+        """
+        t = _time_scalar(t, allow_zero=True)
+        c = _float_array(cloud, "cloud")
+        if c.ndim > 2 and int(np.prod(c.shape[1:])) == self.prior.dim:
+            c = c.reshape(c.shape[0], -1)
+        if c.ndim != 2:
+            raise ValueError(
+                f"cloud has shape {c.shape} but must have shape (K, {self.prior.dim}) or "
+                "(K, H, W, C) in HWC order"
+            )
+        xs = _rows(c, "cloud", self.prior.dim)
+        if truth is None:
+            truth = self._truth
+        ts = None if truth is None else _f32(_float_array(truth, "truth").reshape(-1), "truth")
+        return json.loads(self._core.metrics(xs, t, ts))
+
+    @property
+    def modes(self) -> Tuple[list, np.ndarray]:
+        """(names, exact masses Σ_{i ∈ mode} ω_i) of the modes the metrics count."""
+        names, weights = self._core.modes()
+        return names, np.asarray(weights)
 
     def exact_spread(self, t: float) -> float:
         """E‖x_t − E x_t‖² = s² Σ_i ω_i ‖a_i − ā‖² + D v (design §3), t ∈ [0, 1]."""

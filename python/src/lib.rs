@@ -148,7 +148,8 @@ impl Prior {
 impl Prior {
     /// atoms: (N, D) float32 C-contiguous, values in [-1, 1] by convention.
     #[new]
-    #[pyo3(signature = (atoms, backend="auto", storage="auto", shape=None, beta_min=0.01, beta_max=20.0))]
+    #[pyo3(signature = (atoms, backend="auto", storage="auto", shape=None, beta_min=0.01, beta_max=20.0, labels=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         atoms: PyReadonlyArray2<'_, f32>,
@@ -157,15 +158,29 @@ impl Prior {
         shape: Option<(usize, usize, usize)>,
         beta_min: f64,
         beta_max: f64,
+        labels: Option<PyReadonlyArray1<'_, u32>>,
     ) -> PyResult<Self> {
         let d = atoms.shape()[1];
         let images = slice(&atoms, "atoms")?.to_vec();
-        Self::build(py, images, d, backend, storage, shape, beta_min, beta_max)
+        let labels = labels
+            .map(|l| slice(&l, "labels").map(<[u32]>::to_vec))
+            .transpose()?;
+        Self::build(
+            py,
+            images,
+            d,
+            labels,
+            backend,
+            storage,
+            shape,
+            (beta_min, beta_max),
+        )
     }
 
     /// atoms: (N, D) uint8, mapped to 2k/255 − 1 (exact; the GPU then stores them as u8).
     #[staticmethod]
-    #[pyo3(signature = (atoms, backend="auto", storage="auto", shape=None, beta_min=0.01, beta_max=20.0))]
+    #[pyo3(signature = (atoms, backend="auto", storage="auto", shape=None, beta_min=0.01, beta_max=20.0, labels=None))]
+    #[allow(clippy::too_many_arguments)]
     fn from_u8(
         py: Python<'_>,
         atoms: PyReadonlyArray2<'_, u8>,
@@ -174,14 +189,27 @@ impl Prior {
         shape: Option<(usize, usize, usize)>,
         beta_min: f64,
         beta_max: f64,
+        labels: Option<PyReadonlyArray1<'_, u32>>,
     ) -> PyResult<Self> {
+        let labels = labels
+            .map(|l| slice(&l, "labels").map(<[u32]>::to_vec))
+            .transpose()?;
         let d = atoms.shape()[1];
         let table = fslens::data::u8_pixel_table();
         let images = slice(&atoms, "atoms")?
             .iter()
             .map(|&k| table[k as usize])
             .collect();
-        Self::build(py, images, d, backend, storage, shape, beta_min, beta_max)
+        Self::build(
+            py,
+            images,
+            d,
+            labels,
+            backend,
+            storage,
+            shape,
+            (beta_min, beta_max),
+        )
     }
 
     /// The atoms (hold-out applied), schedule, engine and measurement of a run config.
@@ -249,6 +277,11 @@ impl Prior {
         self.config
             .as_ref()
             .map(|c| PyArray1::from_slice(py, &c.truth))
+    }
+    /// The class of every atom, when known (from the config's data set, or given).
+    #[getter]
+    fn labels<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<u32>>> {
+        self.lens.labels().map(|l| PyArray1::from_slice(py, l))
     }
     #[getter]
     fn truth_label(&self) -> Option<u32> {
@@ -447,17 +480,27 @@ impl Prior {
         py: Python<'_>,
         images: Vec<f32>,
         d: usize,
+        labels: Option<Vec<u32>>,
         backend: &str,
         storage: &str,
         shape: Option<(usize, usize, usize)>,
-        beta_min: f64,
-        beta_max: f64,
+        (beta_min, beta_max): (f64, f64),
     ) -> PyResult<Self> {
         let engine = engine_choice(backend, storage)?;
         let schedule = schedule(beta_min, beta_max)?;
         let shape = shape.map(|(h, w, c)| ImageShape::new(h, w, c));
         let lens = py
-            .detach(|| Lens::new(images, d, shape, engine, schedule, PathBuf::from(".")))
+            .detach(|| {
+                Lens::new(
+                    images,
+                    d,
+                    shape,
+                    labels,
+                    engine,
+                    schedule,
+                    PathBuf::from("."),
+                )
+            })
             .map_err(err)?;
         Ok(Prior {
             lens: Arc::new(lens),
@@ -575,6 +618,29 @@ impl Posterior {
     /// E‖x_t − E x_t‖² of the exact posterior at t (design §3).
     fn exact_spread(&self, t: f64) -> PyResult<f64> {
         self.inner.exact_spread(t).map_err(err)
+    }
+
+    /// The metrics record of `cloud` at t (the JSON of a metrics.json record; the Python
+    /// layer parses it), with PSNR/SSIM against `truth` when given.
+    #[pyo3(signature = (cloud, t, truth=None))]
+    fn metrics(
+        &self,
+        py: Python<'_>,
+        cloud: PyReadonlyArray2<'_, f32>,
+        t: f64,
+        truth: Option<PyReadonlyArray1<'_, f32>>,
+    ) -> PyResult<String> {
+        let xs = rows_in(&cloud, "cloud", self.dim())?;
+        let truth = truth.as_ref().map(|a| slice(a, "truth")).transpose()?;
+        let record = py
+            .detach(|| self.inner.metrics(xs, t, truth))
+            .map_err(err)?;
+        serde_json::to_string(&record).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// The modes of the metrics: (names, exact masses Σ_{i ∈ mode} ω_i).
+    fn modes(&self, py: Python<'_>) -> (Vec<String>, Vec<f64>) {
+        py.detach(|| self.inner.modes())
     }
 
     fn __repr__(&self) -> String {
