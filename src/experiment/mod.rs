@@ -7,6 +7,7 @@
 mod cache_keys;
 pub mod classes;
 pub mod diagnose;
+pub mod diagnose_trajectory;
 pub mod execute;
 pub mod outcome;
 pub mod outputs;
@@ -14,6 +15,7 @@ pub mod page;
 pub mod score;
 pub mod setup;
 pub mod summary;
+pub mod trajectory;
 
 use std::path::{Path, PathBuf};
 
