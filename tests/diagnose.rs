@@ -548,6 +548,8 @@ fn bad_trajectories_are_errors_that_name_the_file_and_field() {
         &args(&x, &t, &["--samples", s(&x)]),
         &["--samples", "--trajectory"],
     );
+    let samples_with_times = diagnose_args(&dir, &x, "never", &["--times", s(&t)]);
+    rejected_trajectory(&dir, &samples_with_times, &["--samples", "--times"]);
     // The good files pass (the failures above are the files', not the setup's).
     fslens(&trajectory_args(&dir, &x, &t, "ok", &[]));
     assert!(dir.join("ok/report.html").is_file());

@@ -171,15 +171,12 @@ struct ScoreArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["samples", "trajectory"])))]
 struct DiagnoseArgs {
     /// Final samples, scored at t = 0: a .npy of shape (K, D), (K, H, W, C) or (K, H, W)
     /// (float32, float64 or uint8; HWC order), or a folder of PNG/JPEG images of the config's
     /// size.
-    #[arg(
-        long,
-        required_unless_present = "trajectory",
-        conflicts_with = "trajectory"
-    )]
+    #[arg(long)]
     samples: Option<PathBuf>,
     /// Clouds recorded at several times, each scored at its time (needs --times): a float .npy
     /// of shape (T, K, D), (T, K, H, W, C) or (T, K, H, W), the sampler's state
@@ -189,7 +186,9 @@ struct DiagnoseArgs {
     /// The times of the trajectory's clouds: a float .npy of T distinct VP times in [0, 1]
     /// of the config's schedule (t = 0: clean samples), one per cloud in the order of its
     /// first axis; any order (the report lists them in decreasing t).
-    #[arg(long, requires = "trajectory")]
+    // clap does not enforce `requires` against an argument that conflicts with one given
+    // (--samples excludes --trajectory), hence the explicit conflict.
+    #[arg(long, requires = "trajectory", conflicts_with = "samples")]
     times: Option<PathBuf>,
     /// The run config whose posterior the samples target (its [sampling] samplers are not
     /// run).
@@ -436,7 +435,8 @@ fn diagnose(cli: &Cli, args: &DiagnoseArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_out(&args.config, "diagnose-", ""));
     let mut reporter = Reporter::new(cli.quiet, cli.json);
-    // clap lets exactly one of --samples and --trajectory (with --times) through.
+    // clap lets exactly one of --samples and --trajectory (with --times) through (the
+    // `input` group).
     let (path, summary, when) = match (&args.samples, &args.trajectory, &args.times) {
         (_, Some(clouds), Some(times)) => {
             let req = TrajectoryRequest {

@@ -1,5 +1,6 @@
 //! What a run or a diagnosis produced, before anything is written: the outcomes that
-//! [`super::execute`] and [`super::diagnose`] return and [`super::outputs`] writes.
+//! [`super::execute`], [`super::diagnose`] and [`super::diagnose_trajectory`] return and
+//! [`super::outputs`] writes.
 
 use std::time::Instant;
 
@@ -67,7 +68,8 @@ pub fn modes_summary(exact: &ExactPosterior) -> ModesSummary {
     }
 }
 
-/// What a run produced, before anything is written.
+/// What a run produced, before anything is written (also a diagnosed trajectory, whose
+/// clouds at its times stand in for a run's checkpoints).
 pub struct Outcome {
     pub problem: ProblemOutcome,
     /// The heatmap direction u.

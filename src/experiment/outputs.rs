@@ -28,7 +28,8 @@ use crate::{Error, Result};
 /// projections and metrics cover every checkpoint.
 pub const FULL_CHECKPOINTS: usize = 8;
 
-/// Writes the folder of a run (or a compare) into `dir`; returns its summary.
+/// Writes the folder of a run, a compare or a diagnosed trajectory (an outcome with
+/// `external` set) into `dir`; returns its summary.
 pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summary> {
     let problem = &outcome.problem;
     let setup = &problem.setup;
