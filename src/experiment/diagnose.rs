@@ -394,6 +394,17 @@ mod tests {
     }
 
     #[test]
+    fn labels_that_are_file_names_and_no_built_in_sampler_pass() {
+        for ok in ["external", "my-dps", "ddpm_1000.v2"] {
+            check_label(ok).unwrap();
+        }
+        for bad in ["", "exact", "fsr", "sigma-dps", "tmpd", "a b", "x/y"] {
+            let e = check_label(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--label"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn conventions_map_their_ranges_onto_minus_one_to_one() {
         for c in [
             PixelConvention::MinusOneToOne,

@@ -168,3 +168,29 @@ pub struct Diagnosis {
     pub clouds: Vec<ScoredCloud>,
     pub source: ExternalSource,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_ids_name_built_in_samplers_and_labels() {
+        let exact = SamplerId::BuiltIn(SamplerKind::Exact);
+        let fsr = SamplerId::BuiltIn(SamplerKind::Fsr);
+        let mine = SamplerId::External("my-dps".into());
+        assert_eq!(
+            [exact.name(), fsr.name(), mine.name()],
+            ["exact", "fsr", "my-dps"]
+        );
+        assert_eq!(
+            [exact.kind(), fsr.kind(), mine.kind()],
+            [Some(SamplerKind::Exact), Some(SamplerKind::Fsr), None]
+        );
+        // Only samplers fslens integrated have steps; exact draws and external clouds do not.
+        assert_eq!(
+            [exact.integrated(), fsr.integrated(), mine.integrated()],
+            [false, true, false]
+        );
+        assert!(exact.is_exact() && !fsr.is_exact() && !mine.is_exact());
+    }
+}
