@@ -29,8 +29,24 @@ impl Array {
 }
 
 /// Reads a `.npy` file of u8, i32, i64, f32 or f64 (little or big endian) into float64.
-/// Rejects Fortran order and, unless `allow_nonfinite`, NaN or infinite values.
+/// Rejects Fortran order and NaN or infinite values.
 pub fn read_npy(path: &Path) -> Result<Array> {
+    let a = read_npy_nonfinite(path)?;
+    if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::data(
+            path,
+            format!(
+                "value {} at flat index {i} is not finite; fslens needs finite numbers",
+                a.data[i]
+            ),
+        ));
+    }
+    Ok(a)
+}
+
+/// [`read_npy`] that lets NaN and infinite values through, for callers that name them in
+/// their own terms (which cloud, which time) rather than by flat index.
+pub fn read_npy_nonfinite(path: &Path) -> Result<Array> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| {
         Error::data(
@@ -112,15 +128,6 @@ pub fn read_npy(path: &Path) -> Result<Array> {
             format!(
                 "payload holds {} values but the header's shape {shape:?} needs {expected}; the file is truncated",
                 data.len()
-            ),
-        ));
-    }
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::data(
-            path,
-            format!(
-                "value {} at flat index {i} is not finite; fslens needs finite numbers",
-                data[i]
             ),
         ));
     }

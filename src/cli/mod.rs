@@ -16,6 +16,7 @@ use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
 use fslens::engine::{BackendKind, StorageChoice};
 use fslens::experiment::diagnose::{DiagnoseRequest, PixelConvention};
+use fslens::experiment::diagnose_trajectory::{TrajectoryRequest, diagnose_trajectory};
 use fslens::experiment::score::{Method, ScoreRequest};
 use fslens::experiment::summary::Summary;
 use fslens::plan::{EngineChoice, Overrides, RunPlan};
@@ -32,6 +33,8 @@ const AFTER_HELP: &str = "Examples:
                --operator matrix:M.npy --sigma 0.05 --out S.npy
   fslens diagnose --samples samples.npy --config assets/configs/demo.toml --out diag
                                              # score another program's samples vs the exact posterior
+  fslens diagnose --trajectory X.npy --times T.npy --config assets/configs/demo.toml --out diag-t
+                                             # ... or its clouds at several times, like a run's checkpoints
   fslens sweep assets/configs/sweep-demo.toml --out sw   # a grid of runs; rerun to resume
   fslens sweep sw.toml --out sw --shard 0/4  # one of 4 shards (one per Slurm array task)
   fslens merge sw                            # results.csv, results.jsonl, report.html
@@ -168,23 +171,39 @@ struct ScoreArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["samples", "trajectory"])))]
 struct DiagnoseArgs {
-    /// The samples: a .npy of shape (K, D), (K, H, W, C) or (K, H, W) (float32, float64 or
-    /// uint8; HWC order), or a folder of PNG/JPEG images of the config's size.
+    /// Final samples, scored at t = 0: a .npy of shape (K, D), (K, H, W, C) or (K, H, W)
+    /// (float32, float64 or uint8; HWC order), or a folder of PNG/JPEG images of the config's
+    /// size.
     #[arg(long)]
-    samples: PathBuf,
+    samples: Option<PathBuf>,
+    /// Clouds recorded at several times, each scored at its time (needs --times): a float .npy
+    /// of shape (T, K, D), (T, K, H, W, C) or (T, K, H, W), the sampler's state
+    /// x_t = s(t) x_0 + √v(t) ε on the [-1, 1] scale (not clipped; HWC order).
+    #[arg(long, requires = "times")]
+    trajectory: Option<PathBuf>,
+    /// The times of the trajectory's clouds: a float .npy of T distinct VP times in [0, 1]
+    /// of the config's schedule (t = 0: clean samples), one per cloud in the order of its
+    /// first axis; any order (the report lists them in decreasing t).
+    // clap does not enforce `requires` against an argument that conflicts with one given
+    // (--samples excludes --trajectory), hence the explicit conflict.
+    #[arg(long, requires = "trajectory", conflicts_with = "samples")]
+    times: Option<PathBuf>,
     /// The run config whose posterior the samples target (its [sampling] samplers are not
     /// run).
     #[arg(long)]
     config: PathBuf,
-    /// Pixel convention of the samples: minus-one-to-one, zero-to-one or 0-255. Default:
-    /// minus-one-to-one for float .npy, 0-255 for uint8 .npy and images.
+    /// Pixel convention of --samples: minus-one-to-one, zero-to-one or 0-255. Default:
+    /// minus-one-to-one for float .npy, 0-255 for uint8 .npy and images. A trajectory is
+    /// always minus-one-to-one (a noisy x_t cannot be rescaled pixel by pixel).
     #[arg(long)]
     pixels: Option<PixelConvention>,
     /// Output folder (replaced if it exists); default: runs/diagnose-<config name>.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The name the samples are listed under (samples_<label>.npy, grid_<label>.png).
+    /// The name the samples are listed under (samples_<label>.npy, grid_<label>.png); not a
+    /// built-in sampler's name.
     #[arg(long, default_value = "external")]
     label: String,
     #[command(flatten)]
@@ -246,7 +265,9 @@ enum Command {
     Score(ScoreArgs),
     /// Score samples made by another program (e.g. a neural DPS run in PyTorch) against the
     /// exact posterior of a config's measurement (same atoms, truth, operator and y as `fslens
-    /// run` of that config), with the metrics of a run at t = 0, beside fresh exact draws.
+    /// run` of that config), beside fresh exact draws: final samples (--samples) with the
+    /// metrics of a run at t = 0, or a trajectory (--trajectory X.npy --times T.npy) with the
+    /// metrics, plots and report of a run at each of its times.
     #[command(after_help = DIAGNOSE_HELP)]
     Diagnose(DiagnoseArgs),
     /// Run a sweep: a base run config and axes to vary (README: "Sweeps"). Each job writes
@@ -277,7 +298,16 @@ or as PNGs (one file per sample, 8-bit, in a folder):
   for k, img in enumerate(((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()):
       PIL.Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f\"out/{k:05d}.png\")
 Values may overshoot the declared range by its width (unclipped samplers do, e.g. [-3, 3]
-for [-1, 1]); beyond that the samples are taken to be in another convention and rejected.";
+for [-1, 1]); beyond that the samples are taken to be in another convention and rejected.
+
+A trajectory: record the sampler's state x_t (not x0_hat) at the times you want scored, e.g.
+  clouds.append(x.permute(0, 2, 3, 1).cpu().numpy()); times.append(t)   # inside the loop
+  np.save(\"X.npy\", np.stack(clouds)); np.save(\"T.npy\", np.asarray(times, dtype=np.float64))
+  fslens diagnose --trajectory X.npy --times T.npy --config CONFIG.toml --out diag --label my-dps
+The times are continuous VP times of the config's schedule (sampling.beta_min, beta_max;
+discrete DDPM levels k convert with fslens.DDPM().time(k) in Python). X stays on the [-1, 1]
+scale, unclipped; only the cloud at the smallest time is range-checked, against
+3 s(t) + 8 √v(t) (3 at t = 0), since a sampler may overshoot on the way.";
 
 fn operator_help() -> String {
     format!("Operator specs:\n{}", fslens::operators::SPEC_HELP)
@@ -400,19 +430,45 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
 fn diagnose(cli: &Cli, args: &DiagnoseArgs) -> Result<()> {
     args.engine.apply_threads()?;
     let plan = RunPlan::load(&args.config, args.engine.overrides())?;
-    let req = DiagnoseRequest {
-        samples: args.samples.clone(),
-        pixels: args.pixels,
-        label: args.label.clone(),
-        out: args
-            .out
-            .clone()
-            .unwrap_or_else(|| default_out(&args.config, "diagnose-", "")),
-    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.config, "diagnose-", ""));
     let mut reporter = Reporter::new(cli.quiet, cli.json);
-    let (path, summary) = fslens::experiment::diagnose::diagnose(&plan, &req, &mut reporter)?;
+    // clap lets exactly one of --samples and --trajectory (with --times) through (the
+    // `input` group).
+    let (path, summary, when) = match (&args.samples, &args.trajectory, &args.times) {
+        (_, Some(clouds), Some(times)) => {
+            let req = TrajectoryRequest {
+                clouds: clouds.clone(),
+                times: times.clone(),
+                pixels: args.pixels,
+                label: args.label.clone(),
+                out,
+            };
+            let (path, summary) = diagnose_trajectory(&plan, &req, &mut reporter)?;
+            (
+                path,
+                summary,
+                "at the smallest time; metrics.json has every time",
+            )
+        }
+        (samples, _, _) => {
+            let req = DiagnoseRequest {
+                samples: samples
+                    .clone()
+                    .expect("clap requires --samples or --trajectory"),
+                pixels: args.pixels,
+                label: args.label.clone(),
+                out,
+            };
+            let (path, summary) =
+                fslens::experiment::diagnose::diagnose(&plan, &req, &mut reporter)?;
+            (path, summary, "at t = 0")
+        }
+    };
     reporter.finish();
-    report_done(cli, &path, &summary, "at t = 0");
+    report_done(cli, &path, &summary, when);
     Ok(())
 }
 

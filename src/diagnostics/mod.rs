@@ -308,10 +308,23 @@ impl<'a> ExactPosterior<'a> {
         cloud: &[f32],
         exact_draws: usize,
     ) -> Result<CheckpointMetrics> {
+        Ok(self.score_cloud_analysed(backend, t, cloud, exact_draws)?.0)
+    }
+
+    /// [`ExactPosterior::score_cloud`], also returning the cloud's [`Analysis`] (its Tweedie
+    /// means, at t = 0 the cloud itself, and its nearest atoms) for callers that keep the
+    /// denoised cloud or the class weights of the nearest atoms.
+    pub fn score_cloud_analysed(
+        &self,
+        backend: &dyn Backend,
+        t: f64,
+        cloud: &[f32],
+        exact_draws: usize,
+    ) -> Result<(CheckpointMetrics, Analysis)> {
         if t != 0.0 {
             let exact = self.exact_cloud_drawn(backend, t, exact_draws)?;
             let analysis = self.analyse(backend, cloud, self.schedule.noise(t))?;
-            return Ok(self.metrics(t, cloud, &analysis, &exact));
+            return Ok((self.metrics(t, cloud, &analysis, &exact), analysis));
         }
         // v only shapes the prior means, which clean samples replace by themselves.
         let noise = Noise {
@@ -324,7 +337,7 @@ impl<'a> ExactPosterior<'a> {
         let picks = Exact::draw_atoms(self.omega, exact_draws.max(100), &mut rng);
         let (_, exact_analysis) = self.atoms_at_zero(&picks);
         let exact = self.exact_cloud_from(0.0, &exact_analysis, false);
-        Ok(self.metrics(0.0, cloud, &analysis, &exact))
+        Ok((self.metrics(0.0, cloud, &analysis, &exact), analysis))
     }
 
     /// Exact draws at t = 0 from atom indices i ~ Cat(ω): the cloud x = a_i (K × D) and its

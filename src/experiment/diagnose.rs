@@ -18,10 +18,12 @@ use super::Observer;
 use super::classes::class_weights_of_samples;
 use super::outcome::{Diagnosis, ProblemOutcome, ScoredCloud, modes_summary};
 use super::summary::{ExternalSource, Summary};
+use crate::choices::Choice;
 use crate::data::ImageShape;
 use crate::engine::Noise;
 use crate::plan::RunPlan;
 use crate::report::output::OutputDir;
+use crate::samplers::SamplerKind;
 use crate::samplers::exact::Exact;
 use crate::{Error, Result};
 
@@ -284,10 +286,11 @@ pub fn diagnose(
     Ok((path, summary))
 }
 
-/// The label names output files: letters, digits, '-', '_' or '.', and not `exact`.
-fn check_label(label: &str) -> Result<()> {
+/// The label names output files and picks the plot colour: letters, digits, '-', '_' or
+/// '.', and no built-in sampler's name (whose files and colour it would take).
+pub(crate) fn check_label(label: &str) -> Result<()> {
     if label.is_empty()
-        || label == "exact"
+        || SamplerKind::parse(label).is_ok()
         || !label
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -296,7 +299,9 @@ fn check_label(label: &str) -> Result<()> {
             "--label",
             format!(
                 "{label:?} must be a non-empty name of letters, digits, '-', '_' or '.', and \
-                 not \"exact\" (it names output files)"
+                 no built-in sampler's name ({}): it names output files and picks the plot \
+                 colour",
+                SamplerKind::spellings()
             ),
         ));
     }
@@ -366,6 +371,8 @@ pub fn score_samples(
                fresh draws i ~ Cat(ω); wall_seconds of the external samples is unknown \
                (null)"
             .to_string(),
+        times_path: None,
+        times: None,
     };
     Ok(Diagnosis {
         problem: ProblemOutcome::new(started, setup, backend, omega, modes, atom_scale),
@@ -384,6 +391,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn labels_that_are_file_names_and_no_built_in_sampler_pass() {
+        for ok in ["external", "my-dps", "ddpm_1000.v2"] {
+            check_label(ok).unwrap();
+        }
+        for bad in ["", "exact", "fsr", "sigma-dps", "tmpd", "a b", "x/y"] {
+            let e = check_label(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--label"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::Observer;
 use super::classes::class_weights_of_samples;
 use super::outcome::modes_summary;
-pub use super::outcome::{Outcome, ProblemOutcome, SamplerOutcome};
+pub use super::outcome::{Outcome, ProblemOutcome, SamplerId, SamplerOutcome};
 use super::setup::{Setup, setup};
 use super::summary::SkippedSampler;
 use crate::choices::Choice;
@@ -96,6 +96,7 @@ pub fn execute(
         samplers,
         skipped,
         exact_projection,
+        external: None,
     })
 }
 
@@ -213,7 +214,7 @@ impl Scoring<'_> {
         let last = last.expect("clouds always end with t_min");
         let nearest: Vec<usize> = last.nearest.iter().map(|n| n.index).collect();
         Ok(SamplerOutcome {
-            kind,
+            sampler: SamplerId::BuiltIn(kind),
             classes: class_weights_of_samples(self.atoms, &nearest),
             run,
             wall_seconds,
@@ -233,7 +234,7 @@ fn exact_projection(
     direction: &Direction,
     samplers: &[SamplerOutcome],
 ) -> Option<(String, ProjectionSeries)> {
-    if let Some(s) = samplers.iter().find(|s| s.kind == SamplerKind::Exact) {
+    if let Some(s) = samplers.iter().find(|s| s.sampler.is_exact()) {
         return Some(("exact".to_string(), s.projection.clone()));
     }
     let first = &samplers.first()?.projection;

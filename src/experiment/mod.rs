@@ -2,11 +2,13 @@
 //! steps: [`setup`] loads the atoms, holds out the truth and measures it; [`execute`] builds
 //! the engine, runs every sampler on the same y and seed and scores its clouds (no file I/O);
 //! [`outputs`] writes the folder (README: "Output folder"). `diagnose` scores samples made
-//! elsewhere through the same setup and outputs; `score` answers one score call.
+//! elsewhere through the same setup and outputs, and `diagnose_trajectory` their clouds over
+//! time (read by `trajectory`) as a run's outcome; `score` answers one score call.
 
 mod cache_keys;
 pub mod classes;
 pub mod diagnose;
+pub mod diagnose_trajectory;
 pub mod execute;
 pub mod outcome;
 pub mod outputs;
@@ -14,6 +16,7 @@ pub mod page;
 pub mod score;
 pub mod setup;
 pub mod summary;
+pub mod trajectory;
 
 use std::path::{Path, PathBuf};
 

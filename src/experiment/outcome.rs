@@ -1,11 +1,13 @@
 //! What a run or a diagnosis produced, before anything is written: the outcomes that
-//! [`super::execute`] and [`super::diagnose`] return and [`super::outputs`] writes.
+//! [`super::execute`], [`super::diagnose`] and [`super::diagnose_trajectory`] return and
+//! [`super::outputs`] writes.
 
 use std::time::Instant;
 
 use super::classes::class_weights_exact;
 use super::setup::Setup;
 use super::summary::{ExternalSource, ModesSummary, SkippedSampler};
+use crate::choices::Choice;
 use crate::data::ImageShape;
 use crate::diagnostics::projection::Direction;
 use crate::diagnostics::{CheckpointMetrics, ExactPosterior};
@@ -66,7 +68,8 @@ pub fn modes_summary(exact: &ExactPosterior) -> ModesSummary {
     }
 }
 
-/// What a run produced, before anything is written.
+/// What a run produced, before anything is written (also a diagnosed trajectory, whose
+/// clouds at its times stand in for a run's checkpoints).
 pub struct Outcome {
     pub problem: ProblemOutcome,
     /// The heatmap direction u.
@@ -82,12 +85,58 @@ pub struct Outcome {
     /// The heatmap's exact panel: the exact sampler's projections, or fresh exact draws at the
     /// first sampler's times when the run has no exact sampler (name, series).
     pub exact_projection: Option<(String, ProjectionSeries)>,
+    /// Set when the clouds of an external sampler were read from files (`fslens diagnose
+    /// --trajectory`): where they came from, for summary.json and the report.
+    pub external: Option<ExternalSource>,
+}
+
+/// Who made a cloud series: a sampler fslens ran, or another program whose clouds were read
+/// from a file (`fslens diagnose --trajectory`) and are listed under the user's label. The
+/// name keys the output files (`samples_<name>.npy`, …), the metrics and the plot colours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SamplerId {
+    BuiltIn(SamplerKind),
+    /// A label that is no built-in sampler's name (checked where it is read), so that its
+    /// files and colour never clash with a built-in sampler's.
+    External(String),
+}
+
+impl SamplerId {
+    /// The name in file names, metrics.json, summary.json and the report.
+    pub fn name(&self) -> &str {
+        match self {
+            SamplerId::BuiltIn(kind) => kind.name(),
+            SamplerId::External(label) => label,
+        }
+    }
+
+    /// The built-in sampler, if fslens ran it.
+    pub fn kind(&self) -> Option<SamplerKind> {
+        match self {
+            SamplerId::BuiltIn(kind) => Some(*kind),
+            SamplerId::External(_) => None,
+        }
+    }
+
+    /// Whether this is the exact sampler (the reference every other cloud is drawn beside).
+    pub fn is_exact(&self) -> bool {
+        self.kind() == Some(SamplerKind::Exact)
+    }
+
+    /// Whether fslens integrated a reverse process for it (every built-in sampler but
+    /// `exact`): only those have steps, an integrator and a time per step.
+    pub fn integrated(&self) -> bool {
+        self.kind().is_some_and(|k| k != SamplerKind::Exact)
+    }
 }
 
 /// One sampler's run and its scores.
 pub struct SamplerOutcome {
-    pub kind: SamplerKind,
+    pub sampler: SamplerId,
+    /// The clouds: `samples` at the final time and `snapshots` at the checkpoints (for an
+    /// external sampler, the trajectory's clouds at its times).
     pub run: Run,
+    /// Unknown (NaN, null in JSON) for an external sampler.
     pub wall_seconds: f64,
     /// Tweedie means of the final samples under the prior, K × D.
     pub denoised: Vec<f32>,
@@ -118,4 +167,30 @@ pub struct Diagnosis {
     /// Fresh exact draws, then the external samples.
     pub clouds: Vec<ScoredCloud>,
     pub source: ExternalSource,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_ids_name_built_in_samplers_and_labels() {
+        let exact = SamplerId::BuiltIn(SamplerKind::Exact);
+        let fsr = SamplerId::BuiltIn(SamplerKind::Fsr);
+        let mine = SamplerId::External("my-dps".into());
+        assert_eq!(
+            [exact.name(), fsr.name(), mine.name()],
+            ["exact", "fsr", "my-dps"]
+        );
+        assert_eq!(
+            [exact.kind(), fsr.kind(), mine.kind()],
+            [Some(SamplerKind::Exact), Some(SamplerKind::Fsr), None]
+        );
+        // Only samplers fslens integrated have steps; exact draws and external clouds do not.
+        assert_eq!(
+            [exact.integrated(), fsr.integrated(), mine.integrated()],
+            [false, true, false]
+        );
+        assert!(exact.is_exact() && !fsr.is_exact() && !mine.is_exact());
+    }
 }

@@ -15,7 +15,6 @@ use super::summary::{
     Summary,
 };
 use crate::arrays::{write_atomic, write_npy_f32};
-use crate::choices::Choice;
 use crate::data::ImageShape;
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::{
@@ -23,14 +22,14 @@ use crate::diagnostics::{
 };
 use crate::plan::{RunPlan, SamplerSelection};
 use crate::report::images::{default_scale, save_grid};
-use crate::samplers::SamplerKind;
 use crate::{Error, Result};
 
 /// At most this many full checkpoint clouds (K × D each) are written per sampler; the
 /// projections and metrics cover every checkpoint.
 pub const FULL_CHECKPOINTS: usize = 8;
 
-/// Writes the folder of a run (or a compare) into `dir`; returns its summary.
+/// Writes the folder of a run, a compare or a diagnosed trajectory (an outcome with
+/// `external` set) into `dir`; returns its summary.
 pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summary> {
     let problem = &outcome.problem;
     let setup = &problem.setup;
@@ -42,7 +41,7 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
     for s in &outcome.samplers {
         rows.push(write_sampler(dir, plan, outcome, s)?);
         metrics.insert(
-            s.kind.name().to_string(),
+            s.sampler.name().to_string(),
             SamplerMetrics {
                 metrics: s.metrics.clone(),
                 checkpoints: s.checkpoints.clone(),
@@ -53,19 +52,25 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
     summary.samplers = rows;
     summary.projection_direction = outcome.direction.label.clone();
     summary.skipped_samplers = outcome.skipped.clone();
+    summary.external = outcome.external.clone();
     summary.total_seconds = problem.started.elapsed().as_secs_f64();
-    // config.toml records the samplers that ran (compare chose them).
+    // config.toml records the built-in samplers that ran (compare chose them).
     let mut config = plan.config.clone();
-    config.sampling.samplers = outcome.samplers.iter().map(|s| s.kind).collect();
+    config.sampling.samplers = outcome
+        .samplers
+        .iter()
+        .filter_map(|s| s.sampler.kind())
+        .collect();
     let config_toml = write_config(dir, &config)?;
     let projections: Vec<_> = outcome
         .samplers
         .iter()
-        .map(|s| (s.kind.name().to_string(), s.projection.clone()))
+        .map(|s| (s.sampler.name().to_string(), s.projection.clone()))
         .collect();
-    let command = match plan.samplers {
-        SamplerSelection::Listed(_) => "fslens run",
-        SamplerSelection::EveryApplicable => "fslens compare",
+    let command = match (&outcome.external, &plan.samplers) {
+        (Some(_), _) => "fslens diagnose",
+        (None, SamplerSelection::Listed(_)) => "fslens run",
+        (None, SamplerSelection::EveryApplicable) => "fslens compare",
     };
     let page = run_page(
         &summary,
@@ -91,7 +96,7 @@ fn write_sampler(
     outcome: &Outcome,
     s: &SamplerOutcome,
 ) -> Result<SamplerSummary> {
-    let name = s.kind.name();
+    let name = s.sampler.name();
     let problem = &outcome.problem;
     let shape = problem.shape();
     let d = shape.dim();
@@ -122,13 +127,15 @@ fn write_sampler(
         &[s.projection.times.len(), k],
         &flat,
     )?;
-    let exact = s.kind == SamplerKind::Exact;
+    // Only samplers fslens integrated have steps: exact draws directly, and an external
+    // sampler's steps are unknown.
+    let integrated = s.sampler.integrated();
     let walked = outcome.walked;
     let mut row = clean_row(name, k, problem, s.classes.clone(), &s.metrics);
     row.wall_seconds = s.wall_seconds;
-    row.steps = if exact { 0 } else { walked };
-    row.seconds_per_step = (!exact).then(|| s.wall_seconds / walked as f64);
-    row.integrator = (!exact).then_some(plan.settings.integrator);
+    row.steps = if integrated { walked } else { 0 };
+    row.seconds_per_step = integrated.then(|| s.wall_seconds / walked as f64);
+    row.integrator = integrated.then_some(plan.settings.integrator);
     row.final_time = outcome.final_level.t;
     row.final_noise_variance = outcome.final_level.noise.v;
     row.passes_per_step = run.passes_per_step;

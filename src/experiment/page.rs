@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::summary::Summary;
+use super::summary::{ExternalSource, Summary};
 use crate::report::html::{
     Figure, FigureContent, ModeTable, ReportPage, SPREAD_BAND, SamplerCurves, SamplerRow,
     standard_figures,
@@ -156,7 +156,42 @@ fn facts(summary: &Summary, plots_over_t: bool) -> Vec<(String, String)> {
             ),
         ));
     }
+    if let Some(fact) = summary.external.as_ref().and_then(trajectory_fact) {
+        facts.push(fact);
+    }
     facts
+}
+
+/// Where a diagnosed trajectory came from and the times it was scored at (none for
+/// `--samples`, whose facts say t = 0).
+fn trajectory_fact(source: &ExternalSource) -> Option<(String, String)> {
+    let times = source.times.as_ref()?;
+    // Five significant digits, without the float noise of grid times (0.20079999999999998).
+    let short = |t: &f64| {
+        format!("{:.4e}", t)
+            .parse::<f64>()
+            .unwrap_or(*t)
+            .to_string()
+    };
+    let listed: Vec<String> = times.iter().map(short).collect();
+    let mut text = format!(
+        "{} scored from {} ({}) at the {} times given in {}: t = {}. Each cloud is the \
+         sampler's x_t on the [-1, 1] scale, scored as a run scores a checkpoint; the exact row \
+         is fresh exact draws at the same times.",
+        source.label,
+        source.path,
+        source.format,
+        times.len(),
+        source.times_path.as_deref().unwrap_or("the times file"),
+        listed.join(", ")
+    );
+    if times.contains(&0.0) {
+        text.push_str(
+            " t = 0 (clean samples) has no place on the plots' log-t axes: the table holds \
+             its metrics.",
+        );
+    }
+    Some(("trajectory".to_string(), text))
 }
 
 /// A sampler's table row and curves; its failures (spread outside the band, hallucinated or

@@ -33,19 +33,28 @@ pub struct Summary {
     pub external: Option<ExternalSource>,
 }
 
-/// The samples `fslens diagnose` scored (produced by another program).
+/// The samples or trajectory `fslens diagnose` scored (produced by another program).
 #[derive(Clone, Debug, Serialize)]
 pub struct ExternalSource {
-    /// The .npy file or PNG folder.
+    /// The .npy file or PNG folder (`--samples`), or the clouds' .npy (`--trajectory`).
     pub path: String,
-    /// e.g. `npy f32 (1024, 16, 16, 1)` or `png folder (1024 files)`.
+    /// e.g. `npy f32 (1024, 16, 16, 1)`, `png folder (1024 files)` or, for a trajectory,
+    /// `npy f32 (5, 512, 256)`.
     pub format: String,
-    /// The declared pixel convention: minus-one-to-one, zero-to-one or 0-255.
+    /// The pixel convention: minus-one-to-one, zero-to-one or 0-255 (a trajectory is always
+    /// minus-one-to-one: the sampler's own state x_t).
     pub pixels: String,
     /// The sampler name the samples are listed under.
     pub label: String,
-    /// How the numbers read: the time they are scored at and what "denoised" means there.
+    /// How the numbers read: the times they are scored at and what "denoised" means there.
     pub note: String,
+    /// A trajectory's times file (`--times`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times_path: Option<String>,
+    /// A trajectory's times, decreasing (the order of `checkpoint_times` then the final time),
+    /// whatever their order in the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times: Option<Vec<f64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
