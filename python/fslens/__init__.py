@@ -48,7 +48,7 @@ _quiet_vulkan_loader()
 
 from . import _fslens  # noqa: E402  (after the runtime folder: adapters are listed lazily)
 
-__all__ = ["Prior", "Posterior", "VP", "DDPM", "METHODS", "__version__"]
+__all__ = ["Prior", "Posterior", "VP", "DDPM", "METHODS", "diagnose_trajectory", "__version__"]
 
 __version__ = _fslens.__version__
 
@@ -654,3 +654,48 @@ class Posterior:
 
     def __repr__(self) -> str:
         return repr(self._core)
+
+
+def diagnose_trajectory(
+    config,
+    clouds,
+    times,
+    out,
+    label: str = "python",
+    backend: Optional[str] = None,
+    storage: Optional[str] = None,
+):
+    """Scores a sampler's clouds recorded at several times against the exact posterior of
+    `config`'s measurement and writes the folder of a run into `out` (report.html with the
+    curves over t, metrics.json, summary.json, …), as ``fslens diagnose --trajectory`` does;
+    returns the folder's path.
+
+    clouds : (T, K, D) or (T, K, H, W, C) float array of x_t (HWC order, fslens pixels,
+        not clipped), or the path of such a .npy file.
+    times : (T,) float times of the config's VP schedule in [0, 1], one per cloud, distinct
+        (t = 0: clean samples), or the path of such a .npy file. DDPM levels k map to times
+        with ``fslens.DDPM().time(k, prior.schedule)``.
+    label : the name the clouds are listed under (not a built-in sampler's name).
+    """
+    import pathlib
+
+    with tempfile.TemporaryDirectory(prefix="fslens-trajectory-") as tmp:
+        paths = []
+        for name, value in (("clouds", clouds), ("times", times)):
+            if isinstance(value, (str, os.PathLike)):
+                paths.append(os.fspath(value))
+                continue
+            a = _float_array(value, name)
+            if name == "times" and a.ndim != 1:
+                raise ValueError(f"times has shape {a.shape} but must have shape (T,), one time per cloud")
+            if name == "clouds" and a.ndim not in (3, 4, 5):
+                raise ValueError(
+                    f"clouds has shape {a.shape} but must have shape (T, K, D) or (T, K, H, W, C)"
+                )
+            path = os.path.join(tmp, f"{name}.npy")
+            np.save(path, a)
+            paths.append(path)
+        done = _fslens.diagnose_trajectory(
+            os.fspath(config), paths[0], paths[1], os.fspath(out), str(label), backend, storage
+        )
+    return pathlib.Path(done)

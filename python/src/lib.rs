@@ -67,6 +67,20 @@ fn schedule(beta_min: f64, beta_max: f64) -> PyResult<Schedule> {
     Schedule::new(beta_min, beta_max, ["beta_min", "beta_max"]).map_err(err)
 }
 
+/// The `backend`/`storage` arguments that replace a config's.
+fn overrides(backend: Option<&str>, storage: Option<&str>) -> PyResult<Overrides> {
+    Ok(Overrides {
+        backend: backend
+            .map(|b| BackendKind::parse_for(b, "backend"))
+            .transpose()
+            .map_err(err)?,
+        storage: storage
+            .map(|s| StorageChoice::parse_for(s, "storage"))
+            .transpose()
+            .map_err(err)?,
+    })
+}
+
 fn engine_choice(backend: &str, storage: &str) -> PyResult<EngineChoice> {
     Ok(EngineChoice {
         backend: BackendKind::parse_for(backend, "backend").map_err(err)?,
@@ -221,16 +235,7 @@ impl Prior {
         backend: Option<&str>,
         storage: Option<&str>,
     ) -> PyResult<Self> {
-        let overrides = Overrides {
-            backend: backend
-                .map(|b| BackendKind::parse_for(b, "backend"))
-                .transpose()
-                .map_err(err)?,
-            storage: storage
-                .map(|s| StorageChoice::parse_for(s, "storage"))
-                .transpose()
-                .map_err(err)?,
-        };
+        let overrides = overrides(backend, storage)?;
         let (lens, config) = py
             .detach(|| Lens::from_config(Path::new(&path), overrides))
             .map_err(err)?;
@@ -744,6 +749,43 @@ fn ddpm_levels<'py>(
     ))
 }
 
+/// `fslens diagnose --trajectory`: the clouds in `clouds` (.npy, (T, K, D) or (T, K, H, W, C))
+/// at the times in `times` (.npy) scored against the exact posterior of `config`'s
+/// measurement into the folder `out` (report.html, metrics.json, …); returns its path.
+#[pyfunction]
+#[pyo3(signature = (config, clouds, times, out, label, backend=None, storage=None))]
+#[allow(clippy::too_many_arguments)]
+fn diagnose_trajectory(
+    py: Python<'_>,
+    config: PathBuf,
+    clouds: PathBuf,
+    times: PathBuf,
+    out: PathBuf,
+    label: String,
+    backend: Option<&str>,
+    storage: Option<&str>,
+) -> PyResult<String> {
+    let overrides = overrides(backend, storage)?;
+    let (path, _) = py
+        .detach(|| {
+            let plan = fslens::plan::RunPlan::load(&config, overrides)?;
+            let req = fslens::experiment::diagnose_trajectory::TrajectoryRequest {
+                clouds,
+                times,
+                pixels: None,
+                label,
+                out,
+            };
+            fslens::experiment::diagnose_trajectory::diagnose_trajectory(
+                &plan,
+                &req,
+                &mut fslens::experiment::Silent,
+            )
+        })
+        .map_err(err)?;
+    Ok(path.display().to_string())
+}
+
 #[pymodule]
 fn _fslens(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Prior>()?;
@@ -752,6 +794,7 @@ fn _fslens(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vp_log_alpha_bar, m)?)?;
     m.add_function(wrap_pyfunction!(vp_time_of_log_alpha_bar, m)?)?;
     m.add_function(wrap_pyfunction!(ddpm_levels, m)?)?;
+    m.add_function(wrap_pyfunction!(diagnose_trajectory, m)?)?;
     m.add("DDPM_LEVELS", LEVELS)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
