@@ -14,7 +14,8 @@ use super::summary::{
     DatasetSummary, MeasurementSummary, MetricsFile, ModesSummary, SamplerMetrics, SamplerSummary,
     Summary,
 };
-use crate::arrays::{write_atomic, write_npy_f32};
+use crate::arrays::write_npy_f32;
+use crate::output::write_atomic;
 use crate::choices::Choice;
 use crate::data::ImageShape;
 use crate::diagnostics::image_quality::ssim_window;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::arrays::write_atomic;
+use crate::output::write_atomic;
 use crate::data::ImageShape;
 use crate::{Error, Result};
 
