@@ -32,12 +32,13 @@ impl Array {
 /// Rejects Fortran order and, unless `allow_nonfinite`, NaN or infinite values.
 pub fn read_npy(path: &Path) -> Result<Array> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let npy = npyz::NpyFile::new(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
-        Error::data(
-            path,
-            format!("not a readable .npy file ({e}); save it with numpy.save"),
-        )
-    })?;
+    let npy =
+        npyz::NpyFile::new(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+            Error::data(
+                path,
+                format!("not a readable .npy file ({e}); save it with numpy.save"),
+            )
+        })?;
     check_fits(path, &npy)?;
     if npy.order() == npyz::Order::Fortran {
         return Err(Error::data(
@@ -156,9 +157,7 @@ fn check_fits<R: std::io::Read>(path: &Path, npy: &npyz::NpyFile<R>) -> Result<(
         key: path.display().to_string(),
         value: format!("an array of shape {:?}", npy.shape()),
         what: "reading it".into(),
-        formula: format!(
-            "{values:.0} values × ({size:.0} bytes as stored + 8 bytes as float64)"
-        ),
+        formula: format!("{values:.0} values × ({size:.0} bytes as stored + 8 bytes as float64)"),
         bytes: values * (size + 8.0),
         fix: "use a smaller array".into(),
     };

@@ -144,9 +144,7 @@ pub fn shortfall(needs: &[Need], memory: Option<&Memory>) -> Option<(String, Str
     if total.is_nan() || total <= memory.bytes {
         return None;
     }
-    let largest = needs
-        .iter()
-        .max_by(|a, b| a.bytes.total_cmp(&b.bytes))?;
+    let largest = needs.iter().max_by(|a, b| a.bytes.total_cmp(&b.bytes))?;
     let others = if needs.len() > 1 && largest.bytes < memory.bytes {
         format!(
             ", {} in all with {}",
@@ -208,7 +206,10 @@ mod tests {
             bytes: 10e9,
             source: "test".into(),
         };
-        assert_eq!(shortfall(&[need("a", 4e9), need("b", 5e9)], Some(&memory)), None);
+        assert_eq!(
+            shortfall(&[need("a", 4e9), need("b", 5e9)], Some(&memory)),
+            None
+        );
         assert_eq!(shortfall(&[need("a", 4e12)], None), None);
         let (key, text) = shortfall(&[need("a", 4e12), need("b", 5e9)], Some(&memory)).unwrap();
         assert_eq!(key, "a");

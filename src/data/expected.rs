@@ -43,7 +43,10 @@ impl DataConfig {
                     ImageShape::new(side, side, self.channels.unwrap_or(1)),
                 )
             }
-            DataKind::FashionMnist => (if test { 10_000 } else { 60_000 }, ImageShape::new(28, 28, 1)),
+            DataKind::FashionMnist => (
+                if test { 10_000 } else { 60_000 },
+                ImageShape::new(28, 28, 1),
+            ),
             DataKind::Cifar10 => {
                 let per_batch = 10_000;
                 let batches = match &path {
@@ -127,9 +130,15 @@ mod tests {
             assert_eq!((e.read, e.shape), (3, ImageShape::new(4, 5, 1)), "{name}");
         }
         crate::arrays::write_npy_f32(&d.join("a.npy"), &[6, 2, 3, 3], &[0.0; 108]).unwrap();
-        let e = parse("kind = \"npy\"\npath = \"a.npy\"").expected_size(&d).unwrap();
+        let e = parse("kind = \"npy\"\npath = \"a.npy\"")
+            .expected_size(&d)
+            .unwrap();
         assert_eq!((e.read, e.shape), (6, ImageShape::new(2, 3, 3)));
-        assert!(parse("kind = \"npy\"\npath = \"missing.npy\"").expected_size(&d).is_none());
+        assert!(
+            parse("kind = \"npy\"\npath = \"missing.npy\"")
+                .expected_size(&d)
+                .is_none()
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -128,7 +128,8 @@ pub fn image_header(path: &Path) -> Option<(usize, usize, usize)> {
         Box::new(std::io::Cursor::new(raw[..2].to_vec()).chain(file))
     };
     rest.read_exact(&mut raw).ok()?;
-    let word = |k: usize| u32::from_be_bytes([raw[4 * k], raw[4 * k + 1], raw[4 * k + 2], raw[4 * k + 3]]);
+    let word =
+        |k: usize| u32::from_be_bytes([raw[4 * k], raw[4 * k + 1], raw[4 * k + 2], raw[4 * k + 3]]);
     (word(0) == IMAGES_MAGIC).then(|| (word(1) as usize, word(2) as usize, word(3) as usize))
 }
 

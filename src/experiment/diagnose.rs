@@ -20,8 +20,8 @@ use super::outcome::{Diagnosis, ProblemOutcome, ScoredCloud, modes_summary};
 use super::summary::{ExternalSource, Summary};
 use crate::data::ImageShape;
 use crate::engine::Noise;
-use crate::plan::RunPlan;
 use crate::output::{Destination, OutputDir};
+use crate::plan::RunPlan;
 use crate::samplers::exact::Exact;
 use crate::{Error, Result};
 

@@ -207,7 +207,10 @@ impl RunPlan {
         files.extend(c.data.path.as_deref().map(at));
         files.extend(c.data.labels.as_deref().map(at));
         files.extend(c.truth.file.as_deref().map(at));
-        files.extend(crate::operators::files_named(&c.measurement.operator, &self.base_dir));
+        files.extend(crate::operators::files_named(
+            &c.measurement.operator,
+            &self.base_dir,
+        ));
         files.retain(|p| p.exists());
         files
     }

@@ -41,8 +41,8 @@ use crate::choices::Choice;
 use crate::config::RunConfig;
 use crate::data::cache::AtomCache;
 use crate::experiment::Observer;
-use crate::plan::{Overrides, RunPlan};
 use crate::output::{Destination, Marker, OutputDir};
+use crate::plan::{Overrides, RunPlan};
 use crate::{Error, Result};
 
 /// A parsed sweep file: the base config as a TOML table, the axes, and where relative paths
@@ -443,7 +443,12 @@ fn looks_like_a_sweep_folder(dir: &Path) -> bool {
         has_jobs |= name == "jobs" && entry.path().is_dir();
         let known = matches!(
             name.as_str(),
-            "jobs" | "failed" | "cache" | "results.csv" | "results.jsonl" | "report.html"
+            "jobs"
+                | "failed"
+                | "cache"
+                | "results.csv"
+                | "results.jsonl"
+                | "report.html"
                 | ".merge.lock"
         ) || (name.starts_with("slurm-") && name.ends_with(".out"))
             || (name.starts_with('.') && name.contains(".partial-"));
