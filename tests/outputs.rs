@@ -333,7 +333,7 @@ fn leftovers_of_dead_processes_go_and_live_ones_stay() {
         let p = dir.join(format!(".{name}.partial-{pid}"));
         std::fs::create_dir(&p).unwrap();
         if let Some(m) = marker {
-            m.write(&p).unwrap();
+            Marker { pid, ..m }.write(&p).unwrap();
             std::fs::write(p.join("samples_fsr.npy"), "partial").unwrap();
         }
         p
@@ -352,6 +352,20 @@ fn leftovers_of_dead_processes_go_and_live_ones_stay() {
     // A file of the same pattern is not a folder fslens stages: left alone.
     let file = dir.join(format!(".f.partial-{dead}"));
     std::fs::write(&file, "not a folder").unwrap();
+    // The user's own backups that happen to look like aside copies: left alone, whether or not
+    // the name they copy exists.
+    std::fs::create_dir(dir.join("notes")).unwrap();
+    let backups = [
+        dir.join(format!(".notes.old-{dead}")),
+        dir.join(format!(".gone.old-{dead}")),
+    ];
+    for b in &backups {
+        std::fs::create_dir(b).unwrap();
+        std::fs::write(b.join("mine.txt"), "mine").unwrap();
+    }
+    let backup_file = dir.join(format!(".bashrc.old-{dead}"));
+    std::fs::write(&backup_file, "mine").unwrap();
+    std::fs::write(dir.join(".bashrc"), "current").unwrap();
 
     fslens(&["run", s(&cfg), "--out", s(&dir.join("out")), "--quiet"]);
     assert!(
@@ -368,6 +382,10 @@ fn leftovers_of_dead_processes_go_and_live_ones_stay() {
         "another machine's staging was removed"
     );
     assert!(file.exists());
+    for b in &backups {
+        assert_eq!(std::fs::read_to_string(b.join("mine.txt")).unwrap(), "mine");
+    }
+    assert!(backup_file.exists() && !dir.join("gone").exists());
     assert_eq!(
         std::fs::read_to_string(dir.join("e/summary.json")).unwrap(),
         "old"

@@ -25,9 +25,15 @@ use progress::Reporter;
 const ABOUT: &str = "Shows when, why and how diffusion posterior samplers fail, against the exact \
 finite-sample posterior of an empirical (training-set) prior.";
 
-const AFTER_HELP: &str = "Examples:
+const AFTER_HELP: &str = "An --out folder is replaced only when fslens wrote it (it holds .fslens-output) or \
+it is empty; any other is refused unless --force. Results appear under their name complete: \
+a killed command leaves the old result or the new one (the next command into the same folder \
+restores an interrupted replacement and removes leftovers).
+
+Examples:
   fslens demo --out demo-out                 # the embedded default: synthetic shapes, no files needed
   fslens run assets/configs/fashion-mnist-inpaint.toml --out fm-inpaint
+  fslens run my.toml --out results --force   # replace results/ even though fslens did not write it
   fslens compare assets/configs/glyphs-blur.toml --out glyphs-compare   # every sampler, one report.html
   fslens score --atoms A.npy --x X.npy --t 0.3 --method fsr --y Y.npy \\
                --operator matrix:M.npy --sigma 0.05 --out S.npy

@@ -25,19 +25,24 @@
 //! staged: that state is repaired by the next command that writes into DIR.
 //!
 //! **Recovery** ([`recover`]): for every aside copy `.NAME.old-PID` whose process is gone,
-//! when NAME is missing the copy is renamed back to NAME (the old result returns), otherwise it
-//! is deleted; then every staging folder `.NAME.partial-PID` whose process is gone is deleted.
-//! After any kill, then, NAME holds the old result or the new one, complete, and nothing else
-//! is left once a command has written into DIR again (crash-point tests:
-//! `tests/outputs.rs`). Aside copies are handled before staging folders because the staging
-//! folder's marker tells which machine the aside copy's process ran on.
+//! when NAME is missing the copy is renamed back to NAME (the old result returns), and when NAME
+//! holds that process's new result the copy is deleted; then every staging folder
+//! `.NAME.partial-PID` whose process is gone is deleted. After any kill, then, NAME holds the old
+//! result or the new one, complete, and nothing else is left once a command has written into
+//! DIR again (crash-point tests: `tests/outputs.rs`). Aside copies are handled before staging
+//! folders because the staging folder is how recovery knows the kill fell between the renames.
 //!
-//! **Whose leftovers.** A process is gone when /proc has no entry for its PID (Linux; where
-//! there is no /proc nothing is recovered or removed and leftovers stay). Leftovers named with
-//! this process's own PID are gone unless this process registered them ([`live`]). On a file
-//! system shared by several machines (Slurm shards writing one sweep folder) a PID says nothing
-//! about another machine, so a staging folder is removed only when its marker names this host,
-//! and an aside copy is left alone while its staging folder names another host. A staging
+//! **Whose leftovers.** Recovery runs in folders that also hold the user's files, so it acts
+//! only on what it can prove fslens left there. A staging folder is deleted only when its marker
+//! names this host and its PID. An aside copy is acted on only when the staging folder of the
+//! same PID is there with such a marker (restored), when NAME holds a marker of that PID and
+//! host (deleted), or when the copy is itself an fslens folder and NAME is missing (restored,
+//! which deletes nothing); a `.notes.old-2023` of the user's is left alone. A process is gone
+//! when /proc has no entry for its PID (Linux; where there is no /proc nothing is recovered or
+//! removed and leftovers stay); leftovers named with this process's own PID are gone unless
+//! this process registered them ([`live`]). On a file system shared by several machines (Slurm
+//! shards writing one sweep folder) a PID says nothing about another machine's processes: the
+//! host in the markers keeps one node from deleting another's work in progress. A staging
 //! folder without a marker (killed between creating it and writing the marker) is removed only
 //! when it is empty.
 //!

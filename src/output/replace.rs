@@ -155,21 +155,12 @@ pub fn recover_with(parent: &Path, in_use: &dyn Fn(&Path, u32) -> bool) -> Recov
             continue;
         }
         if aside {
-            let staging = parent.join(format!(".{name}.partial-{pid}"));
-            if Marker::read(&staging).is_some_and(|m| !m.from_this_host()) {
-                continue; // another machine's replacement, perhaps still running
-            }
-            let target = parent.join(&name);
-            if std::fs::symlink_metadata(&target).is_err() {
-                if std::fs::rename(&path, &target).is_ok() {
-                    done.restored.push(target);
-                }
-            } else if remove_any(&path).is_ok() {
-                done.removed.push(path);
-            }
+            recover_aside(parent, &name, pid, &path, &mut done);
         } else if meta.is_dir() {
             let gone = match Marker::read(&path) {
-                Some(m) if m.from_this_host() => std::fs::remove_dir_all(&path).is_ok(),
+                Some(m) if m.from_this_host() && m.pid == pid => {
+                    std::fs::remove_dir_all(&path).is_ok()
+                }
                 Some(_) => false,
                 // Killed before its marker was written: only an empty one is surely ours.
                 None => std::fs::remove_dir(&path).is_ok(),
@@ -180,6 +171,30 @@ pub fn recover_with(parent: &Path, in_use: &dyn Fn(&Path, u32) -> bool) -> Recov
         }
     }
     done
+}
+
+/// The aside copy `path` = `parent/.NAME.old-PID` of a process that is gone, acted on only
+/// when it is provably fslens's: the process's staging folder is still there (the kill fell
+/// between the two renames: the old result is restored), or NAME holds that process's new
+/// result (the kill fell in the deletion: the copy is deleted), or the copy is itself an
+/// fslens folder and NAME is missing (restored). Anything else with such a name is left alone.
+fn recover_aside(parent: &Path, name: &str, pid: u32, path: &Path, done: &mut Recovered) {
+    let ours = |m: &Marker| m.from_this_host() && m.pid == pid;
+    let target = parent.join(name);
+    let target_missing = std::fs::symlink_metadata(&target).is_err();
+    let staging = Marker::read(&parent.join(format!(".{name}.partial-{pid}")));
+    if staging.as_ref().is_some_and(|m| !ours(m)) {
+        return; // another machine's replacement, perhaps still running
+    }
+    if target_missing && (staging.is_some() || Marker::read(path).is_some()) {
+        if std::fs::rename(path, &target).is_ok() {
+            done.restored.push(target);
+        }
+    } else if !target_missing && Marker::read(&target).is_some_and(|m| ours(&m)) {
+        if remove_any(path).is_ok() {
+            done.removed.push(path.to_path_buf());
+        }
+    }
 }
 
 #[cfg(test)]

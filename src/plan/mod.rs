@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn each_range_error_names_its_key() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut RunConfig)>)> = vec![
+        type Edit = Box<dyn FnOnce(&mut RunConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("measurement.sigma", Box::new(|c| c.measurement.sigma = 0.0)),
             (
                 "sampling.samplers",
@@ -250,6 +251,10 @@ mod tests {
             ),
             ("sampling.eta", Box::new(|c| c.sampling.eta = 0.5)),
             ("sampling.particles", Box::new(|c| c.sampling.particles = 0)),
+            (
+                "sampling.steps",
+                Box::new(|c| c.sampling.steps = crate::samplers::MAX_STEPS + 1),
+            ),
             ("sampling.t_min", Box::new(|c| c.sampling.t_min = 1.5)),
             (
                 "diagnostics.hallucination_threshold",
