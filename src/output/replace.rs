@@ -190,10 +190,11 @@ fn recover_aside(parent: &Path, name: &str, pid: u32, path: &Path, done: &mut Re
         if std::fs::rename(path, &target).is_ok() {
             done.restored.push(target);
         }
-    } else if !target_missing && Marker::read(&target).is_some_and(|m| ours(&m)) {
-        if remove_any(path).is_ok() {
-            done.removed.push(path.to_path_buf());
-        }
+    } else if !target_missing
+        && Marker::read(&target).is_some_and(|m| ours(&m))
+        && remove_any(path).is_ok()
+    {
+        done.removed.push(path.to_path_buf());
     }
 }
 
