@@ -157,6 +157,8 @@ enum Crash {
     BeforeStaging,
     /// The staging folder exists, its marker not yet.
     NoMarker,
+    /// The marker half written to its temporary file.
+    MarkerBeingWritten,
     /// Some of the new files written.
     HalfWritten,
     /// Before a step of the protocol.
@@ -167,9 +169,10 @@ enum Crash {
     Never,
 }
 
-const CRASHES: [Crash; 8] = [
+const CRASHES: [Crash; 9] = [
     Crash::BeforeStaging,
     Crash::NoMarker,
+    Crash::MarkerBeingWritten,
     Crash::HalfWritten,
     Crash::Before(Step::SetOldAside),
     Crash::Before(Step::PlaceNew),
@@ -194,6 +197,11 @@ fn replace_until(target: &Path, crash: Crash) {
     }
     std::fs::create_dir(&staging).unwrap();
     if crash == Crash::NoMarker {
+        return;
+    }
+    if crash == Crash::MarkerBeingWritten {
+        let tmp = format!("..fslens-output.partial-{}", std::process::id());
+        std::fs::write(staging.join(tmp), "{\"fslens_out").unwrap();
         return;
     }
     Marker::new("run").write(&staging).unwrap();

@@ -43,8 +43,8 @@
 //! this process registered them ([`live`]). On a file system shared by several machines (Slurm
 //! shards writing one sweep folder) a PID says nothing about another machine's processes: the
 //! host in the markers keeps one node from deleting another's work in progress. A staging
-//! folder without a marker (killed between creating it and writing the marker) is removed only
-//! when it is empty.
+//! folder without a marker (killed between creating it and putting the marker in place) is
+//! removed only when it holds nothing but the marker's temporary file.
 //!
 //! **Signals.** On SIGINT, SIGTERM or SIGHUP the command removes the staging folders and
 //! temporary files it registered ([`remove_live_outputs`], called from the binary's signal

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::live;
-use super::marker::Marker;
+use super::marker::{MARKER, Marker};
 use crate::{Error, Result};
 
 /// The steps of [`place`], in order. A kill lands before one of them (or after the last).
@@ -162,8 +162,11 @@ pub fn recover_with(parent: &Path, in_use: &dyn Fn(&Path, u32) -> bool) -> Recov
                     std::fs::remove_dir_all(&path).is_ok()
                 }
                 Some(_) => false,
-                // Killed before its marker was written: only an empty one is surely ours.
-                None => std::fs::remove_dir(&path).is_ok(),
+                // Killed before its marker was in place: surely ours only when it holds
+                // nothing but the marker's temporary file.
+                None => {
+                    only_a_marker_being_written(&path) && std::fs::remove_dir_all(&path).is_ok()
+                }
             };
             if gone {
                 done.removed.push(path);
@@ -171,6 +174,17 @@ pub fn recover_with(parent: &Path, in_use: &dyn Fn(&Path, u32) -> bool) -> Recov
         }
     }
     done
+}
+
+/// Whether the folder `dir` is empty or holds only the marker's temporary file (a staging
+/// folder killed while its marker was being written).
+fn only_a_marker_being_written(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!(".{MARKER}.partial-"))
+        })
+    })
 }
 
 /// The aside copy `path` = `parent/.NAME.old-PID` of a process that is gone, acted on only
