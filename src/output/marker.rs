@@ -84,7 +84,7 @@ pub fn host_name() -> String {
 fn utc_text(secs: u64) -> String {
     let days = (secs / 86400) as i64;
     let rest = secs % 86400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    // The civil date of a day count since 1970-01-01, by 400-year eras of 146097 days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
