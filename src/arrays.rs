@@ -1,11 +1,11 @@
-//! `.npy` arrays in and out, and atomic file writes.
+//! `.npy` arrays in and out.
 //!
 //! Every reader checks what users get wrong: a missing file, a bad header, a dtype we do not
-//! take, a truncated payload, Fortran order, non-finite values. Writers go through
-//! [`write_atomic`], so a crash never leaves a half-written file under the final name.
+//! take, a truncated payload, Fortran order, non-finite values, an array larger than this
+//! machine's memory. Writers go through [`crate::output::write_atomic`], so a crash never
+//! leaves a half-written file under the final name.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{Error, Result};
 
@@ -47,13 +47,15 @@ pub fn read_npy(path: &Path) -> Result<Array> {
 /// [`read_npy`] that lets NaN and infinite values through, for callers that name them in
 /// their own terms (which cloud, which time) rather than by flat index.
 pub fn read_npy_nonfinite(path: &Path) -> Result<Array> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| {
-        Error::data(
-            path,
-            format!("not a readable .npy file ({e}); save it with numpy.save"),
-        )
-    })?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let npy =
+        npyz::NpyFile::new(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+            Error::data(
+                path,
+                format!("not a readable .npy file ({e}); save it with numpy.save"),
+            )
+        })?;
+    check_fits(path, &npy)?;
     if npy.order() == npyz::Order::Fortran {
         return Err(Error::data(
             path,
@@ -138,6 +140,40 @@ pub fn read_npy_nonfinite(path: &Path) -> Result<Array> {
     })
 }
 
+/// The shape a `.npy` file's header declares (the header alone is read).
+pub fn npy_shape(path: &Path) -> Result<Vec<usize>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| {
+        Error::data(
+            path,
+            format!("not a readable .npy file ({e}); save it with numpy.save"),
+        )
+    })?;
+    Ok(npy.shape().iter().map(|&s| s as usize).collect())
+}
+
+/// Refuses, from its header, an array that this machine could not hold while reading it:
+/// its values as stored and their float64 copy, (size of one value + 8) bytes each.
+fn check_fits<R: std::io::Read>(path: &Path, npy: &npyz::NpyFile<R>) -> Result<()> {
+    let values: f64 = npy.shape().iter().map(|&s| s as f64).product();
+    let size = match npy.dtype() {
+        npyz::DType::Plain(ts) => ts.size_field() as f64,
+        _ => return Ok(()), // refused as structured by the caller
+    };
+    let need = crate::resources::Need {
+        key: path.display().to_string(),
+        value: format!("an array of shape {:?}", npy.shape()),
+        what: "reading it".into(),
+        formula: format!("{values:.0} values × ({size:.0} bytes as stored + 8 bytes as float64)"),
+        bytes: values * (size + 8.0),
+        fix: "use a smaller array".into(),
+    };
+    match crate::resources::shortfall(&[need], crate::resources::memory().as_ref()) {
+        Some((_, problem)) => Err(Error::data(path, problem)),
+        None => Ok(()),
+    }
+}
+
 /// Writes `data` with `shape` as a little-endian float32 `.npy`, atomically.
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     write_npy(path, shape, data)
@@ -172,38 +208,13 @@ pub fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
             .map_err(|e| Error::io(path, e))?;
         w.finish().map_err(|e| Error::io(path, e))?;
     }
-    write_atomic(path, &buf)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so the
-/// final name only ever holds a complete file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary_name(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
-}
-
-/// `dir/name` → `dir/.name.partial-<pid>`: hidden, and unique per process.
-pub fn temporary_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+    crate::output::write_atomic(path, &buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("fslens-arrays-{tag}-{}", std::process::id()));
@@ -239,25 +250,30 @@ mod tests {
         let e = read_npy(&d.join("missing.npy")).unwrap_err().to_string();
         assert!(e.contains("missing.npy"), "{e}");
 
+        // A header promising more than any machine holds is refused before reading.
+        let big = d.join("big.npy");
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 784), }";
+        let mut header = format!("{dict:<117}\n").into_bytes();
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.append(&mut header);
+        bytes.extend([0u8; 64]);
+        std::fs::write(&big, &bytes).unwrap();
+        let t0 = std::time::Instant::now();
+        let e = read_npy(&big).unwrap_err().to_string();
+        if crate::resources::memory().is_some() {
+            assert!(
+                e.contains("big.npy") && e.contains("needs 9.41 TB") && e.contains("of memory"),
+                "{e}"
+            );
+        }
+        assert!(t0.elapsed().as_secs_f64() < 1.0);
+
         // Non-finite value.
         let n = d.join("nan.npy");
         write_npy_f32(&n, &[2], &[1.0, f32::NAN]).unwrap();
         let e = read_npy(&n).unwrap_err().to_string();
         assert!(e.contains("not finite") && e.contains("index 1"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temporary() {
-        let d = tmpdir("atomic");
-        let p = d.join("x.bin");
-        write_atomic(&p, b"abc").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
-        let names: Vec<_> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -340,6 +340,7 @@ pub fn run(
     on_record: &mut dyn FnMut(&BenchRecord),
 ) -> Result<Vec<BenchRecord>> {
     let on_gpu = check_options(opts)?;
+    check_memory(opts)?;
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
@@ -455,6 +456,41 @@ fn check_options(opts: &BenchOptions) -> Result<bool> {
         ));
     }
     Ok(on_gpu)
+}
+
+/// Refuses sizes this machine cannot hold, before anything is allocated: the atoms (N × D × 4
+/// bytes; with Fashion-MNIST, at most the file's images) and, at the largest batch B, the
+/// particles and their means (2 × B × D × 4 bytes).
+fn check_memory(opts: &BenchOptions) -> Result<()> {
+    let d = opts.dim as f64;
+    let available = match &opts.data {
+        Some(dir) => {
+            crate::data::idx::image_header(&dir.join("train-images-idx3-ubyte.gz")).map(|h| h.0)
+        }
+        None => Some(opts.atoms),
+    };
+    let mut needs = Vec::new();
+    if let Some(file_n) = available {
+        let n = opts.atoms.min(file_n);
+        needs.push(crate::resources::Need {
+            key: "--atoms".into(),
+            value: opts.atoms.to_string(),
+            what: "the atoms".into(),
+            formula: format!("N × D × 4 bytes, N = {n}, D = {}", opts.dim),
+            bytes: n as f64 * d * 4.0,
+            fix: "lower --atoms".into(),
+        });
+    }
+    let b = opts.batches.iter().copied().max().unwrap_or(0);
+    needs.push(crate::resources::Need {
+        key: "--batch".into(),
+        value: b.to_string(),
+        what: "the particles and their means".into(),
+        formula: format!("2 × B × D × 4 bytes, D = {}", opts.dim),
+        bytes: 2.0 * b as f64 * d * 4.0,
+        fix: "lower --batch".into(),
+    });
+    crate::resources::check(&needs)
 }
 
 /// The first `opts.atoms` images of the Fashion-MNIST folder `opts.data`, or seeded random
@@ -803,5 +839,35 @@ mod tests {
         assert_eq!(peak("NVIDIA L40S"), Some(91_600.0));
         assert_eq!(peak("NVIDIA L4"), Some(30_300.0));
         assert_eq!(peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+    }
+
+    #[test]
+    fn sizes_beyond_the_machine_are_refused_before_any_work() {
+        if crate::resources::memory().is_none() {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        for (opts, key) in [
+            (
+                super::BenchOptions {
+                    atoms: 1_000_000_000,
+                    data: None,
+                    ..Default::default()
+                },
+                "--atoms: 1000000000 needs 3.14 TB for the atoms",
+            ),
+            (
+                super::BenchOptions {
+                    batches: vec![16, 10_000_000_000],
+                    data: None,
+                    ..Default::default()
+                },
+                "--batch: 10000000000 needs 62.7 TB for the particles",
+            ),
+        ] {
+            let e = super::run(&opts, &mut |_| {}).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{e}");
+        }
+        assert!(t0.elapsed().as_secs_f64() < 1.0);
     }
 }

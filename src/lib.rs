@@ -23,8 +23,10 @@ pub mod error;
 pub mod experiment;
 pub mod lens;
 pub mod operators;
+pub mod output;
 pub mod plan;
 pub mod report;
+pub mod resources;
 pub mod samplers;
 pub mod sweep;
 

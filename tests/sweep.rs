@@ -108,8 +108,9 @@ fn untimed_html(path: &Path) -> String {
 }
 
 /// Every file of job folder `a` equals the same file of `b`: bytes, except the timings of
-/// summary.json (and the job's position in job.json when the sweeps differ); report.html shows
-/// those timings too, so it is compared with every number of seconds blanked.
+/// summary.json (and the job's position in job.json when the sweeps differ) and the writer of
+/// the folder's marker (time, host, process); report.html shows those timings too, so it is
+/// compared with every number of seconds blanked.
 fn assert_same_job(a: &Path, b: &Path) {
     assert_same_job_of(a, b, true)
 }
@@ -134,6 +135,13 @@ fn assert_same_job_of(a: &Path, b: &Path, same_sweep: bool) {
             x.as_object_mut().unwrap().remove("index");
             y.as_object_mut().unwrap().remove("index");
             assert_eq!(x, y, "{}", a.join(f).display());
+        } else if f == fslens::output::MARKER {
+            // Who wrote the folder, when, and with which process: the same command.
+            let (x, y) = (read_json(&a.join(f)), read_json(&b.join(f)));
+            assert_eq!(
+                (&x["command"], &x["version"]),
+                (&y["command"], &y["version"])
+            );
         } else if f == "report.html" {
             let (x, y) = (untimed_html(&a.join(f)), untimed_html(&b.join(f)));
             assert!(x == y, "{} differs beyond its timings", a.join(f).display());

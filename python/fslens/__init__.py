@@ -664,6 +664,7 @@ def diagnose_trajectory(
     label: str = "python",
     backend: Optional[str] = None,
     storage: Optional[str] = None,
+    force: bool = False,
 ):
     """Scores a sampler's clouds recorded at several times against the exact posterior of
     `config`'s measurement and writes the folder of a run into `out` (report.html with the
@@ -676,6 +677,8 @@ def diagnose_trajectory(
         (t = 0: clean samples), or the path of such a .npy file. DDPM levels k map to times
         with ``fslens.DDPM().time(k, prior.schedule)``.
     label : the name the clouds are listed under (not a built-in sampler's name).
+    force : replace `out` even when fslens did not write it (else such a folder is refused,
+        as by ``--force`` of the command).
     """
     import pathlib
 
@@ -696,6 +699,6 @@ def diagnose_trajectory(
             np.save(path, a)
             paths.append(path)
         done = _fslens.diagnose_trajectory(
-            os.fspath(config), paths[0], paths[1], os.fspath(out), str(label), backend, storage
+            os.fspath(config), paths[0], paths[1], os.fspath(out), str(label), backend, storage, bool(force)
         )
     return pathlib.Path(done)

@@ -753,7 +753,7 @@ fn ddpm_levels<'py>(
 /// at the times in `times` (.npy) scored against the exact posterior of `config`'s
 /// measurement into the folder `out` (report.html, metrics.json, …); returns its path.
 #[pyfunction]
-#[pyo3(signature = (config, clouds, times, out, label, backend=None, storage=None))]
+#[pyo3(signature = (config, clouds, times, out, label, backend=None, storage=None, force=false))]
 #[allow(clippy::too_many_arguments)]
 fn diagnose_trajectory(
     py: Python<'_>,
@@ -764,6 +764,7 @@ fn diagnose_trajectory(
     label: String,
     backend: Option<&str>,
     storage: Option<&str>,
+    force: bool,
 ) -> PyResult<String> {
     let overrides = overrides(backend, storage)?;
     let (path, _) = py
@@ -774,7 +775,7 @@ fn diagnose_trajectory(
                 times,
                 pixels: None,
                 label,
-                out,
+                out: fslens::output::Destination::new(out, "diagnose").force(force),
             };
             fslens::experiment::diagnose_trajectory::diagnose_trajectory(
                 &plan,

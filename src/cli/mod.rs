@@ -19,15 +19,22 @@ use fslens::experiment::diagnose::{DiagnoseRequest, PixelConvention};
 use fslens::experiment::diagnose_trajectory::{TrajectoryRequest, diagnose_trajectory};
 use fslens::experiment::score::{Method, ScoreRequest};
 use fslens::experiment::summary::Summary;
+use fslens::output::Destination;
 use fslens::plan::{EngineChoice, Overrides, RunPlan};
 use progress::Reporter;
 
 const ABOUT: &str = "Shows when, why and how diffusion posterior samplers fail, against the exact \
 finite-sample posterior of an empirical (training-set) prior.";
 
-const AFTER_HELP: &str = "Examples:
+const AFTER_HELP: &str = "An --out folder is replaced only when fslens wrote it (it holds .fslens-output) or \
+it is empty; any other is refused unless --force. Results appear under their name complete: \
+a killed command leaves the old result or the new one (the next command into the same folder \
+restores an interrupted replacement and removes leftovers).
+
+Examples:
   fslens demo --out demo-out                 # the embedded default: synthetic shapes, no files needed
   fslens run assets/configs/fashion-mnist-inpaint.toml --out fm-inpaint
+  fslens run my.toml --out results --force   # replace results/ even though fslens did not write it
   fslens compare assets/configs/glyphs-blur.toml --out glyphs-compare   # every sampler, one report.html
   fslens score --atoms A.npy --x X.npy --t 0.3 --method fsr --y Y.npy \\
                --operator matrix:M.npy --sigma 0.05 --out S.npy
@@ -115,12 +122,31 @@ impl EngineArgs {
 struct RunArgs {
     /// The run config (TOML). Relative paths inside it are resolved against its folder.
     config: PathBuf,
-    /// Output folder (replaced if it exists); default: runs/<config name> (compare:
-    /// runs/<config name>-compare).
+    /// Output folder; default: runs/<config name> (compare: runs/<config name>-compare). An
+    /// existing one is replaced only when fslens wrote it (or it is empty); see --force.
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// What a command that writes a folder may replace.
+#[derive(Args, Debug, Clone, Copy, Default)]
+struct OutputArgs {
+    /// Replace the --out folder even when fslens did not write it (it has no .fslens-output
+    /// file), when it is a symbolic link, or when it holds one of this command's input files.
+    /// Everything in it is deleted.
+    #[arg(long)]
+    force: bool,
+}
+
+impl OutputArgs {
+    /// The destination `out` of `command`.
+    fn destination(&self, out: &Path, command: &str) -> Destination {
+        Destination::new(out, command).force(self.force)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -156,7 +182,8 @@ struct ScoreArgs {
     /// Measurement noise standard deviation σ > 0. Needed by every method but prior.
     #[arg(long)]
     sigma: Option<f64>,
-    /// Where to write the (B, D) float32 score.
+    /// Where to write the (B, D) float32 score (.npy), through a temporary file and a rename;
+    /// never one of the input files.
     #[arg(long)]
     out: PathBuf,
     /// Image shape HxWxC of a row, for operators that need one (default: square, else 1xD).
@@ -199,9 +226,12 @@ struct DiagnoseArgs {
     /// always minus-one-to-one (a noisy x_t cannot be rescaled pixel by pixel).
     #[arg(long)]
     pixels: Option<PixelConvention>,
-    /// Output folder (replaced if it exists); default: runs/diagnose-<config name>.
+    /// Output folder; default: runs/diagnose-<config name>. An existing one is replaced only
+    /// when fslens wrote it (or it is empty); see --force.
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// The name the samples are listed under (samples_<label>.npy, grid_<label>.png); not a
     /// built-in sampler's name.
     #[arg(long, default_value = "external")]
@@ -214,9 +244,12 @@ struct DiagnoseArgs {
 struct SweepArgs {
     /// The sweep file (TOML): `base = "run.toml"` or a [base] table, and [axes].
     config: PathBuf,
-    /// Output folder (shared by all shards); default: runs/<sweep file name>.
+    /// Output folder (shared by all shards); default: runs/<sweep file name>. A sweep folder is
+    /// resumed; another folder fslens wrote is replaced; any other is refused (see --force).
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Run only shard i of n (0-based), e.g. --shard "$SLURM_ARRAY_TASK_ID/4".
     #[arg(long)]
     shard: Option<String>,
@@ -244,9 +277,12 @@ enum Command {
     /// Run the embedded default: a built-in synthetic data set, a x4 super-resolution measurement
     /// of a held-out image, the exact and fsr samplers. No files, no GPU needed; about 15 s on 2 cores.
     Demo {
-        /// Output folder (replaced if it exists).
+        /// Output folder. An existing one is replaced only when fslens wrote it (or it is
+        /// empty); see --force.
         #[arg(long, default_value = "fslens-demo")]
         out: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -280,9 +316,13 @@ enum Command {
         /// Sweep output folders.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
-        /// Where to write the merged files; default: the first folder.
+        /// Where to write the merged files; default: the first folder. A sweep folder gets
+        /// them beside its jobs; any other is a folder of its own, replaced only when fslens
+        /// wrote it (see --force).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Version, compute backends and GPU adapters, and which one `auto` picks.
     Info,
@@ -328,6 +368,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    remove_outputs_on_signals();
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -344,10 +385,14 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Command::Demo { out, engine } => {
+        Command::Demo {
+            out,
+            output,
+            engine,
+        } => {
             engine.apply_threads()?;
             let plan = RunPlan::demo(engine.overrides())?;
-            run_plan(cli, &plan, out)
+            run_plan(cli, &plan, &output.destination(out, "demo"))
         }
         Command::Run(args) => {
             args.engine.apply_threads()?;
@@ -356,7 +401,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 .out
                 .clone()
                 .unwrap_or_else(|| default_out(&args.config, "", ""));
-            run_plan(cli, &plan, &out)
+            run_plan(cli, &plan, &args.output.destination(&out, "run"))
         }
         Command::Compare(args) => {
             args.engine.apply_threads()?;
@@ -366,7 +411,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 .out
                 .clone()
                 .unwrap_or_else(|| default_out(&args.config, "", "-compare"));
-            run_plan(cli, &plan, &out)
+            run_plan(cli, &plan, &args.output.destination(&out, "compare"))
         }
         Command::Score(args) => score(cli, args),
         Command::Diagnose(args) => diagnose(cli, args),
@@ -374,7 +419,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
             args.engine.apply_threads()?;
             sweep::sweep(args, cli.quiet, cli.json)
         }
-        Command::Merge { dirs, out } => sweep::merge(dirs, out.as_deref(), cli.quiet, cli.json),
+        Command::Merge { dirs, out, output } => {
+            sweep::merge(dirs, out.as_deref(), output.force, cli.quiet, cli.json)
+        }
         Command::Info => {
             print_info(cli);
             Ok(())
@@ -413,6 +460,15 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
         },
         schedule: Schedule::new(args.beta_min, args.beta_max, ["--beta-min", "--beta-max"])?,
     };
+    let mut inputs = vec![("--atoms", args.atoms.as_path()), ("--x", args.x.as_path())];
+    inputs.extend(args.y.as_deref().map(|y| ("--y", y)));
+    let operator_files = args
+        .operator
+        .as_deref()
+        .map(|spec| fslens::operators::files_named(spec, Path::new(".")))
+        .unwrap_or_default();
+    inputs.extend(operator_files.iter().map(|p| ("--operator", p.as_path())));
+    fslens::output::file::refuse_overwriting_inputs(&args.out, "--out", &inputs)?;
     let (b, d, s) = fslens::experiment::score::score(&req)?;
     fslens::arrays::write_npy_f32(&args.out, &[b, d], &s)?;
     if cli.json {
@@ -430,10 +486,13 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
 fn diagnose(cli: &Cli, args: &DiagnoseArgs) -> Result<()> {
     args.engine.apply_threads()?;
     let plan = RunPlan::load(&args.config, args.engine.overrides())?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&args.config, "diagnose-", ""));
+    let out = args.output.destination(
+        &args
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out(&args.config, "diagnose-", "")),
+        "diagnose",
+    );
     let mut reporter = Reporter::new(cli.quiet, cli.json);
     // clap lets exactly one of --samples and --trajectory (with --times) through (the
     // `input` group).
@@ -470,6 +529,23 @@ fn diagnose(cli: &Cli, args: &DiagnoseArgs) -> Result<()> {
     reporter.finish();
     report_done(cli, &path, &summary, when);
     Ok(())
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: remove this process's staging folders and temporary files
+/// (fslens::output), then end by the same signal, as an unhandled one would have. Started
+/// after [`quiet_vulkan_loader`], which must run while this is the only thread.
+fn remove_outputs_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return; // the signals keep their default action: staging folders go at the next run
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _held = fslens::output::remove_live_outputs();
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 /// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" on every adapter
@@ -512,7 +588,7 @@ fn parse_shape(text: &str) -> Result<ImageShape> {
 }
 
 /// Runs a plan into `out` and prints the table of final metrics (or the JSON record).
-fn run_plan(cli: &Cli, plan: &RunPlan, out: &Path) -> Result<()> {
+fn run_plan(cli: &Cli, plan: &RunPlan, out: &Destination) -> Result<()> {
     let mut reporter = Reporter::new(cli.quiet, cli.json);
     let (path, summary) = fslens::experiment::run(plan, out, &mut reporter)?;
     reporter.finish();

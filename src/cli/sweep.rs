@@ -23,15 +23,16 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.config));
+    if args.print_sbatch == Some(0) {
+        return Err(Error::config(
+            "--print-sbatch",
+            "needs at least 1 array task",
+        ));
+    }
+    // Before anything is written there (the cache lives in OUT/cache); Slurm opens the
+    // --output log under OUT before the script runs, so --print-sbatch needs OUT too.
+    sweep::open_folder(&out, args.output.force)?;
     if let Some(shards) = args.print_sbatch {
-        if shards == 0 {
-            return Err(Error::config(
-                "--print-sbatch",
-                "needs at least 1 array task",
-            ));
-        }
-        // Slurm opens the --output log under OUT before the script runs: OUT must exist.
-        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
         // Absolute paths: the batch job may start in another folder.
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
@@ -119,7 +120,13 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn merge(dirs: &[PathBuf], out: Option<&Path>, quiet: bool, json: bool) -> Result<()> {
+pub fn merge(
+    dirs: &[PathBuf],
+    out: Option<&Path>,
+    force: bool,
+    quiet: bool,
+    json: bool,
+) -> Result<()> {
     let out = match out {
         Some(o) => o.to_path_buf(),
         None => dirs
@@ -127,7 +134,7 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>, quiet: bool, json: bool) -> R
             .cloned()
             .ok_or_else(|| Error::input("merge needs at least one sweep output folder"))?,
     };
-    let done = sweep::merge::merge(dirs, &out)?;
+    let done = sweep::merge::merge(dirs, &out, force)?;
     if json {
         println!(
             "{}",

@@ -310,7 +310,7 @@ fn write_entry(path: &Path, header: &Header, payload: &[u8]) -> Result<()> {
     file.extend(MAGIC);
     file.extend(Sha256::digest(&body));
     file.extend(body);
-    crate::arrays::write_atomic(path, &file)
+    crate::output::write_atomic(path, &file)
 }
 
 #[cfg(test)]

@@ -115,6 +115,24 @@ fn parse(path: &Path, bytes: &[u8], magic: u32, what: &str) -> Result<(Vec<usize
     Ok((dims, payload.to_vec()))
 }
 
+/// The (N, height, width) an IDX image file's header declares, reading the header alone; None
+/// when it is not a readable IDX image file (loading it then says why).
+pub fn image_header(path: &Path) -> Option<(usize, usize, usize)> {
+    let mut raw = [0u8; 16];
+    let mut file = std::fs::File::open(path).ok()?;
+    file.read_exact(&mut raw[..2]).ok()?;
+    let mut rest: Box<dyn Read> = if raw[..2] == [0x1f, 0x8b] {
+        let file = std::fs::File::open(path).ok()?;
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(std::io::Cursor::new(raw[..2].to_vec()).chain(file))
+    };
+    rest.read_exact(&mut raw).ok()?;
+    let word =
+        |k: usize| u32::from_be_bytes([raw[4 * k], raw[4 * k + 1], raw[4 * k + 2], raw[4 * k + 3]]);
+    (word(0) == IMAGES_MAGIC).then(|| (word(1) as usize, word(2) as usize, word(3) as usize))
+}
+
 /// Reads an IDX image file: (height, width, N·H·W bytes).
 pub fn read_images(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
     let bytes = read_maybe_gzip(path)?;

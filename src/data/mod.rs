@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod cifar;
+pub mod expected;
 pub mod folder;
 pub mod idx;
 pub mod image_file;

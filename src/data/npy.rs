@@ -69,7 +69,11 @@ pub struct NpyOptions {
 }
 
 /// The image shape of an array of shape `dims` (see the module notes).
-fn image_shape(path: &Path, dims: &[usize], hint: Option<[usize; 3]>) -> Result<ImageShape> {
+pub(crate) fn image_shape(
+    path: &Path,
+    dims: &[usize],
+    hint: Option<[usize; 3]>,
+) -> Result<ImageShape> {
     let s = match (dims.len(), hint) {
         (3, _) => ImageShape::new(dims[1], dims[2], 1),
         (4, _) => {

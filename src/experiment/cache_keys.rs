@@ -75,11 +75,8 @@ pub fn measured(data_key: &str, cfg: &RunConfig, base_dir: &Path) -> String {
     let mut text = format!("measured-v1\n{data_key}\n{selection}\n{spec}\n");
     // Any word of the spec that names an existing file (matrix:M.npy, mask:M.png, …), by its
     // absolute path and fingerprint: the config's folder matters only through such files.
-    for word in spec.split([':', ',', '=', ';']) {
-        let p = absolute(base_dir, Path::new(word.trim()));
-        if !word.trim().is_empty() && p.is_file() {
-            fingerprint(&p, &mut text);
-        }
+    for p in crate::operators::files_named(spec, base_dir) {
+        fingerprint(&std::path::absolute(&p).unwrap_or(p), &mut text);
     }
     key_of(&text)
 }

@@ -21,8 +21,8 @@ use super::summary::{ExternalSource, Summary};
 use crate::choices::Choice;
 use crate::data::ImageShape;
 use crate::engine::Noise;
+use crate::output::{Destination, OutputDir};
 use crate::plan::RunPlan;
-use crate::report::output::OutputDir;
 use crate::samplers::SamplerKind;
 use crate::samplers::exact::Exact;
 use crate::{Error, Result};
@@ -262,8 +262,8 @@ pub struct DiagnoseRequest {
     pub pixels: Option<PixelConvention>,
     /// The name the samples are listed under (file names `samples_<label>.npy`, ...).
     pub label: String,
-    /// Output folder (staged, renamed into place when complete).
-    pub out: PathBuf,
+    /// Output folder (staged, put in place when complete; see [`crate::output`]).
+    pub out: Destination,
 }
 
 /// At least this many exact draws make the exact cloud (and the `exact` row).
@@ -278,9 +278,12 @@ pub fn diagnose(
 ) -> Result<(PathBuf, Summary)> {
     check_label(&req.label)?;
     let plan = plan.clone().exact_only();
+    // Refuse the output folder before the work, not after it.
+    let mut inputs = plan.input_files();
+    inputs.push(req.samples.clone());
+    let staging = OutputDir::create(&req.out.clone().inputs(inputs))?;
     let diagnosis = score_samples(&plan, req, observer)?;
     observer.stage("writing the output");
-    let staging = OutputDir::create(&req.out)?;
     let summary = super::outputs::write_diagnosis(staging.path(), &plan, &diagnosis)?;
     let path = staging.finish()?;
     Ok((path, summary))

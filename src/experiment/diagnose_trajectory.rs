@@ -28,7 +28,7 @@ use crate::diagnostics::projection::Direction;
 use crate::diffusion::integrate::{Level, Snapshot};
 use crate::engine::Backend;
 use crate::plan::RunPlan;
-use crate::report::output::OutputDir;
+use crate::output::{Destination, OutputDir};
 use crate::report::plots::ProjectionSeries;
 use crate::samplers::{Progress, Run, SamplerKind};
 
@@ -44,8 +44,8 @@ pub struct TrajectoryRequest {
     pub pixels: Option<PixelConvention>,
     /// The name the clouds are listed under (samples_<label>.npy, projections_<label>.npy …).
     pub label: String,
-    /// Output folder (staged, renamed into place when complete).
-    pub out: PathBuf,
+    /// Output folder (staged, put in place when complete; see [`crate::output`]).
+    pub out: Destination,
 }
 
 /// Scores the trajectory of `req` against the exact posterior of `plan`'s measurement and
@@ -59,9 +59,12 @@ pub fn diagnose_trajectory(
     check_label(&req.label)?;
     check_pixels(req.pixels)?;
     let plan = plan.clone().exact_only();
+    // Refuse the output folder before the work, not after it.
+    let mut inputs = plan.input_files();
+    inputs.extend([req.clouds.clone(), req.times.clone()]);
+    let staging = OutputDir::create(&req.out.clone().inputs(inputs))?;
     let outcome = score_trajectory(&plan, req, observer)?;
     observer.stage("writing the output");
-    let staging = OutputDir::create(&req.out)?;
     let summary = super::outputs::write_run(staging.path(), &plan, &outcome)?;
     let path = staging.finish()?;
     Ok((path, summary))

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use crate::Result;
 use crate::data::ImageShape;
 use crate::data::cache::AtomCache;
+use crate::output::{Destination, OutputDir};
 use crate::plan::RunPlan;
-use crate::report::output::OutputDir;
 use crate::samplers::Progress;
 pub use execute::{Outcome, execute};
 use summary::Summary;
@@ -44,9 +44,15 @@ pub trait Observer {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// Runs `plan` and writes its output folder `out` (staged, renamed into place when complete).
-pub fn run(plan: &RunPlan, out: &Path, observer: &mut dyn Observer) -> Result<(PathBuf, Summary)> {
-    let staging = OutputDir::create(out)?;
+/// Runs `plan` and writes its output folder at `out` (staged, put in place when complete; a
+/// folder there is replaced only as [`crate::output`] allows, and one holding an input of the
+/// plan only with `out.force`).
+pub fn run(
+    plan: &RunPlan,
+    out: &Destination,
+    observer: &mut dyn Observer,
+) -> Result<(PathBuf, Summary)> {
+    let staging = OutputDir::create(&out.clone().inputs(plan.input_files()))?;
     let summary = run_into(plan, staging.path(), observer, None)?;
     let path = staging.finish()?;
     Ok((path, summary))

@@ -14,12 +14,13 @@ use super::summary::{
     DatasetSummary, MeasurementSummary, MetricsFile, ModesSummary, SamplerMetrics, SamplerSummary,
     Summary,
 };
-use crate::arrays::{write_atomic, write_npy_f32};
+use crate::arrays::write_npy_f32;
 use crate::data::ImageShape;
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::{
     OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE, total_variation,
 };
+use crate::output::write_atomic;
 use crate::plan::{RunPlan, SamplerSelection};
 use crate::report::images::{default_scale, save_grid};
 use crate::{Error, Result};

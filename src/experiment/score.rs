@@ -80,9 +80,43 @@ fn read_rows(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>)> {
     Ok((rows, cols, a.data.iter().map(|&v| v as f32).collect()))
 }
 
+/// Refuses inputs this machine cannot hold, from their headers alone: the atoms and the
+/// particles are each read as float64 and kept as float32, the atoms copied once more by the
+/// engine and the particles' score written as float32 (16 bytes a value either way).
+fn check_memory(req: &ScoreRequest) -> Result<()> {
+    let mut needs = Vec::new();
+    for (key, path, what) in [
+        ("--atoms", &req.atoms, "the atoms"),
+        ("--x", &req.x, "the particles"),
+    ] {
+        // An unreadable header is reported when the file is read.
+        let Ok(shape) = crate::arrays::npy_shape(path) else {
+            return Ok(());
+        };
+        let values: f64 = shape.iter().map(|&s| s as f64).product();
+        needs.push(crate::resources::Need {
+            key: key.into(),
+            value: format!("{} (shape {shape:?})", path.display()),
+            what: what.into(),
+            formula: format!(
+                "{values:.0} values × 16 bytes: float64 as read, float32, and {}",
+                if key == "--atoms" {
+                    "the engine's copy"
+                } else {
+                    "the score"
+                }
+            ),
+            bytes: values * 16.0,
+            fix: format!("pass fewer rows in {key}"),
+        });
+    }
+    crate::resources::check(&needs)
+}
+
 /// Computes the requested score; returns (B, D, B × D values).
 pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
     check_time("--t", req.t)?;
+    check_memory(req)?;
     let (n, d, atoms) = read_rows(&req.atoms, "atoms")?;
     let (b, dx, x) = read_rows(&req.x, "x")?;
     if dx != d {

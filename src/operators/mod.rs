@@ -237,6 +237,17 @@ pub fn parse_for(
     })
 }
 
+/// The existing files an operator spec names (`matrix:M.npy`, `mask:M.png`): every word of
+/// the spec that is the path of a file, relative paths taken from `base_dir`.
+pub fn files_named(spec: &str, base_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    spec.split([':', ',', '=', ';'])
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(|w| base_dir.join(w))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
 /// The path after `mask:` / `matrix:`, which must not be empty.
 fn path_value<'a>(spec: &str, rest: Option<&'a str>, form: &str) -> Result<&'a str> {
     match rest {

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::arrays::write_atomic;
 use crate::data::ImageShape;
+use crate::output::write_atomic;
 use crate::{Error, Result};
 
 /// Maps a pixel in [-1, 1] to 0..=255 (clamping outside values): k = round((p + 1)·127.5).

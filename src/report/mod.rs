@@ -4,5 +4,4 @@
 
 pub mod html;
 pub mod images;
-pub mod output;
 pub mod plots;

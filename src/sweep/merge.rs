@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::results::{csv, gather, jsonl};
+use crate::output::{Destination, OutputDir, write_atomic};
 use crate::{Error, Result};
 
 /// What `merge` wrote.
@@ -18,17 +19,31 @@ pub struct MergeOutcome {
     pub duplicates: usize,
 }
 
-/// Gathers `dirs` and writes results.csv, results.jsonl and report.html into `out`.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeOutcome> {
+/// Gathers `dirs` and writes results.csv, results.jsonl and report.html into `out`: into the
+/// sweep folder itself when `out` is one (each file replaced atomically), else as a folder of
+/// its own, written like a run's (staged, an older merge replaced, a folder fslens did not
+/// write refused unless `force`; see [`crate::output`]).
+pub fn merge(dirs: &[PathBuf], out: &Path, force: bool) -> Result<MergeOutcome> {
     if dirs.is_empty() {
         return Err(Error::input("merge needs at least one sweep output folder"));
     }
     let merged = gather(dirs)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    crate::arrays::write_atomic(&out.join("results.csv"), csv(&merged).as_bytes())?;
-    crate::arrays::write_atomic(&out.join("results.jsonl"), jsonl(&merged).as_bytes())?;
     let html = super::page::report_html(&merged)?;
-    crate::arrays::write_atomic(&out.join("report.html"), html.as_bytes())?;
+    let write = |dir: &Path| -> Result<()> {
+        write_atomic(&dir.join("results.csv"), csv(&merged).as_bytes())?;
+        write_atomic(&dir.join("results.jsonl"), jsonl(&merged).as_bytes())?;
+        write_atomic(&dir.join("report.html"), html.as_bytes())
+    };
+    if super::is_sweep_folder(out) {
+        write(out)?;
+    } else {
+        let dest = Destination::new(out, "merge")
+            .force(force)
+            .inputs(dirs.iter().cloned());
+        let staging = OutputDir::create(&dest)?;
+        write(staging.path())?;
+        staging.finish()?;
+    }
     Ok(MergeOutcome {
         out: out.to_path_buf(),
         jobs: merged.rows.len(),

@@ -16,7 +16,8 @@
 //! configuration, not a position: reordering or extending the axes keeps the ids of the jobs
 //! that remain.
 //!
-//! Folder layout of a sweep output `OUT`:
+//! Folder layout of a sweep output `OUT`, an fslens folder (`OUT/.fslens-output`, command
+//! `sweep`; see [`crate::output`]) that is resumed, never replaced ([`open_folder`]):
 //! - `OUT/jobs/<id>/`: a complete job: `job.json` (id, index, axis values) and the run's
 //!   outputs (config.toml, summary.json, metrics.json, samples_*.npy, …). It is written as
 //!   `OUT/jobs/.<id>.partial-<pid>` and renamed when complete, so a folder under its final name
@@ -40,8 +41,8 @@ use crate::choices::Choice;
 use crate::config::RunConfig;
 use crate::data::cache::AtomCache;
 use crate::experiment::Observer;
+use crate::output::{Destination, Marker, OutputDir};
 use crate::plan::{Overrides, RunPlan};
-use crate::report::output::OutputDir;
 use crate::{Error, Result};
 
 /// A parsed sweep file: the base config as a TOML table, the axes, and where relative paths
@@ -410,9 +411,58 @@ impl JobRecord {
     }
 }
 
+/// Opens the sweep folder `out` to run (or resume) a sweep in it: created with its marker when
+/// absent; kept as it is when it is a sweep folder (or an empty folder, or one a sweep wrote
+/// before folders had markers); another fslens folder is replaced by an empty sweep folder, and
+/// a folder fslens did not write is refused unless `force`, which replaces it.
+pub fn open_folder(out: &Path, force: bool) -> Result<PathBuf> {
+    crate::output::open_resumable(
+        &Destination::new(out, "sweep").force(force),
+        &looks_like_a_sweep_folder,
+    )
+}
+
+/// Whether `dir` holds a sweep's output (as fslens wrote it): written by `fslens sweep`
+/// (its marker says so), or, from before markers, holding `jobs/` and nothing but the layout's
+/// own entries (`jobs`, `failed`, `cache`, the merged files, Slurm logs, the merge lock,
+/// temporary files).
+pub fn is_sweep_folder(dir: &Path) -> bool {
+    match Marker::read(dir) {
+        Some(m) => m.command == "sweep",
+        None => looks_like_a_sweep_folder(dir),
+    }
+}
+
+fn looks_like_a_sweep_folder(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut has_jobs = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        has_jobs |= name == "jobs" && entry.path().is_dir();
+        let known = matches!(
+            name.as_str(),
+            "jobs"
+                | "failed"
+                | "cache"
+                | "results.csv"
+                | "results.jsonl"
+                | "report.html"
+                | ".merge.lock"
+        ) || (name.starts_with("slurm-") && name.ends_with(".out"))
+            || (name.starts_with('.') && name.contains(".partial-"));
+        if !known {
+            return false;
+        }
+    }
+    has_jobs
+}
+
 /// Runs the jobs of `shard` that are not complete under `out`, one after another; a job that
 /// fails records its error and the sweep goes on. With `cache`, jobs share loaded and measured
-/// atoms through it (conventionally `OUT/cache`).
+/// atoms through it (conventionally `OUT/cache`). `out` is opened with [`open_folder`] (without
+/// `force`: the command line opens it first when the user gave `--force`).
 pub fn run(
     sweep: &Sweep,
     out: &Path,
@@ -426,6 +476,7 @@ pub fn run(
         .into_iter()
         .filter(|j| shard.contains(j))
         .collect();
+    open_folder(out, false)?;
     let jobs_dir = out.join("jobs");
     std::fs::create_dir_all(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
     let complete = |job: &Job| jobs_dir.join(&job.id).is_dir();
@@ -473,9 +524,9 @@ fn run_job(
     remove_stale_staging(jobs_dir, &job.id);
     let target = jobs_dir.join(&job.id);
     let attempt = || -> Result<()> {
-        let staging = OutputDir::create(&target)?;
+        let staging = OutputDir::create(&Destination::new(&target, "sweep"))?;
         let record = serde_json::to_string_pretty(&JobRecord::of(job)).expect("job serialises");
-        crate::arrays::write_atomic(&staging.path().join("job.json"), record.as_bytes())?;
+        crate::output::write_atomic(&staging.path().join("job.json"), record.as_bytes())?;
         let mut forward = JobObserver { job, observer };
         let plan = RunPlan::new(job.config.clone(), &sweep.base_dir, Overrides::default())?;
         crate::experiment::run_into(&plan, staging.path(), &mut forward, cache)?;
@@ -519,7 +570,7 @@ fn remove_stale_staging(jobs_dir: &Path, id: &str) {
 
 /// Writes `failed/<id>/{error.txt, job.json}` atomically, replacing an older failure.
 fn record_failure(failed_dir: &Path, job: &Job, message: &str) -> Result<()> {
-    let staging = OutputDir::create(failed_dir)?;
+    let staging = OutputDir::create(&Destination::new(failed_dir, "sweep"))?;
     let text = format!(
         "job {} ({}) failed:\n{message}\n",
         job.id,

@@ -5,7 +5,10 @@
 //! once, naming the config key of each problem, and derives what the layers below take: the
 //! sampler [`Settings`] and [`SamplerOptions`], the schedule, the diagnostics options and the
 //! engine choice. `run`, `compare`, `diagnose`, the sweep jobs and the Python package all
-//! start from a plan; nothing below re-validates it.
+//! start from a plan; nothing below re-validates it. The plan also refuses a run whose arrays
+//! cannot fit in this machine's memory ([`footprint`]), before anything is loaded.
+
+pub mod footprint;
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +53,8 @@ pub struct RunPlan {
     pub config: RunConfig,
     /// The folder relative paths in the config start from.
     pub base_dir: PathBuf,
+    /// The config file, when the plan was read from one.
+    pub source: Option<PathBuf>,
     pub samplers: SamplerSelection,
     pub engine: EngineChoice,
     pub settings: Settings,
@@ -137,7 +142,7 @@ impl RunPlan {
                 ),
             ));
         }
-        Ok(RunPlan {
+        let plan = RunPlan {
             samplers: SamplerSelection::Listed(s.samplers.clone()),
             engine: EngineChoice {
                 backend: config.backend,
@@ -152,15 +157,20 @@ impl RunPlan {
                 seed: config.seed,
             },
             base_dir: base_dir.to_path_buf(),
+            source: None,
             config,
-        })
+        };
+        footprint::check_memory(&plan)?;
+        Ok(plan)
     }
 
     /// The plan of a config file: relative paths start from its folder.
     pub fn load(path: &Path, overrides: Overrides) -> Result<Self> {
         let config = RunConfig::load(path)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::new(config, &base, overrides)
+        let mut plan = Self::new(config, &base, overrides)?;
+        plan.source = Some(path.to_path_buf());
+        Ok(plan)
     }
 
     /// The embedded demo (`fslens demo`).
@@ -186,6 +196,24 @@ impl RunPlan {
     pub fn sigma(&self) -> f64 {
         self.config.measurement.sigma
     }
+
+    /// The files the run reads (that exist): the config file, the data path and labels, the
+    /// truth file, and the files its operator spec names. An output folder holding one of them
+    /// is not replaced without `--force`.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let at = |p: &Path| self.base_dir.join(p);
+        let mut files: Vec<PathBuf> = self.source.iter().cloned().collect();
+        files.extend(c.data.path.as_deref().map(at));
+        files.extend(c.data.labels.as_deref().map(at));
+        files.extend(c.truth.file.as_deref().map(at));
+        files.extend(crate::operators::files_named(
+            &c.measurement.operator,
+            &self.base_dir,
+        ));
+        files.retain(|p| p.exists());
+        files
+    }
 }
 
 #[cfg(test)]
@@ -200,7 +228,8 @@ mod tests {
 
     #[test]
     fn each_range_error_names_its_key() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut RunConfig)>)> = vec![
+        type Edit = Box<dyn FnOnce(&mut RunConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("measurement.sigma", Box::new(|c| c.measurement.sigma = 0.0)),
             (
                 "sampling.samplers",
@@ -222,6 +251,10 @@ mod tests {
             ),
             ("sampling.eta", Box::new(|c| c.sampling.eta = 0.5)),
             ("sampling.particles", Box::new(|c| c.sampling.particles = 0)),
+            (
+                "sampling.steps",
+                Box::new(|c| c.sampling.steps = crate::samplers::MAX_STEPS + 1),
+            ),
             ("sampling.t_min", Box::new(|c| c.sampling.t_min = 1.5)),
             (
                 "diagnostics.hallucination_threshold",
