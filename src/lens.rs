@@ -519,14 +519,7 @@ impl Posterior {
     /// The posterior of measurement y = A(x) + N(0, σ² I): b_i = −‖y − A(a_i)‖²/(2σ²) in
     /// float64 from the measured atoms (computed once, here).
     pub fn new(lens: Arc<Lens>, y: Vec<f32>, operator: OperatorArg, sigma: f64) -> Result<Self> {
-        if !(sigma.is_finite() && sigma > 0.0) {
-            return Err(Error::config(
-                "sigma",
-                format!(
-                    "must be a positive number (the measurement noise standard deviation), got {sigma}"
-                ),
-            ));
-        }
+        crate::operators::check_sigma(sigma, "sigma")?;
         let op = lens.operator(operator)?;
         let m = op.output_len();
         if y.len() != m {

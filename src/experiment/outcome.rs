@@ -82,6 +82,8 @@ pub struct Outcome {
     /// The heatmap's exact panel: the exact sampler's projections, or fresh exact draws at the
     /// first sampler's times when the run has no exact sampler (name, series).
     pub exact_projection: Option<(String, ProjectionSeries)>,
+    /// Warnings about the problem, raised before sampling.
+    pub warnings: Vec<String>,
 }
 
 /// One sampler's run and its scores.
@@ -118,4 +120,6 @@ pub struct Diagnosis {
     /// Fresh exact draws, then the external samples.
     pub clouds: Vec<ScoredCloud>,
     pub source: ExternalSource,
+    /// Warnings about the problem and the samples, raised before scoring.
+    pub warnings: Vec<String>,
 }

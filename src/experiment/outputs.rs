@@ -21,7 +21,7 @@ use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::{
     OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE, total_variation,
 };
-use crate::plan::{RunPlan, SamplerSelection};
+use crate::plan::RunPlan;
 use crate::report::images::{default_scale, save_grid};
 use crate::samplers::SamplerKind;
 use crate::{Error, Result};
@@ -53,6 +53,7 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
     summary.samplers = rows;
     summary.projection_direction = outcome.direction.label.clone();
     summary.skipped_samplers = outcome.skipped.clone();
+    summary.warnings = outcome.warnings.clone();
     summary.total_seconds = problem.started.elapsed().as_secs_f64();
     // config.toml records the samplers that ran (compare chose them).
     let mut config = plan.config.clone();
@@ -63,9 +64,10 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
         .iter()
         .map(|s| (s.kind.name().to_string(), s.projection.clone()))
         .collect();
-    let command = match plan.samplers {
-        SamplerSelection::Listed(_) => "fslens run",
-        SamplerSelection::EveryApplicable => "fslens compare",
+    let command = if plan.samplers.is_compare() {
+        "fslens compare"
+    } else {
+        "fslens run"
     };
     let page = run_page(
         &summary,
@@ -138,6 +140,9 @@ fn write_sampler(
     row.diagnostics = run.diagnostics.iter().cloned().collect();
     row.warnings = run.warnings.clone();
     row.checkpoints = s.checkpoints.clone();
+    let mut records = s.checkpoints.clone();
+    records.push(s.metrics.clone());
+    row.flags = super::flags::flags(&records);
     Ok(row)
 }
 
@@ -171,6 +176,7 @@ pub fn write_diagnosis(dir: &Path, plan: &RunPlan, diagnosis: &Diagnosis) -> Res
     let mut summary = write_problem(dir, plan, problem, metrics)?;
     summary.samplers = rows;
     summary.external = Some(diagnosis.source.clone());
+    summary.warnings = diagnosis.warnings.clone();
     summary.total_seconds = problem.started.elapsed().as_secs_f64();
     let config_toml = write_config(dir, &plan.config)?;
     let page = run_page(
@@ -233,6 +239,7 @@ fn clean_row(
         warnings: Vec::new(),
         metrics: metrics.clone(),
         checkpoints: Vec::new(),
+        flags: super::flags::flags(std::slice::from_ref(metrics)),
     }
 }
 
@@ -258,16 +265,7 @@ fn write_problem(
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: problem.backend.clone(),
         dataset: DatasetSummary::of(&setup.atoms),
-        measurement: MeasurementSummary {
-            operator: setup.operator.spec(),
-            linear: setup.operator.is_linear(),
-            m: setup.y.len(),
-            sigma: plan.sigma(),
-            truth: setup.truth_source.clone(),
-            truth_label: setup
-                .truth_label
-                .map(|l| super::classes::label_name(&setup.atoms, l)),
-        },
+        measurement: MeasurementSummary::of(setup, plan.sigma()),
         exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
         exact_top_atoms: top_atom_summary(&setup.atoms, &top),
         exact_class_weights: problem
@@ -280,6 +278,7 @@ fn write_problem(
         skipped_samplers: Vec::new(),
         total_seconds: 0.0,
         external: None,
+        warnings: Vec::new(),
     })
 }
 
