@@ -250,7 +250,8 @@ mod tests {
 
     #[test]
     fn each_range_error_names_its_key() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut RunConfig)>)> = vec![
+        type Edit = Box<dyn FnOnce(&mut RunConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("measurement.sigma", Box::new(|c| c.measurement.sigma = 0.0)),
             (
                 "sampling.samplers",
