@@ -259,8 +259,8 @@ struct SweepArgs {
 enum Command {
     /// Run the embedded default: a built-in synthetic data set, a x4 super-resolution measurement
     /// of a held-out image, the exact sampler, fsr (exact score) and pigdm, which visibly fails
-    /// there (flagged in the table and the report). No files, no GPU needed; about 20 s on 2
-    /// cores.
+    /// there (flagged in the table and the report). No files, no GPU needed; about 26 s on 2
+    /// cores in a release build.
     Demo {
         /// Output folder (replaced if it exists).
         #[arg(long, default_value = "fslens-demo")]

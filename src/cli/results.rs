@@ -134,6 +134,9 @@ pub fn print_plan(json: bool, config: &str, r: &PlanReport) {
             s.estimated_seconds
         );
     }
+    for s in r.samplers.iter().filter(|s| s.note.is_some()) {
+        println!("  {:<10} {}", s.name, s.note.as_deref().unwrap_or_default());
+    }
     for s in &r.skipped_samplers {
         println!("  {:<10} skipped: {}", s.name, s.reason);
     }

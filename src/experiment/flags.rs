@@ -8,7 +8,9 @@
 //! - more than [`RATE_FLAG`] of its final particles are off the data's support.
 //!
 //! summary.json lists each sampler's flags, the report shows them as notes (and the values as
-//! red cells), and the table that `run`, `compare` and `demo` print names them.
+//! red cells), and the table that `run`, `compare` and `demo` print names them. The exact
+//! sampler is never flagged: its draws are exact by construction, and where they leave the
+//! band that is the Monte Carlo noise of K particles ([`exact_noise_note`]).
 
 use serde::Serialize;
 
@@ -24,8 +26,31 @@ pub struct Flag {
     pub message: String,
 }
 
-/// The flags of a cloud's metric `records` (checkpoints in decreasing t, then the final
-/// time; the rates are read at the final record).
+/// The flags of sampler `name` from its metric `records` (checkpoints in decreasing t, then
+/// the final time; the rates are read at the final record); none for `exact`.
+pub fn sampler_flags(name: &str, records: &[CheckpointMetrics]) -> Vec<Flag> {
+    if name == "exact" {
+        return Vec::new();
+    }
+    flags(records)
+}
+
+/// When the exact sampler's own spread ratio leaves the band, a note that the band is within
+/// the Monte Carlo noise of its K draws there (tr Cov of K draws scatters around the closed
+/// form, most where a few atoms far apart hold the mass), with the fix.
+pub fn exact_noise_note(records: &[CheckpointMetrics]) -> Option<String> {
+    let spread = flags(records)
+        .into_iter()
+        .find(|f| f.metric == "spread_ratio")?;
+    Some(format!(
+        "exact: {} although its draws are exact: that is the Monte Carlo noise of its particles \
+         on this posterior, so read the other samplers' spread ratios with that much slack, or \
+         raise sampling.particles",
+        spread.message
+    ))
+}
+
+/// The flags of a cloud's metric `records`, whoever made it (see [`sampler_flags`]).
 pub fn flags(records: &[CheckpointMetrics]) -> Vec<Flag> {
     let mut flags = Vec::new();
     let worst = records
@@ -132,5 +157,14 @@ mod tests {
         assert_eq!(metrics, ["hallucination_rate", "off_support_rate"]);
         assert!(f[0].message.starts_with("20.0 %"), "{f:?}");
         assert_eq!(short_name(f[1].metric), "off-sup.");
+        // The exact sampler is not flagged; its spread leaving the band becomes a note.
+        assert!(sampler_flags("exact", &rates).is_empty());
+        assert_eq!(sampler_flags("pigdm", &rates).len(), 2);
+        assert!(exact_noise_note(&good).is_none());
+        assert!(
+            exact_noise_note(&spread)
+                .unwrap()
+                .contains("sampling.particles")
+        );
     }
 }

@@ -142,7 +142,7 @@ fn write_sampler(
     row.checkpoints = s.checkpoints.clone();
     let mut records = s.checkpoints.clone();
     records.push(s.metrics.clone());
-    row.flags = super::flags::flags(&records);
+    row.flags = super::flags::sampler_flags(name, &records);
     Ok(row)
 }
 
@@ -239,7 +239,7 @@ fn clean_row(
         warnings: Vec::new(),
         metrics: metrics.clone(),
         checkpoints: Vec::new(),
-        flags: super::flags::flags(std::slice::from_ref(metrics)),
+        flags: super::flags::sampler_flags(name, std::slice::from_ref(metrics)),
     }
 }
 

@@ -178,6 +178,9 @@ fn sampler_row(
     for flag in &s.flags {
         notes.push(format!("{}: {}", s.name, flag.message));
     }
+    if s.name == "exact" {
+        notes.extend(super::flags::exact_noise_note(&records));
+    }
     if s.name == "fsr" && s.flags.iter().any(|f| f.metric == "spread_ratio") {
         // fsr integrates the exact score: leaving the band is the integrator's doing.
         let outside = |r: &&crate::diagnostics::CheckpointMetrics| {

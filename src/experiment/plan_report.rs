@@ -95,6 +95,9 @@ pub struct SamplerEstimate {
     /// The metrics' prior passes: one per scored cloud.
     pub scoring_seconds: f64,
     pub estimated_seconds: f64,
+    /// How to read this estimate, where it is biased (TMPD: cold-start conjugate gradients).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Sets up `plan`'s problem, builds its engine and times one step of each sampler: see the
@@ -168,12 +171,13 @@ pub fn effective_atoms(omega: &[f64]) -> f64 {
     1.0 / omega.iter().map(|w| w * w).sum::<f64>()
 }
 
-/// −Σ p ln p over the positive entries, in nats.
+/// −Σ p ln p over the positive entries, in nats (0, not −0, for a single mode).
 pub fn entropy(p: &[f64]) -> f64 {
-    -p.iter()
+    p.iter()
         .filter(|&&v| v > 0.0)
-        .map(|&v| v * v.ln())
+        .map(|&v| -v * v.ln())
         .sum::<f64>()
+        .max(0.0)
 }
 
 /// What the problem of `plan` with exact posterior `omega` cannot show, with the config keys
@@ -198,9 +202,11 @@ pub fn posterior_warnings(plan: &RunPlan, omega: &[f64]) -> Vec<String> {
     };
     vec![format!(
         "the exact posterior sits on {n_eff:.2} effective atom(s) (1/Σω²; the heaviest atom \
-         holds ω = {heaviest:.4}): any sampler that ends near that atom scores perfectly, so \
-         this problem cannot tell samplers apart; raise measurement.sigma (now {}), enlarge the \
-         subset ({atoms_key}), or choose another truth ({truth_key})",
+         holds ω = {heaviest:.4}): nearly one atom, so mode weights and the spread near t_min \
+         say little (a sampler that lands on that atom scores well) and mainly hallucination \
+         and off-support can separate samplers; for a posterior that separates them, raise \
+         measurement.sigma (now {}), enlarge the subset ({atoms_key}), or choose another truth \
+         ({truth_key})",
         plan.sigma()
     )]
 }
@@ -258,6 +264,11 @@ fn time_samplers(
             passes_per_evaluation: passes,
             scoring_seconds,
             estimated_seconds: seconds * score_evaluations as f64 + scoring_seconds,
+            note: (kind == SamplerKind::Tmpd).then(|| {
+                "an upper bound: the timed step's conjugate gradients start cold, while a run \
+                 warm-starts each step's from the previous one and needs fewer passes"
+                    .to_string()
+            }),
         });
     }
     // Without an exact sampler every time's exact cloud is drawn (at least 1000 particles)

@@ -172,7 +172,9 @@ pub struct SamplerSummary {
     pub warnings: Vec<String>,
     /// Where the numbers say the sampler failed (spread ratio outside the band at any
     /// checkpoint, hallucination or off-support above 5 % at the end; see
-    /// [`super::flags`]); empty when none did. The report shows them as notes.
+    /// [`super::flags`]); empty when none did, and always for `exact` (its draws are exact;
+    /// where they leave the band the report notes the Monte Carlo noise). The report shows
+    /// them as notes.
     pub flags: Vec<super::flags::Flag>,
     /// The metrics against the exact posterior at t_min.
     pub metrics: CheckpointMetrics,
