@@ -253,9 +253,18 @@ impl RunConfig {
     /// fields), ranges by [`crate::plan::RunPlan::new`].
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
+            // A sweep file (base + axes) given where a run config belongs.
+            let sweep = toml::from_str::<toml::Table>(text)
+                .is_ok_and(|t| t.contains_key("axes") && t.contains_key("base"));
+            let hint = if sweep {
+                "; this is a sweep file (base + [axes]): run it with `fslens sweep`, or give its \
+                 base run config here"
+            } else {
+                ""
+            };
             Error::data(
                 origin,
-                format!("invalid run config: {}", e.to_string().trim_end()),
+                format!("invalid run config: {}{hint}", e.to_string().trim_end()),
             )
         })
     }

@@ -26,6 +26,11 @@ pub enum Error {
     /// The compute backend failed (GPU device lost, out of memory, shader validation).
     #[error("backend {backend}: {problem}")]
     Backend { backend: String, problem: String },
+    /// A file that a config key or flag names could not be used: `file` (an [`Error::Io`] or
+    /// [`Error::Data`]) says which file and why. The text holds the cause once; the cause is
+    /// not repeated as a source.
+    #[error("{key}: {file}")]
+    File { key: String, file: Box<Error> },
 }
 
 impl Error {
@@ -49,5 +54,69 @@ impl Error {
     }
     pub fn input(problem: impl Into<String>) -> Self {
         Error::Input(problem.into())
+    }
+
+    /// A file error (I/O or contents) as the problem of the config key or flag `key` that
+    /// named the file; other errors pass through unchanged (they name their own key).
+    pub fn for_file_key(self, key: impl Into<String>) -> Self {
+        match self {
+            Error::Io { .. } | Error::Data { .. } => Error::File {
+                key: key.into(),
+                file: Box::new(self),
+            },
+            other => other,
+        }
+    }
+
+    /// The config key or flag the error names, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Error::Config { key, .. } | Error::File { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. } | Error::Data { path, .. } => Some(path),
+            Error::File { file, .. } => file.path(),
+            _ => None,
+        }
+    }
+
+    /// The whole message: this error's text, then each cause in its source chain that the
+    /// text does not already hold (an [`Error::Io`] shows its cause in its own text, so the
+    /// cause is printed once).
+    pub fn full_message(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let cause = s.to_string();
+            if !text.contains(&cause) {
+                text.push_str(&format!("; caused by: {cause}"));
+            }
+            source = s.source();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_errors_name_the_key_and_their_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = Error::io("x.npy", io).for_file_key("data.path");
+        assert_eq!(e.key(), Some("data.path"));
+        assert_eq!(e.path(), Some(std::path::Path::new("x.npy")));
+        let text = e.full_message();
+        assert_eq!(text, "data.path: x.npy: No such file");
+        assert_eq!(text.matches("No such file").count(), 1);
+        // Errors that name their own key keep it.
+        let c = Error::config("measurement.sigma", "too small").for_file_key("data.path");
+        assert_eq!(c.key(), Some("measurement.sigma"));
     }
 }

@@ -158,10 +158,9 @@ fn input(msg: impl Into<String>) -> Error {
 /// Checks that `values` are finite, naming the argument and the first bad entry.
 pub fn check_finite(name: &str, values: &[f32], cols: usize) -> Result<()> {
     if let Some(k) = values.iter().position(|v| !v.is_finite()) {
-        let at = if cols > 0 {
-            format!("[{}, {}]", k / cols, k % cols)
-        } else {
-            format!("[{k}]")
+        let at = match k.checked_div(cols) {
+            Some(row) => format!("[{row}, {}]", k % cols),
+            None => format!("[{k}]"),
         };
         return Err(input(format!(
             "{name}{at} is {} (every value must be finite); replace NaN/inf before the call",
@@ -519,14 +518,7 @@ impl Posterior {
     /// The posterior of measurement y = A(x) + N(0, σ² I): b_i = −‖y − A(a_i)‖²/(2σ²) in
     /// float64 from the measured atoms (computed once, here).
     pub fn new(lens: Arc<Lens>, y: Vec<f32>, operator: OperatorArg, sigma: f64) -> Result<Self> {
-        if !(sigma.is_finite() && sigma > 0.0) {
-            return Err(Error::config(
-                "sigma",
-                format!(
-                    "must be a positive number (the measurement noise standard deviation), got {sigma}"
-                ),
-            ));
-        }
+        crate::operators::check_sigma(sigma, "sigma")?;
         let op = lens.operator(operator)?;
         let m = op.output_len();
         if y.len() != m {

@@ -179,6 +179,19 @@ fn bad_samples_are_errors_that_name_the_file() {
         "(K, 256)",
     );
     rejected(&dir, &w("flat.npy", &[8, 128], &good), &[], "16x16x1");
+    // The advice names the key that would make the config's images the samples' size.
+    rejected(
+        &dir,
+        &w("rgb.npy", &[4, 16, 16, 3], &[0.0; 4 * 768]),
+        &[],
+        "data.channels = 3",
+    );
+    rejected(
+        &dir,
+        &w("small.npy", &[4, 8, 8, 1], &[0.0; 4 * 64]),
+        &[],
+        "data.resize = [8, 8] (for a synthetic set: data.size = 8)",
+    );
     let mut nan = good.clone();
     nan[37] = f32::NAN;
     rejected(&dir, &w("nan.npy", &[4, 256], &nan), &[], "not finite");
@@ -553,5 +566,47 @@ fn bad_trajectories_are_errors_that_name_the_file_and_field() {
     // The good files pass (the failures above are the files', not the setup's).
     fslens(&trajectory_args(&dir, &x, &t, "ok", &[]));
     assert!(dir.join("ok/report.html").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Float samples with no negative value, read as [-1, 1] by default, are most likely [0, 1]
+/// images: a warning on stderr and in summary.json, which --pixels silences.
+#[test]
+fn samples_without_negative_values_are_warned_about() {
+    let dir = workdir("zero-one");
+    let plan = fslens::plan::RunPlan::load(&dir.join("cfg.toml"), Default::default()).unwrap();
+    let setup =
+        fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None).unwrap();
+    let zero_one: Vec<f32> = setup.atoms.images[..64 * 256]
+        .iter()
+        .map(|v| (v + 1.0) / 2.0)
+        .collect();
+    let p = dir.join("zero-one.npy");
+    fslens::arrays::write_npy_f32(&p, &[64, 256], &zero_one).unwrap();
+    let res = fslens(&diagnose_args(&dir, &p, "d-default", &[]));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("warning: ") && err.contains("--pixels zero-to-one"),
+        "{err}"
+    );
+    let summary = read_json(&dir.join("d-default").join("summary.json"));
+    let warnings = summary["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no negative value"))
+    );
+    // Declared: no warning, and the pixels are mapped back onto the atoms.
+    let res = fslens(&diagnose_args(
+        &dir,
+        &p,
+        "d-declared",
+        &["--pixels", "zero-to-one"],
+    ));
+    assert!(!String::from_utf8_lossy(&res.stderr).contains("warning"));
+    let summary = read_json(&dir.join("d-declared").join("summary.json"));
+    assert!(summary.get("warnings").is_none());
+    let m = metrics(&dir, "d-declared", "external");
+    assert_eq!(m["off_support_rate"].as_f64().unwrap(), 0.0, "{m}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

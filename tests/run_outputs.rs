@@ -37,14 +37,16 @@ clusters = 4
     .unwrap();
     let out = dir.join("out");
     let res = common::fslens(&["run", s(&cfg), "--out", s(&out), "--json"]);
-    // --json: every stdout line is one JSON record, the last one says done.
-    let records = common::json_lines(&res.stdout);
+    // --json: stdout is the summary as one JSON document; stderr one record per stage and
+    // progress step.
+    let done: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(done["samplers"][1]["name"], "fsr");
+    let records = common::json_lines(&res.stderr);
     assert!(
         records
             .iter()
             .any(|r| r["event"] == "progress" && r["sampler"] == "fsr")
     );
-    assert_eq!(records.last().unwrap()["event"], "done");
 
     for f in [
         "config.toml",
@@ -159,7 +161,7 @@ fn demo_config_is_valid_and_embedded() {
     use fslens::samplers::SamplerKind;
     assert_eq!(
         cfg.sampling.samplers,
-        vec![SamplerKind::Exact, SamplerKind::Fsr]
+        vec![SamplerKind::Exact, SamplerKind::Fsr, SamplerKind::Pigdm]
     );
     // The file in assets/ is the one compiled in.
     let on_disk = std::fs::read_to_string(concat!(
@@ -240,4 +242,60 @@ eta = 0.25
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(config.contains("integrator = \"ddim\""), "{config}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The demo shows a failure on the first run: its samplers are exact, fsr and pigdm, and on
+/// its problem (the embedded config with fewer particles and steps, so that the test stays
+/// fast) the table and the report flag pigdm, and neither exact nor fsr.
+#[test]
+fn the_demo_flags_its_failing_sampler() {
+    let dir = common::scratch_dir("demo-flags");
+    let cfg = dir.join("demo-small.toml");
+    let text = fslens::config::DEMO_TOML
+        .replace("backend = \"auto\"", "backend = \"cpu\"")
+        .replace("particles = 256", "particles = 64")
+        .replace("steps = 500", "steps = 100\ncheckpoints = [0.5, 0.1, 0.02]");
+    assert!(text.contains("particles = 64") && text.contains("steps = 100"));
+    std::fs::write(&cfg, text).unwrap();
+    let out = dir.join("out");
+    let res = common::fslens(&["run", s(&cfg), "--out", s(&out)]);
+    let summary = read_json(&out.join("summary.json"));
+    let samplers = summary["samplers"].as_array().unwrap();
+    assert!(samplers.len() >= 3);
+    let flags = |name: &str| -> Vec<String> {
+        let s = samplers.iter().find(|s| s["name"] == name).unwrap();
+        s["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["metric"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(flags("exact").is_empty() && flags("fsr").is_empty());
+    let pigdm = flags("pigdm");
+    assert!(
+        pigdm.contains(&"hallucination_rate".to_string())
+            && pigdm.contains(&"spread_ratio".to_string()),
+        "{pigdm:?}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("pigdm: spread ratio outside"),
+        "no note for pigdm"
+    );
+    assert!(!html.contains("exact: spread ratio") && !html.contains("fsr: spread ratio"));
+    let table = String::from_utf8_lossy(&res.stdout);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_string()
+    };
+    assert!(row("pigdm").contains("FAILS: spread, halluc."), "{table}");
+    assert!(
+        row("exact").ends_with(" -") && row("fsr").ends_with(" -"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

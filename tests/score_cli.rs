@@ -175,3 +175,55 @@ fn score_matches_float64_on_random_inputs() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// uint8 atoms are 8-bit pixels, mapped to 2k/255 − 1 as the configs and `diagnose` map them:
+/// the prior score of uint8 atoms equals the float64 score of the mapped atoms.
+#[test]
+fn uint8_atoms_are_pixels_in_minus_one_to_one() {
+    let dir = common::scratch_dir("score-u8");
+    let (n, d, b, t) = (200usize, 16usize, 3usize, 0.2);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let bytes: Vec<u8> = (0..n * d).map(|_| rng.random()).collect();
+    fslens::arrays::write_npy(&dir.join("A.npy"), &[n, d], &bytes).unwrap();
+    let x: Vec<f64> = (0..b * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    write_f32(&dir.join("x.npy"), &[b, d], &x);
+    let out = dir.join("s.npy");
+    common::fslens(&[
+        "score",
+        "--quiet",
+        "--backend",
+        "cpu",
+        "--method",
+        "prior",
+        "--t",
+        "0.2",
+        "--atoms",
+        common::s(&dir.join("A.npy")),
+        "--x",
+        common::s(&dir.join("x.npy")),
+        "--out",
+        common::s(&out),
+    ]);
+    let atoms: Vec<Vec<f64>> = bytes
+        .chunks(d)
+        .map(|a| {
+            a.iter()
+                .map(|&k| 2.0 * f64::from(k) / 255.0 - 1.0)
+                .collect()
+        })
+        .collect();
+    let got = read(&out);
+    let x32: Vec<f64> = x.iter().map(|&v| f64::from(v as f32)).collect();
+    for (row, g) in x32.chunks(d).zip(got.chunks(d)) {
+        let want = score_f64(&atoms, &vec![0.0; n], row, t);
+        let scale = want.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let err = want
+            .iter()
+            .zip(g)
+            .map(|(w, g)| (w - g).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(err <= 1e-4 * scale, "relative error {}", err / scale);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,7 @@
 
 mod bench;
 mod progress;
+mod results;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -18,9 +19,9 @@ use fslens::engine::{BackendKind, StorageChoice};
 use fslens::experiment::diagnose::{DiagnoseRequest, PixelConvention};
 use fslens::experiment::diagnose_trajectory::{TrajectoryRequest, diagnose_trajectory};
 use fslens::experiment::score::{Method, ScoreRequest};
-use fslens::experiment::summary::Summary;
 use fslens::output::Destination;
 use fslens::plan::{EngineChoice, Overrides, RunPlan};
+use fslens::samplers::SamplerKind;
 use progress::Reporter;
 
 const ABOUT: &str = "Shows when, why and how diffusion posterior samplers fail, against the exact \
@@ -33,9 +34,11 @@ restores an interrupted replacement and removes leftovers).
 
 Examples:
   fslens demo --out demo-out                 # the embedded default: synthetic shapes, no files needed
+  fslens plan assets/configs/fashion-mnist-inpaint.toml   # sizes, exact posterior, time estimates
   fslens run assets/configs/fashion-mnist-inpaint.toml --out fm-inpaint
   fslens run my.toml --out results --force   # replace results/ even though fslens did not write it
   fslens compare assets/configs/glyphs-blur.toml --out glyphs-compare   # every sampler, one report.html
+  fslens compare assets/configs/glyphs-blur.toml --samplers exact,fsr,pigdm
   fslens score --atoms A.npy --x X.npy --t 0.3 --method fsr --y Y.npy \\
                --operator matrix:M.npy --sigma 0.05 --out S.npy
   fslens diagnose --samples samples.npy --config assets/configs/demo.toml --out diag
@@ -54,7 +57,10 @@ struct Cli {
     /// Print nothing but errors.
     #[arg(long, global = true)]
     quiet: bool,
-    /// Machine-readable output: JSON lines on stdout (progress records and the final result).
+    /// Machine-readable output: the result as one JSON document on stdout (run, compare,
+    /// demo, diagnose: the summary plus `out`; sweep and bench: one record per job event or
+    /// case), stages and warnings as JSON lines on stderr, an error as the record
+    /// {"error": {"key", "path", "message"}} on stderr. Exit status unchanged.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -149,12 +155,41 @@ impl OutputArgs {
     }
 }
 
+/// `fslens compare`: a run config, and optionally which samplers.
+#[derive(Args, Debug)]
+struct CompareArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The samplers to run, comma-separated (e.g. exact,fsr,pigdm), in place of every one
+    /// that applies; each must apply to the operator, none may be listed twice.
+    #[arg(long, value_delimiter = ',', value_parser = parse_sampler)]
+    samplers: Option<Vec<SamplerKind>>,
+}
+
+/// `fslens plan`: a run config, and optionally which samplers.
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// The run config (TOML).
+    config: PathBuf,
+    /// Plan these samplers (comma-separated) instead of the config's `sampling.samplers`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_sampler)]
+    samplers: Option<Vec<SamplerKind>>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn parse_sampler(text: &str) -> Result<SamplerKind> {
+    <SamplerKind as fslens::choices::Choice>::parse_for(text, "--samplers")
+}
+
 #[derive(Args, Debug)]
 struct ScoreArgs {
-    /// Atoms, shape (N, D), float32 or float64 (uint8 is read as its values).
+    /// Atoms, shape (N, D): float32 or float64 values are pixels as they are (the configs'
+    /// [-1, 1]); uint8 values k are 8-bit pixels, mapped to 2k/255 − 1 as the data loaders and
+    /// `diagnose` map them.
     #[arg(long)]
     atoms: PathBuf,
-    /// Particles, shape (B, D) or (D,).
+    /// Particles, shape (B, D) or (D,), in the atoms' scale (uint8: mapped like the atoms).
     #[arg(long)]
     x: PathBuf,
     /// Diffusion time t in (0, 1].
@@ -275,7 +310,9 @@ struct SweepArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the embedded default: a built-in synthetic data set, a x4 super-resolution measurement
-    /// of a held-out image, the exact and fsr samplers. No files, no GPU needed; about 15 s on 2 cores.
+    /// of a held-out image, the exact sampler, fsr (exact score) and pigdm, which visibly fails
+    /// there (flagged in the table and the report). No files, no GPU needed; about 26 s on 2
+    /// cores in a release build.
     Demo {
         /// Output folder. An existing one is replaced only when fslens wrote it (or it is
         /// empty); see --force.
@@ -286,15 +323,21 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Before any sampling: the atom count N and D, the exact posterior's effective atom count
+    /// 1/Σω², the mode masses and their entropy, each sampler's estimated time on this machine
+    /// (from one timed score evaluation each), and warnings with advice for a problem that
+    /// cannot tell samplers apart.
+    Plan(PlanArgs),
     /// Run a TOML run config (see assets/configs/ and the README's config reference).
     #[command(after_help = operator_help())]
     Run(RunArgs),
     /// Run the exact sampler and every approximate sampler that applies (exact, fsr, sigma-dps,
     /// zeta-dps, and pigdm/tmpd when the operator is linear) on the config's measurement, the
-    /// same y and seed, whatever its `sampling.samplers` says; write one report.html and
-    /// metrics.json. Skipped samplers are named, with the reason, on stderr and in the report.
+    /// same y and seed, whatever its `sampling.samplers` says (or the samplers of --samplers);
+    /// write one report.html and metrics.json. Skipped samplers are named, with the reason, on
+    /// stderr and in the report.
     #[command(after_help = operator_help())]
-    Compare(RunArgs),
+    Compare(CompareArgs),
     /// Compute the score of particles x at time t, from .npy files: exact posterior (fsr), prior,
     /// or an approximate sampler's (sigma-dps, zeta-dps, pigdm, tmpd).
     #[command(after_help = operator_help())]
@@ -360,24 +403,30 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::FAILURE
+            if !e.use_stderr() {
+                let _ = e.print(); // --help, --version
+                return ExitCode::SUCCESS;
+            }
+            if std::env::args().any(|a| a == "--json") {
+                let key = e
+                    .get(clap::error::ContextKind::InvalidArg)
+                    .map(|v| v.to_string());
+                let message = e.kind().to_string();
+                let detail = e.to_string();
+                let first = detail.lines().next().unwrap_or(&message);
+                let text = first.trim_start_matches("error: ");
+                results::print_error_record(key.as_deref(), None, text);
             } else {
-                ExitCode::SUCCESS
-            };
+                let _ = e.print();
+            }
+            return ExitCode::FAILURE;
         }
     };
     remove_outputs_on_signals();
     match dispatch(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fslens: error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
+            results::print_error(cli.json, &e);
             ExitCode::FAILURE
         }
     }
@@ -403,15 +452,33 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 .unwrap_or_else(|| default_out(&args.config, "", ""));
             run_plan(cli, &plan, &args.output.destination(&out, "run"))
         }
-        Command::Compare(args) => {
+        Command::Compare(CompareArgs {
+            run: args,
+            samplers,
+        }) => {
             args.engine.apply_threads()?;
-            let plan =
-                RunPlan::load(&args.config, args.engine.overrides())?.every_applicable_sampler();
+            let plan = RunPlan::load(&args.config, args.engine.overrides())?;
+            let plan = match samplers {
+                Some(kinds) => plan.with_samplers(kinds.clone(), "--samplers")?,
+                None => plan.every_applicable_sampler(),
+            };
             let out = args
                 .out
                 .clone()
                 .unwrap_or_else(|| default_out(&args.config, "", "-compare"));
             run_plan(cli, &plan, &args.output.destination(&out, "compare"))
+        }
+        Command::Plan(args) => {
+            args.engine.apply_threads()?;
+            let mut plan = RunPlan::load(&args.config, args.engine.overrides())?;
+            if let Some(kinds) = &args.samplers {
+                plan = plan.with_samplers(kinds.clone(), "--samplers")?;
+            }
+            let mut reporter = Reporter::new(cli.quiet, cli.json);
+            let report = fslens::experiment::plan_report::plan_report(&plan, &mut reporter)?;
+            reporter.finish();
+            results::print_plan(cli.json, &args.config.display().to_string(), &report);
+            Ok(())
         }
         Command::Score(args) => score(cli, args),
         Command::Diagnose(args) => diagnose(cli, args),
@@ -527,7 +594,7 @@ fn diagnose(cli: &Cli, args: &DiagnoseArgs) -> Result<()> {
         }
     };
     reporter.finish();
-    report_done(cli, &path, &summary, when);
+    results::print_summary(cli.json, cli.quiet, &path, &summary, when);
     Ok(())
 }
 
@@ -587,50 +654,19 @@ fn parse_shape(text: &str) -> Result<ImageShape> {
     Ok(ImageShape::new(v[0], v[1], v[2]))
 }
 
-/// Runs a plan into `out` and prints the table of final metrics (or the JSON record).
+/// Runs a plan into `out` and prints the table of final metrics (or the JSON document).
 fn run_plan(cli: &Cli, plan: &RunPlan, out: &Destination) -> Result<()> {
     let mut reporter = Reporter::new(cli.quiet, cli.json);
     let (path, summary) = fslens::experiment::run(plan, out, &mut reporter)?;
     reporter.finish();
-    report_done(
-        cli,
+    results::print_summary(
+        cli.json,
+        cli.quiet,
         &path,
         &summary,
         "at the final time; metrics.json has every checkpoint",
     );
     Ok(())
-}
-
-/// The last word of `run`, `demo` and `diagnose`: a JSON record, or a table of the metrics.
-fn report_done(cli: &Cli, path: &std::path::Path, summary: &Summary, when: &str) {
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "done", "out": path, "summary": summary})
-        );
-    } else if !cli.quiet {
-        eprintln!("wrote {}  (backend: {})", path.display(), summary.backend);
-        eprintln!(
-            "  {:<10} {:>9} {:>8} {:>8} {:>8} {:>8}   ({when})",
-            "sampler", "seconds", "mode TV", "halluc.", "off-sup.", "spread"
-        );
-        for s in &summary.samplers {
-            let m = &s.metrics;
-            eprintln!(
-                "  {:<10} {:>9.2} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
-                s.name,
-                s.wall_seconds,
-                m.mode_tv,
-                m.hallucination_rate,
-                m.off_support_rate,
-                m.spread_ratio
-            );
-        }
-        for s in &summary.skipped_samplers {
-            eprintln!("  skipped {}: {}", s.name, s.reason);
-        }
-        eprintln!("  report: {}", path.join("report.html").display());
-    }
 }
 
 fn print_info(cli: &Cli) {

@@ -1,5 +1,6 @@
 //! Progress for people (an indicatif bar on stderr, hidden when stderr is not a terminal) or
-//! for logs (`--json`: one JSON record per stage and per 10% of a sampler's steps on stdout).
+//! for logs (`--json`: one JSON record per stage, warning and 10% of a sampler's steps on
+//! stderr). Stdout is kept for the result.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -34,7 +35,7 @@ impl Observer for Reporter {
     fn stage(&mut self, message: &str) {
         self.finish();
         if self.json {
-            println!(
+            eprintln!(
                 "{}",
                 serde_json::json!({"event": "stage", "message": message})
             );
@@ -47,14 +48,15 @@ impl Observer for Reporter {
 
     fn warning(&mut self, message: &str) {
         self.finish();
+        // Warnings reach stderr even with --quiet: they are never silent.
         if self.json {
-            println!(
+            eprintln!(
                 "{}",
                 serde_json::json!({"event": "warning", "message": message})
             );
+        } else {
+            eprintln!("warning: {message}");
         }
-        // Warnings reach stderr even with --quiet or --json: they are never silent.
-        eprintln!("warning: {message}");
     }
 
     fn progress(&mut self, sampler: &str, p: Progress) {
@@ -62,7 +64,7 @@ impl Observer for Reporter {
             let decile = p.done * 10 / p.total.max(1);
             if decile != self.last_json_decile {
                 self.last_json_decile = decile;
-                println!(
+                eprintln!(
                     "{}",
                     serde_json::json!({"event": "progress", "sampler": sampler, "done": p.done, "total": p.total})
                 );

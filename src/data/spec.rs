@@ -270,6 +270,73 @@ fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
 /// `base_dir` (the folder of the config file). See the module notes for the order.
 pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
     cfg.check_keys()?;
+    // A file error names the key that named the file: data.labels or data.path.
+    let labels = cfg.labels.as_deref().map(|l| resolve(base_dir, l));
+    let mut ds = load_kind(cfg, base_dir).map_err(|e| {
+        let key = match (e.path(), &labels) {
+            (Some(p), Some(l)) if p == l => "data.labels",
+            _ => "data.path",
+        };
+        e.for_file_key(key)
+    })?;
+    if ds.is_empty() {
+        return Err(Error::config(
+            "data",
+            format!("{} holds no images; the data set is empty", ds.source),
+        ));
+    }
+    if let Some(n) = cfg.subset {
+        if n == 0 || n > ds.len() {
+            return Err(Error::config(
+                "data.subset",
+                format!(
+                    "{n} images requested but the set holds {}; choose 1..={}",
+                    ds.len(),
+                    ds.len()
+                ),
+            ));
+        }
+        ds = match cfg.subset_seed {
+            Some(seed) => preprocess::subset_random(&ds, n, seed)?,
+            None => preprocess::subset_first(&ds, n)?,
+        };
+    }
+    if cfg.kind != DataKind::Folder {
+        if let Some([h, w]) = cfg.crop {
+            check_pair("data.crop", cfg.crop)?;
+            if h > ds.shape.height || w > ds.shape.width {
+                return Err(Error::config(
+                    "data.crop",
+                    format!(
+                        "[{h}, {w}] does not fit in images of {}x{}; choose at most [{}, {}]",
+                        ds.shape.height, ds.shape.width, ds.shape.height, ds.shape.width
+                    ),
+                ));
+            }
+            ds = preprocess::center_crop(&ds, h, w)?;
+        }
+        if let Some([h, w]) = cfg.resize {
+            check_pair("data.resize", cfg.resize)?;
+            ds = preprocess::resize(&ds, h, w)?;
+        }
+    }
+    if cfg.grayscale == Some(true) {
+        if !matches!(ds.shape.channels, 1 | 3) {
+            return Err(Error::config(
+                "data.grayscale",
+                format!(
+                    "needs 1 or 3 channels, the images have {}; remove data.grayscale",
+                    ds.shape.channels
+                ),
+            ));
+        }
+        ds = preprocess::grayscale(&ds)?;
+    }
+    Ok(ds)
+}
+
+/// The data set of `cfg.kind` as its loader reads it, before any preprocessing.
+fn load_kind(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
     let ds = match cfg.kind {
         DataKind::Synthetic => {
             let family = Family::parse(cfg.synthetic.as_deref().unwrap_or("shapes"))?;
@@ -342,60 +409,6 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
             )?
         }
     };
-    let mut ds = ds;
-    if ds.is_empty() {
-        return Err(Error::config(
-            "data",
-            format!("{} holds no images; the data set is empty", ds.source),
-        ));
-    }
-    if let Some(n) = cfg.subset {
-        if n == 0 || n > ds.len() {
-            return Err(Error::config(
-                "data.subset",
-                format!(
-                    "{n} images requested but the set holds {}; choose 1..={}",
-                    ds.len(),
-                    ds.len()
-                ),
-            ));
-        }
-        ds = match cfg.subset_seed {
-            Some(seed) => preprocess::subset_random(&ds, n, seed)?,
-            None => preprocess::subset_first(&ds, n)?,
-        };
-    }
-    if cfg.kind != DataKind::Folder {
-        if let Some([h, w]) = cfg.crop {
-            check_pair("data.crop", cfg.crop)?;
-            if h > ds.shape.height || w > ds.shape.width {
-                return Err(Error::config(
-                    "data.crop",
-                    format!(
-                        "[{h}, {w}] does not fit in images of {}x{}; choose at most [{}, {}]",
-                        ds.shape.height, ds.shape.width, ds.shape.height, ds.shape.width
-                    ),
-                ));
-            }
-            ds = preprocess::center_crop(&ds, h, w)?;
-        }
-        if let Some([h, w]) = cfg.resize {
-            check_pair("data.resize", cfg.resize)?;
-            ds = preprocess::resize(&ds, h, w)?;
-        }
-    }
-    if cfg.grayscale == Some(true) {
-        if !matches!(ds.shape.channels, 1 | 3) {
-            return Err(Error::config(
-                "data.grayscale",
-                format!(
-                    "needs 1 or 3 channels, the images have {}; remove data.grayscale",
-                    ds.shape.channels
-                ),
-            ));
-        }
-        ds = preprocess::grayscale(&ds)?;
-    }
     Ok(ds)
 }
 

@@ -30,16 +30,25 @@ pub struct DiscreteSchedule {
 }
 
 impl DiscreteSchedule {
-    /// The DPS schedule walked in `steps` steps (at most T − 1 = 999; more walks every level).
+    /// The DPS schedule walked in `steps` steps. There are T − 1 = 999 transitions between
+    /// the T levels: `steps` = 999 and `steps` = T both walk every level, fewer respace.
+    ///
+    /// # Panics
+    /// When `steps` is 0 or more than T: the run plan refuses those (`sampling.steps`), so a
+    /// caller passing one has skipped the plan.
     pub fn new(steps: usize) -> Self {
         let t = LEVELS;
+        assert!(
+            (1..=t).contains(&steps),
+            "DiscreteSchedule::new: {steps} steps, expected 1..={t} (checked by the run plan)"
+        );
         let mut log_alpha_bar = Vec::with_capacity(t);
         let mut acc = 0.0f64;
         for k in 0..t {
             acc += (-Self::beta(k)).ln_1p();
             log_alpha_bar.push(acc);
         }
-        let k_steps = steps.clamp(1, t - 1);
+        let k_steps = steps.min(t - 1);
         let levels = (0..=k_steps)
             .map(|i| ((i * (t - 1)) as f64 / k_steps as f64).round() as usize)
             .collect();

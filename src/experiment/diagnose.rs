@@ -132,10 +132,7 @@ pub fn load_samples(
         s => {
             return Err(Error::data(
                 path,
-                format!(
-                    "has shape {s:?}; {expected}. Samples of another size need a config whose \
-                     [data] gives that size (data.size, data.resize)"
-                ),
+                format!("has shape {s:?}; {expected}. {}", size_advice(s, shape)),
             ));
         }
     };
@@ -157,6 +154,47 @@ pub fn load_samples(
     })
 }
 
+/// What to change when samples of array shape `found` do not fit the config's images
+/// `want`: resize the samples, or make the config's images their size with the key that does
+/// it (data.resize; data.size for synthetic sets; data.grayscale or data.channels for the
+/// channel count).
+fn size_advice(found: &[usize], want: ImageShape) -> String {
+    let (h, w, c) = (want.height, want.width, want.channels);
+    let theirs = match *found {
+        [_, hh, ww, cc] => Some((hh, ww, cc)),
+        [_, hh, ww] => Some((hh, ww, 1)),
+        _ => None,
+    };
+    let Some((hh, ww, cc)) = theirs else {
+        return format!(
+            "Save the samples as (K, {h}, {w}, {c}) images in HWC order, or flattened to \
+             (K, {})",
+            want.dim()
+        );
+    };
+    let mut keys = Vec::new();
+    if (hh, ww) != (h, w) {
+        keys.push(format!(
+            "data.resize = [{hh}, {ww}] (for a synthetic set: data.size = {hh})"
+        ));
+    }
+    if cc != c {
+        keys.push(match (cc, c) {
+            (1, 3) => "data.grayscale = true".to_string(),
+            (3, 1) => {
+                "data.channels = 3 (synthetic) or RGB data without data.grayscale".to_string()
+            }
+            _ => format!("data with {cc} channel(s)"),
+        });
+    }
+    format!(
+        "The samples are {hh}x{ww}x{cc} images and the config's are {h}x{w}x{c}: resize the \
+         samples to {h}x{w}x{c}, or score them against a config whose data are {hh}x{ww}x{cc} \
+         ({})",
+        keys.join(", ")
+    )
+}
+
 fn load_folder(
     dir: &Path,
     shape: ImageShape,
@@ -175,17 +213,13 @@ fn load_folder(
     }
     let ds = crate::data::folder::load(dir, &Default::default())?;
     if ds.shape != shape {
+        let s = ds.shape;
         return Err(Error::data(
             dir,
             format!(
-                "holds {} images (HxWxC) but the config's data set has {shape}; save the \
-                 samples at that size{}",
-                ds.shape,
-                if ds.shape.channels != shape.channels {
-                    " and channel count (gray PNGs for 1 channel, RGB for 3)"
-                } else {
-                    ""
-                }
+                "holds {s} images (HxWxC) but the config's data set has {shape}. {} (gray \
+                 PNGs for 1 channel, RGB for 3)",
+                size_advice(&[ds.len(), s.height, s.width, s.channels], shape)
             ),
         ));
     }
@@ -320,8 +354,17 @@ pub fn score_samples(
 ) -> Result<Diagnosis> {
     let started = Instant::now();
     let setup = super::setup::setup(plan, observer, None)?;
+    let mut warnings = super::plan_report::posterior_warnings(
+        plan,
+        &crate::engine::logsumexp::softmax(&setup.log_likelihoods),
+    );
     observer.stage("reading the samples");
-    let samples = load_samples(&req.samples, setup.atoms.shape, req.pixels)?;
+    let samples = load_samples(&req.samples, setup.atoms.shape, req.pixels)
+        .map_err(|e| e.for_file_key("--samples"))?;
+    warnings.extend(convention_warning(&samples, req.pixels));
+    for w in &warnings {
+        observer.warning(w);
+    }
     observer.stage("building the engine");
     let engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
     let omega = crate::engine::logsumexp::softmax(&setup.log_likelihoods);
@@ -381,7 +424,28 @@ pub fn score_samples(
         problem: ProblemOutcome::new(started, setup, backend, omega, modes, atom_scale),
         clouds,
         source,
+        warnings,
     })
+}
+
+/// A warning when float samples read as [-1, 1] by default hold no negative value: most
+/// likely [0, 1] data (a network's output after `(x + 1)/2`), which would all sit in the
+/// upper half of the pixel range and be scored against the wrong images.
+pub fn convention_warning(
+    samples: &ExternalSamples,
+    declared: Option<PixelConvention>,
+) -> Option<String> {
+    let default_minus_one =
+        declared.is_none() && samples.convention == PixelConvention::MinusOneToOne;
+    if !default_minus_one || samples.pixels.iter().any(|&p| p < 0.0) {
+        return None;
+    }
+    Some(format!(
+        "the samples have no negative value but are read as [-1, 1] (the default for float \
+         .npy): if they are [0, 1] images, pass --pixels zero-to-one; if they really are \
+         [-1, 1], pass --pixels minus-one-to-one to say so ({})",
+        samples.format
+    ))
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use crate::diagnostics::ExactPosterior;
 use crate::diagnostics::projection::Direction;
 use crate::diffusion::integrate::{Level, Snapshot};
 use crate::engine::Backend;
-use crate::plan::RunPlan;
 use crate::output::{Destination, OutputDir};
+use crate::plan::RunPlan;
 use crate::report::plots::ProjectionSeries;
 use crate::samplers::{Progress, Run, SamplerKind};
 
@@ -129,6 +129,7 @@ pub fn score_trajectory(
     let atom_scale = exact.atom_scale;
     let backend = engine.describe();
     let exact_projection = Some(("exact".to_string(), exact_row.projection.clone()));
+    let warnings = super::plan_report::posterior_warnings(plan, &omega);
     Ok(Outcome {
         problem: ProblemOutcome::new(started, setup, backend, omega, modes, atom_scale),
         direction,
@@ -141,6 +142,7 @@ pub fn score_trajectory(
         skipped: Vec::new(),
         exact_projection,
         external: Some(source),
+        warnings,
     })
 }
 

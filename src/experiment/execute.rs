@@ -9,6 +9,7 @@ use super::Observer;
 use super::classes::class_weights_of_samples;
 use super::outcome::modes_summary;
 pub use super::outcome::{Outcome, ProblemOutcome, SamplerId, SamplerOutcome};
+use super::plan_report::posterior_warnings;
 use super::setup::{Setup, setup};
 use super::summary::SkippedSampler;
 use crate::choices::Choice;
@@ -17,6 +18,7 @@ use crate::data::cache::AtomCache;
 use crate::diagnostics::projection::Direction;
 use crate::diagnostics::{Analysis, ExactCloudAt, ExactPosterior};
 use crate::engine::Backend;
+use crate::engine::logsumexp::softmax;
 use crate::plan::{RunPlan, SamplerSelection};
 use crate::report::plots::ProjectionSeries;
 use crate::samplers::{Problem, Run, SamplerKind};
@@ -32,6 +34,11 @@ pub fn execute(
     let started = Instant::now();
     let setup = setup(plan, observer, cache)?;
     let (kinds, skipped) = samplers_to_run(plan, &setup, observer);
+    // Before any sampling: what this problem cannot show (a one-atom posterior, …).
+    let warnings = posterior_warnings(plan, &softmax(&setup.log_likelihoods));
+    for w in &warnings {
+        observer.warning(w);
+    }
     observer.stage("building the engine");
     let mut engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
     let posterior = engine.add_bias(&setup.log_likelihoods)?;
@@ -97,18 +104,21 @@ pub fn execute(
         skipped,
         exact_projection,
         external: None,
+        warnings,
     })
 }
 
 /// The samplers of the plan; for [`SamplerSelection::EveryApplicable`] those that can use the
 /// operator, the others returned with the reason.
-fn samplers_to_run(
+pub(super) fn samplers_to_run(
     plan: &RunPlan,
     setup: &Setup,
     observer: &mut dyn Observer,
 ) -> (Vec<SamplerKind>, Vec<SkippedSampler>) {
     let listed = match &plan.samplers {
-        SamplerSelection::Listed(kinds) => return (kinds.clone(), Vec::new()),
+        SamplerSelection::Listed(kinds) | SamplerSelection::Chosen { kinds, .. } => {
+            return (kinds.clone(), Vec::new());
+        }
         SamplerSelection::EveryApplicable => SamplerKind::all(),
     };
     let mut kinds = Vec::new();

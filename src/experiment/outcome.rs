@@ -85,6 +85,8 @@ pub struct Outcome {
     /// The heatmap's exact panel: the exact sampler's projections, or fresh exact draws at the
     /// first sampler's times when the run has no exact sampler (name, series).
     pub exact_projection: Option<(String, ProjectionSeries)>,
+    /// Warnings about the problem, raised before sampling.
+    pub warnings: Vec<String>,
     /// Set when the clouds of an external sampler were read from files (`fslens diagnose
     /// --trajectory`): where they came from, for summary.json and the report.
     pub external: Option<ExternalSource>,
@@ -167,6 +169,8 @@ pub struct Diagnosis {
     /// Fresh exact draws, then the external samples.
     pub clouds: Vec<ScoredCloud>,
     pub source: ExternalSource,
+    /// Warnings about the problem and the samples, raised before scoring.
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]

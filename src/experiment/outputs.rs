@@ -21,7 +21,7 @@ use crate::diagnostics::{
     OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE, total_variation,
 };
 use crate::output::write_atomic;
-use crate::plan::{RunPlan, SamplerSelection};
+use crate::plan::RunPlan;
 use crate::report::images::{default_scale, save_grid};
 use crate::{Error, Result};
 
@@ -54,6 +54,7 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
     summary.projection_direction = outcome.direction.label.clone();
     summary.skipped_samplers = outcome.skipped.clone();
     summary.external = outcome.external.clone();
+    summary.warnings = outcome.warnings.clone();
     summary.total_seconds = problem.started.elapsed().as_secs_f64();
     // config.toml records the built-in samplers that ran (compare chose them).
     let mut config = plan.config.clone();
@@ -68,10 +69,10 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
         .iter()
         .map(|s| (s.sampler.name().to_string(), s.projection.clone()))
         .collect();
-    let command = match (&outcome.external, &plan.samplers) {
-        (Some(_), _) => "fslens diagnose",
-        (None, SamplerSelection::Listed(_)) => "fslens run",
-        (None, SamplerSelection::EveryApplicable) => "fslens compare",
+    let command = match &outcome.external {
+        Some(_) => "fslens diagnose",
+        None if plan.samplers.is_compare() => "fslens compare",
+        None => "fslens run",
     };
     let page = run_page(
         &summary,
@@ -146,6 +147,9 @@ fn write_sampler(
     row.diagnostics = run.diagnostics.iter().cloned().collect();
     row.warnings = run.warnings.clone();
     row.checkpoints = s.checkpoints.clone();
+    let mut records = s.checkpoints.clone();
+    records.push(s.metrics.clone());
+    row.flags = super::flags::sampler_flags(name, &records);
     Ok(row)
 }
 
@@ -179,6 +183,7 @@ pub fn write_diagnosis(dir: &Path, plan: &RunPlan, diagnosis: &Diagnosis) -> Res
     let mut summary = write_problem(dir, plan, problem, metrics)?;
     summary.samplers = rows;
     summary.external = Some(diagnosis.source.clone());
+    summary.warnings = diagnosis.warnings.clone();
     summary.total_seconds = problem.started.elapsed().as_secs_f64();
     let config_toml = write_config(dir, &plan.config)?;
     let page = run_page(
@@ -241,6 +246,7 @@ fn clean_row(
         warnings: Vec::new(),
         metrics: metrics.clone(),
         checkpoints: Vec::new(),
+        flags: super::flags::sampler_flags(name, std::slice::from_ref(metrics)),
     }
 }
 
@@ -266,16 +272,7 @@ fn write_problem(
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: problem.backend.clone(),
         dataset: DatasetSummary::of(&setup.atoms),
-        measurement: MeasurementSummary {
-            operator: setup.operator.spec(),
-            linear: setup.operator.is_linear(),
-            m: setup.y.len(),
-            sigma: plan.sigma(),
-            truth: setup.truth_source.clone(),
-            truth_label: setup
-                .truth_label
-                .map(|l| super::classes::label_name(&setup.atoms, l)),
-        },
+        measurement: MeasurementSummary::of(setup, plan.sigma()),
         exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
         exact_top_atoms: top_atom_summary(&setup.atoms, &top),
         exact_class_weights: problem
@@ -288,6 +285,7 @@ fn write_problem(
         skipped_samplers: Vec::new(),
         total_seconds: 0.0,
         external: None,
+        warnings: Vec::new(),
     })
 }
 

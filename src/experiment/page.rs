@@ -194,8 +194,8 @@ fn trajectory_fact(source: &ExternalSource) -> Option<(String, String)> {
     Some(("trajectory".to_string(), text))
 }
 
-/// A sampler's table row and curves; its failures (spread outside the band, hallucinated or
-/// off-support particles) go to `notes`.
+/// A sampler's table row and curves; its failure flags (spread outside the band, hallucinated
+/// or off-support particles; [`super::flags`]) go to `notes`.
 fn sampler_row(
     s: &crate::experiment::summary::SamplerSummary,
     projections: &[(String, ProjectionSeries)],
@@ -203,37 +203,25 @@ fn sampler_row(
 ) -> (SamplerRow, SamplerCurves) {
     let mut records = s.checkpoints.clone();
     records.push(s.metrics.clone());
-    let ratios = records
+    let range = records
         .iter()
         .map(|r| r.spread_ratio)
-        .filter(|r| r.is_finite());
-    let range = ratios.clone().fold(None, |acc: Option<(f64, f64)>, r| {
-        Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))))
-    });
-    if let Some((lo, hi)) = range
-        && (lo < SPREAD_BAND.0 || hi > SPREAD_BAND.1)
-    {
-        let worst = records
-            .iter()
-            .filter(|r| r.spread_ratio.is_finite())
-            .max_by(|a, b| {
-                a.spread_ratio
-                    .ln()
-                    .abs()
-                    .total_cmp(&b.spread_ratio.ln().abs())
-            })
-            .expect("a finite ratio exists");
-        notes.push(format!(
-            "{}: spread ratio outside [{}, {}] (worst {:.3} at t = {:.3e})",
-            s.name, SPREAD_BAND.0, SPREAD_BAND.1, worst.spread_ratio, worst.t
-        ));
-        if s.name == "fsr" {
-            // fsr integrates the exact score: leaving the band is the integrator's doing.
-            let outside = |r: &&crate::diagnostics::CheckpointMetrics| {
-                r.spread_ratio.is_finite()
-                    && !(SPREAD_BAND.0..=SPREAD_BAND.1).contains(&r.spread_ratio)
-            };
-            let first = records.iter().find(outside).map_or(worst.t, |r| r.t);
+        .filter(|r| r.is_finite())
+        .fold(None, |acc: Option<(f64, f64)>, r| {
+            Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))))
+        });
+    for flag in &s.flags {
+        notes.push(format!("{}: {}", s.name, flag.message));
+    }
+    if s.name == "exact" {
+        notes.extend(super::flags::exact_noise_note(&records));
+    }
+    if s.name == "fsr" && s.flags.iter().any(|f| f.metric == "spread_ratio") {
+        // fsr integrates the exact score: leaving the band is the integrator's doing.
+        let outside = |r: &&crate::diagnostics::CheckpointMetrics| {
+            r.spread_ratio.is_finite() && !(SPREAD_BAND.0..=SPREAD_BAND.1).contains(&r.spread_ratio)
+        };
+        if let Some(first) = records.iter().find(outside).map(|r| r.t) {
             notes.push(format!(
                 "fsr integrates the exact score, so its spread ratio leaving the band (from \
                  t = {first:.3e} on) is discretisation error, not a likelihood \
@@ -241,20 +229,6 @@ fn sampler_row(
                  than with the band, or raise sampling.steps"
             ));
         }
-    }
-    if s.metrics.hallucination_rate > 0.05 {
-        notes.push(format!(
-            "{}: {:.1} % of the final particles sit in modes the exact posterior rules out",
-            s.name,
-            100.0 * s.metrics.hallucination_rate
-        ));
-    }
-    if s.metrics.off_support_rate > 0.05 {
-        notes.push(format!(
-            "{}: {:.1} % of the final particles are off the data's support",
-            s.name,
-            100.0 * s.metrics.off_support_rate
-        ));
     }
     let row = SamplerRow {
         name: s.name.clone(),

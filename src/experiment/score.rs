@@ -58,8 +58,15 @@ pub struct ScoreRequest {
     pub options: SamplerOptions,
 }
 
-/// Reads a 2-D (rows, D) float array (a 1-D array is one row).
-fn read_rows(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>)> {
+/// Reads a 2-D (rows, D) array (a 1-D array is one row) named by the flag `what`
+/// (`--atoms`, `--x`). Floats are taken as they are (pixels in [-1, 1]); uint8 values are
+/// 8-bit pixels k, mapped to 2k/255 − 1 as the data loaders and `fslens diagnose` map them.
+/// Returns (rows, D, values, whether they were 8-bit).
+fn read_rows(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>, bool)> {
+    read_rows_of(path, what).map_err(|e| e.for_file_key(what))
+}
+
+fn read_rows_of(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>, bool)> {
     let a = read_npy(path)?;
     let (rows, cols) = match a.shape.as_slice() {
         [d] => (1, *d),
@@ -67,7 +74,7 @@ fn read_rows(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>)> {
         s => {
             return Err(Error::data(
                 path,
-                format!("{what} must have shape (rows, D); got {s:?}"),
+                format!("{what} must be an array of shape (rows, D); got {s:?}"),
             ));
         }
     };
@@ -77,7 +84,16 @@ fn read_rows(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>)> {
             format!("{what} is empty (shape {:?})", a.shape),
         ));
     }
-    Ok((rows, cols, a.data.iter().map(|&v| v as f32).collect()))
+    let eight_bit = a.dtype == "u8";
+    let values = if eight_bit {
+        a.data
+            .iter()
+            .map(|&k| crate::data::pixel_from_u8(k as u8))
+            .collect()
+    } else {
+        a.data.iter().map(|&v| v as f32).collect()
+    };
+    Ok((rows, cols, values, eight_bit))
 }
 
 /// Refuses inputs this machine cannot hold, from their headers alone: the atoms and the
@@ -117,15 +133,16 @@ fn check_memory(req: &ScoreRequest) -> Result<()> {
 pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
     check_time("--t", req.t)?;
     check_memory(req)?;
-    let (n, d, atoms) = read_rows(&req.atoms, "atoms")?;
-    let (b, dx, x) = read_rows(&req.x, "x")?;
+    let (n, d, atoms, eight_bit) = read_rows(&req.atoms, "--atoms")?;
+    let (b, dx, x, _) = read_rows(&req.x, "--x")?;
     if dx != d {
         return Err(Error::data(
             &req.x,
             format!(
                 "x has rows of {dx} values but the atoms have D = {d}; both must be (rows, {d})"
             ),
-        ));
+        )
+        .for_file_key("--x"));
     }
     let shape = crate::experiment::flat_shape(d, req.shape);
     if shape.dim() != d {
@@ -143,7 +160,7 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
         images: atoms,
         labels: None,
         class_names: None,
-        eight_bit: false,
+        eight_bit,
     };
     debug_assert_eq!(dataset.len(), n);
     req.options
@@ -213,15 +230,10 @@ fn measurement(
             format!("--method {method} needs --sigma S (S > 0)"),
         )
     })?;
-    if !(sigma.is_finite() && sigma > 0.0) {
-        return Err(Error::config(
-            "--sigma",
-            format!("must be a positive number, got {sigma}"),
-        ));
-    }
+    crate::operators::check_sigma(sigma, "--sigma")?;
     let base = Path::new(".");
     let op = crate::operators::parse_for(spec, shape, base, "--operator")?;
-    let ya = read_npy(y_path)?;
+    let ya = read_npy(y_path).map_err(|e| e.for_file_key("--y"))?;
     let m = op.output_len();
     if ya.data.len() != m || ya.shape.len() != 1 {
         return Err(Error::data(
@@ -231,7 +243,8 @@ fn measurement(
                 ya.shape,
                 op.spec()
             ),
-        ));
+        )
+        .for_file_key("--y"));
     }
     let y: Vec<f32> = ya.data.iter().map(|&v| v as f32).collect();
     Ok((op, y, sigma))

@@ -10,7 +10,7 @@ use crate::data::Dataset;
 use crate::data::cache::{AtomCache, Lookup};
 use crate::diagnostics::{ExactPosterior, Measured};
 use crate::operators::{self, Operator};
-use crate::plan::{RunPlan, SamplerSelection};
+use crate::plan::RunPlan;
 use crate::{Error, Result};
 
 /// The measurement problem before any sampler runs.
@@ -83,9 +83,13 @@ pub fn setup(
         "measurement.operator",
     )?;
     // ΠGDM/TMPD with a nonlinear operator: refuse before measuring atoms or building engines.
-    if let SamplerSelection::Listed(kinds) = &plan.samplers {
+    if let Some((kinds, key)) = plan.samplers.named() {
         for kind in kinds {
-            kind.check_operator(operator.as_ref())?;
+            kind.check_operator(operator.as_ref())
+                .map_err(|e| match e {
+                    Error::Config { problem, .. } => Error::config(key, problem),
+                    other => other,
+                })?;
         }
     }
     let y = measure(plan, operator.as_ref(), &truth);
@@ -130,7 +134,8 @@ fn pick_truth(plan: &RunPlan, dataset: Dataset, base_dir: &Path) -> Result<Truth
         } else {
             base_dir.join(file)
         };
-        let truth = crate::data::image_file::load(&path, dataset.shape)?;
+        let truth = crate::data::image_file::load(&path, dataset.shape)
+            .map_err(|e| e.for_file_key("truth.file"))?;
         return Ok(TruthPick {
             atoms: dataset,
             truth,

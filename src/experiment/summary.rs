@@ -31,6 +31,10 @@ pub struct Summary {
     /// Set by `fslens diagnose`: where the scored samples came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSource>,
+    /// Warnings about the problem or the input, also printed on stderr before the work
+    /// (e.g. a posterior on one effective atom; samples that look like [0, 1] data).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The samples or trajectory `fslens diagnose` scored (produced by another program).
@@ -110,6 +114,22 @@ pub struct MeasurementSummary {
     pub truth_label: Option<String>,
 }
 
+impl MeasurementSummary {
+    /// The measurement of `setup` with noise σ.
+    pub fn of(setup: &super::setup::Setup, sigma: f64) -> Self {
+        MeasurementSummary {
+            operator: setup.operator.spec(),
+            linear: setup.operator.is_linear(),
+            m: setup.y.len(),
+            sigma,
+            truth: setup.truth_source.clone(),
+            truth_label: setup
+                .truth_label
+                .map(|l| super::classes::label_name(&setup.atoms, l)),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TopAtom {
     pub index: usize,
@@ -159,6 +179,12 @@ pub struct SamplerSummary {
     /// Warnings raised during the run (e.g. conjugate gradients that hit the iteration cap).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Where the numbers say the sampler failed (spread ratio outside the band at any
+    /// checkpoint, hallucination or off-support above 5 % at the end; see
+    /// [`super::flags`]); empty when none did, and always for `exact` (its draws are exact;
+    /// where they leave the band the report notes the Monte Carlo noise). The report shows
+    /// them as notes.
+    pub flags: Vec<super::flags::Flag>,
     /// The metrics against the exact posterior at t_min.
     pub metrics: CheckpointMetrics,
     /// The same at every checkpoint time (decreasing t): the early-stopping curves.

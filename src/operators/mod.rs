@@ -233,7 +233,7 @@ pub fn parse_for(
 ) -> Result<Box<dyn Operator>> {
     parse(spec, shape, base_dir).map_err(|e| match e {
         Error::Config { key: k, problem } if k == "operator" => Error::config(key, problem),
-        other => other,
+        other => other.for_file_key(key),
     })
 }
 
@@ -274,6 +274,45 @@ pub fn measure_atoms(op: &dyn Operator, atoms: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; n * op.output_len()];
     op.forward_batch(atoms, &mut out);
     out
+}
+
+/// Checks the measurement noise σ, naming `key` (`measurement.sigma`, `--sigma`): a finite
+/// number > 0 that float32 carries, i.e. σ and σ² both normal float32 numbers
+/// (σ² ≥ f32::MIN_POSITIVE ≈ 1.2e-38, so σ ≳ 1.1e-19; σ² ≤ f32::MAX, so σ ≲ 1.8e19). The
+/// engines and the approximate samplers work with σ² (ΠGDM's σ² + (v/ᾱ)c, TMPD's
+/// σ² I + A C Aᵀ) and y = A(x) + σε in float32: a σ² that underflows to zero or a subnormal
+/// there makes those solves singular rather than exact.
+pub fn check_sigma(sigma: f64, key: &str) -> Result<()> {
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(Error::config(
+            key,
+            format!("must be a positive number, got {sigma}"),
+        ));
+    }
+    let (s32, s2) = (sigma as f32, (sigma * sigma) as f32);
+    if s32 < f32::MIN_POSITIVE || s2 < f32::MIN_POSITIVE {
+        return Err(Error::config(
+            key,
+            format!(
+                "σ = {sigma:e} is too small for float32: σ² = {:e} is below the smallest normal \
+                 float32 ({:e}); use σ ≥ 1.1e-19 (a measurement that precise puts the whole \
+                 exact posterior on the nearest atom anyway)",
+                sigma * sigma,
+                f32::MIN_POSITIVE
+            ),
+        ));
+    }
+    if !s2.is_finite() {
+        return Err(Error::config(
+            key,
+            format!(
+                "σ = {sigma:e} is too large for float32: σ² = {:e} exceeds the largest float32; \
+                 use σ ≤ 1.8e19",
+                sigma * sigma
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The log-likelihood biases b_i = −‖y − A(a_i)‖² / (2σ²) for every measured atom (design

@@ -149,7 +149,7 @@ fn atoms(plan: &RunPlan, e: &ExpectedSize, d: usize) -> Need {
 /// The particle clouds every sampler keeps: its checkpoints, final samples and their means.
 fn clouds(plan: &RunPlan, d: usize) -> Need {
     let samplers = match &plan.samplers {
-        SamplerSelection::Listed(kinds) => kinds.len(),
+        SamplerSelection::Listed(kinds) | SamplerSelection::Chosen { kinds, .. } => kinds.len(),
         // compare runs at least the samplers the config lists, and they apply (else the
         // config would be refused by `run`).
         SamplerSelection::EveryApplicable => plan.config.sampling.samplers.len(),

@@ -43,6 +43,54 @@ pub enum SamplerSelection {
     /// Every sampler that applies to the operator (`fslens compare`); the others are skipped
     /// with the reason.
     EveryApplicable,
+    /// Samplers chosen on the command line (`fslens compare --samplers`), in that order; one
+    /// that cannot use the operator is an error naming `key` before any work.
+    Chosen {
+        kinds: Vec<SamplerKind>,
+        key: String,
+    },
+}
+
+impl SamplerSelection {
+    /// The samplers named explicitly and the key that named them (`sampling.samplers` or a
+    /// flag); `None` for [`SamplerSelection::EveryApplicable`].
+    pub fn named(&self) -> Option<(&[SamplerKind], &str)> {
+        match self {
+            SamplerSelection::Listed(kinds) => Some((kinds, "sampling.samplers")),
+            SamplerSelection::Chosen { kinds, key } => Some((kinds, key)),
+            SamplerSelection::EveryApplicable => None,
+        }
+    }
+
+    /// True for a selection made by `fslens compare` (every applicable sampler, or
+    /// `--samplers`).
+    pub fn is_compare(&self) -> bool {
+        !matches!(self, SamplerSelection::Listed(_))
+    }
+}
+
+/// A list of samplers must name at least one and none twice; errors name `key`.
+fn check_sampler_list(kinds: &[SamplerKind], key: &str) -> Result<()> {
+    use crate::choices::Choice;
+    if kinds.is_empty() {
+        return Err(Error::config(
+            key,
+            "list at least one sampler, e.g. [\"exact\", \"fsr\"]",
+        ));
+    }
+    for (i, kind) in kinds.iter().enumerate() {
+        if kinds[..i].contains(kind) {
+            return Err(Error::config(
+                key,
+                format!(
+                    "lists {:?} twice; name each sampler once (every sampler of a run uses the \
+                     same y, seed and initial noise, so a second run would repeat the first)",
+                    kind.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A checked run: the config as it will be recorded (config.toml), the folder its relative
@@ -73,20 +121,9 @@ impl RunPlan {
         if let Some(storage) = overrides.storage {
             config.storage = storage;
         }
-        let m = &config.measurement;
-        if !(m.sigma.is_finite() && m.sigma > 0.0) {
-            return Err(Error::config(
-                "measurement.sigma",
-                format!("must be a positive number, got {}", m.sigma),
-            ));
-        }
+        crate::operators::check_sigma(config.measurement.sigma, "measurement.sigma")?;
         let s = &config.sampling;
-        if s.samplers.is_empty() {
-            return Err(Error::config(
-                "sampling.samplers",
-                "list at least one sampler, e.g. [\"exact\", \"fsr\"]",
-            ));
-        }
+        check_sampler_list(&s.samplers, "sampling.samplers")?;
         let options = SamplerOptions {
             zeta: s.zeta,
             cg: CgOptions {
@@ -184,6 +221,19 @@ impl RunPlan {
         self
     }
 
+    /// This plan with the samplers `kinds` in place of the config's (`fslens compare
+    /// --samplers`, `fslens plan --samplers`), checked as the config's list is: not empty, no
+    /// sampler twice (errors name `key`). Each must apply to the operator.
+    pub fn with_samplers(mut self, kinds: Vec<SamplerKind>, key: &str) -> Result<Self> {
+        check_sampler_list(&kinds, key)?;
+        self.config.sampling.samplers = kinds.clone();
+        self.samplers = SamplerSelection::Chosen {
+            kinds,
+            key: key.to_string(),
+        };
+        Ok(self)
+    }
+
     /// This plan running the exact sampler alone (`fslens diagnose` scores samples made
     /// elsewhere against it; the config's other samplers are neither run nor checked).
     pub fn exact_only(mut self) -> Self {
@@ -265,11 +315,93 @@ mod tests {
                 Box::new(|c| c.diagnostics.clusters = 0),
             ),
             ("truth.index", Box::new(|c| c.truth.index = 5)),
+            // A sampler twice; a σ whose square float32 cannot hold; more DDPM steps than levels.
+            (
+                "sampling.samplers",
+                Box::new(|c| c.sampling.samplers.push(SamplerKind::Fsr)),
+            ),
+            (
+                "measurement.sigma",
+                Box::new(|c| c.measurement.sigma = 1e-20),
+            ),
+            (
+                "sampling.steps",
+                Box::new(|c| {
+                    c.sampling.integrator = crate::diffusion::integrate::IntegratorKind::Ddpm;
+                    c.sampling.steps = 1001;
+                }),
+            ),
         ];
         for (key, edit) in cases {
             let e = demo_with(edit).unwrap_err().to_string();
             assert!(e.starts_with(&format!("{key}: ")), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn limits_are_where_float32_and_the_discrete_schedule_end() {
+        // σ = 1.1e-19 still has a normal float32 square; 1e-19 does not.
+        assert!(demo_with(|c| c.measurement.sigma = 1.1e-19).is_ok());
+        let e = demo_with(|c| c.measurement.sigma = 1e-19).unwrap_err();
+        assert!(e.to_string().contains("float32"), "{e}");
+        assert!(demo_with(|c| c.measurement.sigma = 1e20).is_err());
+        // 1000 steps (one per level) walk every level, as 999 do; 1001 are refused.
+        for (kind, steps, ok) in [
+            (
+                crate::diffusion::integrate::IntegratorKind::Ddpm,
+                1000,
+                true,
+            ),
+            (
+                crate::diffusion::integrate::IntegratorKind::Ddim,
+                1000,
+                true,
+            ),
+            (
+                crate::diffusion::integrate::IntegratorKind::Ddim,
+                1001,
+                false,
+            ),
+            (
+                crate::diffusion::integrate::IntegratorKind::EulerMaruyama,
+                5000,
+                true,
+            ),
+        ] {
+            let plan = demo_with(|c| {
+                c.sampling.integrator = kind;
+                c.sampling.steps = steps;
+            });
+            assert_eq!(plan.is_ok(), ok, "{kind:?} {steps}");
+        }
+    }
+
+    #[test]
+    fn chosen_samplers_replace_the_config_and_name_their_flag() {
+        let plan = RunPlan::demo(Overrides::default()).unwrap();
+        let chosen = plan
+            .clone()
+            .with_samplers(vec![SamplerKind::Exact, SamplerKind::Tmpd], "--samplers")
+            .unwrap();
+        assert_eq!(
+            chosen.samplers.named(),
+            Some((&[SamplerKind::Exact, SamplerKind::Tmpd][..], "--samplers"))
+        );
+        assert!(chosen.samplers.is_compare());
+        assert_eq!(
+            chosen.config.sampling.samplers,
+            vec![SamplerKind::Exact, SamplerKind::Tmpd]
+        );
+        let twice = plan
+            .clone()
+            .with_samplers(vec![SamplerKind::Fsr, SamplerKind::Fsr], "--samplers")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            twice.starts_with("--samplers: ") && twice.contains("\"fsr\" twice"),
+            "{twice}"
+        );
+        assert!(plan.with_samplers(Vec::new(), "--samplers").is_err());
     }
 
     #[test]

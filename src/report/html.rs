@@ -84,6 +84,9 @@ pub struct SamplerCurves {
 /// The spread-ratio band inside which a sampler counts as well dispersed.
 pub const SPREAD_BAND: (f64, f64) = (0.8, 1.25);
 
+/// A hallucination or off-support rate above this (of the final particles) is a failure.
+pub const RATE_FLAG: f64 = 0.05;
+
 /// The standard plots: the (t, ⟨x_t, u⟩) heatmaps (the exact posterior's `exact_projection`
 /// first, when given, then each sampler's), spread ratio vs t, mode weights vs t and the
 /// early-stopping curves (mode TV, prior-mode hallucination, off-support, PSNR of m(x_t)).
@@ -368,9 +371,9 @@ fn sampler_table(h: &mut String, samplers: &[SamplerRow]) {
             s.seconds_per_step.map_or("–".into(), num),
             num(s.passes_per_step),
             num(m.mode_tv),
-            flag(m.hallucination_rate > 0.05),
+            flag(m.hallucination_rate > RATE_FLAG),
             num(m.hallucination_rate),
-            flag(m.off_support_rate > 0.05),
+            flag(m.off_support_rate > RATE_FLAG),
             num(m.off_support_rate),
             flag(outside(m.spread_ratio)),
             num(m.spread_ratio),

@@ -56,7 +56,8 @@ pub const MAX_STEPS: usize = 1_000_000;
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
     pub particles: usize,
-    /// Steps of the integrator (the discrete ones walk at most 999).
+    /// Steps of the integrator (the discrete ones: at most 1000, the number of levels; they
+    /// walk 999 transitions then).
     pub steps: usize,
     /// The final time of the continuous integrators (the discrete ones end at level 0).
     pub t_min: f64,
@@ -111,6 +112,20 @@ impl Settings {
         }
         for &t in &self.checkpoints {
             crate::diffusion::check_time("sampling.checkpoints", t)?;
+        }
+        let levels = crate::diffusion::discrete::LEVELS;
+        if self.integrator.is_discrete() && self.steps > levels {
+            return Err(Error::config(
+                "sampling.steps",
+                format!(
+                    "is {} but {} walks the discrete schedule's {levels} levels: at most \
+                     {levels} steps (999 and {levels} both walk every level, fewer respace \
+                     them); set sampling.steps = {levels}, or use integrator = \
+                     \"euler-maruyama\" for a finer grid",
+                    self.steps,
+                    self.integrator.name()
+                ),
+            ));
         }
         if let Integrator::Ddim { eta } = self.integrator {
             Integrator::new(crate::diffusion::integrate::IntegratorKind::Ddim, eta)?;

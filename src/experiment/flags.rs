@@ -1,0 +1,170 @@
+//! Failure flags: where a sampler's numbers against the exact posterior say that it failed
+//! (README: "The report"). A sampler is flagged when
+//!
+//! - its spread ratio tr Cov(cloud) / (s² Σ_i ω_i‖a_i − ā‖² + D v) leaves the band
+//!   [`SPREAD_BAND`] at any checkpoint or at the final time,
+//! - more than [`RATE_FLAG`] of its final particles sit in modes whose exact mass is below the
+//!   hallucination threshold (prior-mode hallucination), or
+//! - more than [`RATE_FLAG`] of its final particles are off the data's support.
+//!
+//! summary.json lists each sampler's flags, the report shows them as notes (and the values as
+//! red cells), and the table that `run`, `compare` and `demo` print names them. The exact
+//! sampler is never flagged: its draws are exact by construction, and where they leave the
+//! band that is the Monte Carlo noise of K particles ([`exact_noise_note`]).
+
+use serde::Serialize;
+
+use crate::diagnostics::CheckpointMetrics;
+pub use crate::report::html::{RATE_FLAG, SPREAD_BAND};
+
+/// One failure a sampler's numbers show.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Flag {
+    /// The metric that fired: `spread_ratio`, `hallucination_rate` or `off_support_rate`.
+    pub metric: &'static str,
+    /// What it says, with the numbers.
+    pub message: String,
+}
+
+/// The flags of sampler `name` from its metric `records` (checkpoints in decreasing t, then
+/// the final time; the rates are read at the final record); none for `exact`.
+pub fn sampler_flags(name: &str, records: &[CheckpointMetrics]) -> Vec<Flag> {
+    if name == "exact" {
+        return Vec::new();
+    }
+    flags(records)
+}
+
+/// When the exact sampler's own spread ratio leaves the band, a note that the band is within
+/// the Monte Carlo noise of its K draws there (tr Cov of K draws scatters around the closed
+/// form, most where a few atoms far apart hold the mass), with the fix.
+pub fn exact_noise_note(records: &[CheckpointMetrics]) -> Option<String> {
+    let spread = flags(records)
+        .into_iter()
+        .find(|f| f.metric == "spread_ratio")?;
+    Some(format!(
+        "exact: {} although its draws are exact: that is the Monte Carlo noise of its particles \
+         on this posterior, so read the other samplers' spread ratios with that much slack, or \
+         raise sampling.particles",
+        spread.message
+    ))
+}
+
+/// The flags of a cloud's metric `records`, whoever made it (see [`sampler_flags`]).
+pub fn flags(records: &[CheckpointMetrics]) -> Vec<Flag> {
+    let mut flags = Vec::new();
+    let worst = records
+        .iter()
+        .filter(|r| r.spread_ratio.is_finite())
+        .max_by(|a, b| {
+            a.spread_ratio
+                .ln()
+                .abs()
+                .total_cmp(&b.spread_ratio.ln().abs())
+        });
+    if let Some(w) = worst
+        && !(SPREAD_BAND.0..=SPREAD_BAND.1).contains(&w.spread_ratio)
+    {
+        flags.push(Flag {
+            metric: "spread_ratio",
+            message: format!(
+                "spread ratio outside [{}, {}] (worst {:.3} at t = {:.3e})",
+                SPREAD_BAND.0, SPREAD_BAND.1, w.spread_ratio, w.t
+            ),
+        });
+    }
+    let Some(last) = records.last() else {
+        return flags;
+    };
+    if last.hallucination_rate > RATE_FLAG {
+        flags.push(Flag {
+            metric: "hallucination_rate",
+            message: format!(
+                "{:.1} % of the final particles sit in modes the exact posterior rules out",
+                100.0 * last.hallucination_rate
+            ),
+        });
+    }
+    if last.off_support_rate > RATE_FLAG {
+        flags.push(Flag {
+            metric: "off_support_rate",
+            message: format!(
+                "{:.1} % of the final particles are off the data's support",
+                100.0 * last.off_support_rate
+            ),
+        });
+    }
+    flags
+}
+
+/// A short name of a flag's metric, for a table column (`spread`, `halluc.`, `off-sup.`).
+pub fn short_name(metric: &str) -> &str {
+    match metric {
+        "spread_ratio" => "spread",
+        "hallucination_rate" => "halluc.",
+        "off_support_rate" => "off-sup.",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(t: f64, spread_ratio: f64, hallucination: f64, off: f64) -> CheckpointMetrics {
+        let ms = crate::diagnostics::MeanStd {
+            mean: 0.0,
+            std: 0.0,
+        };
+        CheckpointMetrics {
+            t,
+            mode_weights: vec![1.0],
+            mode_tv: 0.0,
+            mode_tv_to_exact_cloud: 0.0,
+            hallucination_rate: hallucination,
+            off_support_rate: off,
+            off_support_distance: 1.0,
+            exact_distance_q99: 0.5,
+            spread: spread_ratio,
+            exact_spread: 1.0,
+            spread_ratio,
+            data_fit_denoised: ms,
+            data_fit_scaled: ms,
+            psnr_denoised: ms,
+            ssim_denoised: ms,
+            psnr_denoised_mean: 0.0,
+            ssim_denoised_mean: 0.0,
+        }
+    }
+
+    #[test]
+    fn each_rule_fires_at_its_threshold_only() {
+        let good = [record(0.5, 1.0, 0.0, 0.0), record(1e-3, 1.2, 0.05, 0.05)];
+        assert!(flags(&good).is_empty());
+        // The worst spread ratio in log terms is reported, with its time.
+        let spread = [record(0.5, 0.7, 0.0, 0.0), record(1e-3, 1.3, 0.0, 0.0)];
+        let f = flags(&spread);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].metric, "spread_ratio");
+        assert!(
+            f[0].message.contains("worst 0.700 at t = 5.000e-1"),
+            "{f:?}"
+        );
+        // Rates are read at the final record.
+        let rates = [record(0.5, 1.0, 0.9, 0.9), record(1e-3, 1.0, 0.2, 0.06)];
+        let f = flags(&rates);
+        let metrics: Vec<_> = f.iter().map(|f| f.metric).collect();
+        assert_eq!(metrics, ["hallucination_rate", "off_support_rate"]);
+        assert!(f[0].message.starts_with("20.0 %"), "{f:?}");
+        assert_eq!(short_name(f[1].metric), "off-sup.");
+        // The exact sampler is not flagged; its spread leaving the band becomes a note.
+        assert!(sampler_flags("exact", &rates).is_empty());
+        assert_eq!(sampler_flags("pigdm", &rates).len(), 2);
+        assert!(exact_noise_note(&good).is_none());
+        assert!(
+            exact_noise_note(&spread)
+                .unwrap()
+                .contains("sampling.particles")
+        );
+    }
+}
