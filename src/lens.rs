@@ -148,10 +148,9 @@ fn input(msg: impl Into<String>) -> Error {
 /// Checks that `values` are finite, naming the argument and the first bad entry.
 pub fn check_finite(name: &str, values: &[f32], cols: usize) -> Result<()> {
     if let Some(k) = values.iter().position(|v| !v.is_finite()) {
-        let at = if cols > 0 {
-            format!("[{}, {}]", k / cols, k % cols)
-        } else {
-            format!("[{k}]")
+        let at = match k.checked_div(cols) {
+            Some(row) => format!("[{row}, {}]", k % cols),
+            None => format!("[{k}]"),
         };
         return Err(input(format!(
             "{name}{at} is {} (every value must be finite); replace NaN/inf before the call",

@@ -42,6 +42,10 @@ pub fn relative_error(a: &[f32], b: &[f32], g: &[f32]) -> f64 {
     diff.sqrt() / (norm.sqrt() + 0.1 * gnorm.sqrt())
 }
 
+/// Builds a backend over N × D atoms and returns it with the atoms as it stores them (the
+/// reference runs on those).
+pub type MakeBackend<'a> = dyn Fn(&[f32], usize) -> (Box<dyn Backend>, Vec<f32>) + 'a;
+
 /// The bits of float32 values, to compare results exactly.
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
@@ -326,12 +330,7 @@ pub fn compare(
 /// ten particles at t ∈ {1e-3, 0.1, 0.5, 1}: one [`compare`] per time, C·g of every set. `make`
 /// builds the backend over the atoms and returns it with the atoms as it stores them (the
 /// reference runs on those).
-pub fn random_case(
-    label: &str,
-    n: usize,
-    seed: u64,
-    make: &dyn Fn(&[f32], usize) -> (Box<dyn Backend>, Vec<f32>),
-) {
+pub fn random_case(label: &str, n: usize, seed: u64, make: &MakeBackend<'_>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (d, b) = (19, 10);
     let atoms = atoms8(&mut rng, n, d);
@@ -403,10 +402,7 @@ fn pass_bits(
 ///   buffer: this catches a wrong offset);
 /// - a bias registered after the removal gets a new id, never the removed one, and matches
 ///   the reference.
-pub fn check_bias_removal(
-    label: &str,
-    make: &dyn Fn(&[f32], usize) -> (Box<dyn Backend>, Vec<f32>),
-) {
+pub fn check_bias_removal(label: &str, make: &MakeBackend<'_>) {
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
     let (n, d, b) = (120, 19, 6);
     let atoms = atoms8(&mut rng, n, d);
