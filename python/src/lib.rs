@@ -57,7 +57,7 @@ fn rows_out<'py>(
     values: Vec<f32>,
     d: usize,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let b = if d == 0 { 0 } else { values.len() / d };
+    let b = values.len().checked_div(d).unwrap_or(0);
     Array2::from_shape_vec((b, d), values)
         .map(|a| a.into_pyarray(py))
         .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))
@@ -626,6 +626,9 @@ impl Posterior {
     }
 }
 
+/// Two float64 arrays.
+type Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+
 /// (s, v) of the VP schedule at each t (t ∈ [0, 1] is not checked: a schedule is defined
 /// everywhere), as float64 arrays.
 #[pyfunction]
@@ -634,7 +637,7 @@ fn vp_noise<'py>(
     beta_min: f64,
     beta_max: f64,
     t: PyReadonlyArray1<'py, f64>,
-) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+) -> PyResult<Pair<'py>> {
     let sched = schedule(beta_min, beta_max)?;
     let ts = slice(&t, "t")?;
     let (s, v): (Vec<f64>, Vec<f64>) = ts
