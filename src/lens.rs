@@ -7,6 +7,7 @@
 //! log-likelihoods (`operators`), the schedule (`diffusion::Schedule`) and the exact draws
 //! (`samplers::exact`). Design §2–§4.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -17,21 +18,29 @@ use crate::diffusion::discrete::{DiscreteSchedule, LEVELS};
 use crate::diffusion::{Schedule, check_time};
 use crate::engine::logsumexp::softmax;
 use crate::engine::{Backend, BiasId, Noise, WeightSet};
-use crate::experiment::score::Method;
+use crate::experiment::score::{Method, Scored};
 use crate::operators::{self, DenseMatrix, Operator};
 use crate::plan::{EngineChoice, Overrides, RunPlan};
-use crate::samplers::likelihood::{Context, check_operator, posterior_score};
+use crate::samplers::likelihood::{Context, Likelihood, check_operator, posterior_score};
 use crate::samplers::score::score_from_means;
 use crate::samplers::{SamplerKind, SamplerOptions, exact::Exact};
 use crate::{Error, Result};
 
 /// The empirical prior: the atoms and an engine over them, built once. Every call reuses
-/// the resident atoms.
+/// the resident atoms; no call copies them.
 pub struct Lens {
-    /// The engine; a write lock only to register a bias (a new posterior).
+    /// The engine; a write lock only to register or remove a bias (a posterior made or
+    /// dropped).
     backend: RwLock<Box<dyn Backend>>,
-    /// The atoms (images N × D in [-1, 1]), for the exact draws.
-    atoms: Dataset,
+    /// The atoms (images N × D in [-1, 1]), for the exact draws and the measurements of a new
+    /// posterior: on the CPU the very store the engine computes on (shared, not copied: one
+    /// host copy of the atom set); the GPU engine keeps its own encoding on the device.
+    images: Arc<Vec<f32>>,
+    shape: ImageShape,
+    /// The class of every atom and the class names, when the data set has them: the modes
+    /// of the metrics (else k-means clusters).
+    labels: Option<Vec<u32>>,
+    class_names: Option<Vec<String>>,
     description: String,
     pub schedule: Schedule,
     /// Relative paths in operator specs start here (the config's folder, else ".").
@@ -225,18 +234,30 @@ impl Lens {
         Self::from_dataset(atoms, engine, schedule, base_dir)
     }
 
-    /// The prior over a data set already loaded.
+    /// The prior over a data set already loaded (its images become the lens's atom store).
     pub fn from_dataset(
         atoms: Dataset,
         engine: EngineChoice,
         schedule: Schedule,
         base_dir: PathBuf,
     ) -> Result<Self> {
-        let backend = crate::engine::create(engine.backend, engine.storage, &atoms)?;
+        let storage = engine.storage.resolve(&atoms);
+        let Dataset {
+            images,
+            shape,
+            labels,
+            class_names,
+            ..
+        } = atoms;
+        let images = Arc::new(images);
+        let backend = crate::engine::create_shared(engine.backend, storage, &images, shape.dim())?;
         Ok(Lens {
             description: backend.describe(),
             backend: RwLock::new(backend),
-            atoms,
+            images,
+            shape,
+            labels,
+            class_names,
             schedule,
             base_dir,
             diagnostics: diagnostics::Options::default(),
@@ -272,20 +293,24 @@ impl Lens {
         &self.description
     }
     pub fn atoms(&self) -> usize {
-        self.atoms.len()
+        self.images.len() / self.dim()
     }
     pub fn dim(&self) -> usize {
-        self.atoms.dim()
+        self.shape.dim()
     }
     pub fn shape(&self) -> ImageShape {
-        self.atoms.shape
+        self.shape
     }
     pub fn images(&self) -> &[f32] {
-        &self.atoms.images
+        &self.images
+    }
+    /// Biases the engine holds (one per live posterior).
+    pub fn live_biases(&self) -> usize {
+        self.engine().live_biases()
     }
     /// The class of every atom, when the data set has labels.
     pub fn labels(&self) -> Option<&[u32]> {
-        self.atoms.labels.as_deref()
+        self.labels.as_deref()
     }
 
     /// (s, v) at time t ∈ (0, 1], the error naming `t`.
@@ -454,16 +479,32 @@ impl Lens {
         g: &[f32],
         means: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
+        self.denoiser_vjp_with(x, at, g, means, WeightSet::Prior)
+    }
+
+    /// The vector–Jacobian product of the denoiser m(x_t) = Σ_i w_i a_i under `set`, whose
+    /// weights are w_i ∝ exp(β_i − ‖x − s a_i‖²/(2v)) (β = 0 for the prior, b for a
+    /// posterior): ∂w_i/∂x = (s/v) w_i (a_i − m), so gᵀ ∂m/∂x = (s/v) Σ_i w_i (a_i − m)⟨a_i − m,
+    /// g⟩ = (s/v) C g, C the covariance of the atoms under the same weights (symmetric: also
+    /// the Jacobian–vector product). `means`: m of the same rows and noises under `set`.
+    pub fn denoiser_vjp_with(
+        &self,
+        x: &[f32],
+        at: At<'_>,
+        g: &[f32],
+        means: Option<&[f32]>,
+        set: WeightSet,
+    ) -> Result<Vec<f32>> {
         let vjp = |a: &[&[f32]], noise: Noise, m: &[f32]| -> Result<Vec<f32>> {
             let c = self
                 .engine()
-                .covariance_products(a[0], noise, WeightSet::Prior, m, a[1])?;
+                .covariance_products(a[0], noise, set, m, a[1])?;
             let k = noise.s / noise.v;
             Ok(c.iter().map(|&ci| (k * f64::from(ci)) as f32).collect())
         };
         match means {
             None => self.per_row(&[("x", x), ("g", g)], at, &|a, noise| {
-                let m = self.means(a[0], noise, WeightSet::Prior)?;
+                let m = self.means(a[0], noise, set)?;
                 vjp(a, noise, &m)
             }),
             Some(means) => {
@@ -532,8 +573,7 @@ impl Posterior {
             ));
         }
         check_finite("y", &y, 0)?;
-        let measured = operators::measure_atoms(op.as_ref(), lens.images());
-        let b = operators::log_likelihoods(&measured, &y, sigma)?;
+        let b = operators::atom_log_likelihoods(op.as_ref(), lens.images(), &y, sigma)?;
         Self::with_bias(lens, b, Some((op, y, sigma)))
     }
 
@@ -608,16 +648,32 @@ impl Posterior {
         self.lens.denoise_at(x, at, WeightSet::Biased(self.bias))
     }
 
+    /// The posterior denoiser's vector–Jacobian product gᵀ ∂m̃/∂x = (s/v) C̃ g per row, C̃ the
+    /// covariance of the atoms under the posterior weights w̃_i ∝ ω_i N(x; s a_i, v I)
+    /// ([`Lens::denoiser_vjp_with`]); with `means` (m̃ of the same rows, from
+    /// [`Posterior::denoise_at`]) one engine pass, else two.
+    pub fn denoiser_vjp_at(
+        &self,
+        x: &[f32],
+        at: At<'_>,
+        g: &[f32],
+        means: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        self.lens
+            .denoiser_vjp_with(x, at, g, means, WeightSet::Biased(self.bias))
+    }
+
     /// The score of `method` (`fsr`: the exact posterior score; `prior`; or an approximate
     /// sampler's, prior score + its likelihood score, design §4), exactly as `fslens score`
-    /// computes it.
+    /// computes it, with the warnings of its solves (pigdm/tmpd conjugate gradients that hit
+    /// their iteration cap) for the caller to show.
     pub fn score(
         &self,
         x: &[f32],
         t: &[f64],
         method: &str,
         options: &SamplerOptions,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Scored> {
         self.score_at(x, At::Times(t), method, options)
     }
 
@@ -628,13 +684,16 @@ impl Posterior {
         at: At<'_>,
         method: &str,
         options: &SamplerOptions,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Scored> {
         let method = Method::parse_for(method, "method")?;
         options.validate(&|k| k.to_string())?;
         let kind = match method {
-            Method::Prior => return self.lens.score_at(x, at, WeightSet::Prior),
+            Method::Prior => return Ok(self.lens.score_at(x, at, WeightSet::Prior)?.into()),
             Method::Posterior(SamplerKind::Fsr) => {
-                return self.lens.score_at(x, at, WeightSet::Biased(self.bias));
+                return Ok(self
+                    .lens
+                    .score_at(x, at, WeightSet::Biased(self.bias))?
+                    .into());
             }
             Method::Posterior(kind) => kind,
         };
@@ -647,22 +706,19 @@ impl Posterior {
                 ),
             ));
         };
-        if kind.likelihood(options).is_none() {
-            return Err(Error::config(
-                "method",
-                format!("{} has no likelihood score", kind.name()),
-            ));
-        }
-        check_operator(
-            kind.likelihood(options).expect("checked above").as_ref(),
-            op.as_ref(),
-        )
-        .map_err(|e| match e {
+        // A likelihood of `kind`, or the error that it has none.
+        let likelihood = || -> Result<Box<dyn Likelihood>> {
+            kind.likelihood(options).ok_or_else(|| {
+                Error::config("method", format!("{} has no likelihood score", kind.name()))
+            })
+        };
+        check_operator(likelihood()?.as_ref(), op.as_ref()).map_err(|e| match e {
             Error::Config { problem, .. } => Error::config("method", problem),
             other => other,
         })?;
         let lens = &self.lens;
-        lens.per_row(&[("x", x)], at, &|a, noise| {
+        let warnings = RefCell::new(Vec::new());
+        let values = lens.per_row(&[("x", x)], at, &|a, noise| {
             let engine = lens.engine();
             let ctx = Context {
                 backend: engine.as_ref(),
@@ -671,12 +727,14 @@ impl Posterior {
                 sigma: *sigma,
             };
             // A fresh likelihood per time (no warm start carried over), as in `fslens score`.
-            let mut likelihood = kind.likelihood(options).expect("checked above");
-            let s = posterior_score(likelihood.as_mut(), &ctx, a[0], noise)?;
-            if let Some(w) = likelihood.solve_warning() {
-                eprintln!("fslens: warning: {w}");
-            }
+            let mut fresh = likelihood()?;
+            let s = posterior_score(fresh.as_mut(), &ctx, a[0], noise)?;
+            warnings.borrow_mut().extend(fresh.solve_warning());
             Ok(s)
+        })?;
+        Ok(Scored {
+            values,
+            warnings: warnings.into_inner(),
         })
     }
 
@@ -704,6 +762,11 @@ impl Posterior {
             }));
         }
         Ok(out)
+    }
+
+    /// The id of this posterior's bias in the lens's engine (valid while the posterior lives).
+    pub fn bias_id(&self) -> BiasId {
+        self.bias
     }
 
     /// E‖x_t − E x_t‖² = s² Σ_i ω_i ‖a_i − ā‖² + D v (design §3).
@@ -790,12 +853,18 @@ impl Posterior {
 
     fn constants(&self) -> &ExactConstants {
         self.exact.get_or_init(|| {
-            let atoms = &self.lens.atoms;
-            let options = self.lens.diagnostics;
-            let modes = Modes::for_dataset(atoms, &self.weights, options.clusters, options.seed);
+            let lens = &self.lens;
+            let options = lens.diagnostics;
+            let (images, dim) = (lens.images(), lens.dim());
+            let modes = lens
+                .labels()
+                .and_then(|l| Modes::from_classes(l, lens.class_names.as_deref()))
+                .unwrap_or_else(|| {
+                    Modes::from_clusters(images, dim, &self.weights, options.clusters, options.seed)
+                });
             ExactConstants {
                 exact_mode_weights: modes.exact_weights(&self.weights),
-                atom_spread: diagnostics::atom_spread(&atoms.images, atoms.dim(), &self.weights),
+                atom_spread: diagnostics::atom_spread(images, dim, &self.weights),
                 modes,
             }
         })
@@ -825,6 +894,21 @@ impl Posterior {
             schedule: lens.schedule,
             options: lens.diagnostics,
         }
+    }
+}
+
+impl Drop for Posterior {
+    /// Removes the bias from the engine: a loop making posteriors holds N values per live
+    /// posterior, not per posterior ever made. The id is never issued again, so nothing can
+    /// address the freed slot.
+    fn drop(&mut self) {
+        // Removal fails only for an id that is not live, and each posterior owns its id.
+        let _ = self
+            .lens
+            .backend
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove_bias(self.bias);
     }
 }
 
@@ -907,11 +991,19 @@ mod tests {
         let b: Vec<f64> = (0..6).map(|i| -0.3 * i as f64).collect();
         let post = Posterior::from_log_likelihood(lens.clone(), b).unwrap();
         let cloud = post.sample(0.4, 30, 2).unwrap();
+        let atoms = Dataset {
+            source: "test".into(),
+            shape: lens.shape(),
+            images: lens.images().to_vec(),
+            labels: None,
+            class_names: None,
+            eight_bit: false,
+        };
         for t in [0.0, 0.4] {
             let got = post.metrics(&cloud, t, None).unwrap();
             let again = post.metrics(&cloud, t, None).unwrap();
             let fresh = ExactPosterior::new(
-                &lens.atoms,
+                &atoms,
                 &post.weights,
                 None,
                 None,
@@ -929,6 +1021,62 @@ mod tests {
         assert!(e.to_string().starts_with("cloud has 5 values"), "{e}");
         let e = post.metrics(&cloud, 1.5, None).unwrap_err();
         assert!(e.to_string().starts_with("t: "), "{e}");
+    }
+
+    #[test]
+    fn a_dropped_posterior_leaves_the_engine() {
+        let lens = lens();
+        let x: Vec<f32> = (0..2 * 4).map(|k| (k as f32 * 0.61).cos()).collect();
+        let b = |k: usize| (0..6).map(|i| -(((i * k) % 5) as f64)).collect::<Vec<_>>();
+        let keep = Posterior::from_log_likelihood(lens.clone(), b(1)).unwrap();
+        let before = keep.denoise(&x, &[0.4]).unwrap();
+        for k in 2..30 {
+            let p = Posterior::from_log_likelihood(lens.clone(), b(k)).unwrap();
+            p.denoise(&x, &[0.4]).unwrap();
+            assert_eq!(lens.live_biases(), 2);
+        }
+        assert_eq!(lens.live_biases(), 1);
+        assert_eq!(keep.denoise(&x, &[0.4]).unwrap(), before);
+        let id = keep.bias_id();
+        drop(keep);
+        assert_eq!(lens.live_biases(), 0);
+        let e = lens
+            .denoise_with(&x, &[0.4], WeightSet::Biased(id))
+            .unwrap_err();
+        assert!(e.to_string().contains("removed"), "{e}");
+    }
+
+    #[test]
+    fn unconverged_solves_come_back_as_warnings() {
+        let lens = lens();
+        // A dense 3 × 4 operator: A Aᵀ is not c·I, so pigdm solves by conjugate gradients.
+        let a: Vec<f32> = (0..12).map(|k| ((k * 5 % 7) as f32) / 7.0 - 0.4).collect();
+        let y = vec![0.1, -0.2, 0.3];
+        let op = OperatorArg::Matrix { rows: 3, values: a };
+        let p = Posterior::new(lens.clone(), y, op, 0.05).unwrap();
+        let x: Vec<f32> = (0..2 * 4).map(|k| (k as f32 * 0.37).sin()).collect();
+        let capped = SamplerOptions {
+            cg: crate::samplers::solve::CgOptions {
+                tolerance: 1e-12,
+                max_iterations: 1,
+            },
+            ..SamplerOptions::default()
+        };
+        let s = p.score(&x, &[0.5, 0.7], "pigdm", &capped).unwrap();
+        assert_eq!(s.values.len(), x.len());
+        // One fresh likelihood per time, each with its warning.
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].starts_with("pigdm: "), "{:?}", s.warnings);
+        let s = p
+            .score(&x, &[0.5, 0.7], "pigdm", &SamplerOptions::default())
+            .unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert!(
+            p.score(&x, &[0.5], "fsr", &capped)
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]

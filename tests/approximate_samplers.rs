@@ -343,8 +343,13 @@ fn score_command_matches_float64_design_formulas_on_cpu() {
             schedule: Schedule::default(),
             options: SamplerOptions::default(),
         };
-        let (_, _, s) = score(&req).unwrap();
-        s
+        let (_, _, scored) = score(&req).unwrap();
+        assert!(
+            scored.warnings.is_empty(),
+            "{method}: {:?}",
+            scored.warnings
+        );
+        scored.values
     });
 }
 

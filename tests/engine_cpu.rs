@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::engine::{CacheCase, check_pass_cache, random_case};
+use common::engine::{CacheCase, check_bias_removal, check_pass_cache, random_case};
 use common::fashion::first_train_images;
 use fslens::diffusion::Schedule;
 use fslens::engine::cpu::CpuBackend;
@@ -193,6 +193,15 @@ fn random_cases_meet_the_shared_tolerance_model() {
             (Box::new(CpuBackend::new(atoms, d).unwrap()), atoms.to_vec())
         });
     }
+}
+
+/// Removing a bias (a dropped posterior) frees it, refuses its id from then on, and leaves
+/// the other biases' results bit for bit as they were (body shared with the GPU backend).
+#[test]
+fn removed_biases_are_refused_and_the_others_unchanged() {
+    check_bias_removal("cpu", &|atoms, d| {
+        (Box::new(CpuBackend::new(atoms, d).unwrap()), atoms.to_vec())
+    });
 }
 
 /// The pass-cache contract (module `cpu::weight_cache`: C·g right after a prior pass reuses

@@ -6,7 +6,9 @@
 //! apply to it too.
 mod common;
 
-use common::engine::{CacheCase, atoms8, bias, check_pass_cache, compare, noise, particles};
+use common::engine::{
+    CacheCase, atoms8, bias, check_bias_removal, check_pass_cache, compare, noise, particles,
+};
 use common::fashion::train_and_test;
 use common::gpu::{gpu_and_fashion, have_gpu};
 use fslens::engine::gpu::{GpuBackend, GpuOptions, Storage, list_adapters, stored_values};
@@ -568,6 +570,22 @@ fn kept_distances_give_the_same_covariance_products() {
             true,
         );
     }
+}
+
+/// Removing a bias drops its values from the device buffer (the later biases move down),
+/// refuses its id from then on, and leaves the other biases' results bit for bit as they
+/// were (body shared with the CPU backend).
+#[test]
+fn removed_biases_are_refused_and_the_others_unchanged() {
+    if !have_gpu("bias removal") {
+        return;
+    }
+    check_bias_removal("gpu", &|atoms, d| {
+        (
+            Box::new(GpuBackend::new(atoms, d, GpuOptions::default()).unwrap()),
+            atoms.to_vec(),
+        )
+    });
 }
 
 /// Adapters with timestamp queries time every pass on the device: the reading grows by a

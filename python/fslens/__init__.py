@@ -24,6 +24,7 @@ import json
 import numbers
 import os
 import tempfile
+import warnings
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -530,7 +531,11 @@ def _vector(value, name: str) -> np.ndarray:
 
 class Posterior:
     """The exact finite-sample posterior p(x_t | y) = Σ_i ω_i N(s a_i, v I), ω = softmax(b),
-    b_i = log p(y | a_i), and the scores of the approximate samplers on the same prior."""
+    b_i = log p(y | a_i), and the scores of the approximate samplers on the same prior.
+
+    Its bias b (N values) is registered with the prior's engine while the posterior lives;
+    when the last reference goes, the engine frees it (a loop making posteriors holds one
+    bias per live posterior)."""
 
     def __init__(self, prior: Prior, core, truth: Optional[np.ndarray] = None):
         self.prior = prior
@@ -588,7 +593,9 @@ class Posterior:
         - ``sigma-dps``, ``zeta-dps`` (ζ = `zeta`), ``pigdm``, ``tmpd``: the prior score plus
           that sampler's likelihood score (design §4); they need the operator and y (a
           posterior made from log-likelihoods has neither); pigdm and tmpd need a linear
-          operator. `cg_tolerance`/`cg_max_iterations` govern pigdm's and tmpd's solves.
+          operator. `cg_tolerance`/`cg_max_iterations` govern pigdm's and tmpd's solves; a
+          solve that stops at the cap before reaching the tolerance is reported with
+          ``warnings.warn(..., RuntimeWarning)`` (the score is still returned).
 
         ``level=`` (levels of :class:`DDPM`) in place of t: at that level's noise.
         """
@@ -598,7 +605,26 @@ class Posterior:
         if cg_max_iterations < 1:
             raise ValueError(f"cg_max_iterations must be at least 1, got {cg_max_iterations}")
         xs, when = self.prior._at(x, t, level)
-        return self._core.score(xs, when, method, float(zeta), float(cg_tolerance), int(cg_max_iterations))
+        out, notes = self._core.score(xs, when, method, float(zeta), float(cg_tolerance), int(cg_max_iterations))
+        for note in notes:
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        return out
+
+    def denoiser_vjp(self, x, t: Optional[Times], g, means=None, *, level=None) -> np.ndarray:
+        """gᵀ ∂m̃/∂x = (s/v) C̃ g per row: the exact vector-Jacobian product of the posterior
+        denoiser, C̃ = Cov[x_0 | x_t = x, y] the covariance of the atoms under the posterior
+        weights w̃_i ∝ ω_i N(x; s a_i, v I) (symmetric, so also the Jacobian-vector product).
+        `means`: this posterior's ``denoise(x, t)`` of the same x and t, when already computed,
+        saves the engine pass that recomputes it. With ``level=``, pass t = None."""
+        xs, when = self.prior._at(x, t, level)
+        gs = _rows(g, "g", self.prior.dim)
+        if gs.shape[0] != xs.shape[0]:
+            raise ValueError(f"g has {gs.shape[0]} rows but x has {xs.shape[0]}; pass g of shape {xs.shape}")
+        if means is not None:
+            means = _rows(means, "means", self.prior.dim)
+            if means.shape[0] != xs.shape[0]:
+                raise ValueError(f"means has {means.shape[0]} rows but x has {xs.shape[0]}")
+        return self._core.denoiser_vjp(xs, when, gs, means)
 
     def sample(self, t: float, k: int, seed: int = 0) -> np.ndarray:
         """k exact draws of p(x_t | y): i ~ Cat(ω), x = s a_i + √v ε; (k, D) float32.

@@ -15,6 +15,11 @@ rounded on the way in and the result cast back, so gradcheck passes at float32 a
 Tensors on a GPU are copied to the host and back. t (a float, or one time per row) gets no
 gradient.
 
+``EmpiricalDenoiser(prior, posterior)`` is the posterior's denoiser m̃(x_t) = E[x_0 | x_t, y]
+= Σ_i w̃_i a_i with w̃_i ∝ ω_i N(x; s a_i, v I), differentiable the same way: its Jacobian is
+(s/v) C̃ with C̃ = Cov[x_0 | x_t, y], the covariance of the atoms under w̃ (the engine's
+covariance product with the posterior's weights).
+
 For existing DDPM/DDIM code (guided-diffusion, the DPS code), :class:`EpsilonModel` is a
 drop-in for the UNet: ``model(x, t_index)`` with x of shape (B, C, H, W) and t_index the
 levels 0…999 of :class:`fslens.DDPM`, returning the exact empirical ε at the level's own
@@ -45,30 +50,27 @@ def _times_of(t, rows: int) -> np.ndarray:
 
 
 class _Denoise(torch.autograd.Function):
-    """m(x_t) forward; (s/v) C g backward, with the weights of the prior (or of a
-    posterior's biased weights for the mean only: see EmpiricalDenoiser)."""
+    """m(x_t) = Σ_i w_i a_i forward; (s/v) C g backward, C the covariance of the atoms under
+    the same weights w — the prior's, or a posterior's w̃_i ∝ ω_i N(x; s a_i, v I) (`weights`
+    is the fslens.Prior or fslens.Posterior whose denoise/denoiser_vjp are used)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, times: np.ndarray, prior: Prior, posterior):
-        xs = _np(x)
-        if posterior is None:
-            m = prior.denoise(xs, times)
-        else:
-            m = posterior.denoise(xs, times)
-        ctx.prior = prior
+    def forward(ctx, x: torch.Tensor, times: np.ndarray, weights):
+        m = weights.denoise(_np(x), times)
+        ctx.weights = weights
         ctx.times = times
         ctx.save_for_backward(x)  # (torch then refuses a backward after x changed in place)
-        # The prior's means, kept for the backward pass: it then costs one engine pass.
-        ctx.means = m.copy() if posterior is None else None
+        # The means, kept for the backward pass: it then costs one engine pass.
+        ctx.means = m.copy()
         return torch.from_numpy(m).to(device=x.device, dtype=x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None
         (x,) = ctx.saved_tensors
-        vjp = ctx.prior.denoiser_vjp(_np(x), ctx.times, _np(grad), means=ctx.means)
-        return torch.from_numpy(vjp).to(device=grad.device, dtype=grad.dtype), None, None, None
+        vjp = ctx.weights.denoiser_vjp(_np(x), ctx.times, _np(grad), means=ctx.means)
+        return torch.from_numpy(vjp).to(device=grad.device, dtype=grad.dtype), None, None
 
 
 class EmpiricalDenoiser(torch.nn.Module):
@@ -78,9 +80,9 @@ class EmpiricalDenoiser(torch.nn.Module):
     ----------
     prior : fslens.Prior
     posterior : optional fslens.Posterior of the same prior. Then ``forward`` returns the
-        posterior mean m̃(x_t) = E[x_0 | x_t, y] instead; its backward is not provided (the
-        posterior score needs no gradient: use ``posterior.score``), and asking for one
-        raises.
+        posterior mean m̃(x_t) = E[x_0 | x_t, y] = Σ_i w̃_i a_i, w̃_i ∝ ω_i N(x; s a_i, v I),
+        and its backward is the exact (s/v) C̃ grad, C̃ = Cov[x_0 | x_t, y] the covariance of
+        the atoms under w̃ (one engine pass, with the forward's means).
 
     ``forward(x, t)``: x of shape (B, D) (or (B, H, W, C) / any shape whose trailing
     dimensions flatten to D, in HWC order), t a float or (B,) times in (0, 1].
@@ -92,6 +94,11 @@ class EmpiricalDenoiser(torch.nn.Module):
             raise TypeError(f"prior must be a fslens.Prior, got {type(prior).__name__}")
         if posterior is not None and not isinstance(posterior, Posterior):
             raise TypeError(f"posterior must be a fslens.Posterior, got {type(posterior).__name__}")
+        if posterior is not None and posterior.prior is not prior:
+            raise ValueError(
+                "posterior belongs to another prior; pass the prior it was made from "
+                "(EmpiricalDenoiser(posterior.prior, posterior))"
+            )
         self.prior = prior
         self.posterior = posterior
         self.schedule = prior.schedule
@@ -109,11 +116,8 @@ class EmpiricalDenoiser(torch.nn.Module):
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         flat = self._flat(x)
         times = _times_of(t, flat.shape[0])
-        if self.posterior is not None and flat.requires_grad:
-            m = _DenoisePosterior.apply(flat, times, self.prior, self.posterior)
-        else:
-            m = _Denoise.apply(flat, times, self.prior, self.posterior)
-        return m.reshape(x.shape)
+        weights = self.prior if self.posterior is None else self.posterior
+        return _Denoise.apply(flat, times, weights).reshape(x.shape)
 
     def noise(self, t, like: torch.Tensor):
         """(s, v) at t as tensors broadcastable against rows of `like`."""
@@ -132,20 +136,6 @@ class EmpiricalDenoiser(torch.nn.Module):
         """(s m − x)/v (differentiable through m)."""
         s, v = self.noise(t, x)
         return (s * self.forward(x, t) - x) / v
-
-
-class _DenoisePosterior(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, times, prior, posterior):
-        m = posterior.denoise(_np(x), times)
-        return torch.from_numpy(m).to(device=x.device, dtype=x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        raise RuntimeError(
-            "the posterior mean's Jacobian is not implemented; differentiate the prior "
-            "denoiser (EmpiricalDenoiser(prior)) or use posterior.score for the exact score"
-        )
 
 
 class _Eps(torch.autograd.Function):

@@ -57,7 +57,7 @@ fn rows_out<'py>(
     values: Vec<f32>,
     d: usize,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let b = if d == 0 { 0 } else { values.len() / d };
+    let b = values.len().checked_div(d).unwrap_or(0);
     Array2::from_shape_vec((b, d), values)
         .map(|a| a.into_pyarray(py))
         .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))
@@ -261,6 +261,11 @@ impl Prior {
     #[getter]
     fn backend(&self) -> String {
         self.lens.describe().to_string()
+    }
+    /// Biases the engine holds: one per posterior of this prior still alive.
+    #[getter]
+    fn live_biases(&self) -> usize {
+        self.lens.live_biases()
     }
     #[getter]
     fn beta_min(&self) -> f64 {
@@ -581,8 +586,37 @@ impl Posterior {
         rows_out(py, out, self.inner.lens.dim())
     }
 
+    /// The posterior denoiser's vector–Jacobian product (s/v) C̃ g, C̃ the covariance under the
+    /// posterior weights; with `means` (this posterior's m̃ of the same rows, from `denoise`)
+    /// one engine pass instead of two.
+    #[pyo3(signature = (x, when, g, means=None))]
+    fn denoiser_vjp<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        when: When<'py>,
+        g: PyReadonlyArray2<'py, f32>,
+        means: Option<PyReadonlyArray2<'py, f32>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let at = when.resolve()?;
+        let (xs, at, gs) = (
+            rows_in(&x, "x", self.dim())?,
+            at.at()?,
+            rows_in(&g, "g", self.dim())?,
+        );
+        let ms = match &means {
+            Some(m) => Some(rows_in(m, "means", self.dim())?),
+            None => None,
+        };
+        let out = py
+            .detach(|| self.inner.denoiser_vjp_at(xs, at, gs, ms))
+            .map_err(err)?;
+        rows_out(py, out, self.inner.lens.dim())
+    }
+
+    /// The score and the warnings of its solves (strings; the Python side warns with them).
     #[pyo3(signature = (x, when, method="fsr", zeta=1.0, cg_tolerance=1e-6, cg_max_iterations=100))]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn score<'py>(
         &self,
         py: Python<'py>,
@@ -592,7 +626,7 @@ impl Posterior {
         zeta: f64,
         cg_tolerance: f64,
         cg_max_iterations: usize,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Vec<String>)> {
         let at = when.resolve()?;
         let (xs, at) = (rows_in(&x, "x", self.dim())?, at.at()?);
         let options = SamplerOptions {
@@ -602,10 +636,13 @@ impl Posterior {
                 max_iterations: cg_max_iterations,
             },
         };
-        let out = py
+        let scored = py
             .detach(|| self.inner.score_at(xs, at, method, &options))
             .map_err(err)?;
-        rows_out(py, out, self.inner.lens.dim())
+        Ok((
+            rows_out(py, scored.values, self.inner.lens.dim())?,
+            scored.warnings,
+        ))
     }
 
     #[pyo3(signature = (t, k, seed=0))]
@@ -660,6 +697,9 @@ impl Posterior {
     }
 }
 
+/// Two float64 arrays.
+type Pair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+
 /// (s, v) of the VP schedule at each t (t ∈ [0, 1] is not checked: a schedule is defined
 /// everywhere), as float64 arrays.
 #[pyfunction]
@@ -668,7 +708,7 @@ fn vp_noise<'py>(
     beta_min: f64,
     beta_max: f64,
     t: PyReadonlyArray1<'py, f64>,
-) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+) -> PyResult<Pair<'py>> {
     let sched = schedule(beta_min, beta_max)?;
     let ts = slice(&t, "t")?;
     let (s, v): (Vec<f64>, Vec<f64>) = ts

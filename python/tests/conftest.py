@@ -90,9 +90,10 @@ class Reference:
     def eps(self, x, s, v):
         return (x - s * self.mean(x, s, v)) / np.sqrt(v)
 
-    def cov(self, x, s, v):
-        """Dense C(x) per row, (B, D, D)."""
-        w = self.weights(x, s, v)
+    def cov(self, x, s, v, posterior=False):
+        """Dense C(x) per row, (B, D, D): the covariance of the atoms under the prior's (or
+        the posterior's) weights at x."""
+        w = self.weights(x, s, v, posterior)
         m = w @ self.A
         out = np.empty((len(m), self.A.shape[1], self.A.shape[1]))
         for b in range(len(m)):
@@ -100,8 +101,21 @@ class Reference:
             out[b] = (dev.T * w[b]) @ dev
         return out
 
-    def cov_apply(self, x, s, v, g):
-        return np.einsum("bij,bj->bi", self.cov(x, s, v), np.asarray(g, dtype=np.float64))
+    def cov_apply(self, x, s, v, g, posterior=False):
+        return np.einsum("bij,bj->bi", self.cov(x, s, v, posterior), np.asarray(g, dtype=np.float64))
+
+    def mean_vjp_fd(self, x, s, v, g, posterior=False, h=1e-5):
+        """gᵀ ∂m/∂x per row by central finite differences of the float64 mean (independent of
+        the closed form (s/v) C g)."""
+        x = np.asarray(x, dtype=np.float64)
+        g = np.asarray(g, dtype=np.float64)
+        out = np.empty_like(x)
+        for j in range(x.shape[1]):
+            e = np.zeros_like(x)
+            e[:, j] = h
+            col = (self.mean(x + e, s, v, posterior) - self.mean(x - e, s, v, posterior)) / (2 * h)
+            out[:, j] = (col * g).sum(1)  # (Jᵀ g)_j = Σ_i g_i ∂m_i/∂x_j
+        return out
 
     def method_score(self, x, s, v, method, zeta=1.0):
         x = np.asarray(x, dtype=np.float64)

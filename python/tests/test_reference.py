@@ -95,6 +95,83 @@ def test_posterior_weights_and_mean(lens):
         assert e <= TOL
 
 
+@pytest.mark.parametrize("t", TIMES)
+def test_posterior_denoiser_vjp(lens, t):
+    """(s/v) C̃ g under the posterior weights, against the closed form and against central
+    finite differences of the float64 posterior mean (both from the numpy oracle)."""
+    _, post, ref = lens
+    rng = np.random.default_rng(int(t * 1000) + 31)
+    x = particles(ref, t, rng)
+    g = f32(rng.normal(size=x.shape))
+    s, v = vp_noise(t)
+    want = (s / v) * ref.cov_apply(x, s, v, g, posterior=True)
+    # Rows where one atom holds all the weight have C̃ g ≈ 0: an absolute floor (as above).
+    floor = 1e-6 * np.abs(g).max() * (s / v)
+    got = post.denoiser_vjp(x, t, g)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    e = rel_err(got, want, floor)
+    record("random post.denoiser_vjp", e)
+    assert e <= TOL, f"t={t}: relative error {e:.3e}"
+    e = rel_err(post.denoiser_vjp(x, t, g, means=post.denoise(x, t)), want, floor)
+    record("random post.denoiser_vjp(means=)", e)
+    assert e <= TOL
+    fd = ref.mean_vjp_fd(x, s, v, g, posterior=True, h=1e-6 * np.sqrt(v))
+    e = rel_err(got, fd, floor)
+    record("random post.denoiser_vjp vs finite differences", e)
+    assert e <= TOL, f"t={t}: relative error to finite differences {e:.3e}"
+
+
+def test_cg_cap_is_a_runtime_warning(lens):
+    """pigdm and tmpd solves that stop at the iteration cap warn (RuntimeWarning naming the
+    sampler and the fix) and still return the score; converged solves do not warn. tmpd
+    falls back to dense solves for m ≤ 64, so its case measures m = 70 values."""
+    import warnings
+
+    _, post, ref = lens
+    rng = np.random.default_rng(12)
+    d, m = 80, 70
+    atoms = f32(rng.uniform(-1, 1, (30, d)))
+    M = f32(rng.normal(size=(m, d)) / np.sqrt(m))
+    wide = fslens.Prior(atoms, backend="cpu").posterior(f32(M @ atoms[3]), operator=M, sigma=0.1)
+    s, v = vp_noise(0.5)
+    cases = [
+        ("pigdm", post, particles(ref, 0.5, rng)),
+        ("tmpd", wide, f32(s * atoms[:4] + np.sqrt(v) * rng.normal(size=(4, d)))),
+    ]
+    for method, p, x in cases:
+        with pytest.warns(RuntimeWarning, match=rf"{method}: \d+ of \d+ conjugate-gradient solves stopped at 1 iterations") as caught:
+            got = p.score(x, 0.5, method=method, cg_tolerance=1e-12, cg_max_iterations=1)
+        assert got.shape == x.shape and np.all(np.isfinite(got))
+        assert all("cg_max_iterations" in str(w.message) for w in caught)
+        # The warning points at the caller's line, not inside the package.
+        assert all(w.filename == __file__ for w in caught)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            p.score(x, 0.5, method=method, cg_max_iterations=500)
+
+
+def test_dropped_posteriors_leave_the_engine(small):
+    """Each posterior's bias lives in the engine while the posterior does: a loop making
+    posteriors holds one at a time, and the ones kept give the same results bit for bit."""
+    import gc
+
+    prior = fslens.Prior(small["atoms"], backend="cpu")
+    keep = prior.posterior(small["y"], operator=small["M"], sigma=small["sigma"])
+    x = particles(Reference(small["atoms"]), 0.3, np.random.default_rng(4))
+    before = keep.score(x, 0.3)
+    assert prior._core.live_biases == 1
+    for k in range(50):
+        p = prior.posterior(small["y"], operator=small["M"], sigma=0.1 + 0.01 * k)
+        p.score(x, 0.3)
+    del p
+    gc.collect()
+    assert prior._core.live_biases == 1
+    assert np.array_equal(keep.score(x, 0.3), before)
+    del keep
+    gc.collect()
+    assert prior._core.live_biases == 0
+
+
 def test_per_row_times(lens):
     prior, post, ref = lens
     rng = np.random.default_rng(11)

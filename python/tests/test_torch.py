@@ -82,15 +82,64 @@ def test_eps_score_and_per_row_times(setup):
     assert torch.equal(den(img, 0.5).reshape(5, 12), den(x, 0.5))
 
 
-def test_posterior_mean_module(setup, small):
-    prior, _, ref = setup
+@pytest.mark.parametrize("t", [0.1, 0.4, 0.9])
+def test_posterior_denoiser_forward_and_backward(setup, small, t):
+    """EmpiricalDenoiser(prior, post): m̃(x_t) forward, (s/v) C̃ grad backward (C̃ under the
+    posterior weights), against the float64 oracle's closed form and against central finite
+    differences of its posterior mean."""
+    prior, _, ref0 = setup
     post = prior.posterior(small["y"], operator=small["M"], sigma=small["sigma"])
+    ref = Reference(small["atoms"], small["M"], small["y"], small["sigma"])
     den = ft.EmpiricalDenoiser(prior, post)
-    x_np = particles(ref, 0.4, np.random.default_rng(2))
-    assert np.array_equal(den(torch.tensor(x_np), 0.4).numpy(), post.denoise(x_np, 0.4))
-    x = torch.tensor(x_np, requires_grad=True)
-    with pytest.raises(RuntimeError, match="not implemented"):
-        den(x, 0.4).sum().backward()
+    rng = np.random.default_rng(int(t * 10) + 50)
+    x_np = particles(ref0, t, rng)
+    g_np = f32(rng.normal(size=x_np.shape))
+    s, v = vp_noise(t)
+    assert np.array_equal(den(torch.tensor(x_np), t).numpy(), post.denoise(x_np, t))
+    want = (s / v) * ref.cov_apply(x_np, s, v, g_np, posterior=True)
+    fd = ref.mean_vjp_fd(x_np, s, v, g_np, posterior=True, h=1e-6 * np.sqrt(v))
+    floor = 1e-6 * (s / v) * np.abs(g_np).max()
+    assert rel_err(fd, want, floor) <= 1e-6  # the oracle's two forms agree
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor(x_np, dtype=dtype, requires_grad=True)
+        m = den(x, t)
+        e = rel_err(m.detach().numpy(), ref.mean(x_np, s, v, posterior=True))
+        record("torch posterior denoise", e)
+        assert m.dtype == dtype and e <= 1e-4
+        m.backward(torch.tensor(g_np, dtype=dtype))
+        e = rel_err(x.grad.numpy(), fd, floor)
+        record("torch posterior backward vs finite differences", e)
+        assert e <= 1e-4, (t, dtype, e)
+        e = rel_err(x.grad.numpy(), want, floor)
+        record("torch posterior backward (s/v) C~ g", e)
+        assert e <= 1e-4, (t, dtype, e)
+    # score() differentiates through m̃ as well: ∂/∂x of (s m̃ − x)/v.
+    x = torch.tensor(x_np, dtype=torch.float64, requires_grad=True)
+    den.score(x, t).backward(torch.tensor(g_np, dtype=torch.float64))
+    e = rel_err(x.grad.numpy(), (s * fd - g_np) / v, floor / v)
+    record("torch posterior score backward", e)
+    assert e <= 1e-4
+
+
+def test_posterior_denoiser_gradcheck_float64():
+    """torch.autograd.gradcheck of the posterior denoiser on a small problem (float32
+    engine: step 1e-3 and float32-sized tolerances, as for the prior's)."""
+    rng = np.random.default_rng(3)
+    atoms = f32(rng.uniform(-1, 1, (8, 3)))
+    prior = fslens.Prior(atoms, backend="cpu")
+    post = prior.posterior_from_log_likelihood(rng.normal(size=8) * 2.0)
+    den = ft.EmpiricalDenoiser(prior, post)
+    for t in (0.3, 0.7):
+        x = torch.tensor(rng.normal(size=(2, 3)) * 0.5, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda z: den(z, t), (x,), eps=1e-3, atol=2e-4, rtol=1e-2)
+
+
+def test_posterior_of_another_prior_is_refused(setup, small):
+    prior, _, _ = setup
+    other = fslens.Prior(small["atoms"], backend="cpu")
+    post = other.posterior(small["y"], operator=small["M"], sigma=small["sigma"])
+    with pytest.raises(ValueError, match="another prior"):
+        ft.EmpiricalDenoiser(prior, post)
 
 
 def test_torch_bad_input(setup):

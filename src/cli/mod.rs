@@ -536,12 +536,15 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
         .unwrap_or_default();
     inputs.extend(operator_files.iter().map(|p| ("--operator", p.as_path())));
     fslens::output::file::refuse_overwriting_inputs(&args.out, "--out", &inputs)?;
-    let (b, d, s) = fslens::experiment::score::score(&req)?;
-    fslens::arrays::write_npy_f32(&args.out, &[b, d], &s)?;
+    let (b, d, scored) = fslens::experiment::score::score(&req)?;
+    for w in &scored.warnings {
+        eprintln!("fslens score: warning: {w}");
+    }
+    fslens::arrays::write_npy_f32(&args.out, &[b, d], &scored.values)?;
     if cli.json {
         println!(
             "{}",
-            serde_json::json!({"out": args.out, "rows": b, "dim": d})
+            serde_json::json!({"out": args.out, "rows": b, "dim": d, "warnings": scored.warnings})
         );
     } else if !cli.quiet {
         eprintln!("wrote {} ({b} x {d} float32)", args.out.display());

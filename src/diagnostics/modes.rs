@@ -41,14 +41,16 @@ pub struct Modes {
 impl Modes {
     /// The classes of a labelled data set (one mode per class, named), or `None`.
     pub fn from_labels(ds: &Dataset) -> Option<Modes> {
-        let labels = ds.labels.as_ref()?;
+        Modes::from_classes(ds.labels.as_deref()?, ds.class_names.as_deref())
+    }
+
+    /// One mode per class of `labels` (one per atom), named by `class_names` where given,
+    /// else by number; `None` for no atoms.
+    pub fn from_classes(labels: &[u32], class_names: Option<&[String]>) -> Option<Modes> {
         let count = labels.iter().copied().max()? as usize + 1;
-        let count = ds
-            .class_names
-            .as_ref()
-            .map_or(count, |n| n.len().max(count));
+        let count = class_names.map_or(count, |n| n.len().max(count));
         let names = (0..count)
-            .map(|c| match &ds.class_names {
+            .map(|c| match class_names {
                 Some(n) if c < n.len() => n[c].clone(),
                 _ => c.to_string(),
             })

@@ -26,7 +26,8 @@ pub enum WeightSet {
     Biased(BiasId),
 }
 
-/// Handle of a bias vector registered with [`Backend::add_bias`].
+/// Handle of a bias vector registered with [`Backend::add_bias`] (unique for the backend's
+/// life: [`Backend::remove_bias`] never lets an id name another bias).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BiasId(pub usize);
 
@@ -91,6 +92,13 @@ pub trait Backend: Send + Sync {
     /// (keeps float32 exact near the weights that matter); [`RowStats::log_norm`] is still
     /// log Σ_i exp(−‖x − s a_i‖²/(2v) + β_i) with β as given here: the shift is added back.
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId>;
+    /// Forgets a bias registered with [`Backend::add_bias`] and frees its N values (host and
+    /// device). Ids are never reused: a pass or a second removal naming a removed id is an
+    /// error, never another bias's weights; the other biases keep their ids and give the
+    /// same results bit for bit.
+    fn remove_bias(&mut self, id: BiasId) -> Result<()>;
+    /// The biases registered and not removed (what the backend holds N values for).
+    fn live_biases(&self) -> usize;
     /// One pass over the atoms for the B = x.len()/D rows of x: for each requested weight set
     /// the weighted means and row statistics, and the nearest atom of each row.
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput>;
@@ -234,11 +242,38 @@ impl StorageChoice {
 }
 
 /// Builds the backend `kind` over the images of `atoms`, the GPU one with the atom storage
-/// `storage` (ignored by the CPU backend).
+/// `storage` (ignored by the CPU backend, which copies the images).
 pub fn create(
     kind: BackendKind,
     storage: StorageChoice,
     atoms: &Dataset,
+) -> Result<Box<dyn Backend>> {
+    build(
+        kind,
+        storage.resolve(atoms),
+        &atoms.images,
+        atoms.dim(),
+        None,
+    )
+}
+
+/// Builds the backend `kind` over `images` (N × `d`): the CPU backend shares the store (no
+/// second copy in memory), the GPU one uploads it in `storage`.
+pub fn create_shared(
+    kind: BackendKind,
+    storage: gpu::Storage,
+    images: &std::sync::Arc<Vec<f32>>,
+    d: usize,
+) -> Result<Box<dyn Backend>> {
+    build(kind, storage, images, d, Some(images))
+}
+
+fn build(
+    kind: BackendKind,
+    storage: gpu::Storage,
+    images: &[f32],
+    d: usize,
+    shared: Option<&std::sync::Arc<Vec<f32>>>,
 ) -> Result<Box<dyn Backend>> {
     let on_gpu = match kind {
         BackendKind::Cpu => false,
@@ -247,16 +282,14 @@ pub fn create(
     };
     if on_gpu {
         let opts = gpu::GpuOptions {
-            storage: storage.resolve(atoms),
+            storage,
             ..Default::default()
         };
-        Ok(Box::new(gpu::GpuBackend::new(
-            &atoms.images,
-            atoms.dim(),
-            opts,
-        )?))
+        Ok(Box::new(gpu::GpuBackend::new(images, d, opts)?))
+    } else if let Some(store) = shared {
+        Ok(Box::new(cpu::CpuBackend::from_shared(store.clone(), d)?))
     } else {
-        Ok(Box::new(cpu::CpuBackend::new(&atoms.images, atoms.dim())?))
+        Ok(Box::new(cpu::CpuBackend::new(images, d)?))
     }
 }
 

@@ -14,7 +14,8 @@ pub struct ReferenceBackend {
     atoms: Vec<f32>,
     n: usize,
     d: usize,
-    biases: Vec<Vec<f64>>,
+    /// By id; a removed bias leaves an empty slot (ids are never reused).
+    biases: Vec<Option<Vec<f64>>>,
 }
 
 impl ReferenceBackend {
@@ -49,7 +50,10 @@ impl ReferenceBackend {
             .map(|i| {
                 let bias = match set {
                     WeightSet::Prior => 0.0,
-                    WeightSet::Biased(BiasId(k)) => self.biases[k][i],
+                    WeightSet::Biased(BiasId(k)) => {
+                        // Callers check the set first (`check_sets`).
+                        self.biases[k].as_ref().expect("a registered bias")[i]
+                    }
                 };
                 -self.dist2(x, noise.s, i) / (2.0 * noise.v) + bias
             })
@@ -59,6 +63,20 @@ impl ReferenceBackend {
     /// The normalised weights of one row, in float64.
     pub fn weights(&self, x: &[f32], noise: Noise, set: WeightSet) -> Vec<f64> {
         softmax(&self.logits(x, noise, set))
+    }
+
+    /// An error for a set whose bias id was never registered or was removed.
+    fn check_sets(&self, sets: &[WeightSet]) -> Result<()> {
+        for set in sets {
+            if let WeightSet::Biased(BiasId(k)) = *set
+                && !matches!(self.biases.get(k), Some(Some(_)))
+            {
+                return Err(Error::input(format!(
+                    "reference backend: bias id {k} is not registered (never, or removed)"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn mean_of(&self, w: &[f64]) -> Vec<f64> {
@@ -84,11 +102,28 @@ impl Backend for ReferenceBackend {
     }
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
         super::check_bias("reference", bias, self.n)?;
-        self.biases.push(bias.to_vec());
+        self.biases.push(Some(bias.to_vec()));
         Ok(BiasId(self.biases.len() - 1))
     }
 
+    fn remove_bias(&mut self, BiasId(k): BiasId) -> Result<()> {
+        match self.biases.get_mut(k) {
+            Some(slot @ Some(_)) => {
+                *slot = None;
+                Ok(())
+            }
+            _ => Err(Error::input(format!(
+                "reference backend: bias id {k} is not registered (never, or removed)"
+            ))),
+        }
+    }
+
+    fn live_biases(&self) -> usize {
+        self.biases.iter().flatten().count()
+    }
+
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
+        self.check_sets(sets)?;
         let rows = x.len() / self.d;
         let mut out: Vec<WeightedMean> = sets
             .iter()
@@ -137,6 +172,7 @@ impl Backend for ReferenceBackend {
         _means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>> {
+        self.check_sets(&[set])?;
         // The reference ignores the caller's means and uses its own float64 ones.
         let mut out = Vec::with_capacity(x.len());
         for (xb, gb) in x.chunks(self.d).zip(g.chunks(self.d)) {

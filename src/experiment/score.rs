@@ -41,6 +41,25 @@ impl Choice for Method {
 }
 crate::choice_by_name!(Method);
 
+/// A score (B × D values) and the warnings of its computation — conjugate-gradient solves
+/// of pigdm/tmpd that stopped at their iteration cap — which the caller shows (the command
+/// on stderr, Python as `RuntimeWarning`s): the library prints nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scored {
+    pub values: Vec<f32>,
+    pub warnings: Vec<String>,
+}
+
+impl From<Vec<f32>> for Scored {
+    /// A score whose computation has nothing to warn about.
+    fn from(values: Vec<f32>) -> Self {
+        Scored {
+            values,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// The inputs of `fslens score`.
 #[derive(Clone, Debug)]
 pub struct ScoreRequest {
@@ -129,8 +148,8 @@ fn check_memory(req: &ScoreRequest) -> Result<()> {
     crate::resources::check(&needs)
 }
 
-/// Computes the requested score; returns (B, D, B × D values).
-pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
+/// Computes the requested score; returns (B, D, the B × D values with any warnings).
+pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Scored)> {
     check_time("--t", req.t)?;
     check_memory(req)?;
     let (n, d, atoms, eight_bit) = read_rows(&req.atoms, "--atoms")?;
@@ -172,22 +191,21 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
         Method::Prior => {
             let engine = create()?;
             let s = tweedie_score(engine.as_ref(), &x, noise, WeightSet::Prior)?;
-            return Ok((b, d, s));
+            return Ok((b, d, s.into()));
         }
         Method::Posterior(kind) => kind,
     };
     let (op, y, sigma) = measurement(req, shape, method)?;
     if kind == SamplerKind::Fsr {
         let mut engine = create()?;
-        let measured = crate::operators::measure_atoms(op.as_ref(), &dataset.images);
-        let bias = crate::operators::log_likelihoods(&measured, &y, sigma)?;
+        let bias = crate::operators::atom_log_likelihoods(op.as_ref(), &dataset.images, &y, sigma)?;
         let set = WeightSet::Biased(engine.add_bias(&bias)?);
         let s = tweedie_score(engine.as_ref(), &x, noise, set)?;
-        return Ok((b, d, s));
+        return Ok((b, d, s.into()));
     }
     let mut likelihood = kind
         .likelihood(&req.options)
-        .expect("every approximate method names a likelihood");
+        .ok_or_else(|| Error::config("--method", format!("{method} has no likelihood score")))?;
     check_operator(likelihood.as_ref(), op.as_ref()).map_err(|e| match e {
         Error::Config { problem, .. } => Error::config("--method", problem),
         other => other,
@@ -199,11 +217,15 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Vec<f32>)> {
         y: &y,
         sigma,
     };
-    let s = posterior_score(likelihood.as_mut(), &ctx, &x, noise)?;
-    if let Some(w) = likelihood.solve_warning() {
-        eprintln!("fslens score: warning: {w}");
-    }
-    Ok((b, d, s))
+    let values = posterior_score(likelihood.as_mut(), &ctx, &x, noise)?;
+    Ok((
+        b,
+        d,
+        Scored {
+            values,
+            warnings: likelihood.solve_warning().into_iter().collect(),
+        },
+    ))
 }
 
 /// The operator, y and σ that the posterior methods need, with errors naming the flag.

@@ -42,6 +42,10 @@ pub fn relative_error(a: &[f32], b: &[f32], g: &[f32]) -> f64 {
     diff.sqrt() / (norm.sqrt() + 0.1 * gnorm.sqrt())
 }
 
+/// Builds a backend over N × D atoms and returns it with the atoms as it stores them (the
+/// reference runs on those).
+pub type MakeBackend<'a> = dyn Fn(&[f32], usize) -> (Box<dyn Backend>, Vec<f32>) + 'a;
+
 /// The bits of float32 values, to compare results exactly.
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
@@ -326,12 +330,7 @@ pub fn compare(
 /// ten particles at t ∈ {1e-3, 0.1, 0.5, 1}: one [`compare`] per time, C·g of every set. `make`
 /// builds the backend over the atoms and returns it with the atoms as it stores them (the
 /// reference runs on those).
-pub fn random_case(
-    label: &str,
-    n: usize,
-    seed: u64,
-    make: &dyn Fn(&[f32], usize) -> (Box<dyn Backend>, Vec<f32>),
-) {
+pub fn random_case(label: &str, n: usize, seed: u64, make: &MakeBackend<'_>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (d, b) = (19, 10);
     let atoms = atoms8(&mut rng, n, d);
@@ -361,4 +360,163 @@ pub fn random_case(
             &mut rng,
         );
     }
+}
+
+/// Everything one pass and the C·g that follows it return, as bits: means and row statistics
+/// of each set, nearest atoms, and C·g of each biased set.
+fn pass_bits(
+    backend: &dyn Backend,
+    x: &[f32],
+    nz: Noise,
+    sets: &[WeightSet],
+    g: &[f32],
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    for &set in sets {
+        // A pass right before each C·g, so a backend's pass cache is in the same state on
+        // every call sequence this is compared across.
+        let pass = backend.weighted_means(x, nz, sets).unwrap();
+        for s in &pass.sets {
+            out.extend(s.means.iter().map(|v| u64::from(v.to_bits())));
+            for r in &s.stats {
+                out.extend([r.log_norm, r.ess, r.max_weight, r.entropy].map(f64::to_bits));
+            }
+        }
+        out.extend(pass.nearest.iter().map(|n| n.index as u64));
+        let k = sets.iter().position(|&s| s == set).unwrap();
+        let cg = backend
+            .covariance_products(x, nz, set, &pass.sets[k].means, g)
+            .unwrap();
+        out.extend(cg.iter().map(|v| u64::from(v.to_bits())));
+    }
+    out
+}
+
+/// The life of a bias, for one backend (`make` builds it over the atoms and returns it with
+/// the atoms as it stores them; the float64 reference runs on those): three biases
+/// registered, the middle one removed. Then
+/// - the live count drops from 3 to 2, and to 0 when all are removed;
+/// - a pass or a C·g naming the removed id, and a second removal, are errors that say so;
+/// - the other biases (and the prior) give the same results bit for bit as before the
+///   removal, and still match the reference (the GPU moves the later bias down in its
+///   buffer: this catches a wrong offset);
+/// - a bias registered after the removal gets a new id, never the removed one, and matches
+///   the reference.
+pub fn check_bias_removal(label: &str, make: &MakeBackend<'_>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(2024);
+    let (n, d, b) = (120, 19, 6);
+    let atoms = atoms8(&mut rng, n, d);
+    let (mut backend, stored) = make(&atoms, d);
+    let mut reference = ReferenceBackend::new(&stored, d).unwrap();
+    assert_eq!(backend.live_biases(), 0, "{label}");
+    let mut ids = Vec::new();
+    for sigma in [0.05, 0.3, 1.0] {
+        let bvec = bias(&mut rng, &atoms, d, sigma);
+        let id = backend.add_bias(&bvec).unwrap();
+        assert_eq!(reference.add_bias(&bvec).unwrap(), id, "{label}");
+        ids.push(id);
+    }
+    assert_eq!(backend.live_biases(), 3, "{label}");
+    let nz = noise(0.2);
+    let x = particles(&mut rng, &atoms, d, b, nz);
+    let g: Vec<f32> = (0..b * d).map(|_| rng.sample(StandardNormal)).collect();
+    let kept = [
+        WeightSet::Prior,
+        WeightSet::Biased(ids[0]),
+        WeightSet::Biased(ids[2]),
+    ];
+    let before = pass_bits(backend.as_ref(), &x, nz, &kept, &g);
+
+    backend.remove_bias(ids[1]).unwrap();
+    reference.remove_bias(ids[1]).unwrap();
+    assert_eq!(backend.live_biases(), 2, "{label}");
+    let gone = WeightSet::Biased(ids[1]);
+    let refused = |e: fslens::Error, what: &str| {
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("bias id {}", ids[1].0)) && msg.contains("removed"),
+            "{label} {what}: {msg}"
+        );
+    };
+    refused(
+        backend
+            .weighted_means(&x, nz, &[WeightSet::Prior, gone])
+            .unwrap_err(),
+        "pass",
+    );
+    let m = backend
+        .weighted_means(&x, nz, &[WeightSet::Prior])
+        .unwrap()
+        .sets[0]
+        .means
+        .clone();
+    refused(
+        backend
+            .covariance_products(&x, nz, gone, &m, &g)
+            .unwrap_err(),
+        "C·g",
+    );
+    refused(backend.remove_bias(ids[1]).unwrap_err(), "second removal");
+    assert_eq!(backend.live_biases(), 2, "{label}");
+
+    let after = pass_bits(backend.as_ref(), &x, nz, &kept, &g);
+    assert!(
+        before == after,
+        "{label}: the remaining biases changed after a removal"
+    );
+    compare(
+        &format!("{label} after removal"),
+        backend.as_ref(),
+        &reference,
+        &stored,
+        &x,
+        nz,
+        &kept,
+        &[1, 2],
+        &mut rng,
+    );
+
+    // A new bias: a fresh id (never the removed one), and correct weights.
+    let bvec = bias(&mut rng, &atoms, d, 0.5);
+    let id = backend.add_bias(&bvec).unwrap();
+    assert_eq!(reference.add_bias(&bvec).unwrap(), id, "{label}");
+    assert!(!ids.contains(&id), "{label}: id {id:?} reused");
+    assert_eq!(backend.live_biases(), 3, "{label}");
+    let sets = [
+        WeightSet::Prior,
+        WeightSet::Biased(ids[2]),
+        WeightSet::Biased(id),
+    ];
+    compare(
+        &format!("{label} new bias"),
+        backend.as_ref(),
+        &reference,
+        &stored,
+        &x,
+        nz,
+        &sets,
+        &[1, 2],
+        &mut rng,
+    );
+    refused(
+        backend.weighted_means(&x, nz, &[gone]).unwrap_err(),
+        "pass after a new bias",
+    );
+
+    // All removed: the memory is returned and the prior still works as before.
+    for id in [ids[0], ids[2], id] {
+        backend.remove_bias(id).unwrap();
+    }
+    assert_eq!(backend.live_biases(), 0, "{label}");
+    let prior_only = [WeightSet::Prior];
+    let want = pass_bits(backend.as_ref(), &x, nz, &prior_only, &g);
+    let (mut fresh, _) = make(&atoms, d);
+    assert!(
+        want == pass_bits(fresh.as_ref(), &x, nz, &prior_only, &g),
+        "{label}: prior after removing every bias"
+    );
+    assert!(
+        fresh.remove_bias(fslens::engine::BiasId(0)).is_err(),
+        "{label}: removing an id never issued"
+    );
 }

@@ -26,22 +26,30 @@ const CLAMP: f32 = super::logsumexp::CLAMP as f32;
 /// `weight_cache`): 256 MiB holds B = 1024 rows of N = 60000 atoms.
 pub const DEFAULT_WEIGHT_CACHE_BYTES: usize = 256 << 20;
 
+/// A registered bias, shifted by its max: in float32 for the bulk pass, in float64 for the
+/// recomputed candidates, and the shift, added back to log Z.
+struct StoredBias {
+    b32: Vec<f32>,
+    b64: Vec<f64>,
+    shift: f64,
+}
+
 /// CPU implementation of [`Backend`]. The algorithm is in the docs of the modules `pass` (one
 /// pass) and `window` (precision).
 pub struct CpuBackend {
-    atoms: Vec<f32>,
+    /// The atom store, N × D; shared (not copied) with whoever built the backend from an
+    /// [`Arc`] ([`CpuBackend::from_shared`]).
+    atoms: Arc<Vec<f32>>,
     n: usize,
     d: usize,
     /// ‖a_i‖², summed in float64 and rounded once.
     norms2: Vec<f32>,
     /// max_i ‖a_i‖.
     max_norm: f64,
-    /// Registered biases shifted by their max, in float32 for the bulk pass…
-    biases32: Vec<Vec<f32>>,
-    /// … and in float64 for the recomputed candidates.
-    biases64: Vec<Vec<f64>>,
-    /// The max of each registered bias, subtracted above and added back to log Z.
-    bias_shift: Vec<f64>,
+    /// The biases by id: slot k holds bias k until [`Backend::remove_bias`] empties it. Ids
+    /// are never reused (a removed id stays refused), so a slot of a few words stays per
+    /// bias ever registered while its 12·N bytes are freed.
+    biases: Vec<Option<StoredBias>>,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Atoms per chunk when set by [`CpuBackend::with_blocking`]; else [`chunk_for_rows`].
@@ -72,6 +80,12 @@ impl CpuBackend {
 
     /// As [`CpuBackend::new`], taking ownership of the atom store (no second copy in memory).
     pub fn from_vec(atoms: Vec<f32>, d: usize) -> Result<CpuBackend> {
+        Self::from_shared(Arc::new(atoms), d)
+    }
+
+    /// As [`CpuBackend::new`], sharing the atom store with the caller (no second copy in
+    /// memory: the lens keeps the same store for its exact draws).
+    pub fn from_shared(atoms: Arc<Vec<f32>>, d: usize) -> Result<CpuBackend> {
         if d == 0 {
             return Err(Error::input(
                 "cpu backend: the dimension D must be at least 1",
@@ -115,9 +129,7 @@ impl CpuBackend {
             d,
             norms2: norms64.iter().map(|&v| v as f32).collect(),
             max_norm,
-            biases32: Vec::new(),
-            biases64: Vec::new(),
-            bias_shift: Vec::new(),
+            biases: Vec::new(),
             pool: build_pool(threads)?,
             threads,
             chunk: None,
@@ -234,27 +246,54 @@ impl CpuBackend {
             )));
         }
         for set in sets {
-            if let WeightSet::Biased(BiasId(k)) = set
-                && *k >= self.biases32.len()
-            {
-                return Err(Error::input(format!(
-                    "cpu backend: bias id {k} was not registered ({} biases known)",
-                    self.biases32.len()
-                )));
+            if let WeightSet::Biased(id) = *set {
+                self.bias_entry(id)?;
             }
         }
         Ok(())
+    }
+
+    /// The stored bias of `id`; an error for an id never registered or already removed.
+    fn bias_entry(&self, BiasId(k): BiasId) -> Result<&StoredBias> {
+        match self.biases.get(k) {
+            Some(Some(b)) => Ok(b),
+            Some(None) => Err(Error::input(format!(
+                "cpu backend: bias id {k} was removed (its posterior was dropped); register \
+                 the bias again for a new id"
+            ))),
+            None => Err(Error::input(format!(
+                "cpu backend: bias id {k} was not registered ({} ids issued)",
+                self.biases.len()
+            ))),
+        }
+    }
+
+    /// The float32 and float64 bias values of atoms `range` under `set` (None for the
+    /// prior); the set was checked by the pass.
+    pub(super) fn bias_values(
+        &self,
+        set: WeightSet,
+        range: std::ops::Range<usize>,
+    ) -> (Option<&[f32]>, Option<&[f64]>) {
+        match set {
+            WeightSet::Prior => (None, None),
+            WeightSet::Biased(BiasId(k)) => match &self.biases[k] {
+                Some(b) => (Some(&b.b32[range.clone()]), Some(&b.b64[range])),
+                None => unreachable!("bias {k} checked by the pass"),
+            },
+        }
     }
 
     pub(super) fn chunk_size(&self, rows: usize) -> usize {
         self.chunk.unwrap_or_else(|| chunk_for_rows(rows))
     }
 
-    /// What was subtracted from the bias of `set` when it was stored (0 for the prior).
+    /// What was subtracted from the bias of `set` when it was stored (0 for the prior; the
+    /// set was checked by the pass).
     fn bias_shift(&self, set: WeightSet) -> f64 {
         match set {
             WeightSet::Prior => 0.0,
-            WeightSet::Biased(BiasId(k)) => self.bias_shift[k],
+            WeightSet::Biased(id) => self.bias_entry(id).map_or(0.0, |b| b.shift),
         }
     }
 
@@ -281,12 +320,24 @@ impl Backend for CpuBackend {
     /// Stores β − max β (float32 and float64); log Z adds max β back.
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
         let max = super::check_bias("cpu", bias, self.n)?;
-        let shifted: Vec<f64> = bias.iter().map(|&b| b - max).collect();
-        self.biases32
-            .push(shifted.iter().map(|&b| b as f32).collect());
-        self.biases64.push(shifted);
-        self.bias_shift.push(max);
-        Ok(BiasId(self.biases32.len() - 1))
+        let b64: Vec<f64> = bias.iter().map(|&b| b - max).collect();
+        self.biases.push(Some(StoredBias {
+            b32: b64.iter().map(|&b| b as f32).collect(),
+            b64,
+            shift: max,
+        }));
+        Ok(BiasId(self.biases.len() - 1))
+    }
+
+    /// Frees the bias's values; its slot stays empty so the id is never issued again.
+    fn remove_bias(&mut self, id: BiasId) -> Result<()> {
+        self.bias_entry(id)?;
+        self.biases[id.0] = None;
+        Ok(())
+    }
+
+    fn live_biases(&self) -> usize {
+        self.biases.iter().filter(|b| b.is_some()).count()
     }
 
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {

@@ -29,7 +29,7 @@
 use super::CpuBackend;
 use super::pass::{ChunkBuffers, RowJob};
 use super::simd::{logits_biased, logits_prior};
-use crate::engine::{BiasId, WeightSet, direct_dist2};
+use crate::engine::{WeightSet, direct_dist2};
 
 /// Unit roundoff of float32, u = 2⁻²⁴.
 const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
@@ -67,13 +67,7 @@ impl CpuBackend {
         s0: &[f64],
     ) {
         let inv2v = (1.0 / (2.0 * job.noise.v)) as f32;
-        let (b32, b64): (Option<&[f32]>, Option<&[f64]>) = match set {
-            WeightSet::Prior => (None, None),
-            WeightSet::Biased(BiasId(k)) => (
-                Some(&self.biases32[k][i0..i0 + c]),
-                Some(&self.biases64[k][i0..i0 + c]),
-            ),
-        };
+        let (b32, b64) = self.bias_values(set, i0..i0 + c);
         for b in 0..job.rows {
             let dist = &bufs.dots[b * c..(b + 1) * c];
             let rel = &mut bufs.rel[b * c..(b + 1) * c];

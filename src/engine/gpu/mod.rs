@@ -182,7 +182,12 @@ impl GpuBackend {
                     tuning.tile_dims,
                     tuning.sums_block_rows,
                 );
-                Ok((store, BiasStore::new(&gpu), Scratch::new(&gpu), pipelines))
+                Ok((
+                    store,
+                    BiasStore::new(&gpu, n),
+                    Scratch::new(&gpu),
+                    pipelines,
+                ))
             },
         )?;
         let cache = PassCache::new(&gpu, opts.kept_bytes.unwrap_or(KEPT_DISTANCES_MAX_BYTES));
@@ -235,12 +240,7 @@ impl GpuBackend {
                 noise.s, noise.v
             )));
         }
-        self.biases.offsets(sets, self.atoms.n).map_err(|i| {
-            Error::input(format!(
-                "gpu backend: bias {i} was never registered ({} are)",
-                self.biases.len()
-            ))
-        })
+        self.biases.offsets(sets)
     }
 }
 
@@ -320,6 +320,14 @@ impl Backend for GpuBackend {
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
         let max = super::check_bias("gpu", bias, self.atoms.n)?;
         self.biases.add(&self.gpu, bias, max)
+    }
+
+    fn remove_bias(&mut self, id: BiasId) -> Result<()> {
+        self.biases.remove(&self.gpu, id)
+    }
+
+    fn live_biases(&self) -> usize {
+        self.biases.len()
     }
 
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
