@@ -54,7 +54,7 @@ Examples:
 #[derive(Parser, Debug)]
 #[command(name = "fslens", version, about = ABOUT, after_help = AFTER_HELP)]
 struct Cli {
-    /// Print nothing but errors.
+    /// Print nothing but warnings and errors.
     #[arg(long, global = true)]
     quiet: bool,
     /// Machine-readable output: the result as one JSON document on stdout (run, compare,
@@ -325,8 +325,8 @@ enum Command {
     },
     /// Before any sampling: the atom count N and D, the exact posterior's effective atom count
     /// 1/Σω², the mode masses and their entropy, each sampler's estimated time on this machine
-    /// (from one timed score evaluation each), and warnings with advice for a problem that
-    /// cannot tell samplers apart.
+    /// (from one timed score evaluation each), and warnings with advice (e.g. for a posterior
+    /// on nearly one atom, where mode weights cannot tell samplers apart).
     Plan(PlanArgs),
     /// Run a TOML run config (see assets/configs/ and the README's config reference).
     #[command(after_help = operator_help())]

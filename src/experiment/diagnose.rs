@@ -354,10 +354,8 @@ pub fn score_samples(
 ) -> Result<Diagnosis> {
     let started = Instant::now();
     let setup = super::setup::setup(plan, observer, None)?;
-    let mut warnings = super::plan_report::posterior_warnings(
-        plan,
-        &crate::engine::logsumexp::softmax(&setup.log_likelihoods),
-    );
+    let omega = crate::engine::logsumexp::softmax(&setup.log_likelihoods);
+    let mut warnings = super::plan_report::posterior_warnings(plan, &omega);
     observer.stage("reading the samples");
     let samples = load_samples(&req.samples, setup.atoms.shape, req.pixels)
         .map_err(|e| e.for_file_key("--samples"))?;
@@ -367,7 +365,6 @@ pub fn score_samples(
     }
     observer.stage("building the engine");
     let engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
-    let omega = crate::engine::logsumexp::softmax(&setup.log_likelihoods);
     let exact = setup.exact_posterior(plan, &omega);
 
     observer.stage("scoring the samples");
