@@ -188,12 +188,14 @@ mod tests {
         .unwrap();
         let m = moments(&plan);
         assert_eq!(m.len(), 2, "reading and running (no resize)");
-        // 3000 shapes of 16×16 read; 2999 atoms twice; 2 samplers × (T + 2) clouds of 512 × 256.
+        // 3000 shapes of 16×16 read; 2999 atoms twice; S samplers × (T + 2) clouds of K × 256.
         assert_eq!(m[0][0].bytes, 3000.0 * 256.0 * 4.0);
         assert_eq!(m[1][0].bytes, 2.0 * 2999.0 * 256.0 * 4.0);
         let t = plan.settings.recorded_levels(&plan.schedule).0.len();
         assert!(t >= 40, "{t} checkpoints");
-        assert_eq!(m[1][1].bytes, 2.0 * (t + 2) as f64 * 512.0 * 256.0 * 4.0);
+        let (samplers, k) = (plan.config.sampling.samplers.len(), plan.settings.particles);
+        assert_eq!((samplers, k), (3, 256), "the demo's samplers and particles");
+        assert_eq!(m[1][1].bytes, (samplers * (t + 2) * k * 256 * 4) as f64);
     }
 
     #[test]
