@@ -97,15 +97,15 @@ impl Default for BenchOptions {
     }
 }
 
-/// Best wall time of the two passes of a DPS-family step (σ-DPS, ζ-DPS, ΠGDM): the prior
-/// pass for m(x), then the covariance pass C·g with the same prior weights, for a fixed g.
-/// Returns (best wall seconds, best device seconds where measured).
+/// Wall times of the two passes of a DPS-family step (σ-DPS, ζ-DPS, ΠGDM): the prior pass
+/// for m(x), then the covariance pass C·g with the same prior weights, for a fixed g.
+/// Returns (best and median wall seconds, best device seconds where measured).
 pub fn time_dps_step(
     backend: &dyn Backend,
     x: &[f32],
     noise: Noise,
     repeats: usize,
-) -> Result<(f64, DeviceStep)> {
+) -> Result<(StepTimes, DeviceStep)> {
     // Any direction works for timing; a deterministic one keeps runs comparable.
     let g: Vec<f32> = (0..x.len())
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
@@ -116,15 +116,15 @@ pub fn time_dps_step(
         Ok(())
     };
     step()?;
-    let mut best = f64::INFINITY;
+    let mut times = Vec::with_capacity(repeats.max(1));
     let mut device = DeviceTime::new(backend);
     for _ in 0..repeats.max(1) {
         let t0 = Instant::now();
         step()?;
-        best = best.min(t0.elapsed().as_secs_f64());
+        times.push(t0.elapsed().as_secs_f64());
         device.lap(backend);
     }
-    Ok((best, device.best))
+    Ok((StepTimes::of(times), device.best))
 }
 
 /// The best per-step device time (GPU timestamps) over the timed repeats, where the backend
@@ -192,7 +192,10 @@ pub struct BenchRecord {
     pub storage: String,
     pub t: f64,
     pub data: String,
+    /// The best wall time of the timed repeats.
     pub seconds_per_step: f64,
+    /// Their median.
+    pub median_seconds_per_step: f64,
     /// 4·B·N·D / seconds_per_step / 1e9.
     pub gflops: f64,
     /// cpu: the SGEMM GFLOP/s measured between this case's steps; gpu: the adapter's nominal
@@ -221,10 +224,33 @@ pub struct BenchRecord {
     pub atom_store_mb: f64,
 }
 
-/// Best wall time of one fsr step (a posterior `weighted_means` pass) over `repeats` runs
-/// after a warm-up, and its means. With `peak`, one peak GEMM runs after each step and the
-/// best peak GFLOP/s is returned too: interleaving keeps both under the same machine load
-/// (the project's machines are shared).
+/// Wall times of the timed repeats of a step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepTimes {
+    pub best: f64,
+    pub median: f64,
+}
+
+impl StepTimes {
+    fn of(mut times: Vec<f64>) -> StepTimes {
+        times.sort_by(f64::total_cmp);
+        let k = times.len();
+        let median = if k % 2 == 1 {
+            times[k / 2]
+        } else {
+            0.5 * (times[k / 2 - 1] + times[k / 2])
+        };
+        StepTimes {
+            best: times[0],
+            median,
+        }
+    }
+}
+
+/// Wall times (best and median) of one fsr step (a posterior `weighted_means` pass) over
+/// `repeats` runs after a warm-up, and its means. With `peak`, one peak GEMM runs after each
+/// step and the best peak GFLOP/s is returned too: interleaving keeps both under the same
+/// machine load (the project's machines are shared).
 pub fn time_fsr_step(
     backend: &dyn Backend,
     x: &[f32],
@@ -232,16 +258,16 @@ pub fn time_fsr_step(
     bias: BiasId,
     repeats: usize,
     mut peak: Option<&mut GemmPeak>,
-) -> Result<(f64, WeightedMean, f64, DeviceStep)> {
+) -> Result<(StepTimes, WeightedMean, f64, DeviceStep)> {
     let sets = [WeightSet::Biased(bias)];
     let mut out = backend.weighted_means(x, noise, &sets)?;
-    let mut best = f64::INFINITY;
+    let mut times = Vec::with_capacity(repeats.max(1));
     let mut best_peak = f64::NAN;
     let mut device = DeviceTime::new(backend);
     for _ in 0..repeats.max(1) {
         let t0 = Instant::now();
         out = backend.weighted_means(x, noise, &sets)?;
-        best = best.min(t0.elapsed().as_secs_f64());
+        times.push(t0.elapsed().as_secs_f64());
         device.lap(backend);
         if let Some(p) = peak.as_deref_mut() {
             best_peak = p
@@ -249,7 +275,12 @@ pub fn time_fsr_step(
                 .max(if best_peak.is_nan() { 0.0 } else { best_peak });
         }
     }
-    Ok((best, out.sets.swap_remove(0), best_peak, device.best))
+    Ok((
+        StepTimes::of(times),
+        out.sets.swap_remove(0),
+        best_peak,
+        device.best,
+    ))
 }
 
 /// A square single-precision GEMM (size³, 2·size³ flops) with the `gemm` crate on a fixed
@@ -373,8 +404,9 @@ pub fn run(
         let noise = schedule.noise(t);
         for &b in &opts.batches {
             let x = noisy_particles(atoms, d, b, noise, &mut rng);
-            let (secs, result, p, device_secs) =
+            let (times, result, p, device_secs) =
                 time_fsr_step(backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
+            let secs = times.best;
             // cpu: the peak of this case only, measured between its own steps under the same
             // load; gpu: the nominal peak.
             let peak_best = if on_gpu {
@@ -402,6 +434,7 @@ pub fn run(
                 t,
                 data: data.clone(),
                 seconds_per_step: secs,
+                median_seconds_per_step: times.median,
                 gflops,
                 peak_gflops: peak_best,
                 fraction_of_peak: peak_best.map(|p| gflops / p),
@@ -604,11 +637,13 @@ fn dps_record(
     // 8·B·N·D: prior pass (distances + weighted sum) 4·B·N·D, C·g pass with the prior pass's
     // weights (CPU) or distances (GPU) kept: projections ⟨a_i, g⟩ and the weighted sum,
     // 4·B·N·D.
-    let (secs, device) = time_dps_step(backend, x, noise, repeats)?;
+    let (times, device) = time_dps_step(backend, x, noise, repeats)?;
+    let secs = times.best;
     let gflops = 8.0 * (fsr.b * fsr.n * fsr.d) as f64 / secs / 1e9;
     Ok(BenchRecord {
         kernel: "sigma-dps-step".into(),
         seconds_per_step: secs,
+        median_seconds_per_step: times.median,
         gflops,
         fraction_of_peak: fsr.peak_gflops.map(|p| gflops / p),
         baseline_seconds_per_step: None,
