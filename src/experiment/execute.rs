@@ -43,17 +43,7 @@ pub fn execute(
     let mut engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
     let posterior = engine.add_bias(&setup.log_likelihoods)?;
     let engine: &dyn Backend = engine.as_ref();
-    let problem = Problem {
-        backend: engine,
-        atoms: &setup.atoms.images,
-        dim: setup.atoms.dim(),
-        log_likelihoods: &setup.log_likelihoods,
-        posterior,
-        operator: setup.operator.as_ref(),
-        y: &setup.y,
-        sigma: plan.sigma(),
-        schedule: plan.schedule,
-    };
+    let problem = setup.problem(plan, engine, posterior);
     let omega = problem.posterior_weights();
     let exact_view = setup.exact_posterior(plan, &omega);
     let direction = Direction::new(&exact_view, plan.config.diagnostics.direction)?;

@@ -119,17 +119,7 @@ pub fn plan_report(plan: &RunPlan, observer: &mut dyn Observer) -> Result<PlanRe
     let posterior = engine.add_bias(&setup.log_likelihoods)?;
     let engine_seconds = built.elapsed().as_secs_f64();
     observer.stage("timing one step of each sampler");
-    let problem = Problem {
-        backend: engine.as_ref(),
-        atoms: &setup.atoms.images,
-        dim: setup.atoms.dim(),
-        log_likelihoods: &setup.log_likelihoods,
-        posterior,
-        operator: setup.operator.as_ref(),
-        y: &setup.y,
-        sigma: plan.sigma(),
-        schedule: plan.schedule,
-    };
+    let problem = setup.problem(plan, engine.as_ref(), posterior);
     let timing = time_samplers(plan, &problem, &omega, &kinds)?;
     let estimated_seconds = setup_seconds
         + engine_seconds

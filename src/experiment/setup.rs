@@ -9,8 +9,10 @@ use super::{Observer, cache_keys};
 use crate::data::Dataset;
 use crate::data::cache::{AtomCache, Lookup};
 use crate::diagnostics::{ExactPosterior, Measured};
+use crate::engine::{Backend, BiasId};
 use crate::operators::{self, Operator};
 use crate::plan::RunPlan;
+use crate::samplers::Problem;
 use crate::{Error, Result};
 
 /// The measurement problem before any sampler runs.
@@ -27,6 +29,27 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// The sampling problem of this setup on `backend`, whose posterior bias (the
+    /// log-likelihoods registered with it) is `posterior`.
+    pub fn problem<'a>(
+        &'a self,
+        plan: &RunPlan,
+        backend: &'a dyn Backend,
+        posterior: BiasId,
+    ) -> Problem<'a> {
+        Problem {
+            backend,
+            atoms: &self.atoms.images,
+            dim: self.atoms.dim(),
+            log_likelihoods: &self.log_likelihoods,
+            posterior,
+            operator: self.operator.as_ref(),
+            y: &self.y,
+            sigma: plan.sigma(),
+            schedule: plan.schedule,
+        }
+    }
+
     /// The exact posterior of this problem as the metrics see it (modes, ρ, closed forms),
     /// with ω = softmax(b) given.
     pub fn exact_posterior<'a>(&'a self, plan: &RunPlan, omega: &'a [f64]) -> ExactPosterior<'a> {
