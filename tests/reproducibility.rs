@@ -93,6 +93,8 @@ fn cpu_runs_repeat_bit_for_bit_at_one_thread_count() {
     // One thread merges the task sums in other groups: the exact sampler draws atoms by
     // weights that the pass does not round, fsr moves by float32 rounding only.
     let one = run(&dir, "one", &["--backend", "cpu", "--threads", "1"]);
+    let backend = common::read_json(&one.join("summary.json"))["backend"].to_string();
+    assert!(backend.contains("1 thread"), "--threads 1 ran on {backend}");
     assert!(read(&one, "samples_exact.npy") == read(&first, "samples_exact.npy"));
     let fsr = max_abs_difference(&one, &first, "samples_fsr.npy");
     assert!(fsr < 1e-4, "fsr moved by {fsr} between 1 and 2 threads");

@@ -72,7 +72,7 @@ pub const DEFAULT_ROW_BLOCK: usize = 256;
 
 impl CpuBackend {
     /// `atoms` is N × D row-major float32; every value must be finite. Uses all cores, or
-    /// `RAYON_NUM_THREADS` of them when that is set.
+    /// `RAYON_NUM_THREADS` of them when that is set, or as many as rayon's global pool when the caller sized it.
     /// Copies the atoms; [`CpuBackend::from_vec`] takes them without a copy.
     pub fn new(atoms: &[f32], d: usize) -> Result<CpuBackend> {
         Self::from_vec(atoms.to_vec(), d)
@@ -113,16 +113,9 @@ impl CpuBackend {
             .map(|a| a.iter().map(|&v| (v as f64) * (v as f64)).sum())
             .collect();
         let max_norm = norms64.iter().cloned().fold(0.0, f64::max).sqrt();
-        // RAYON_NUM_THREADS, as for rayon's global pool, else every core.
-        let threads = std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|t| t.get())
-                    .unwrap_or(1)
-            });
+        // As many as rayon's global pool: the CLI's --threads sizes it before any engine is
+        // built, else RAYON_NUM_THREADS, else every core.
+        let threads = rayon::current_num_threads();
         Ok(CpuBackend {
             atoms,
             n,
