@@ -345,7 +345,8 @@ mod tests {
         let e = demo_with(|c| c.measurement.sigma = 1e-19).unwrap_err();
         assert!(e.to_string().contains("float32"), "{e}");
         assert!(demo_with(|c| c.measurement.sigma = 1e20).is_err());
-        // 1000 steps (one per level) walk every level, as 999 do; 1001 are refused.
+        // 1000 steps (one per level) walk every level; 1001 are refused, and so is 1 (a single
+        // evaluation at level 0 from pure noise).
         for (kind, steps, ok) in [
             (
                 crate::diffusion::integrate::IntegratorKind::Ddpm,
@@ -361,6 +362,16 @@ mod tests {
                 crate::diffusion::integrate::IntegratorKind::Ddim,
                 1001,
                 false,
+            ),
+            (
+                crate::diffusion::integrate::IntegratorKind::Ddpm,
+                1,
+                false,
+            ),
+            (
+                crate::diffusion::integrate::IntegratorKind::Ddpm,
+                2,
+                true,
             ),
             (
                 crate::diffusion::integrate::IntegratorKind::EulerMaruyama,

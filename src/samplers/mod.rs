@@ -56,10 +56,10 @@ pub const MAX_STEPS: usize = 1_000_000;
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
     pub particles: usize,
-    /// Steps of the integrator (the discrete ones: at most 1000, the number of levels; they
-    /// walk 999 transitions then).
+    /// Steps of the integrator (the discrete ones: 2 to 1000, one model evaluation per kept
+    /// level; 1000 walks every level).
     pub steps: usize,
-    /// The final time of the continuous integrators (the discrete ones end at level 0).
+    /// The final time of the continuous integrators (the discrete ones end at t = 0: x̂_0).
     pub t_min: f64,
     pub seed: u64,
     /// Times at which to record the cloud (snapped to the step grid).
@@ -114,16 +114,17 @@ impl Settings {
             crate::diffusion::check_time("sampling.checkpoints", t)?;
         }
         let levels = crate::diffusion::discrete::LEVELS;
-        if self.integrator.is_discrete() && self.steps > levels {
+        if self.integrator.is_discrete() && !(2..=levels).contains(&self.steps) {
             return Err(Error::config(
                 "sampling.steps",
                 format!(
-                    "is {} but {} walks the discrete schedule's {levels} levels: at most \
-                     {levels} steps (999 and {levels} both walk every level, fewer respace \
-                     them); set sampling.steps = {levels}, or use integrator = \
-                     \"euler-maruyama\" for a finer grid",
+                    "is {} but {} keeps one discrete level per step, from level {} down to \
+                     level 0 (guided-diffusion's spacing): between 2 and {levels} steps \
+                     ({levels} walks every level, fewer respace them); set sampling.steps = \
+                     {levels}, or use integrator = \"euler-maruyama\" for a finer grid",
                     self.steps,
-                    self.integrator.name()
+                    self.integrator.name(),
+                    levels - 1
                 ),
             ));
         }
@@ -324,8 +325,8 @@ impl SamplerKind {
 /// Runs the integrator of `settings` (Euler–Maruyama, probability-flow ODE, DDPM, DDIM) with
 /// `score` from the shared initial noise of `settings` (the same N(0, I) start and noise
 /// stream for every score-based sampler of a run, so that their differences come from the
-/// likelihood approximation alone). Returns the final particles (at t_min, or at discrete
-/// level 0) and the snapshots at the checkpoints.
+/// likelihood approximation alone). Returns the final particles (at t_min, or the clean
+/// x̂_0 after the discrete chain's last step) and the snapshots at the checkpoints.
 pub fn reverse_sde(
     score: &mut dyn crate::diffusion::integrate::Score,
     problem: &Problem,
