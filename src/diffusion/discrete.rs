@@ -199,7 +199,6 @@ impl DiscreteStep {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

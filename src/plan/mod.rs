@@ -363,16 +363,8 @@ mod tests {
                 1001,
                 false,
             ),
-            (
-                crate::diffusion::integrate::IntegratorKind::Ddpm,
-                1,
-                false,
-            ),
-            (
-                crate::diffusion::integrate::IntegratorKind::Ddpm,
-                2,
-                true,
-            ),
+            (crate::diffusion::integrate::IntegratorKind::Ddpm, 1, false),
+            (crate::diffusion::integrate::IntegratorKind::Ddpm, 2, true),
             (
                 crate::diffusion::integrate::IntegratorKind::EulerMaruyama,
                 5000,
