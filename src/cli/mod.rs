@@ -524,6 +524,7 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
                 tolerance: args.cg_tolerance,
                 max_iterations: args.cg_max_iterations,
             },
+            ..Default::default()
         },
         schedule: Schedule::new(args.beta_min, args.beta_max, ["--beta-min", "--beta-max"])?,
     };

@@ -265,6 +265,34 @@ pub fn recorded_levels(
     }
 }
 
+/// Every state `integrator` visits, j = 0..=K (the continuous grid's times, or the discrete
+/// chain's levels and its final clean state), and the state indices recorded at the requested
+/// checkpoint times (as [`integrate`] records them). Samplers that walk the levels themselves
+/// (DAPS, DiffPIR) use it, so that their clouds sit at the same times as every other's.
+pub fn states(
+    integrator: Integrator,
+    schedule: &Schedule,
+    grid: &TimeGrid,
+    checkpoints: &[f64],
+) -> (Vec<Level>, Vec<usize>) {
+    if integrator.is_discrete() {
+        let sched = DiscreteSchedule::new(grid.steps);
+        let vs: Vec<f64> = checkpoints.iter().map(|&t| schedule.noise(t).v).collect();
+        let levels = (0..=sched.steps())
+            .map(|j| discrete_level(&sched, schedule, j))
+            .collect();
+        (levels, sched.checkpoint_steps(&vs))
+    } else {
+        let levels = (0..=grid.steps)
+            .map(|k| Level {
+                t: grid.time(k),
+                noise: schedule.noise(grid.time(k)),
+            })
+            .collect();
+        (levels, grid.checkpoint_steps(checkpoints))
+    }
+}
+
 /// The state after `j` steps of the discrete chain as a [`Level`]: its noise and the
 /// continuous time with the same ᾱ (t = 0, v = 0 for the clean state after the last step).
 fn discrete_level(sched: &DiscreteSchedule, schedule: &Schedule, j: usize) -> Level {

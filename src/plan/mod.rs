@@ -130,6 +130,10 @@ impl RunPlan {
                 tolerance: s.cg_tolerance,
                 max_iterations: s.cg_max_iterations,
             },
+            diffpir_lambda: s.diffpir_lambda,
+            diffpir_zeta: s.diffpir_zeta,
+            daps_langevin_steps: s.daps_langevin_steps,
+            daps_step: s.daps_step,
         };
         options.validate(&|k| format!("sampling.{k}"))?;
         let schedule = Schedule::new(
