@@ -116,10 +116,7 @@ impl<S: LevelStep + Clone + Sync> Sampler for Annealed<S> {
                 .weighted_means(&x, from, &[WeightSet::Prior])?;
             step.step(&ctx, &mut x, &pass.sets[0].means, from, to, &mut rng)?;
             record(j + 1, &x, &mut snapshots);
-            progress(Progress {
-                done: j + 1,
-                total,
-            });
+            progress(Progress { done: j + 1, total });
         }
         let mut diagnostics = vec![("engine_passes_per_step".to_string(), 1.0)];
         diagnostics.extend(step.diagnostics());

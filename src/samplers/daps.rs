@@ -69,7 +69,9 @@ pub fn curvature_bound(op: &dyn Operator) -> f64 {
     }
     let d = op.input_shape().dim();
     let mut ax = vec![0.0f32; op.output_len()];
-    let mut v: Vec<f32> = (0..d).map(|i| 1.0 + ((i * 7919) % 13) as f32 / 13.0).collect();
+    let mut v: Vec<f32> = (0..d)
+        .map(|i| 1.0 + ((i * 7919) % 13) as f32 / 13.0)
+        .collect();
     let mut lambda = 0.0f64;
     for _ in 0..POWER_ITERATIONS {
         let n = v.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
@@ -146,7 +148,10 @@ impl LevelStep for Daps {
     fn diagnostics(&self) -> Vec<(String, f64)> {
         vec![
             ("daps_curvature_bound".into(), self.curvature.unwrap_or(0.0)),
-            ("daps_step_min".into(), self.eta_range.0.min(self.eta_range.1)),
+            (
+                "daps_step_min".into(),
+                self.eta_range.0.min(self.eta_range.1),
+            ),
             ("daps_step_max".into(), self.eta_range.1),
         ]
     }

@@ -57,9 +57,10 @@ impl Diffpir {
             }
             Gram::General => {
                 let rows = r.len() / m;
-                let (u, solves) = conjugate_gradients(rows, m, &r, None, &self.cg, &mut |act, p| {
-                    Ok(gram_plus(op, act, p, rho, means))
-                })?;
+                let (u, solves) =
+                    conjugate_gradients(rows, m, &r, None, &self.cg, &mut |act, p| {
+                        Ok(gram_plus(op, act, p, rho, means))
+                    })?;
                 self.stats.record(&solves);
                 u
             }

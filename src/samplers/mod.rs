@@ -372,7 +372,11 @@ impl SamplerKind {
                 step: daps::Daps::new(options.daps_langevin_steps, options.daps_step),
             })),
             SamplerKind::Diffpir => Some(LevelSampler::Diffpir(annealed::Annealed {
-                step: diffpir::Diffpir::new(options.diffpir_lambda, options.diffpir_zeta, options.cg),
+                step: diffpir::Diffpir::new(
+                    options.diffpir_lambda,
+                    options.diffpir_zeta,
+                    options.cg,
+                ),
             })),
             _ => None,
         }
