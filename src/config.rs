@@ -31,6 +31,10 @@
 //! integrator = "euler-maruyama"   # | heun-ode | ddpm | ddim (see diffusion::integrate)
 //! eta = 0.0                # η of ddim (0 deterministic, 1 = ddpm)
 //! dps_update = false       # zeta-dps on ddpm/ddim: the DPS paper's post-step update
+//! diffpir_lambda = 1.0      # λ of diffpir: data step ρ = λσ²/σ̄², σ̄² = (1 − ᾱ)/ᾱ
+//! diffpir_zeta = 0.3        # ζ of diffpir: share of fresh noise when re-noising, [0, 1]
+//! daps_langevin_steps = 20  # Langevin steps per level of daps
+//! daps_step = 0.2           # daps step as a fraction of 1/(1/r² + L/σ²), (0, 1]
 //!
 //! [diagnostics]            # optional
 //! hallucination_threshold = 1e-3   # exact mode mass below which a mode is ruled out
@@ -191,6 +195,31 @@ pub struct SamplingConfig {
     /// instead of the score form.
     #[serde(default)]
     pub dps_update: bool,
+    /// λ of `diffpir`: the data step's ρ = λσ²/σ̄², > 0.
+    #[serde(default = "default_diffpir_lambda")]
+    pub diffpir_lambda: f64,
+    /// ζ of `diffpir`: the share of fresh noise when re-noising, in [0, 1].
+    #[serde(default = "default_diffpir_zeta")]
+    pub diffpir_zeta: f64,
+    /// Langevin steps per level of `daps`, ≥ 1.
+    #[serde(default = "default_daps_langevin_steps")]
+    pub daps_langevin_steps: usize,
+    /// `daps`'s Langevin step as a fraction of the stable step 1/(1/r² + L/σ²), in (0, 1].
+    #[serde(default = "default_daps_step")]
+    pub daps_step: f64,
+}
+
+fn default_diffpir_lambda() -> f64 {
+    1.0
+}
+fn default_diffpir_zeta() -> f64 {
+    0.3
+}
+fn default_daps_langevin_steps() -> usize {
+    20
+}
+fn default_daps_step() -> f64 {
+    0.2
 }
 
 fn default_samplers() -> Vec<SamplerKind> {
@@ -239,6 +268,10 @@ impl Default for SamplingConfig {
             integrator: IntegratorKind::default(),
             eta: 0.0,
             dps_update: false,
+            diffpir_lambda: default_diffpir_lambda(),
+            diffpir_zeta: default_diffpir_zeta(),
+            daps_langevin_steps: default_daps_langevin_steps(),
+            daps_step: default_daps_step(),
         }
     }
 }

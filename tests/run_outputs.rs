@@ -190,7 +190,7 @@ fn demo_config_is_valid_and_embedded() {
 }
 
 /// A run with a discrete integrator: every score-based sampler uses it, summary.json says so,
-/// and the final level is the discrete schedule's (v = 1e-4), t_min notwithstanding.
+/// and the final samples are the last step's x̂_0 (t = 0, v = 0), t_min notwithstanding.
 #[test]
 fn run_with_ddim_reports_the_integrator() {
     let dir = common::scratch_dir("run-ddim");
@@ -225,7 +225,8 @@ eta = 0.25
     assert_eq!(samplers.len(), 3);
     for s in samplers {
         let v = s["final_noise_variance"].as_f64().unwrap();
-        assert!((v - 1e-4).abs() < 1e-12, "{s}");
+        assert_eq!(v, 0.0, "{s}");
+        assert_eq!(s["final_time"].as_f64(), Some(0.0), "{s}");
         assert_eq!(s["checkpoint_times"].as_array().unwrap().len(), 2, "{s}");
         if s["name"] == "exact" {
             assert!(s.get("integrator").is_none());

@@ -635,6 +635,7 @@ impl Posterior {
                 tolerance: cg_tolerance,
                 max_iterations: cg_max_iterations,
             },
+            ..Default::default()
         };
         let scored = py
             .detach(|| self.inner.score_at(xs, at, method, &options))

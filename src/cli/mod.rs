@@ -332,7 +332,7 @@ enum Command {
     #[command(after_help = operator_help())]
     Run(RunArgs),
     /// Run the exact sampler and every approximate sampler that applies (exact, fsr, sigma-dps,
-    /// zeta-dps, and pigdm/tmpd when the operator is linear) on the config's measurement, the
+    /// zeta-dps, and pigdm/tmpd/daps/diffpir when the operator is linear) on the config's measurement, the
     /// same y and seed, whatever its `sampling.samplers` says (or the samplers of --samplers);
     /// write one report.html and metrics.json. Skipped samplers are named, with the reason, on
     /// stderr and in the report.
@@ -524,6 +524,7 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
                 tolerance: args.cg_tolerance,
                 max_iterations: args.cg_max_iterations,
             },
+            ..Default::default()
         },
         schedule: Schedule::new(args.beta_min, args.beta_max, ["--beta-min", "--beta-max"])?,
     };

@@ -289,6 +289,13 @@ impl<'a> ExactPosterior<'a> {
         t: f64,
         count: usize,
     ) -> Result<ExactCloudAt> {
+        if t == 0.0 {
+            let mut rng =
+                rand_chacha::ChaCha8Rng::seed_from_u64(self.options.seed ^ 0x636c_6561_6e30);
+            let picks = Exact::draw_atoms(self.omega, count.max(100), &mut rng);
+            let (_, analysis) = self.atoms_at_zero(&picks);
+            return Ok(self.exact_cloud_from(0.0, &analysis, false));
+        }
         let noise = self.schedule.noise(t);
         let seed = self.options.seed ^ t.to_bits() ^ 0x7265_6665_7265_6e63;
         let cloud = self.draw(noise, count.max(100), seed);
@@ -321,10 +328,17 @@ impl<'a> ExactPosterior<'a> {
         cloud: &[f32],
         exact_draws: usize,
     ) -> Result<(CheckpointMetrics, Analysis)> {
+        let exact = self.exact_cloud_drawn(backend, t, exact_draws)?;
+        let analysis = self.analyse_at(backend, cloud, t)?;
+        Ok((self.metrics(t, cloud, &analysis, &exact), analysis))
+    }
+
+    /// [`ExactPosterior::analyse`] at time t; t = 0 (clean samples, or the x̂_0 that DDPM/DDIM
+    /// end with) takes the nearest atoms argmin_i ‖x − a_i‖ and the samples themselves as
+    /// their Tweedie means.
+    pub fn analyse_at(&self, backend: &dyn Backend, cloud: &[f32], t: f64) -> Result<Analysis> {
         if t != 0.0 {
-            let exact = self.exact_cloud_drawn(backend, t, exact_draws)?;
-            let analysis = self.analyse(backend, cloud, self.schedule.noise(t))?;
-            return Ok((self.metrics(t, cloud, &analysis, &exact), analysis));
+            return self.analyse(backend, cloud, self.schedule.noise(t));
         }
         // v only shapes the prior means, which clean samples replace by themselves.
         let noise = Noise {
@@ -333,11 +347,7 @@ impl<'a> ExactPosterior<'a> {
         };
         let mut analysis = self.analyse(backend, cloud, noise)?;
         analysis.denoised = cloud.to_vec();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.options.seed ^ 0x636c_6561_6e30);
-        let picks = Exact::draw_atoms(self.omega, exact_draws.max(100), &mut rng);
-        let (_, exact_analysis) = self.atoms_at_zero(&picks);
-        let exact = self.exact_cloud_from(0.0, &exact_analysis, false);
-        Ok((self.metrics(0.0, cloud, &analysis, &exact), analysis))
+        Ok(analysis)
     }
 
     /// Exact draws at t = 0 from atom indices i ~ Cat(ω): the cloud x = a_i (K × D) and its

@@ -30,9 +30,10 @@
 //! that way (see [`crate::samplers::likelihood`]).
 //!
 //! The continuous integrators use the run's schedule (β_min, β_max) and t_min. The discrete
-//! ones ignore all three: they walk the fixed 1000-level schedule from level 999 to level 0,
-//! so their final noise is v = 1 − ᾱ_0 = 1e-4 (the continuous time with that noise is
-//! ≈ 2.7e-3 under the default schedule); `steps` ≥ 999 walks every level, fewer respace.
+//! ones ignore all three: they walk the fixed 1000-level schedule from level 999 down to
+//! level 0 and then take the DPS code's last step to the clean state, which returns x̂_0
+//! without noise, so their final samples are at t = 0, v = 0; `steps` = K keeps K levels by
+//! guided-diffusion's spacing (K = 1000 walks every level; [`super::discrete`]).
 //! The score is asked for by noise (s, v), not by time, so the empirical scores serve both.
 //!
 //! Checkpoints record the particle cloud at the step nearest each requested time: by time on
@@ -213,8 +214,8 @@ impl Integrator {
         matches!(self, Integrator::Ddpm | Integrator::Ddim { .. })
     }
 
-    /// The number of steps walked when a run asks for `steps` (the discrete schedule has at
-    /// most 999).
+    /// The number of steps walked when a run asks for `steps` (all of them; the discrete
+    /// schedule takes at most 1000, one per level).
     pub fn steps(&self, steps: usize) -> usize {
         if self.is_discrete() {
             DiscreteSchedule::new(steps).steps()
@@ -264,11 +265,40 @@ pub fn recorded_levels(
     }
 }
 
+/// Every state `integrator` visits, j = 0..=K (the continuous grid's times, or the discrete
+/// chain's levels and its final clean state), and the state indices recorded at the requested
+/// checkpoint times (as [`integrate`] records them). Samplers that walk the levels themselves
+/// (DAPS, DiffPIR) use it, so that their clouds sit at the same times as every other's.
+pub fn states(
+    integrator: Integrator,
+    schedule: &Schedule,
+    grid: &TimeGrid,
+    checkpoints: &[f64],
+) -> (Vec<Level>, Vec<usize>) {
+    if integrator.is_discrete() {
+        let sched = DiscreteSchedule::new(grid.steps);
+        let vs: Vec<f64> = checkpoints.iter().map(|&t| schedule.noise(t).v).collect();
+        let levels = (0..=sched.steps())
+            .map(|j| discrete_level(&sched, schedule, j))
+            .collect();
+        (levels, sched.checkpoint_steps(&vs))
+    } else {
+        let levels = (0..=grid.steps)
+            .map(|k| Level {
+                t: grid.time(k),
+                noise: schedule.noise(grid.time(k)),
+            })
+            .collect();
+        (levels, grid.checkpoint_steps(checkpoints))
+    }
+}
+
+/// The state after `j` steps of the discrete chain as a [`Level`]: its noise and the
+/// continuous time with the same ᾱ (t = 0, v = 0 for the clean state after the last step).
 fn discrete_level(sched: &DiscreteSchedule, schedule: &Schedule, j: usize) -> Level {
-    let k = sched.level_after(j);
     Level {
-        t: schedule.time_of_log_alpha_bar(sched.log_alpha_bar(k)),
-        noise: sched.noise(k),
+        t: schedule.time_of_log_alpha_bar(sched.log_alpha_bar_after(j)),
+        noise: sched.noise_after(j),
     }
 }
 
@@ -461,13 +491,12 @@ pub fn discrete<S: Score + ?Sized, R: Rng>(
         x,
         on_step,
         &mut |j, x| {
-            let (k, prev) = (sched.level_after(j), sched.level_after(j + 1));
-            let noise = sched.noise(k);
+            let noise = sched.noise_after(j);
             let split = score.prior_and_update(x, noise, &mut sc, &mut after)?;
             if !split {
                 score.score(x, noise, &mut sc)?;
             }
-            let st = sched.step(k, prev);
+            let st = sched.step(j);
             match eta {
                 None => ddpm_step(&st, x, &sc, rng),
                 Some(eta) => ddim_step(&st, eta, x, &sc, rng),
@@ -480,7 +509,8 @@ pub fn discrete<S: Score + ?Sized, R: Rng>(
     )
 }
 
-/// x ← (x + β score)/√(1 − β) + √β̃ z.
+/// x ← (x + β score)/√(1 − β) + √β̃ z (= coef1·x̂_0 + coef2·x + √β̃ z of guided-diffusion's
+/// q_posterior; on the last step β = 1 − ᾱ_0, β̃ = 0 and x ← x̂_0).
 pub fn ddpm_step<R: Rng>(
     st: &super::discrete::DiscreteStep,
     x: &mut [f32],
@@ -490,12 +520,19 @@ pub fn ddpm_step<R: Rng>(
     let inv_sqrt_alpha = 1.0 / (1.0 - st.beta).sqrt();
     let sd = st.posterior_variance().sqrt();
     for (xi, &si) in x.iter_mut().zip(score) {
-        let z: f64 = rng.sample(StandardNormal);
-        *xi = (inv_sqrt_alpha * (f64::from(*xi) + st.beta * f64::from(si)) + sd * z) as f32;
+        let mean = inv_sqrt_alpha * (f64::from(*xi) + st.beta * f64::from(si));
+        // The last step (to the clean state) has β̃ = 0: it returns x̂_0 and draws nothing.
+        let z: f64 = if sd > 0.0 {
+            rng.sample(StandardNormal)
+        } else {
+            0.0
+        };
+        *xi = (mean + sd * z) as f32;
     }
 }
 
-/// x ← √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z (no z drawn when η = 0).
+/// x ← √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z (no z drawn when σ = 0: η = 0, or the
+/// last step, where ᾱ_prev = 1 and x ← x̂_0).
 pub fn ddim_step<R: Rng>(
     st: &super::discrete::DiscreteStep,
     eta: f64,
@@ -514,7 +551,7 @@ pub fn ddim_step<R: Rng>(
         let x0 = (xv + st.one_minus_alpha_bar * sv) / sqrt_ab;
         let eps = -sqrt_1m_ab * sv;
         let mut next = sqrt_abp * x0 + dir * eps;
-        if eta > 0.0 {
+        if sd > 0.0 {
             let z: f64 = rng.sample(StandardNormal);
             next += sd * z;
         }
@@ -644,8 +681,8 @@ mod tests {
             // true reverse transition, and a DDIM(0) step maps a Gaussian of variance
             // s²τ² + v to (s s′τ² + √(v v′))²/(s²τ² + v) ≤ s′²τ² + v′ (Cauchy–Schwarz). With
             // 200 respaced steps DDPM loses ≈ 14 % here and DDIM(0) ≈ 6 %; the full
-            // 999-level chain ≈ 3 % and ≈ 1 %.
-            let steps = if integrator.is_discrete() { 999 } else { 200 };
+            // 1000-level chain ≈ 3 % and ≈ 1 %.
+            let steps = if integrator.is_discrete() { 1000 } else { 200 };
             let grid = TimeGrid {
                 t_max: 1.0,
                 t_min: 1e-3,
@@ -707,7 +744,7 @@ mod tests {
         let x: Vec<f32> = (0..64).map(|_| rng.sample(StandardNormal)).collect();
         let sc: Vec<f32> = (0..64).map(|_| rng.sample(StandardNormal)).collect();
         for j in [0, 25, 49] {
-            let st = sched.step(sched.level_after(j), sched.level_after(j + 1));
+            let st = sched.step(j);
             let (mut a, mut b) = (x.clone(), x.clone());
             ddpm_step(
                 &st,
@@ -745,7 +782,8 @@ mod tests {
         assert!(from_config("ddim", 1.5).is_err());
         assert!(from_config("ddpm", 0.5).is_err());
         assert_eq!(Integrator::HeunOde.score_evaluations(10), 20);
-        assert_eq!(Integrator::Ddpm.steps(1000), 999);
+        assert_eq!(Integrator::Ddpm.steps(1000), 1000);
+        assert_eq!(Integrator::Ddpm.steps(7), 7);
     }
 
     #[test]

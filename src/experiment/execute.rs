@@ -174,8 +174,8 @@ impl Scoring<'_> {
 
     /// One engine pass over a cloud at t: Tweedie means and nearest atoms.
     fn analyse(&self, t: f64, cloud: &[f32]) -> Result<Analysis> {
-        self.exact
-            .analyse(self.problem.backend, cloud, self.problem.schedule.noise(t))
+        // t = 0: the clean x̂_0 that DDPM/DDIM end with.
+        self.exact.analyse_at(self.problem.backend, cloud, t)
     }
 
     /// Scores every cloud of `run` (checkpoints, then the final samples), reusing `analyses`
@@ -258,7 +258,7 @@ fn exact_projection(
 }
 
 /// A run's clouds in time order: its checkpoint snapshots, then the final samples at `t_end`
-/// (t_min, or for a discrete integrator the continuous time of its last level).
+/// (t_min, or 0 for a discrete integrator, whose last step returns x̂_0).
 fn clouds(run: &Run, t_end: f64) -> Vec<(f64, &[f32])> {
     run.snapshots
         .iter()

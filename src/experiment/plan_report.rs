@@ -243,6 +243,9 @@ fn time_samplers(
         let (seconds, passes) = time_one_evaluation(plan, problem, kind, &x, level)?;
         let score_evaluations = if kind == SamplerKind::Exact {
             0
+        } else if kind.level_step(&plan.options).is_some() {
+            // DAPS and DiffPIR: one level update per state of the walk (not Heun's 2 a step).
+            settings.integrator.steps(settings.steps)
         } else {
             evaluations
         };
@@ -300,6 +303,28 @@ fn time_one_evaluation(
         SamplerKind::Fsr => {
             let set = WeightSet::Biased(problem.posterior);
             tweedie_score(problem.backend, x, level.noise, set)?;
+            1.0
+        }
+        walking if walking.level_step(&plan.options).is_some() => {
+            // One level update: the prior pass, then the sampler's own work on the host.
+            let mut step = walking
+                .level_step(&plan.options)
+                .expect("checked by the guard")
+                .into_step();
+            let ctx = Context {
+                backend: problem.backend,
+                operator: problem.operator,
+                y: problem.y,
+                sigma: problem.sigma,
+            };
+            let pass = problem
+                .backend
+                .weighted_means(x, level.noise, &[WeightSet::Prior])?;
+            let mut next = x.to_vec();
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+            // To the same level: the cost is that of any level's update.
+            let (from, to) = (level.noise, level.noise);
+            step.step(&ctx, &mut next, &pass.sets[0].means, from, to, &mut rng)?;
             1.0
         }
         approximate => {

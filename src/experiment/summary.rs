@@ -153,11 +153,11 @@ pub struct SamplerSummary {
     pub passes_per_step: f64,
     /// How the reverse process was integrated (absent for `exact`): `"euler-maruyama"`,
     /// `"heun-ode"`, `"ddpm"` or `{"ddim": {"eta": η}}`. The discrete ones (ddpm, ddim) ignore
-    /// t_min and the β range: they end at discrete level 0, v = 1e-4.
+    /// t_min and the β range: their last step returns x̂_0, at t = 0, v = 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub integrator: Option<crate::diffusion::integrate::Integrator>,
     /// The continuous time whose noise the final samples carry (t_min for the continuous
-    /// integrators; for ddpm/ddim the time with v(t) = 1e-4), and that noise variance v.
+    /// integrators; for ddpm/ddim 0, the clean x̂_0 of the last step), and that noise variance v.
     pub final_time: f64,
     pub final_noise_variance: f64,
     /// The recorded checkpoint times (decreasing), one `checkpoints` metrics record each.

@@ -130,6 +130,10 @@ impl RunPlan {
                 tolerance: s.cg_tolerance,
                 max_iterations: s.cg_max_iterations,
             },
+            diffpir_lambda: s.diffpir_lambda,
+            diffpir_zeta: s.diffpir_zeta,
+            daps_langevin_steps: s.daps_langevin_steps,
+            daps_step: s.daps_step,
         };
         options.validate(&|k| format!("sampling.{k}"))?;
         let schedule = Schedule::new(
@@ -345,7 +349,8 @@ mod tests {
         let e = demo_with(|c| c.measurement.sigma = 1e-19).unwrap_err();
         assert!(e.to_string().contains("float32"), "{e}");
         assert!(demo_with(|c| c.measurement.sigma = 1e20).is_err());
-        // 1000 steps (one per level) walk every level, as 999 do; 1001 are refused.
+        // 1000 steps (one per level) walk every level; 1001 are refused, and so is 1 (a single
+        // evaluation at level 0 from pure noise).
         for (kind, steps, ok) in [
             (
                 crate::diffusion::integrate::IntegratorKind::Ddpm,
@@ -362,6 +367,8 @@ mod tests {
                 1001,
                 false,
             ),
+            (crate::diffusion::integrate::IntegratorKind::Ddpm, 1, false),
+            (crate::diffusion::integrate::IntegratorKind::Ddpm, 2, true),
             (
                 crate::diffusion::integrate::IntegratorKind::EulerMaruyama,
                 5000,

@@ -67,10 +67,13 @@ pub fn bin_counts(values: &[f32], lo: f64, hi: f64, bins: usize) -> Vec<u32> {
     counts
 }
 
+/// Palette colours taken by the built-in samplers other than exact.
+const BUILT_IN_COLOURS: usize = 7;
+
 /// Colours of the samplers, keyed by name alone so that a sampler has the same colour in every
 /// plot of every page (a run, a comparison, a diagnosis, a sweep) whatever else the page shows:
 /// exact black, the built-in samplers the first [`palette`] colours in their [`SamplerKind`]
-/// order, and any other name a colour of the rest of the palette (indices 5 to 19) picked by the
+/// order, and any other name a colour of the rest of the palette (indices 7 to 19) picked by the
 /// FNV-1a hash of the name.
 pub fn sampler_color(name: &str) -> RGBColor {
     use crate::choices::Choice;
@@ -83,7 +86,7 @@ pub fn sampler_color(name: &str) -> RGBColor {
             let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
             });
-            palette(5 + (hash % 15) as usize)
+            palette(BUILT_IN_COLOURS + (hash % (20 - BUILT_IN_COLOURS) as u64) as usize)
         }
     }
 }

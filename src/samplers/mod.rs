@@ -5,6 +5,9 @@
 //! steps, seed, checkpoints), and returns the particle cloud at t_min with snapshots on the
 //! way. Samplers print nothing: progress goes through a callback.
 
+pub mod annealed;
+pub mod daps;
+pub mod diffpir;
 pub mod exact;
 pub mod fsr;
 pub mod likelihood;
@@ -56,10 +59,10 @@ pub const MAX_STEPS: usize = 1_000_000;
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
     pub particles: usize,
-    /// Steps of the integrator (the discrete ones: at most 1000, the number of levels; they
-    /// walk 999 transitions then).
+    /// Steps of the integrator (the discrete ones: 2 to 1000, one model evaluation per kept
+    /// level; 1000 walks every level).
     pub steps: usize,
-    /// The final time of the continuous integrators (the discrete ones end at level 0).
+    /// The final time of the continuous integrators (the discrete ones end at t = 0: x̂_0).
     pub t_min: f64,
     pub seed: u64,
     /// Times at which to record the cloud (snapped to the step grid).
@@ -114,16 +117,17 @@ impl Settings {
             crate::diffusion::check_time("sampling.checkpoints", t)?;
         }
         let levels = crate::diffusion::discrete::LEVELS;
-        if self.integrator.is_discrete() && self.steps > levels {
+        if self.integrator.is_discrete() && !(2..=levels).contains(&self.steps) {
             return Err(Error::config(
                 "sampling.steps",
                 format!(
-                    "is {} but {} walks the discrete schedule's {levels} levels: at most \
-                     {levels} steps (999 and {levels} both walk every level, fewer respace \
-                     them); set sampling.steps = {levels}, or use integrator = \
-                     \"euler-maruyama\" for a finer grid",
+                    "is {} but {} keeps one discrete level per step, from level {} down to \
+                     level 0 (guided-diffusion's spacing): between 2 and {levels} steps \
+                     ({levels} walks every level, fewer respace them); set sampling.steps = \
+                     {levels}, or use integrator = \"euler-maruyama\" for a finer grid",
                     self.steps,
-                    self.integrator.name()
+                    self.integrator.name(),
+                    levels - 1
                 ),
             ));
         }
@@ -189,13 +193,22 @@ pub struct Run {
 }
 
 /// Parameters of the approximate samplers (config `[sampling]`: `zeta`, `cg_tolerance`,
-/// `cg_max_iterations`).
+/// `cg_max_iterations`, `diffpir_lambda`, `diffpir_zeta`, `daps_langevin_steps`,
+/// `daps_step`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplerOptions {
     /// ζ of `zeta-dps` (default 1.0).
     pub zeta: f64,
-    /// Conjugate gradients of `pigdm` (general A Aᵀ) and `tmpd`.
+    /// Conjugate gradients of `pigdm` (general A Aᵀ), `tmpd` and `diffpir` (general A Aᵀ).
     pub cg: solve::CgOptions,
+    /// λ of `diffpir`, ρ = λσ²/σ̄² (default 1.0).
+    pub diffpir_lambda: f64,
+    /// ζ of `diffpir`, the share of fresh noise, in [0, 1] (default 0.3).
+    pub diffpir_zeta: f64,
+    /// Langevin steps per level of `daps` (default 20).
+    pub daps_langevin_steps: usize,
+    /// `daps`'s step as a fraction of the stable step, in (0, 1] (default 0.2).
+    pub daps_step: f64,
 }
 
 impl SamplerOptions {
@@ -212,6 +225,40 @@ impl SamplerOptions {
                 ),
             ));
         }
+        if !(self.diffpir_lambda.is_finite() && self.diffpir_lambda > 0.0) {
+            return Err(Error::config(
+                key("diffpir_lambda"),
+                format!(
+                    "DiffPIR's λ must be a positive number (default 1.0), got {}",
+                    self.diffpir_lambda
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.diffpir_zeta) {
+            return Err(Error::config(
+                key("diffpir_zeta"),
+                format!(
+                    "DiffPIR's ζ must lie in [0, 1] (0 deterministic, default 0.3), got {}",
+                    self.diffpir_zeta
+                ),
+            ));
+        }
+        if self.daps_langevin_steps == 0 {
+            return Err(Error::config(
+                key("daps_langevin_steps"),
+                "DAPS needs at least 1 Langevin step per level (default 20)",
+            ));
+        }
+        if !(self.daps_step > 0.0 && self.daps_step <= 1.0) {
+            return Err(Error::config(
+                key("daps_step"),
+                format!(
+                    "DAPS's step fraction must lie in (0, 1] (beyond 1 the Langevin walk is \
+                     unstable in the likelihood's stiffest direction; default 0.2), got {}",
+                    self.daps_step
+                ),
+            ));
+        }
         self.cg.validate(key)
     }
 }
@@ -221,6 +268,10 @@ impl Default for SamplerOptions {
         SamplerOptions {
             zeta: 1.0,
             cg: solve::CgOptions::default(),
+            diffpir_lambda: 1.0,
+            diffpir_zeta: 0.3,
+            daps_langevin_steps: 20,
+            daps_step: 0.2,
         }
     }
 }
@@ -259,6 +310,10 @@ pub enum SamplerKind {
     ZetaDps,
     Pigdm,
     Tmpd,
+    /// Decoupled annealing: Langevin on x_0 around the denoiser at each level.
+    Daps,
+    /// Half-quadratic splitting with a closed-form data step.
+    Diffpir,
 }
 
 impl Choice for SamplerKind {
@@ -271,6 +326,8 @@ impl Choice for SamplerKind {
         ("zeta-dps", SamplerKind::ZetaDps),
         ("pigdm", SamplerKind::Pigdm),
         ("tmpd", SamplerKind::Tmpd),
+        ("daps", SamplerKind::Daps),
+        ("diffpir", SamplerKind::Diffpir),
     ];
 }
 crate::choice_by_name!(SamplerKind);
@@ -300,13 +357,38 @@ impl SamplerKind {
             SamplerKind::Tmpd => Box::new(Approximate {
                 likelihood: tmpd::Tmpd::new(options.cg),
             }),
+            SamplerKind::Daps | SamplerKind::Diffpir => Box::new(
+                self.level_step(options)
+                    .expect("daps and diffpir walk the levels"),
+            ),
         }
     }
 
-    /// The likelihood score of an approximate sampler; `None` for `exact` and `fsr`.
+    /// The level update of a sampler that walks the levels itself (`daps`, `diffpir`), boxed
+    /// as a sampler; `None` for the others.
+    pub fn level_step(self, options: &SamplerOptions) -> Option<LevelSampler> {
+        match self {
+            SamplerKind::Daps => Some(LevelSampler::Daps(annealed::Annealed {
+                step: daps::Daps::new(options.daps_langevin_steps, options.daps_step),
+            })),
+            SamplerKind::Diffpir => Some(LevelSampler::Diffpir(annealed::Annealed {
+                step: diffpir::Diffpir::new(
+                    options.diffpir_lambda,
+                    options.diffpir_zeta,
+                    options.cg,
+                ),
+            })),
+            _ => None,
+        }
+    }
+
+    /// The likelihood score of an approximate sampler; `None` for `exact`, `fsr` and the
+    /// level-walking `daps` and `diffpir`, which have none.
     pub fn likelihood(self, options: &SamplerOptions) -> Option<Box<dyn likelihood::Likelihood>> {
         match self {
-            SamplerKind::Exact | SamplerKind::Fsr => None,
+            SamplerKind::Exact | SamplerKind::Fsr | SamplerKind::Daps | SamplerKind::Diffpir => {
+                None
+            }
             SamplerKind::SigmaDps => Some(Box::new(sigma_dps::SigmaDps::default())),
             SamplerKind::ZetaDps => Some(Box::new(zeta_dps::ZetaDps::new(options.zeta))),
             SamplerKind::Pigdm => Some(Box::new(pigdm::Pigdm::new(options.cg))),
@@ -321,11 +403,55 @@ impl SamplerKind {
     }
 }
 
+/// A level-walking sampler ([`annealed`]), by kind: its level update is reachable for the
+/// plan's time estimate.
+#[derive(Clone)]
+pub enum LevelSampler {
+    Daps(annealed::Annealed<daps::Daps>),
+    Diffpir(annealed::Annealed<diffpir::Diffpir>),
+}
+
+impl LevelSampler {
+    /// The level update alone.
+    pub fn into_step(self) -> Box<dyn annealed::LevelStep> {
+        match self {
+            LevelSampler::Daps(a) => Box::new(a.step),
+            LevelSampler::Diffpir(a) => Box::new(a.step),
+        }
+    }
+}
+
+impl Sampler for LevelSampler {
+    fn name(&self) -> &'static str {
+        match self {
+            LevelSampler::Daps(a) => a.name(),
+            LevelSampler::Diffpir(a) => a.name(),
+        }
+    }
+    fn check_operator(&self, operator: &dyn Operator) -> Result<()> {
+        match self {
+            LevelSampler::Daps(a) => a.check_operator(operator),
+            LevelSampler::Diffpir(a) => a.check_operator(operator),
+        }
+    }
+    fn sample(
+        &self,
+        problem: &Problem,
+        settings: &Settings,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Run> {
+        match self {
+            LevelSampler::Daps(a) => a.sample(problem, settings, progress),
+            LevelSampler::Diffpir(a) => a.sample(problem, settings, progress),
+        }
+    }
+}
+
 /// Runs the integrator of `settings` (Euler–Maruyama, probability-flow ODE, DDPM, DDIM) with
 /// `score` from the shared initial noise of `settings` (the same N(0, I) start and noise
 /// stream for every score-based sampler of a run, so that their differences come from the
-/// likelihood approximation alone). Returns the final particles (at t_min, or at discrete
-/// level 0) and the snapshots at the checkpoints.
+/// likelihood approximation alone). Returns the final particles (at t_min, or the clean
+/// x̂_0 after the discrete chain's last step) and the snapshots at the checkpoints.
 pub fn reverse_sde(
     score: &mut dyn crate::diffusion::integrate::Score,
     problem: &Problem,
