@@ -18,7 +18,8 @@ use crate::arrays::write_npy_f32;
 use crate::data::ImageShape;
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::{
-    OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE, total_variation,
+    LIKELIHOOD_HALLUCINATION_RULE, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE,
+    total_variation,
 };
 use crate::output::write_atomic;
 use crate::plan::RunPlan;
@@ -339,6 +340,7 @@ fn write_metrics(
         off_support_rule: OFF_SUPPORT_RULE.to_string(),
         atom_scale,
         off_support_margin: OFF_SUPPORT_MARGIN,
+        likelihood_hallucination_rule: LIKELIHOOD_HALLUCINATION_RULE.to_string(),
         samplers,
     };
     write_atomic(

@@ -215,6 +215,8 @@ pub struct MetricsFile {
     pub atom_scale: f64,
     /// The threshold's margin over q99(t), in units of ρ.
     pub off_support_margin: f64,
+    /// [`crate::diagnostics::LIKELIHOOD_HALLUCINATION_RULE`].
+    pub likelihood_hallucination_rule: String,
     /// Sampler name → its final metrics and checkpoint records.
     pub samplers: std::collections::BTreeMap<String, SamplerMetrics>,
 }
