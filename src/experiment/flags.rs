@@ -6,8 +6,9 @@
 //! - more than [`RATE_FLAG`] of its final particles sit in modes whose exact mass is below the
 //!   hallucination threshold (prior-mode hallucination), or
 //! - more than [`RATE_FLAG`] of its final particles are off the data's support, or
-//! - more than [`LIKELIHOOD_HALLUCINATION_FLAG`] of its final particles are likelihood-mode
-//!   hallucinations: off the support and fitting y as well as the exact posterior's draws do.
+//! - more than [`LIKELIHOOD_HALLUCINATION_FLAG`] of its particles at any checkpoint or at the
+//!   final time are likelihood-mode hallucinations: off the support and fitting y as well as
+//!   the exact posterior's draws do.
 //!
 //! summary.json lists each sampler's flags, the report shows them as notes (and the values as
 //! red cells), and the table that `run`, `compare` and `demo` print names them. The exact
@@ -102,14 +103,26 @@ pub fn flags(records: &[CheckpointMetrics]) -> Vec<Flag> {
             ),
         });
     }
-    // NaN (no measurement) is not above the threshold.
-    if last.likelihood_hallucination_rate > LIKELIHOOD_HALLUCINATION_FLAG {
+    // Read at the worst record, like the spread: a cloud that explains y away from every atom
+    // at some t is what a smooth learned prior would keep to t = 0, while the empirical prior's
+    // score pulls it onto an atom near t_min (design §6). NaN (no measurement) never fires.
+    let worst = records
+        .iter()
+        .filter(|r| r.likelihood_hallucination_rate.is_finite())
+        .max_by(|a, b| {
+            a.likelihood_hallucination_rate
+                .total_cmp(&b.likelihood_hallucination_rate)
+        });
+    if let Some(w) = worst
+        && w.likelihood_hallucination_rate > LIKELIHOOD_HALLUCINATION_FLAG
+    {
         flags.push(Flag {
             metric: "likelihood_hallucination_rate",
             message: format!(
-                "{:.1} % of the final particles are off the data's support yet fit y as well as \
-                 exact draws (likelihood-mode hallucination)",
-                100.0 * last.likelihood_hallucination_rate
+                "{:.1} % of the particles at t = {:.3e} are off the data's support yet fit y as \
+                 well as exact draws (likelihood-mode hallucination)",
+                100.0 * w.likelihood_hallucination_rate,
+                w.t
             ),
         });
     }
@@ -202,26 +215,28 @@ mod tests {
     }
 
     #[test]
-    fn likelihood_hallucination_fires_above_its_threshold_at_the_final_record_only() {
-        let at = |lik| {
+    fn likelihood_hallucination_fires_at_its_worst_record_above_the_threshold() {
+        let at = |early, last| {
             [
-                record_lik(0.5, 1.0, 0.0, 0.5, 0.9),
-                record_lik(1e-3, 1.0, 0.0, 0.06, lik),
+                record_lik(0.5, 1.0, 0.0, 0.5, early),
+                record_lik(1e-3, 1.0, 0.0, 0.06, last),
             ]
         };
-        assert_eq!(
-            flags(&at(LIKELIHOOD_HALLUCINATION_FLAG))
-                .iter()
-                .map(|f| f.metric)
-                .collect::<Vec<_>>(),
-            ["off_support_rate"]
-        );
-        let f = flags(&at(0.06));
+        let metrics =
+            |r: &[CheckpointMetrics]| flags(r).iter().map(|f| f.metric).collect::<Vec<_>>();
+        let limit = LIKELIHOOD_HALLUCINATION_FLAG;
+        assert_eq!(metrics(&at(limit, 0.0)), ["off_support_rate"]);
+        let f = flags(&at(0.3, 0.06));
         assert_eq!(f[1].metric, "likelihood_hallucination_rate");
-        assert!(f[1].message.starts_with("6.0 %"), "{f:?}");
+        assert!(
+            f[1].message
+                .starts_with("30.0 % of the particles at t = 5.000e-1"),
+            "{f:?}"
+        );
         assert_eq!(short_name(f[1].metric), "halluc.-lik");
+        assert!(flags(&at(0.0, 0.07))[1].message.contains("t = 1.000e-3"));
         // Without a measurement the rate is NaN: no flag.
-        assert_eq!(flags(&at(f64::NAN)).len(), 1);
-        assert!(sampler_flags("exact", &at(0.9)).is_empty());
+        assert_eq!(metrics(&at(f64::NAN, f64::NAN)), ["off_support_rate"]);
+        assert!(sampler_flags("exact", &at(0.9, 0.9)).is_empty());
     }
 }

@@ -50,7 +50,7 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
             },
         );
     }
-    let mut summary = write_problem(dir, plan, problem, metrics)?;
+    let mut summary = write_problem(dir, problem, metrics)?;
     summary.samplers = rows;
     summary.projection_direction = outcome.direction.label.clone();
     summary.skipped_samplers = outcome.skipped.clone();
@@ -181,7 +181,7 @@ pub fn write_diagnosis(dir: &Path, plan: &RunPlan, diagnosis: &Diagnosis) -> Res
             },
         );
     }
-    let mut summary = write_problem(dir, plan, problem, metrics)?;
+    let mut summary = write_problem(dir, problem, metrics)?;
     summary.samplers = rows;
     summary.external = Some(diagnosis.source.clone());
     summary.warnings = diagnosis.warnings.clone();
@@ -255,7 +255,6 @@ fn clean_row(
 /// the problem and the exact posterior (no sampler rows yet).
 fn write_problem(
     dir: &Path,
-    plan: &RunPlan,
     problem: &ProblemOutcome,
     metrics: BTreeMap<String, SamplerMetrics>,
 ) -> Result<Summary> {
@@ -273,7 +272,7 @@ fn write_problem(
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: problem.backend.clone(),
         dataset: DatasetSummary::of(&setup.atoms),
-        measurement: MeasurementSummary::of(setup, plan.sigma()),
+        measurement: MeasurementSummary::of(setup),
         exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
         exact_top_atoms: top_atom_summary(&setup.atoms, &top),
         exact_class_weights: problem
