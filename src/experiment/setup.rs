@@ -295,7 +295,7 @@ mod tests {
     use crate::config::RunConfig;
     use crate::plan::Overrides;
 
-    /// A small synthetic run (200 shapes 8×8, 2×2 block average, m = 16) measured with
+    /// A small synthetic run (200 shapes 16×16, 2×2 block average, m = 64) measured with
     /// `sigma` written into a scratch folder holding `files`.
     fn setup_with(sigma: &str, files: &[(&str, Vec<f64>)]) -> Result<Setup> {
         let dir = std::env::temp_dir().join(format!(
@@ -309,7 +309,7 @@ mod tests {
         }
         let text = format!(
             "seed = 3\n[data]\nkind = \"synthetic\"\nsynthetic = \"shapes\"\ncount = 200\n\
-             size = 8\n[measurement]\noperator = \"downsample:2\"\nsigma = {sigma}\n"
+             size = 16\n[measurement]\noperator = \"downsample:2\"\nsigma = {sigma}\n"
         );
         let cfg = RunConfig::from_toml(&text, Path::new("test.toml")).unwrap();
         let plan = RunPlan::new(cfg, &dir, Overrides::default())?;
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn per_entry_sigma_gives_the_float64_diagonal_likelihood_and_gradient() {
-        let sigma: Vec<f64> = (0..16).map(|j| 0.05 + 0.02 * j as f64).collect();
+        let sigma: Vec<f64> = (0..64).map(|j| 0.05 + 0.02 * j as f64).collect();
         let s = setup_with("\"sigma.npy\"", &[("sigma.npy", sigma.clone())]).unwrap();
         assert_eq!(s.sigma, 1.0);
         assert!(s.noise.contains("whitened"), "{}", s.noise);
@@ -328,7 +328,7 @@ mod tests {
         // y on its own scale (the setup keeps y_j/σ_j).
         let y: Vec<f64> = s.y.iter().zip(&sigma).map(|(&v, s)| v as f64 * s).collect();
         let naive = |x: &[f32]| -> Vec<f64> {
-            let mut ax = vec![0.0f32; 16];
+            let mut ax = vec![0.0f32; 64];
             raw_op.forward(x, &mut ax);
             ax.iter().map(|&v| v as f64).collect()
         };
@@ -336,7 +336,7 @@ mod tests {
         let b: Vec<f64> = (0..s.atoms.len())
             .map(|i| {
                 let ax = naive(s.atoms.image(i));
-                -(0..16)
+                -(0..64)
                     .map(|j| (y[j] - ax[j]).powi(2) / (2.0 * sigma[j] * sigma[j]))
                     .sum::<f64>()
             })
@@ -355,13 +355,13 @@ mod tests {
         // The likelihood gradient every approximate sampler forms at a point x with σ = 1:
         // J(x)ᵀ (y − A(x)) of the whitened problem is Aᵀ Σ⁻¹ (y − A x).
         let x = s.atoms.image(7);
-        let mut ax = vec![0.0f32; 16];
+        let mut ax = vec![0.0f32; 64];
         s.operator.forward(x, &mut ax);
         let r: Vec<f32> = s.y.iter().zip(&ax).map(|(a, b)| a - b).collect();
         let mut got = vec![0.0f32; x.len()];
         s.operator.adjoint(x, &r, &mut got);
         let raw_ax = naive(x);
-        let weighted: Vec<f32> = (0..16)
+        let weighted: Vec<f32> = (0..64)
             .map(|j| ((y[j] - raw_ax[j]) / (sigma[j] * sigma[j])) as f32)
             .collect();
         let mut want = vec![0.0f32; x.len()];
@@ -377,10 +377,10 @@ mod tests {
         assert_eq!(s.sigma, 0.1);
         assert!(!s.noise.contains("whitened"));
         for (name, v, says) in [
-            ("short.npy", vec![0.1; 15], "m = 16"),
+            ("short.npy", vec![0.1; 63], "m = 64"),
             (
                 "negative.npy",
-                (0..16).map(|j| 0.1 - 0.01 * j as f64).collect(),
+                (0..64).map(|j| 0.1 - 0.01 * j as f64).collect(),
                 "entry 10",
             ),
         ] {
