@@ -15,7 +15,7 @@
 //!
 //! [measurement]
 //! operator = "box:x=4,y=4,w=8,h=8"
-//! sigma = 0.1
+//! sigma = 0.1              # or "sigma.npy": m per-entry σ_j (diagonal noise covariance)
 //!
 //! [sampling]
 //! samplers = ["exact", "fsr"]
@@ -151,8 +151,32 @@ impl Default for TruthConfig {
 pub struct MeasurementConfig {
     /// Operator spec, e.g. `box:x=8,y=8,w=12,h=12` (`fslens run --help` lists them).
     pub operator: String,
-    /// Measurement noise standard deviation σ > 0.
-    pub sigma: f64,
+    /// Measurement noise standard deviation: one σ > 0 for every entry of y, or a `.npy` of
+    /// m per-entry σ_j (a diagonal covariance, relative to the config's folder).
+    pub sigma: Sigma,
+}
+
+/// `measurement.sigma`: a number, or the path of a `.npy` of m per-entry values.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Sigma {
+    Scalar(f64),
+    File(PathBuf),
+}
+
+impl PartialEq<f64> for Sigma {
+    fn eq(&self, other: &f64) -> bool {
+        matches!(self, Sigma::Scalar(s) if s == other)
+    }
+}
+
+impl std::fmt::Display for Sigma {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sigma::Scalar(s) => write!(f, "{s}"),
+            Sigma::File(p) => write!(f, "per-entry σ_j from {}", p.display()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

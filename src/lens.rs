@@ -283,7 +283,7 @@ impl Lens {
             truth_source: setup.truth_source,
             operator: Arc::from(setup.operator),
             y: setup.y,
-            sigma: plan.sigma(),
+            sigma: setup.sigma,
             log_likelihoods: setup.log_likelihoods,
         };
         Ok((lens, measurement))

@@ -22,7 +22,7 @@ fn plan_of_the_demo_matches_a_float64_recomputation() {
     let (n, d) = (setup.atoms.len(), setup.atoms.dim());
     let side = setup.atoms.shape.width;
     let k = 4;
-    let sigma = plan.sigma();
+    let sigma = setup.sigma;
     let b: Vec<f64> = (0..n)
         .map(|i| {
             let a = setup.atoms.image(i);

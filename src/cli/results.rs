@@ -34,19 +34,20 @@ pub fn print_summary(json: bool, quiet: bool, path: &Path, summary: &Summary, wh
     }
     eprintln!("wrote {}  (backend: {})", path.display(), summary.backend);
     println!(
-        "{:<10} {:>9} {:>8} {:>8} {:>8} {:>8}  flags   ({when})",
-        "sampler", "seconds", "mode TV", "halluc.", "off-sup.", "spread"
+        "{:<10} {:>9} {:>8} {:>8} {:>8} {:>11} {:>8}  flags   ({when})",
+        "sampler", "seconds", "mode TV", "halluc.", "off-sup.", "halluc.-lik", "spread"
     );
     for s in &summary.samplers {
         let m = &s.metrics;
         let flags: Vec<&str> = s.flags.iter().map(|f| short_name(f.metric)).collect();
         println!(
-            "{:<10} {:>9.2} {:>8.3} {:>8.3} {:>8.3} {:>8.3}  {}",
+            "{:<10} {:>9.2} {:>8.3} {:>8.3} {:>8.3} {:>11.3} {:>8.3}  {}",
             s.name,
             s.wall_seconds,
             m.mode_tv,
             m.hallucination_rate,
             m.off_support_rate,
+            m.likelihood_hallucination_rate,
             m.spread_ratio,
             if flags.is_empty() {
                 "-".to_string()

@@ -56,6 +56,16 @@ pub const CLEAN_ANALYSIS_TIME: f64 = 1e-3;
 /// At most this many atoms are queried for the atom scale ρ.
 pub const ATOM_SCALE_SAMPLE: usize = 1000;
 
+/// Quantile of the exact cloud's data fits ‖y − A(x/s)‖²/(mσ²) below which a particle "fits
+/// y" (likelihood-mode hallucination).
+pub const DATA_FIT_QUANTILE: f64 = 0.99;
+
+/// The likelihood-mode hallucination rule in words, for metrics.json and the README.
+pub const LIKELIHOOD_HALLUCINATION_RULE: &str = "a particle x at time t is a likelihood-mode \
+    hallucination when it is off support (off_support_rule) and fits y: its data fit \
+    ‖y − A(x/s(t))‖²/(m σ²) is at most the 99th percentile (nearest rank) of the same data fit \
+    over exact posterior particles at t";
+
 /// The off-support rule in words, for metrics.json and the README.
 pub const OFF_SUPPORT_RULE: &str = "a particle x at time t is off support when \
     ‖x/s(t) − a_nearest‖ > q99(t) + 0.5·ρ, where a_nearest = argmin_i ‖x − s a_i‖, q99(t) is the \
@@ -111,6 +121,9 @@ pub struct ExactCloudAt {
     pub exact_distance_q99: f64,
     /// The off-support threshold q99(t) + [`OFF_SUPPORT_MARGIN`]·ρ on ‖x/s − a_nearest‖.
     pub off_support_distance: f64,
+    /// The 99th percentile (nearest rank) of the exact particles' data fits
+    /// ‖y − A(x/s)‖²/(mσ²): a particle within it "fits y" (NaN without a measurement).
+    pub data_fit_q99: f64,
     /// Mode weights of the exact particles assigned by nearest atom at this t.
     pub cloud_mode_weights: Vec<f64>,
     /// Whether the exact particles came from the exact run (else drawn here).
@@ -166,6 +179,12 @@ pub struct CheckpointMetrics {
     pub off_support_rate: f64,
     /// The threshold q99(t) + ½ρ on ‖x/s − a_nearest‖ (data units).
     pub off_support_distance: f64,
+    /// Fraction of particles that are off support and fit y: data fit ‖y − A(x/s)‖²/(mσ²) at
+    /// most `data_fit_q99` ([`LIKELIHOOD_HALLUCINATION_RULE`]); NaN (null) without a
+    /// measurement.
+    pub likelihood_hallucination_rate: f64,
+    /// The exact particles' 99th percentile of ‖y − A(x/s)‖²/(mσ²) at this t.
+    pub data_fit_q99: f64,
     /// q99(t): 99th percentile of the exact particles' ‖x/s − a_nearest‖ at this t.
     pub exact_distance_q99: f64,
     /// tr Cov(cloud) with the (K − 1) normalisation.
@@ -258,24 +277,30 @@ impl<'a> ExactPosterior<'a> {
         x
     }
 
-    /// The exact cloud at t from its analysis's analysis at that t: q99(t) of the scaled
-    /// nearest-atom distances ‖x/s − a_nearest‖ = ‖x − s a_nearest‖/s, and the threshold
-    /// q99(t) + ½ρ.
-    pub fn exact_cloud_from(&self, t: f64, exact: &Analysis, from_exact_run: bool) -> ExactCloudAt {
+    /// The exact cloud at t (K × D particles `cloud`) from its analysis at that t: q99(t) of
+    /// the scaled nearest-atom distances ‖x/s − a_nearest‖ = ‖x − s a_nearest‖/s, the threshold
+    /// q99(t) + ½ρ, and the 99th percentile of the data fits ‖y − A(x/s)‖²/(mσ²).
+    pub fn exact_cloud_from(
+        &self,
+        t: f64,
+        cloud: &[f32],
+        exact: &Analysis,
+        from_exact_run: bool,
+    ) -> ExactCloudAt {
         let s = self.schedule.noise(t).s;
-        let mut dist: Vec<f64> = exact
+        let dist: Vec<f64> = exact
             .nearest
             .iter()
             .map(|n| n.dist2.max(0.0).sqrt() / s)
             .collect();
-        dist.sort_by(f64::total_cmp);
-        let rank = ((OFF_SUPPORT_QUANTILE * dist.len() as f64).ceil() as usize).max(1);
         let nearest: Vec<usize> = exact.nearest.iter().map(|n| n.index).collect();
-        let q99 = dist.get(rank - 1).copied().unwrap_or(f64::NAN);
+        let q99 = quantile_nearest_rank(dist, OFF_SUPPORT_QUANTILE);
+        let fits = self.data_fit(&scaled_cloud(cloud, s));
         ExactCloudAt {
             t,
             exact_distance_q99: q99,
             off_support_distance: q99 + OFF_SUPPORT_MARGIN * self.atom_scale,
+            data_fit_q99: quantile_nearest_rank(fits, DATA_FIT_QUANTILE),
             cloud_mode_weights: self.modes.weights_of(&nearest),
             from_exact_run,
         }
@@ -293,14 +318,14 @@ impl<'a> ExactPosterior<'a> {
             let mut rng =
                 rand_chacha::ChaCha8Rng::seed_from_u64(self.options.seed ^ 0x636c_6561_6e30);
             let picks = Exact::draw_atoms(self.omega, count.max(100), &mut rng);
-            let (_, analysis) = self.atoms_at_zero(&picks);
-            return Ok(self.exact_cloud_from(0.0, &analysis, false));
+            let (cloud, analysis) = self.atoms_at_zero(&picks);
+            return Ok(self.exact_cloud_from(0.0, &cloud, &analysis, false));
         }
         let noise = self.schedule.noise(t);
         let seed = self.options.seed ^ t.to_bits() ^ 0x7265_6665_7265_6e63;
         let cloud = self.draw(noise, count.max(100), seed);
         let analysis = self.analyse(backend, &cloud, noise)?;
-        Ok(self.exact_cloud_from(t, &analysis, false))
+        Ok(self.exact_cloud_from(t, &cloud, &analysis, false))
     }
 
     /// The metrics of `cloud` (K × D) at time t as a run records them at a checkpoint: one
@@ -391,14 +416,24 @@ impl<'a> ExactPosterior<'a> {
             .iter()
             .filter(|&&i| self.exact_mode_weights[self.modes.of_atom[i]] < threshold)
             .count();
-        let off = analysis
+        let off: Vec<bool> = analysis
             .nearest
             .iter()
-            .filter(|n| n.dist2.max(0.0).sqrt() / noise.s > exact.off_support_distance)
-            .count();
+            .map(|n| n.dist2.max(0.0).sqrt() / noise.s > exact.off_support_distance)
+            .collect();
         let spread = cloud_spread(cloud, d);
         let exact_spread = self.exact_spread(noise);
-        let scaled: Vec<f32> = cloud.iter().map(|&x| (x as f64 / noise.s) as f32).collect();
+        let scaled_fit = self.data_fit(&scaled_cloud(cloud, noise.s));
+        let likelihood_hallucinations = off
+            .iter()
+            .zip(&scaled_fit)
+            .filter(|&(&off, &fit)| off && fit <= exact.data_fit_q99)
+            .count();
+        let likelihood_hallucination_rate = if self.measurement.is_some() {
+            likelihood_hallucinations as f64 / k.max(1) as f64
+        } else {
+            f64::NAN
+        };
         let psnr: Vec<f64> = analysis.denoised.chunks(d).map(|x| self.psnr(x)).collect();
         let ssim: Vec<f64> = analysis.denoised.chunks(d).map(|x| self.ssim(x)).collect();
         let mut mean = vec![0.0f64; d];
@@ -414,14 +449,16 @@ impl<'a> ExactPosterior<'a> {
             mode_tv_to_exact_cloud: total_variation(&mode_weights, &exact.cloud_mode_weights),
             mode_weights,
             hallucination_rate: ruled_out as f64 / k.max(1) as f64,
-            off_support_rate: off as f64 / k.max(1) as f64,
+            off_support_rate: off.iter().filter(|&&o| o).count() as f64 / k.max(1) as f64,
             off_support_distance: exact.off_support_distance,
+            likelihood_hallucination_rate,
+            data_fit_q99: exact.data_fit_q99,
             exact_distance_q99: exact.exact_distance_q99,
             spread,
             exact_spread,
             spread_ratio: spread / exact_spread,
             data_fit_denoised: MeanStd::of(&self.data_fit(&analysis.denoised)),
-            data_fit_scaled: MeanStd::of(&self.data_fit(&scaled)),
+            data_fit_scaled: MeanStd::of(&scaled_fit),
             psnr_denoised: MeanStd::of(&psnr),
             ssim_denoised: MeanStd::of(&ssim),
             psnr_denoised_mean: self.psnr(&mean),
@@ -459,6 +496,20 @@ impl<'a> ExactPosterior<'a> {
             })
             .collect()
     }
+}
+
+/// The cloud divided by s, x/s (float64 division rounded to float32): the clean-image scale
+/// on which the off-support distance and the data fit of a noisy particle are measured.
+fn scaled_cloud(cloud: &[f32], s: f64) -> Vec<f32> {
+    cloud.iter().map(|&x| (x as f64 / s) as f32).collect()
+}
+
+/// The q-quantile by nearest rank (the ⌈qK⌉-th smallest of K values; NaN values sort last;
+/// NaN for no values).
+pub fn quantile_nearest_rank(mut values: Vec<f64>, q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).max(1);
+    values.get(rank - 1).copied().unwrap_or(f64::NAN)
 }
 
 /// Σ_i ω_i ‖a_i − ā‖² with ā = Σ_i ω_i a_i, in float64.

@@ -4,7 +4,7 @@ use rand_distr::StandardNormal;
 use super::*;
 use crate::data::Dataset;
 use crate::engine::cpu::CpuBackend;
-use crate::operators::Identity;
+use crate::operators::{Identity, PixelSelection};
 
 const SHAPE: ImageShape = ImageShape {
     height: 4,
@@ -158,7 +158,7 @@ fn exact_draws_have_no_hallucination_and_lie_on_support() {
     let k = 4000;
     let reference_cloud = post.draw(noise, k, 1);
     let ra = post.analyse(&f.backend, &reference_cloud, noise).unwrap();
-    let reference = post.exact_cloud_from(t, &ra, true);
+    let reference = post.exact_cloud_from(t, &reference_cloud, &ra, true);
     // q99 is the nearest-rank 99th percentile of ‖x/s − a_nearest‖: between 0.5 % and 1 % of
     // the reference lies beyond it, and the threshold adds ½ρ.
     let beyond = ra
@@ -250,7 +250,7 @@ fn off_support_flags_perturbed_atoms_but_not_residual_step_noise() {
     let noise = post.schedule.noise(t);
     let reference_cloud = post.draw(noise, 2000, 1);
     let ra = post.analyse(&f.backend, &reference_cloud, noise).unwrap();
-    let reference = post.exact_cloud_from(t, &ra, true);
+    let reference = post.exact_cloud_from(t, &reference_cloud, &ra, true);
     let noisy: Vec<f32> = post
         .draw(Noise { s: noise.s, v: 0.0 }, 1000, 2)
         .iter()
@@ -277,8 +277,8 @@ fn off_support_flags_perturbed_atoms_but_not_residual_step_noise() {
     // At t = 0 (clean samples, as `fslens diagnose` scores them): the exact draws' own
     // distances are 0, the threshold is ½ρ.
     let picks: Vec<usize> = (0..500).map(|j| j % 80).collect();
-    let (_, za) = post.atoms_at_zero(&picks);
-    let zero = post.exact_cloud_from(0.0, &za, false);
+    let (zc, za) = post.atoms_at_zero(&picks);
+    let zero = post.exact_cloud_from(0.0, &zc, &za, false);
     assert_eq!(zero.exact_distance_q99, 0.0);
     assert!((zero.off_support_distance - 0.5 * rho).abs() < 1e-12);
     let clean = Noise { s: 1.0, v: noise.v };
@@ -320,6 +320,7 @@ fn particles_from_a_ruled_out_mode_are_all_hallucinated_and_off_support_flags_fa
     let reference_cloud = post.draw(noise, 2000, 1);
     let reference = post.exact_cloud_from(
         t,
+        &reference_cloud,
         &post.analyse(&f.backend, &reference_cloud, noise).unwrap(),
         true,
     );
@@ -356,7 +357,7 @@ fn mode_tv_of_exact_draws_is_small_and_of_prior_draws_large() {
     let k = 2000;
     let exact = post.draw(noise, k, 4);
     let a = post.analyse(&f.backend, &exact, noise).unwrap();
-    let reference = post.exact_cloud_from(t, &a, true);
+    let reference = post.exact_cloud_from(t, &exact, &a, true);
     let m = post.metrics(t, &exact, &a, &reference);
     // E TV ≤ ½ Σ_m √(p_m (1 − p_m) / K) for multinomial frequencies.
     let bound: f64 = 0.5
@@ -433,7 +434,7 @@ fn off_support_rule_on_fashion_mnist() {
     let noise = post.schedule.noise(t);
     let reference_cloud = post.draw(noise, 1000, 1);
     let ra = post.analyse(&backend, &reference_cloud, noise).unwrap();
-    let reference = post.exact_cloud_from(t, &ra, true);
+    let reference = post.exact_cloud_from(t, &reference_cloud, &ra, true);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let noisy: Vec<f32> = post
         .draw(Noise { s: noise.s, v: 0.0 }, 500, 2)
@@ -454,12 +455,145 @@ fn off_support_rule_on_fashion_mnist() {
     let a = post.analyse(&backend, &moved_t, noise).unwrap();
     let rate = post.metrics(t, &moved_t, &a, &reference).off_support_rate;
     assert!(rate > 0.95, "t_min: {rate}");
-    let (_, za) = post.atoms_at_zero(&(0..500).collect::<Vec<_>>());
-    let zero = post.exact_cloud_from(0.0, &za, false);
+    let (zc, za) = post.atoms_at_zero(&(0..500).collect::<Vec<_>>());
+    let zero = post.exact_cloud_from(0.0, &zc, &za, false);
     let at_zero = Noise { s: 1.0, v: noise.v };
     let a = post.analyse(&backend, &moved, at_zero).unwrap();
     assert!(post.metrics(0.0, &moved, &a, &zero).off_support_rate > 0.95);
     let near = perturbed(&clean, d, 0.4 * rho, &mut rng);
     let a = post.analyse(&backend, &near, at_zero).unwrap();
     assert_eq!(post.metrics(0.0, &near, &a, &zero).off_support_rate, 0.0);
+}
+
+/// Likelihood-mode hallucination against a float64 reimplementation of the rule: a particle
+/// counts when min_i ‖x/s − a_i‖ > q99(dist) + ½ρ and Σ_j (y_j − (x/s)_j)²/(mσ²) ≤ q99(fit),
+/// both q99 nearest-rank over the exact cloud. The measurement sees the first two rows only;
+/// particles that copy y there and are 0 on the hidden rows fit y far from every atom.
+#[test]
+fn likelihood_hallucination_counts_off_support_particles_that_fit_y() {
+    let ds = classes(5);
+    let observed: Vec<bool> = (0..16).map(|q| q < 8).collect();
+    let op = PixelSelection::new(SHAPE, &observed, "test".into()).unwrap();
+    let truth = ds.image(0).to_vec();
+    let y: Vec<f32> = truth[..8].to_vec();
+    let sigma = 0.1;
+    let b: Vec<f64> = (0..160)
+        .map(|i| {
+            let a = ds.image(i);
+            -(0..8)
+                .map(|j| (y[j] as f64 - a[j] as f64).powi(2))
+                .sum::<f64>()
+                / (2.0 * sigma * sigma)
+        })
+        .collect();
+    let omega = crate::engine::logsumexp::softmax(&b);
+    let post = ExactPosterior::new(
+        &ds,
+        &omega,
+        Some(Measured {
+            operator: &op,
+            y: &y,
+            sigma,
+        }),
+        Some(&truth),
+        Schedule::default(),
+        Options::default(),
+    );
+    let backend = CpuBackend::new(&ds.images, 16).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    for t in [1e-3, 0.05, 0.0] {
+        let noise = post.schedule.noise(t);
+        let (reference_cloud, ra) = if t == 0.0 {
+            post.atoms_at_zero(&Exact::draw_atoms(&omega, 1000, &mut rng))
+        } else {
+            let c = post.draw(noise, 1000, 1);
+            let a = post.analyse(&backend, &c, noise).unwrap();
+            (c, a)
+        };
+        let reference = post.exact_cloud_from(t, &reference_cloud, &ra, true);
+        // 30 particles that copy y on the seen rows and are 0 (between the classes' ±0.5)
+        // on the hidden ones, 30 all-zero particles (off support, fitting badly), 40 exact.
+        let exact = post.draw(noise, 40, 2);
+        let mut cloud = Vec::new();
+        for j in 0..60 {
+            for q in 0..16 {
+                let clean = if j < 30 && q < 8 { y[q] as f64 } else { 0.0 };
+                let e: f64 = rng.sample(StandardNormal);
+                cloud.push((noise.s * clean + noise.v.sqrt() * e) as f32);
+            }
+        }
+        cloud.extend_from_slice(&exact);
+        let a = if t == 0.0 {
+            post.analyse(&backend, &cloud, Noise { s: 1.0, v: 1e-5 })
+                .unwrap()
+        } else {
+            post.analyse(&backend, &cloud, noise).unwrap()
+        };
+        let got = post.metrics(t, &cloud, &a, &reference);
+
+        // The rule in float64, from scratch.
+        let scaled = |x: &[f32]| -> Vec<f64> { x.iter().map(|&v| v as f64 / noise.s).collect() };
+        let nearest = |x: &[f64]| -> f64 {
+            (0..160)
+                .map(|i| {
+                    x.iter()
+                        .zip(ds.image(i))
+                        .map(|(p, &q)| (p - q as f64).powi(2))
+                        .sum::<f64>()
+                })
+                .fold(f64::INFINITY, f64::min)
+                .sqrt()
+        };
+        let fit = |x: &[f64]| -> f64 {
+            (0..8).map(|j| (y[j] as f64 - x[j]).powi(2)).sum::<f64>() / (8.0 * sigma * sigma)
+        };
+        let q99 = |mut v: Vec<f64>| -> f64 {
+            v.sort_by(f64::total_cmp);
+            v[(0.99 * v.len() as f64).ceil() as usize - 1]
+        };
+        let rows: Vec<Vec<f64>> = reference_cloud.chunks(16).map(scaled).collect();
+        let dist_q99 = q99(rows.iter().map(|x| nearest(x)).collect());
+        let fit_q99 = q99(rows.iter().map(|x| fit(x)).collect());
+        assert!(
+            (reference.data_fit_q99 - fit_q99).abs() <= 1e-6 * fit_q99,
+            "t={t}"
+        );
+        assert!(
+            (got.data_fit_q99 - fit_q99).abs() <= 1e-6 * fit_q99,
+            "t={t}"
+        );
+        let counted: Vec<bool> = cloud
+            .chunks(16)
+            .map(scaled)
+            .map(|x| nearest(&x) > dist_q99 + 0.5 * post.atom_scale && fit(&x) <= fit_q99)
+            .collect();
+        let want = counted.iter().filter(|&&c| c).count() as f64 / 100.0;
+        assert_eq!(got.likelihood_hallucination_rate, want, "t={t}");
+        // What the cloud was built to show: the y-copies count (at large t the noise blurs
+        // the fit of a few), the zero images are off support but do not fit, exact draws
+        // never count.
+        assert!(counted[..30].iter().filter(|&&c| c).count() >= 27, "t={t}");
+        assert!(counted[30..].iter().all(|&c| !c), "t={t}");
+        assert!(
+            got.off_support_rate >= 0.6,
+            "t={t}: {}",
+            got.off_support_rate
+        );
+    }
+    // Without a measurement the rate is unknown (NaN, null in JSON).
+    let blind = ExactPosterior::new(
+        &ds,
+        &omega,
+        None,
+        None,
+        Schedule::default(),
+        Options::default(),
+    );
+    let noise = blind.schedule.noise(0.05);
+    let c = blind.draw(noise, 200, 3);
+    let a = blind.analyse(&backend, &c, noise).unwrap();
+    let r = blind.exact_cloud_from(0.05, &c, &a, true);
+    let m = blind.metrics(0.05, &c, &a, &r);
+    assert!(m.likelihood_hallucination_rate.is_nan() && r.data_fit_q99.is_nan());
+    assert_eq!(m.off_support_rate, 0.0);
 }

@@ -376,8 +376,8 @@ pub fn score_samples(
     let k = samples.count;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.config.seed ^ 0x6469_6167_6e6f_7365);
     let reference_picks = Exact::draw_atoms(&omega, k.max(EXACT_DRAWS), &mut rng);
-    let (_, reference_analysis) = exact.atoms_at_zero(&reference_picks);
-    let exact_cloud = exact.exact_cloud_from(0.0, &reference_analysis, false);
+    let (reference_cloud, reference_analysis) = exact.atoms_at_zero(&reference_picks);
+    let exact_cloud = exact.exact_cloud_from(0.0, &reference_cloud, &reference_analysis, false);
     let external = exact.metrics(0.0, &samples.pixels, &analysis, &exact_cloud);
     let exact_picks = Exact::draw_atoms(&omega, k.max(EXACT_DRAWS), &mut rng);
     let (exact_pixels, exact_analysis) = exact.atoms_at_zero(&exact_picks);

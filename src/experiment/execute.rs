@@ -166,7 +166,7 @@ impl Scoring<'_> {
             let analysis = self.analyse(t, cloud)?;
             self.exact_clouds
                 .by_time
-                .push(self.exact.exact_cloud_from(t, &analysis, true));
+                .push(self.exact.exact_cloud_from(t, cloud, &analysis, true));
             analyses.push(analysis);
         }
         Ok((run, wall, analyses))

@@ -5,7 +5,10 @@
 //!   [`SPREAD_BAND`] at any checkpoint or at the final time,
 //! - more than [`RATE_FLAG`] of its final particles sit in modes whose exact mass is below the
 //!   hallucination threshold (prior-mode hallucination), or
-//! - more than [`RATE_FLAG`] of its final particles are off the data's support.
+//! - more than [`RATE_FLAG`] of its final particles are off the data's support, or
+//! - more than [`LIKELIHOOD_HALLUCINATION_FLAG`] of its particles at any checkpoint or at the
+//!   final time are likelihood-mode hallucinations: off the support and fitting y as well as
+//!   the exact posterior's draws do.
 //!
 //! summary.json lists each sampler's flags, the report shows them as notes (and the values as
 //! red cells), and the table that `run`, `compare` and `demo` print names them. The exact
@@ -17,10 +20,16 @@ use serde::Serialize;
 use crate::diagnostics::CheckpointMetrics;
 pub use crate::report::html::{RATE_FLAG, SPREAD_BAND};
 
+/// A sampler whose final likelihood-mode hallucination rate exceeds this is flagged: the same
+/// 5 % as the other rates, named apart because it is the flag the likelihood approximations
+/// are built to avoid (an image that explains y but is no image of the data set).
+pub const LIKELIHOOD_HALLUCINATION_FLAG: f64 = RATE_FLAG;
+
 /// One failure a sampler's numbers show.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Flag {
-    /// The metric that fired: `spread_ratio`, `hallucination_rate` or `off_support_rate`.
+    /// The metric that fired: `spread_ratio`, `hallucination_rate`, `off_support_rate` or
+    /// `likelihood_hallucination_rate`.
     pub metric: &'static str,
     /// What it says, with the numbers.
     pub message: String,
@@ -94,15 +103,40 @@ pub fn flags(records: &[CheckpointMetrics]) -> Vec<Flag> {
             ),
         });
     }
+    // Read at the worst record, like the spread: a cloud that explains y away from every atom
+    // at some t is what a smooth learned prior would keep to t = 0, while the empirical prior's
+    // score pulls it onto an atom near t_min (design §6). NaN (no measurement) never fires.
+    let worst = records
+        .iter()
+        .filter(|r| r.likelihood_hallucination_rate.is_finite())
+        .max_by(|a, b| {
+            a.likelihood_hallucination_rate
+                .total_cmp(&b.likelihood_hallucination_rate)
+        });
+    if let Some(w) = worst
+        && w.likelihood_hallucination_rate > LIKELIHOOD_HALLUCINATION_FLAG
+    {
+        flags.push(Flag {
+            metric: "likelihood_hallucination_rate",
+            message: format!(
+                "{:.1} % of the particles at t = {:.3e} are off the data's support yet fit y as \
+                 well as exact draws (likelihood-mode hallucination)",
+                100.0 * w.likelihood_hallucination_rate,
+                w.t
+            ),
+        });
+    }
     flags
 }
 
-/// A short name of a flag's metric, for a table column (`spread`, `halluc.`, `off-sup.`).
+/// A short name of a flag's metric, for a table column (`spread`, `halluc.`, `off-sup.`,
+/// `halluc.-lik`).
 pub fn short_name(metric: &str) -> &str {
     match metric {
         "spread_ratio" => "spread",
         "hallucination_rate" => "halluc.",
         "off_support_rate" => "off-sup.",
+        "likelihood_hallucination_rate" => "halluc.-lik",
         other => other,
     }
 }
@@ -112,6 +146,16 @@ mod tests {
     use super::*;
 
     fn record(t: f64, spread_ratio: f64, hallucination: f64, off: f64) -> CheckpointMetrics {
+        record_lik(t, spread_ratio, hallucination, off, 0.0)
+    }
+
+    fn record_lik(
+        t: f64,
+        spread_ratio: f64,
+        hallucination: f64,
+        off: f64,
+        lik: f64,
+    ) -> CheckpointMetrics {
         let ms = crate::diagnostics::MeanStd {
             mean: 0.0,
             std: 0.0,
@@ -124,6 +168,8 @@ mod tests {
             hallucination_rate: hallucination,
             off_support_rate: off,
             off_support_distance: 1.0,
+            likelihood_hallucination_rate: lik,
+            data_fit_q99: 1.0,
             exact_distance_q99: 0.5,
             spread: spread_ratio,
             exact_spread: 1.0,
@@ -166,5 +212,31 @@ mod tests {
                 .unwrap()
                 .contains("sampling.particles")
         );
+    }
+
+    #[test]
+    fn likelihood_hallucination_fires_at_its_worst_record_above_the_threshold() {
+        let at = |early, last| {
+            [
+                record_lik(0.5, 1.0, 0.0, 0.5, early),
+                record_lik(1e-3, 1.0, 0.0, 0.06, last),
+            ]
+        };
+        let metrics =
+            |r: &[CheckpointMetrics]| flags(r).iter().map(|f| f.metric).collect::<Vec<_>>();
+        let limit = LIKELIHOOD_HALLUCINATION_FLAG;
+        assert_eq!(metrics(&at(limit, 0.0)), ["off_support_rate"]);
+        let f = flags(&at(0.3, 0.06));
+        assert_eq!(f[1].metric, "likelihood_hallucination_rate");
+        assert!(
+            f[1].message
+                .starts_with("30.0 % of the particles at t = 5.000e-1"),
+            "{f:?}"
+        );
+        assert_eq!(short_name(f[1].metric), "halluc.-lik");
+        assert!(flags(&at(0.0, 0.07))[1].message.contains("t = 1.000e-3"));
+        // Without a measurement the rate is NaN: no flag.
+        assert_eq!(metrics(&at(f64::NAN, f64::NAN)), ["off_support_rate"]);
+        assert!(sampler_flags("exact", &at(0.9, 0.9)).is_empty());
     }
 }

@@ -18,7 +18,8 @@ use crate::arrays::write_npy_f32;
 use crate::data::ImageShape;
 use crate::diagnostics::image_quality::ssim_window;
 use crate::diagnostics::{
-    OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE, total_variation,
+    LIKELIHOOD_HALLUCINATION_RULE, OFF_SUPPORT_MARGIN, OFF_SUPPORT_QUANTILE, OFF_SUPPORT_RULE,
+    total_variation,
 };
 use crate::output::write_atomic;
 use crate::plan::RunPlan;
@@ -49,7 +50,7 @@ pub fn write_run(dir: &Path, plan: &RunPlan, outcome: &Outcome) -> Result<Summar
             },
         );
     }
-    let mut summary = write_problem(dir, plan, problem, metrics)?;
+    let mut summary = write_problem(dir, problem, metrics)?;
     summary.samplers = rows;
     summary.projection_direction = outcome.direction.label.clone();
     summary.skipped_samplers = outcome.skipped.clone();
@@ -180,7 +181,7 @@ pub fn write_diagnosis(dir: &Path, plan: &RunPlan, diagnosis: &Diagnosis) -> Res
             },
         );
     }
-    let mut summary = write_problem(dir, plan, problem, metrics)?;
+    let mut summary = write_problem(dir, problem, metrics)?;
     summary.samplers = rows;
     summary.external = Some(diagnosis.source.clone());
     summary.warnings = diagnosis.warnings.clone();
@@ -254,7 +255,6 @@ fn clean_row(
 /// the problem and the exact posterior (no sampler rows yet).
 fn write_problem(
     dir: &Path,
-    plan: &RunPlan,
     problem: &ProblemOutcome,
     metrics: BTreeMap<String, SamplerMetrics>,
 ) -> Result<Summary> {
@@ -272,7 +272,7 @@ fn write_problem(
         fslens_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: problem.backend.clone(),
         dataset: DatasetSummary::of(&setup.atoms),
-        measurement: MeasurementSummary::of(setup, plan.sigma()),
+        measurement: MeasurementSummary::of(setup),
         exact_effective_atoms: 1.0 / omega.iter().map(|w| w * w).sum::<f64>(),
         exact_top_atoms: top_atom_summary(&setup.atoms, &top),
         exact_class_weights: problem
@@ -339,6 +339,7 @@ fn write_metrics(
         off_support_rule: OFF_SUPPORT_RULE.to_string(),
         atom_scale,
         off_support_margin: OFF_SUPPORT_MARGIN,
+        likelihood_hallucination_rule: LIKELIHOOD_HALLUCINATION_RULE.to_string(),
         samplers,
     };
     write_atomic(

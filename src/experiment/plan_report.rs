@@ -132,7 +132,7 @@ pub fn plan_report(plan: &RunPlan, observer: &mut dyn Observer) -> Result<PlanRe
     Ok(PlanReport {
         dataset: DatasetSummary::of(&setup.atoms),
         dim: setup.atoms.dim(),
-        measurement: MeasurementSummary::of(&setup, plan.sigma()),
+        measurement: MeasurementSummary::of(&setup),
         exact_effective_atoms: effective_atoms(&omega),
         exact_top_atoms: top_atom_summary(&setup.atoms, &top_atoms(&omega, 5)),
         mode_entropy: entropy(&exact_weights),

@@ -6,6 +6,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 
 use super::{Observer, cache_keys};
+use crate::config::Sigma;
 use crate::data::Dataset;
 use crate::data::cache::{AtomCache, Lookup};
 use crate::diagnostics::{ExactPosterior, Measured};
@@ -26,6 +27,11 @@ pub struct Setup {
     pub y: Vec<f32>,
     /// b_i = log p(y | a_i) for every atom, float64.
     pub log_likelihoods: Vec<f64>,
+    /// The σ of the problem the samplers see: the configured σ, or 1 when per-entry σ_j were
+    /// whitened away (`operator` and `y` then are A(x)_j/σ_j and y_j/σ_j, design §2).
+    pub sigma: f64,
+    /// How the noise was used, for summary.json.
+    pub noise: String,
 }
 
 impl Setup {
@@ -45,7 +51,7 @@ impl Setup {
             posterior,
             operator: self.operator.as_ref(),
             y: &self.y,
-            sigma: plan.sigma(),
+            sigma: self.sigma,
             schedule: plan.schedule,
         }
     }
@@ -59,7 +65,7 @@ impl Setup {
             Some(Measured {
                 operator: self.operator.as_ref(),
                 y: &self.y,
-                sigma: plan.sigma(),
+                sigma: self.sigma,
             }),
             Some(&self.truth),
             plan.schedule,
@@ -115,7 +121,20 @@ pub fn setup(
                 })?;
         }
     }
-    let y = measure(plan, operator.as_ref(), &truth);
+    let per_entry = match plan.sigma() {
+        Sigma::Scalar(_) => None,
+        Sigma::File(file) => Some(operators::read_sigma(
+            &base_dir.join(file),
+            operator.as_ref(),
+            "measurement.sigma",
+        )?),
+    };
+    let sigma = |j: usize| match (plan.sigma(), &per_entry) {
+        (_, Some(v)) => v[j],
+        (Sigma::Scalar(s), None) => *s,
+        (Sigma::File(_), None) => unreachable!("a sigma file was read above"),
+    };
+    let mut y = measure(plan, operator.as_ref(), &truth, &sigma);
     observer.stage(&format!("measuring {} atoms", atoms.len()));
     let m = operator.output_len();
     let measure_atoms = || Ok(operators::measure_atoms(operator.as_ref(), &atoms.images));
@@ -128,7 +147,41 @@ pub fn setup(
             measured
         }
     };
-    let log_likelihoods = operators::log_likelihoods(&measured, &y, plan.sigma())?;
+    let (operator, noise_sigma, noise) = match per_entry {
+        None => (
+            operator,
+            sigma(0),
+            format!("σ = {} on every entry of y", sigma(0)),
+        ),
+        Some(v) => {
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &s| (l.min(s), h.max(s)));
+            let noise = format!(
+                "per-entry σ_j from {} (m = {}, {lo:e} … {hi:e}), whitened: y_j/σ_j and \
+                 A(x)_j/σ_j with σ = 1 in every score, the exact posterior and the data fit",
+                plan.sigma(),
+                v.len()
+            );
+            operators::whiten_rows(&mut y, &v);
+            let mut measured = measured;
+            operators::whiten_rows(&mut measured, &v);
+            let log_likelihoods = operators::log_likelihoods(&measured, &y, 1.0)?;
+            let op: Box<dyn Operator> = Box::new(operators::Whitened::new(operator, v)?);
+            return Ok(Setup {
+                atoms,
+                truth,
+                truth_label,
+                truth_source,
+                operator: op,
+                y,
+                log_likelihoods,
+                sigma: 1.0,
+                noise,
+            });
+        }
+    };
+    let log_likelihoods = operators::log_likelihoods(&measured, &y, noise_sigma)?;
     Ok(Setup {
         atoms,
         truth,
@@ -137,6 +190,8 @@ pub fn setup(
         operator,
         y,
         log_likelihoods,
+        sigma: noise_sigma,
+        noise,
     })
 }
 
@@ -200,14 +255,19 @@ fn pick_truth(plan: &RunPlan, dataset: Dataset, base_dir: &Path) -> Result<Truth
     })
 }
 
-/// y = A(truth) + σ ε, with ε from the run's seed.
-fn measure(plan: &RunPlan, operator: &dyn Operator, truth: &[f32]) -> Vec<f32> {
+/// y = A(truth) + σ_j ε_j, with ε from the run's seed (σ_j = σ for a scalar noise).
+fn measure(
+    plan: &RunPlan,
+    operator: &dyn Operator,
+    truth: &[f32],
+    sigma: &dyn Fn(usize) -> f64,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; operator.output_len()];
     operator.forward(truth, &mut y);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.config.seed ^ 0x6d65_6173_7572_6521);
-    for yi in y.iter_mut() {
+    for (j, yi) in y.iter_mut().enumerate() {
         let e: f64 = rng.sample(rand_distr::StandardNormal);
-        *yi = (*yi as f64 + plan.sigma() * e) as f32;
+        *yi = (*yi as f64 + sigma(j) * e) as f32;
     }
     y
 }
@@ -226,5 +286,109 @@ fn report_lookup(
             "cache entry {} was not used ({why}); rebuilt it",
             cache.entry_path(kind, key).display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+    use crate::plan::Overrides;
+
+    /// A small synthetic run (200 shapes 16×16, 2×2 block average, m = 64) measured with
+    /// `sigma` written into a scratch folder holding `files`.
+    fn setup_with(sigma: &str, files: &[(&str, Vec<f64>)]) -> Result<Setup> {
+        let dir = std::env::temp_dir().join(format!(
+            "fslens-setup-{}-{}",
+            std::process::id(),
+            files.first().map_or("none", |f| f.0)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, v) in files {
+            crate::arrays::write_npy(&dir.join(name), &[v.len()], v).unwrap();
+        }
+        let text = format!(
+            "seed = 3\n[data]\nkind = \"synthetic\"\nsynthetic = \"shapes\"\ncount = 200\n\
+             size = 16\n[measurement]\noperator = \"downsample:2\"\nsigma = {sigma}\n"
+        );
+        let cfg = RunConfig::from_toml(&text, Path::new("test.toml")).unwrap();
+        let plan = RunPlan::new(cfg, &dir, Overrides::default())?;
+        let out = setup(&plan, &mut crate::experiment::Silent, None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        out
+    }
+
+    #[test]
+    fn per_entry_sigma_gives_the_float64_diagonal_likelihood_and_gradient() {
+        let sigma: Vec<f64> = (0..64).map(|j| 0.05 + 0.02 * j as f64).collect();
+        let s = setup_with("\"sigma.npy\"", &[("sigma.npy", sigma.clone())]).unwrap();
+        assert_eq!(s.sigma, 1.0);
+        assert!(s.noise.contains("whitened"), "{}", s.noise);
+        let raw_op = crate::operators::Downsample::new(s.atoms.shape, 2).unwrap();
+        // y on its own scale (the setup keeps y_j/σ_j).
+        let y: Vec<f64> = s.y.iter().zip(&sigma).map(|(&v, s)| v as f64 * s).collect();
+        let naive = |x: &[f32]| -> Vec<f64> {
+            let mut ax = vec![0.0f32; 64];
+            raw_op.forward(x, &mut ax);
+            ax.iter().map(|&v| v as f64).collect()
+        };
+        // b_i = −Σ_j (y_j − A(a_i)_j)²/(2σ_j²), and ω = softmax(b), in float64.
+        let b: Vec<f64> = (0..s.atoms.len())
+            .map(|i| {
+                let ax = naive(s.atoms.image(i));
+                -(0..64)
+                    .map(|j| (y[j] - ax[j]).powi(2) / (2.0 * sigma[j] * sigma[j]))
+                    .sum::<f64>()
+            })
+            .collect();
+        for (got, want) in s.log_likelihoods.iter().zip(&b) {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+        let got_w = crate::engine::logsumexp::softmax(&s.log_likelihoods);
+        let want_w = crate::engine::logsumexp::softmax(&b);
+        for (g, w) in got_w.iter().zip(&want_w) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        // The likelihood gradient every approximate sampler forms at a point x with σ = 1:
+        // J(x)ᵀ (y − A(x)) of the whitened problem is Aᵀ Σ⁻¹ (y − A x).
+        let x = s.atoms.image(7);
+        let mut ax = vec![0.0f32; 64];
+        s.operator.forward(x, &mut ax);
+        let r: Vec<f32> = s.y.iter().zip(&ax).map(|(a, b)| a - b).collect();
+        let mut got = vec![0.0f32; x.len()];
+        s.operator.adjoint(x, &r, &mut got);
+        let raw_ax = naive(x);
+        let weighted: Vec<f32> = (0..64)
+            .map(|j| ((y[j] - raw_ax[j]) / (sigma[j] * sigma[j])) as f32)
+            .collect();
+        let mut want = vec![0.0f32; x.len()];
+        raw_op.adjoint(x, &weighted, &mut want);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn a_scalar_sigma_is_unchanged_and_bad_sigma_files_name_the_key() {
+        let s = setup_with("0.1", &[]).unwrap();
+        assert_eq!(s.sigma, 0.1);
+        assert!(!s.noise.contains("whitened"));
+        for (name, v, says) in [
+            ("short.npy", vec![0.1; 63], "m = 64"),
+            (
+                "negative.npy",
+                (0..64).map(|j| 0.1 - 0.01 * j as f64).collect(),
+                "entry 10",
+            ),
+        ] {
+            let e = setup_with(&format!("\"{name}\""), &[(name, v)])
+                .err()
+                .expect("refused");
+            assert_eq!(e.key(), Some("measurement.sigma"), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 }

@@ -109,19 +109,23 @@ pub struct MeasurementSummary {
     pub operator: String,
     pub linear: bool,
     pub m: usize,
+    /// σ of the problem the samplers see (1 when per-entry σ_j were whitened away).
     pub sigma: f64,
+    /// How the measurement noise was used (scalar σ, or per-entry σ_j by whitening).
+    pub noise: String,
     pub truth: String,
     pub truth_label: Option<String>,
 }
 
 impl MeasurementSummary {
-    /// The measurement of `setup` with noise σ.
-    pub fn of(setup: &super::setup::Setup, sigma: f64) -> Self {
+    /// The measurement of `setup` and its noise.
+    pub fn of(setup: &super::setup::Setup) -> Self {
         MeasurementSummary {
             operator: setup.operator.spec(),
             linear: setup.operator.is_linear(),
             m: setup.y.len(),
-            sigma,
+            sigma: setup.sigma,
+            noise: setup.noise.clone(),
             truth: setup.truth_source.clone(),
             truth_label: setup
                 .truth_label
@@ -215,6 +219,8 @@ pub struct MetricsFile {
     pub atom_scale: f64,
     /// The threshold's margin over q99(t), in units of ρ.
     pub off_support_margin: f64,
+    /// [`crate::diagnostics::LIKELIHOOD_HALLUCINATION_RULE`].
+    pub likelihood_hallucination_rule: String,
     /// Sampler name → its final metrics and checkpoint records.
     pub samplers: std::collections::BTreeMap<String, SamplerMetrics>,
 }

@@ -18,6 +18,7 @@ mod saturation;
 mod selection;
 #[cfg(test)]
 mod tests;
+mod whitened;
 
 pub use blur::GaussianBlur;
 pub use box_inpaint::box_inpainting;
@@ -30,6 +31,7 @@ pub use projection::gaussian_projection;
 pub use random_pixels::random_pixels;
 pub use saturation::Saturation;
 pub use selection::PixelSelection;
+pub use whitened::{Whitened, read_sigma, whiten_rows};
 
 use crate::data::ImageShape;
 use crate::{Error, Result};

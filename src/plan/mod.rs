@@ -121,7 +121,9 @@ impl RunPlan {
         if let Some(storage) = overrides.storage {
             config.storage = storage;
         }
-        crate::operators::check_sigma(config.measurement.sigma, "measurement.sigma")?;
+        if let crate::config::Sigma::Scalar(sigma) = config.measurement.sigma {
+            crate::operators::check_sigma(sigma, "measurement.sigma")?;
+        }
         let s = &config.sampling;
         check_sampler_list(&s.samplers, "sampling.samplers")?;
         let options = SamplerOptions {
@@ -246,9 +248,10 @@ impl RunPlan {
         self
     }
 
-    /// The measurement noise σ.
-    pub fn sigma(&self) -> f64 {
-        self.config.measurement.sigma
+    /// The measurement noise as configured: a number or a file of per-entry σ_j (the setup
+    /// reads and checks the file once the operator's m is known).
+    pub fn sigma(&self) -> &crate::config::Sigma {
+        &self.config.measurement.sigma
     }
 
     /// The files the run reads (that exist): the config file, the data path and labels, the
@@ -273,6 +276,7 @@ impl RunPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Sigma;
 
     fn demo_with(edit: impl FnOnce(&mut RunConfig)) -> Result<RunPlan> {
         let mut cfg = RunConfig::demo();
@@ -284,7 +288,10 @@ mod tests {
     fn each_range_error_names_its_key() {
         type Edit = Box<dyn FnOnce(&mut RunConfig)>;
         let cases: Vec<(&str, Edit)> = vec![
-            ("measurement.sigma", Box::new(|c| c.measurement.sigma = 0.0)),
+            (
+                "measurement.sigma",
+                Box::new(|c| c.measurement.sigma = Sigma::Scalar(0.0)),
+            ),
             (
                 "sampling.samplers",
                 Box::new(|c| c.sampling.samplers.clear()),
@@ -326,7 +333,7 @@ mod tests {
             ),
             (
                 "measurement.sigma",
-                Box::new(|c| c.measurement.sigma = 1e-20),
+                Box::new(|c| c.measurement.sigma = Sigma::Scalar(1e-20)),
             ),
             (
                 "sampling.steps",
@@ -345,10 +352,10 @@ mod tests {
     #[test]
     fn limits_are_where_float32_and_the_discrete_schedule_end() {
         // σ = 1.1e-19 still has a normal float32 square; 1e-19 does not.
-        assert!(demo_with(|c| c.measurement.sigma = 1.1e-19).is_ok());
-        let e = demo_with(|c| c.measurement.sigma = 1e-19).unwrap_err();
+        assert!(demo_with(|c| c.measurement.sigma = Sigma::Scalar(1.1e-19)).is_ok());
+        let e = demo_with(|c| c.measurement.sigma = Sigma::Scalar(1e-19)).unwrap_err();
         assert!(e.to_string().contains("float32"), "{e}");
-        assert!(demo_with(|c| c.measurement.sigma = 1e20).is_err());
+        assert!(demo_with(|c| c.measurement.sigma = Sigma::Scalar(1e20)).is_err());
         // 1000 steps (one per level) walk every level; 1001 are refused, and so is 1 (a single
         // evaluation at level 0 from pure noise).
         for (kind, steps, ok) in [

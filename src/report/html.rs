@@ -181,6 +181,11 @@ pub fn standard_figures(
             series: series(&|r| r.off_support_rate),
         },
         MetricPanel {
+            title: "likelihood-mode hallucination".into(),
+            y_label: "fraction off support fitting y".into(),
+            series: series(&|r| r.likelihood_hallucination_rate),
+        },
+        MetricPanel {
             title: "PSNR of m(x_t) vs the truth".into(),
             y_label: "PSNR (dB), mean over particles".into(),
             series: series(&|r| r.psnr_denoised.mean),
@@ -188,8 +193,10 @@ pub fn standard_figures(
     ];
     figures.push(Figure {
         title: "Early-stopping curves".into(),
-        caption: "Each metric of the cloud x_t (mode TV, hallucination, off-support) or of its \
-                  Tweedie means m(x_t) (PSNR) as if the run had stopped at t."
+        caption: "Each metric of the cloud x_t (mode TV, hallucination, off-support, \
+                  likelihood-mode hallucination: off support while ‖y − A(x_t/s)‖ is within the \
+                  exact cloud's 99th percentile) or of its Tweedie means m(x_t) (PSNR) as if the \
+                  run had stopped at t."
             .into(),
         content: FigureContent::Svg(plots::early_stopping_plot(&metric_panels)?),
     });
@@ -341,7 +348,8 @@ fn sampler_table(h: &mut String, samplers: &[SamplerRow]) {
     h.push_str(
         "<h2>Samplers at the final time</h2>\n<table>\n<tr><th class=\"name\">sampler</th>\
          <th>particles</th><th>steps</th><th>seconds</th><th>s/step</th><th>passes/step</th>\
-         <th>mode TV</th><th>halluc.</th><th>off-support</th><th>spread ratio</th>\
+         <th>mode TV</th><th>halluc.</th><th>off-support</th><th>halluc. (likelihood)</th>\
+         <th>spread ratio</th>\
          <th>spread ratio range over t</th><th>data fit m(x)</th><th>PSNR m(x)</th>\
          <th>SSIM m(x)</th><th>PSNR of mean</th><th class=\"name\">warnings</th></tr>\n",
     );
@@ -361,7 +369,7 @@ fn sampler_table(h: &mut String, samplers: &[SamplerRow]) {
         let _ = writeln!(
             h,
             "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{range}\
+             <td>{}</td><td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>{range}\
              <td>{} ± {}</td><td>{} ± {}</td><td>{} ± {}</td><td>{}</td>\
              <td class=\"warn\">{}</td></tr>",
             escape(&s.name),
@@ -375,6 +383,8 @@ fn sampler_table(h: &mut String, samplers: &[SamplerRow]) {
             num(m.hallucination_rate),
             flag(m.off_support_rate > RATE_FLAG),
             num(m.off_support_rate),
+            flag(m.likelihood_hallucination_rate > RATE_FLAG),
+            num(m.likelihood_hallucination_rate),
             flag(outside(m.spread_ratio)),
             num(m.spread_ratio),
             num(m.data_fit_denoised.mean),
@@ -392,7 +402,8 @@ fn sampler_table(h: &mut String, samplers: &[SamplerRow]) {
         );
     }
     h.push_str(
-        "</table>\n<p class=\"subtitle\">Red cells: hallucination or off-support above 5 %, \
+        "</table>\n<p class=\"subtitle\">Red cells: hallucination (prior-mode or likelihood-mode) \
+         or off-support above 5 %, \
          spread ratio outside [0.8, 1.25]. Data fit is ‖y − A(m(x))‖²/(mσ²), ≈ 1 when the \
          Tweedie means fit y to the noise level.</p>\n",
     );
@@ -544,6 +555,8 @@ mod tests {
             hallucination_rate: 0.0,
             off_support_rate: 0.2,
             off_support_distance: 1.0,
+            likelihood_hallucination_rate: 0.1,
+            data_fit_q99: 2.0,
             exact_distance_q99: 0.5,
             spread: ratio,
             exact_spread: 1.0,

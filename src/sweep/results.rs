@@ -15,10 +15,11 @@ use super::JobRecord;
 use crate::{Error, Result};
 
 /// The per-sampler numbers of a merged row (final time, metrics.json / summary.json).
-pub const METRICS: [&str; 8] = [
+pub const METRICS: [&str; 9] = [
     "mode_tv",
     "hallucination_rate",
     "off_support_rate",
+    "likelihood_hallucination_rate",
     "spread_ratio",
     "psnr_denoised",
     "ssim_denoised",
@@ -159,6 +160,7 @@ fn read_job(dir: &Path, source: &Path) -> Result<Row> {
             "mode_tv",
             "hallucination_rate",
             "off_support_rate",
+            "likelihood_hallucination_rate",
             "spread_ratio",
         ] {
             if let Some(v) = fin[key].as_f64() {
