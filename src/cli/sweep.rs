@@ -135,6 +135,15 @@ pub fn merge(
             .ok_or_else(|| Error::input("merge needs at least one sweep output folder"))?,
     };
     let done = sweep::merge::merge(dirs, &out, force)?;
+    // Damaged jobs are named whatever the output mode: the merge is missing them.
+    for d in &done.damaged {
+        eprintln!(
+            "merge: left out damaged job {} in {}: {}",
+            d.id,
+            d.source.display(),
+            d.reason
+        );
+    }
     if json {
         println!(
             "{}",
@@ -142,9 +151,10 @@ pub fn merge(
         );
     } else if !quiet {
         eprintln!(
-            "merged {} job(s) ({} failed{}) into {}/results.csv, results.jsonl, report.html",
+            "merged {} job(s) ({} failed, {} damaged{}) into {}/results.csv, results.jsonl, merge.json, report.html",
             done.jobs,
             done.failed,
+            done.damaged.len(),
             if done.duplicates > 0 {
                 format!(", {} duplicate(s) ignored", done.duplicates)
             } else {
@@ -254,6 +264,22 @@ impl SweepObserver for SweepReporter {
                 describe_axes(&job.axes)
             );
         }
+    }
+
+    fn damaged(&mut self, job: &Job, why: &str) {
+        // Never silent, --quiet or not: a finished job is being thrown away.
+        let line = format!(
+            "job {} ({}) was complete but is damaged ({why}); rerunning it",
+            job.id,
+            describe_axes(&job.axes)
+        );
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "damaged", "id": job.id, "reason": why})
+            );
+        }
+        eprintln!("{line}");
     }
 
     fn warning(&mut self, job: &Job, message: &str) {

@@ -27,6 +27,8 @@
 //! - `OUT/failed/<id>/error.txt`: the error of the last failed attempt (replaced atomically;
 //!   removed when the job later succeeds). Failed jobs are retried by the next run.
 
+pub mod check;
+pub mod identity;
 pub mod merge;
 pub mod page;
 pub mod results;
@@ -69,6 +71,8 @@ pub struct Job {
     /// Axis key → the value of this job, in the sweep's axis order.
     pub axes: Vec<(String, toml::Value)>,
     pub config: RunConfig,
+    /// Fingerprints of the data files the job reads ([`identity::data_fingerprint`]).
+    pub data: BTreeMap<String, String>,
 }
 
 /// Length of a job id in hex digits (48 bits: collisions are negligible below ~10⁶ jobs).
@@ -213,6 +217,7 @@ impl Sweep {
     pub fn jobs(&self, overrides: Overrides) -> Result<Vec<Job>> {
         let total = self.len();
         let mut jobs = Vec::with_capacity(total);
+        let mut fingerprints = identity::Fingerprints::default();
         for index in 0..total {
             // Mixed-radix digits of index, last axis least significant.
             let mut rest = index;
@@ -250,11 +255,13 @@ impl Sweep {
                     format!("job {index} ({}): {e}", describe_axes(&axes)),
                 )
             })?;
+            let data = identity::data_fingerprint(&config, &self.base_dir, &mut fingerprints);
             jobs.push(Job {
                 index,
-                id: job_id(&config),
+                id: job_id(&config, &data),
                 axes,
                 config,
+                data,
             });
         }
         Ok(jobs)
@@ -304,11 +311,17 @@ pub fn canonical_json(cfg: &RunConfig) -> String {
     serde_json::to_string(&value).expect("a JSON value always serialises")
 }
 
-/// id = hex(SHA-256("fslens-job-v1\n" ‖ canonical_json(cfg)))[..12].
-pub fn job_id(cfg: &RunConfig) -> String {
+/// id = hex(SHA-256("fslens-job-v2\n" ‖ canonical_json(cfg) ‖ "\n" ‖ the data fingerprint,
+/// a line `file fingerprint` per data file))[..12]: the same config over other data is another
+/// job.
+pub fn job_id(cfg: &RunConfig, data: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
-    h.update(b"fslens-job-v1\n");
+    h.update(b"fslens-job-v2\n");
     h.update(canonical_json(cfg).as_bytes());
+    h.update(b"\n");
+    for (file, fp) in data {
+        h.update(format!("{file} {fp}\n").as_bytes());
+    }
     let digest = h.finalize();
     digest
         .iter()
@@ -359,6 +372,8 @@ pub trait SweepObserver {
     fn job_finished(&mut self, _job: &Job, _seconds: f64, _error: Option<&str>) {}
     /// A warning from inside a job's run.
     fn warning(&mut self, _job: &Job, _message: &str) {}
+    /// A finished job's folder failed [`check::job_folder`] (`why`); it is discarded and rerun.
+    fn damaged(&mut self, _job: &Job, _why: &str) {}
 }
 
 /// A sweep observer that ignores everything.
@@ -448,6 +463,8 @@ fn looks_like_a_sweep_folder(dir: &Path) -> bool {
                 | "cache"
                 | "results.csv"
                 | "results.jsonl"
+                | "sweep.json"
+                | "merge.json"
                 | "report.html"
                 | ".merge.lock"
         ) || (name.starts_with("slurm-") && name.ends_with(".out"))
@@ -471,25 +488,39 @@ pub fn run(
     cache: Option<&AtomCache>,
     observer: &mut dyn SweepObserver,
 ) -> Result<Outcome> {
-    let jobs: Vec<Job> = sweep
-        .jobs(overrides)?
-        .into_iter()
-        .filter(|j| shard.contains(j))
-        .collect();
+    let all = sweep.jobs(overrides)?;
     open_folder(out, false)?;
+    // Refuse to resume a sweep folder whose jobs were computed from another base or data.
+    let data = all.iter().flat_map(|j| j.data.clone()).collect();
+    let identity = identity::Identity::of(sweep, overrides, data);
+    identity.check(out)?;
+    identity.record(out)?;
+    let jobs: Vec<Job> = all.into_iter().filter(|j| shard.contains(j)).collect();
     let jobs_dir = out.join("jobs");
     std::fs::create_dir_all(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
-    let complete = |job: &Job| jobs_dir.join(&job.id).is_dir();
+    // A job counts as done when its folder exists and is intact; a damaged one is moved out
+    // of the way (and rerun below).
+    let mut done = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let dir = jobs_dir.join(&job.id);
+        let ok = dir.is_dir()
+            && match check::job_folder(&dir, &job.id) {
+                Ok(()) => true,
+                Err(why) => {
+                    observer.damaged(job, &why);
+                    discard(&jobs_dir, &job.id)?;
+                    false
+                }
+            };
+        done.push(ok);
+    }
     let mut outcome = Outcome {
         jobs: jobs.len(),
-        skipped: jobs.iter().filter(|j| complete(j)).count(),
+        skipped: done.iter().filter(|&&d| d).count(),
         ..Default::default()
     };
     observer.begin(outcome.jobs, outcome.skipped);
-    for job in &jobs {
-        if complete(job) {
-            continue;
-        }
+    for (job, _) in jobs.iter().zip(&done).filter(|(_, d)| !**d) {
         observer.job_started(job);
         let t0 = Instant::now();
         let result = run_job(sweep, job, &jobs_dir, cache, observer);
@@ -555,10 +586,19 @@ fn run_job(
     }
 }
 
-/// A killed run leaves `.<id>.partial-<pid>`; the job is rerun from scratch, so its leftovers
-/// go. (Shards own disjoint jobs, so this never touches another live shard's staging.)
+/// Removes a damaged job folder: renamed to a hidden name first (so no reader sees it as
+/// complete while it is deleted), then deleted.
+fn discard(jobs_dir: &Path, id: &str) -> Result<()> {
+    let from = jobs_dir.join(id);
+    let to = jobs_dir.join(format!(".{id}.damaged-{}", std::process::id()));
+    std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+    std::fs::remove_dir_all(&to).map_err(|e| Error::io(&to, e))
+}
+
+/// A killed run leaves `.<id>.partial-<pid>` (or `.<id>.damaged-<pid>` when killed while
+/// discarding a damaged job); the job is rerun from scratch, so its leftovers go. (Shards own disjoint jobs, so this never touches another live shard's staging.)
 fn remove_stale_staging(jobs_dir: &Path, id: &str) {
-    let prefix = format!(".{id}.partial-");
+    let prefix = format!(".{id}.");
     if let Ok(entries) = std::fs::read_dir(jobs_dir) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
@@ -731,7 +771,7 @@ steps = 10
         assert_eq!(a[0].id, b[2].id);
         assert_eq!(a[1].id, b[1].id);
         // Same as hashing the config directly, and a different config gives another id.
-        assert_eq!(a[0].id, job_id(&a[0].config));
+        assert_eq!(a[0].id, job_id(&a[0].config, &a[0].data));
         assert_eq!(a[0].id.len(), ID_HEX_DIGITS);
         // Writing a default explicitly does not change the id: it hashes the resolved config.
         let explicit = sweep("\"sampling.t_min\" = [1e-3]\nseed = [0]\n")
