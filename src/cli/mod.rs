@@ -298,6 +298,10 @@ struct SweepArgs {
     /// Extra #SBATCH lines for --print-sbatch, e.g. --sbatch-arg=--time=02:00:00.
     #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
     sbatch_args: Vec<String>,
+    /// With --print-sbatch: N GPUs per array task (#SBATCH --gres=gpu:N), and the jobs run on
+    /// the GPU backend.
+    #[arg(long, value_name = "N", requires = "print_sbatch")]
+    gpus: Option<u32>,
     /// Folder of the atom cache (loaded data sets and measured atoms, checksummed) shared
     /// by the jobs; default OUT/cache.
     #[arg(long, value_name = "DIR")]

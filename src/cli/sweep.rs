@@ -36,9 +36,23 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         // Absolute paths: the batch job may start in another folder.
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
+        // Fail now, not in every array task, when OUT holds another sweep.
+        let overrides = args.engine.overrides();
+        let jobs = spec.jobs(overrides)?;
+        sweep::identity_of(&spec, overrides, &jobs).check(&out)?;
         // The options of this command line that every task must repeat.
         let mut sweep_args = Vec::new();
-        if let Some(b) = args.engine.backend {
+        let backend = match (args.engine.backend, args.gpus) {
+            (Some(fslens::engine::BackendKind::Cpu), Some(_)) => {
+                return Err(Error::config(
+                    "--gpus",
+                    "requests GPUs for jobs told --backend cpu; drop one of the two",
+                ));
+            }
+            (None, Some(_)) => Some(fslens::engine::BackendKind::Gpu),
+            (b, _) => b,
+        };
+        if let Some(b) = backend {
             sweep_args.extend(["--backend".to_string(), b.name().to_string()]);
         }
         if let Some(st) = args.engine.storage {
@@ -58,9 +72,12 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
             sweep::sbatch_script(
                 &abs(&args.config),
                 &abs(&out),
-                shards,
                 &binary,
-                &args.sbatch_args,
+                &sweep::SlurmRequest {
+                    shards,
+                    gpus: args.gpus,
+                    extra_sbatch: args.sbatch_args.clone(),
+                },
                 &sweep_args
             )
         );
@@ -76,7 +93,14 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         None
     } else {
         let dir = args.cache.clone().unwrap_or_else(|| out.join("cache"));
-        Some(fslens::data::cache::AtomCache::open(&dir)?)
+        // A cache is an optimisation: one that cannot be created is warned about, not fatal.
+        match fslens::data::cache::AtomCache::open(&dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("warning: cannot use the cache ({e}); running without it");
+                None
+            }
+        }
     };
     let mut reporter = SweepReporter::new(quiet, json);
     let outcome = sweep::run(

@@ -48,7 +48,9 @@ pub fn job_folder(dir: &Path, id: &str) -> std::result::Result<(), String> {
     }
     npy(dir, "projection_direction.npy", &[d])?;
     for s in samplers {
-        let name = s["name"].as_str().ok_or("summary.json: a sampler without a name")?;
+        let name = s["name"]
+            .as_str()
+            .ok_or("summary.json: a sampler without a name")?;
         let k = s["particles"]
             .as_u64()
             .ok_or_else(|| format!("summary.json: sampler {name} has no particle count"))?

@@ -491,8 +491,7 @@ pub fn run(
     let all = sweep.jobs(overrides)?;
     open_folder(out, false)?;
     // Refuse to resume a sweep folder whose jobs were computed from another base or data.
-    let data = all.iter().flat_map(|j| j.data.clone()).collect();
-    let identity = identity::Identity::of(sweep, overrides, data);
+    let identity = identity_of(sweep, overrides, &all);
     identity.check(out)?;
     identity.record(out)?;
     let jobs: Vec<Job> = all.into_iter().filter(|j| shard.contains(j)).collect();
@@ -542,6 +541,13 @@ pub fn run(
         }
     }
     Ok(outcome)
+}
+
+/// The identity of `sweep` run with `overrides` whose jobs are `jobs` (all of them, every
+/// shard's: shards must agree on it).
+pub fn identity_of(sweep: &Sweep, overrides: Overrides, jobs: &[Job]) -> identity::Identity {
+    let data = jobs.iter().flat_map(|j| j.data.clone()).collect();
+    identity::Identity::of(sweep, overrides, data)
 }
 
 /// Runs one job into `jobs_dir/<id>` (staged); the error text on failure, panics included.
@@ -638,33 +644,78 @@ impl Observer for JobObserver<'_> {
     }
 }
 
-/// A Slurm batch script that runs `sweep_file` as an array of `shards` tasks, one shard each,
-/// each task then merging what is complete. The merges hold `OUT/.merge.lock` (flock): every
-/// merge starts after its own shard ended, so the one that takes the lock last starts after
-/// every shard ended and leaves the complete merge (an unlocked earlier merge could otherwise
-/// overwrite it with a stale one).
+/// What `--print-sbatch` asks of Slurm beyond the sweep itself.
+#[derive(Clone, Debug, Default)]
+pub struct SlurmRequest {
+    /// Array tasks (shards).
+    pub shards: usize,
+    /// GPUs per task: `#SBATCH --gres=gpu:N` (the caller also passes `--backend gpu`).
+    pub gpus: Option<u32>,
+    /// Extra `#SBATCH` lines, as given (`--time=02:00:00`).
+    pub extra_sbatch: Vec<String>,
+}
+
+/// A Slurm batch script that runs `sweep_file` as an array of `shards` tasks, one shard each.
+///
+/// The merge must happen whatever became of the tasks, so there are two:
+/// - each task merges what is complete after its shard, also when a job of it failed (the
+///   sweep's exit status is kept and returned after the merge, so Slurm still marks the task
+///   failed). The merges hold `OUT/.merge.lock` (flock), so they never interleave.
+/// - task 0 submits a final merge job with `--dependency=afterany:<array job>`: Slurm starts it
+///   after every task has ended in any state (completed, failed, timed out, cancelled, node
+///   failure), which an in-task merge cannot promise (a task killed at its time limit never
+///   reaches its merge line). `afterok` would never start after a failed task; `afterany` is
+///   the dependency Slurm defines for "after, however it ended". If the submission is refused
+///   (a cluster that forbids sbatch inside jobs), the task says so and the in-task merges
+///   remain.
+///
+/// `RAYON_NUM_THREADS` follows `SLURM_CPUS_PER_TASK` (the CPU backend and the rest of fslens
+/// use rayon, whose default is every core of the node, not the task's share).
 pub fn sbatch_script(
     sweep_file: &Path,
     out: &Path,
-    shards: usize,
     binary: &Path,
-    extra_sbatch: &[String],
+    request: &SlurmRequest,
     sweep_args: &[String],
 ) -> String {
     let q = |p: &Path| shell_quote(&p.display().to_string());
+    let shards = request.shards.max(1);
     let mut s = String::new();
     s.push_str("#!/bin/bash\n");
     s.push_str("#SBATCH --job-name=fslens-sweep\n");
-    s.push_str(&format!("#SBATCH --array=0-{}\n", shards.max(1) - 1));
+    s.push_str(&format!("#SBATCH --array=0-{}\n", shards - 1));
     s.push_str("#SBATCH --ntasks=1\n");
     s.push_str(&format!(
         "#SBATCH --output={}/slurm-%A_%a.out\n",
         out.display()
     ));
-    for line in extra_sbatch {
+    if let Some(n) = request.gpus {
+        s.push_str(&format!("#SBATCH --gres=gpu:{n}\n"));
+    }
+    for line in &request.extra_sbatch {
         s.push_str(&format!("#SBATCH {line}\n"));
     }
-    s.push_str("set -euo pipefail\n");
+    s.push_str("set -uo pipefail\n");
+    s.push_str("# One thread per CPU of this task (rayon's default is every core of the node).\n");
+    s.push_str("if [ -n \"${SLURM_CPUS_PER_TASK:-}\" ]; then export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"; fi\n");
+    let merge = format!(
+        "flock {} {} --quiet merge {}",
+        q(&out.join(".merge.lock")),
+        q(binary),
+        q(out)
+    );
+    s.push_str("# The final merge: Slurm starts it after every task ended, however (afterany).\n");
+    s.push_str(
+        "if [ \"${SLURM_ARRAY_TASK_ID:-}\" = 0 ] && [ -n \"${SLURM_ARRAY_JOB_ID:-}\" ]; then\n",
+    );
+    s.push_str(&format!(
+        "  sbatch --job-name=fslens-merge --dependency=afterany:\"$SLURM_ARRAY_JOB_ID\" --ntasks=1 --output={}/slurm-merge-%j.out --wrap {} \\\n    || echo \"warning: could not submit the final merge job; run {} merge {} when the tasks end\" >&2\n",
+        out.display(),
+        shell_quote(&merge),
+        binary.display(),
+        out.display()
+    ));
+    s.push_str("fi\n");
     s.push_str(&format!(
         "# One shard of {shards} per array task; a rerun of the array skips completed jobs.\n"
     ));
@@ -672,18 +723,16 @@ pub fn sbatch_script(
         .iter()
         .map(|a| format!(" {}", shell_quote(a)))
         .collect();
+    s.push_str("status=0\n");
     s.push_str(&format!(
-        "{} --quiet sweep {} --out {}{extra} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\"\n",
+        "{} --quiet sweep {} --out {}{extra} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\" || status=$?\n",
         q(binary),
         q(sweep_file),
         q(out)
     ));
-    s.push_str(&format!(
-        "flock {} {} --quiet merge {}\n",
-        q(&out.join(".merge.lock")),
-        q(binary),
-        q(out)
-    ));
+    s.push_str("# Merge what is complete now, after a failed job too; the task keeps the sweep's status.\n");
+    s.push_str(&format!("{merge} || status=$?\n"));
+    s.push_str("exit $status\n");
     s
 }
 
@@ -855,24 +904,55 @@ steps = 10
     }
 
     #[test]
-    fn sbatch_script_runs_one_shard_per_task() {
+    fn sbatch_script_runs_one_shard_per_task_and_always_merges() {
+        let request = SlurmRequest {
+            shards: 4,
+            gpus: Some(2),
+            extra_sbatch: vec!["--time=01:00:00".to_string()],
+        };
         let s = sbatch_script(
             Path::new("sweeps/my sweep.toml"),
             Path::new("/scratch/out"),
-            4,
             Path::new("/opt/fslens"),
-            &["--time=01:00:00".to_string()],
+            &request,
             &["--backend".to_string(), "gpu".to_string()],
         );
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(s.contains("#SBATCH --array=0-3\n"));
         assert!(s.contains("#SBATCH --time=01:00:00\n"));
+        assert!(s.contains("#SBATCH --gres=gpu:2\n"));
+        // Every #SBATCH line comes before the first command (sbatch stops reading them there).
+        let first_command = s.find("\nset ").unwrap();
+        assert!(s.rfind("#SBATCH").unwrap() < first_command);
         assert!(s.contains(
-            "/opt/fslens --quiet sweep 'sweeps/my sweep.toml' --out /scratch/out --backend gpu --shard \"${SLURM_ARRAY_TASK_ID}/4\""
+            "if [ -n \"${SLURM_CPUS_PER_TASK:-}\" ]; then export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"; fi\n"
         ));
-        assert!(
-            s.contains("flock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out\n")
+        // The final merge depends on the whole array with afterany, never afterok.
+        assert!(s.contains("--dependency=afterany:\"$SLURM_ARRAY_JOB_ID\""));
+        assert!(!s.contains("afterok"));
+        assert!(s.contains(
+            "--wrap 'flock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out'"
+        ));
+        // A failed sweep does not stop the in-task merge (no `set -e`; its status is kept).
+        assert!(!s.contains("set -e"));
+        assert!(s.contains(
+            "/opt/fslens --quiet sweep 'sweeps/my sweep.toml' --out /scratch/out --backend gpu --shard \"${SLURM_ARRAY_TASK_ID}/4\" || status=$?\n"
+        ));
+        assert!(s.contains(
+            "\nflock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out || status=$?\nexit $status\n"
+        ));
+        // Without GPUs, no gres line.
+        let cpu = sbatch_script(
+            Path::new("s.toml"),
+            Path::new("/o"),
+            Path::new("/b"),
+            &SlurmRequest {
+                shards: 1,
+                ..Default::default()
+            },
+            &[],
         );
+        assert!(!cpu.contains("--gres") && cpu.contains("#SBATCH --array=0-0\n"));
         // The shard expression the script passes parses for every task id.
         for i in 0..4 {
             assert!(Shard::parse(&format!("{i}/4")).is_ok());

@@ -8,8 +8,8 @@
 //! same way.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::ffi::OsString;
+use std::fmt::Write;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
@@ -161,7 +161,11 @@ pub fn relative_to(target: &Path, base: &Path) -> PathBuf {
 /// [`MAX_CURVE_PANELS`] values), a panel per value, a line per job and sampler in the
 /// sampler's colour; with no varied axis, one panel of every job.
 fn curves(h: &mut String, merged: &Merged) -> Result<()> {
-    if merged.rows.iter().all(|r| r.curves.values().all(Vec::is_empty)) {
+    if merged
+        .rows
+        .iter()
+        .all(|r| r.curves.values().all(Vec::is_empty))
+    {
         return Ok(());
     }
     let varied: Vec<(&String, Vec<Value>)> = merged
@@ -172,7 +176,12 @@ fn curves(h: &mut String, merged: &Merged) -> Result<()> {
         .collect();
     h.push_str("<h2>Metrics over t</h2>\n<p>Each line is one job's sampler at its checkpoints, in the sampler's colour.</p>\n");
     for metric in CURVE_METRICS {
-        let has = |r: &Row| r.curves.values().flatten().any(|(_, m)| m.contains_key(metric));
+        let has = |r: &Row| {
+            r.curves
+                .values()
+                .flatten()
+                .any(|(_, m)| m.contains_key(metric))
+        };
         if !merged.rows.iter().any(has) {
             continue;
         }
@@ -190,7 +199,11 @@ fn curves(h: &mut String, merged: &Merged) -> Result<()> {
                         .iter()
                         .filter(|r| r.axes.get(*axis) == Some(v))
                         .collect();
-                    panel(&format!("{metric}, {axis} = {}", axis_label(v)), metric, &rows)
+                    panel(
+                        &format!("{metric}, {axis} = {}", axis_label(v)),
+                        metric,
+                        &rows,
+                    )
                 })
                 .collect();
             figures.push(early_stopping_plot(&panels)?);
@@ -335,11 +348,17 @@ mod tests {
     #[test]
     fn relative_links_climb_out_of_the_report_folder() {
         assert_eq!(
-            relative_to(Path::new("/x/s1/jobs/a/report.html"), Path::new("/x/merged")),
+            relative_to(
+                Path::new("/x/s1/jobs/a/report.html"),
+                Path::new("/x/merged")
+            ),
             PathBuf::from("../s1/jobs/a/report.html")
         );
         assert_eq!(
-            relative_to(Path::new("/x/out/./jobs/a/report.html"), Path::new("/x/out")),
+            relative_to(
+                Path::new("/x/out/./jobs/a/report.html"),
+                Path::new("/x/out")
+            ),
             PathBuf::from("jobs/a/report.html")
         );
         assert_eq!(
@@ -360,7 +379,10 @@ mod tests {
             ..Default::default()
         };
         let html = report_html(&merged, Path::new(".")).unwrap();
-        assert!(html.contains("<a href=\"jobs/a1/report.html\">a1</a>"), "{html}");
+        assert!(
+            html.contains("<a href=\"jobs/a1/report.html\">a1</a>"),
+            "{html}"
+        );
         assert!(html.contains("<a href=\"jobs/b2/report.html\">b2</a>"));
         // The merged folder elsewhere: links climb out of it.
         let other = report_html(&merged, Path::new("merged")).unwrap();
@@ -372,7 +394,10 @@ mod tests {
             let c = crate::report::plots::sampler_color(sampler);
             let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
             for svg in html.split("<svg").skip(1) {
-                assert!(svg.contains(&hex), "{sampler} lacks its run-report colour {hex}");
+                assert!(
+                    svg.contains(&hex),
+                    "{sampler} lacks its run-report colour {hex}"
+                );
             }
         }
     }

@@ -376,7 +376,15 @@ mod tests {
         assert_eq!(csv_number(0.0), "0");
         assert_eq!(csv_number(f64::NAN), "NaN");
         // Every value reads back exactly.
-        for v in [1.2e-7, 0.1 + 0.2, 1e-4, 9.99e-5, 123456.789, 1.0 / 3.0, 7e300] {
+        for v in [
+            1.2e-7,
+            0.1 + 0.2,
+            1e-4,
+            9.99e-5,
+            123456.789,
+            1.0 / 3.0,
+            7e300,
+        ] {
             assert_eq!(csv_number(v).parse::<f64>().unwrap(), v, "{v}");
         }
     }
