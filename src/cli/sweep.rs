@@ -32,14 +32,21 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
     // Before anything is written there (the cache lives in OUT/cache); Slurm opens the
     // --output log under OUT before the script runs, so --print-sbatch needs OUT too.
     sweep::open_folder(&out, args.output.force)?;
+    // A folder holding this sweep computed from another base config or data is refused (the
+    // error names what changed), or with --force discarded: before the cache under it opens.
+    let overrides = args.engine.overrides();
+    let all = spec.jobs(overrides)?;
+    if let Err(e) = sweep::identity_of(&spec, overrides, &all).check(&out) {
+        if !args.output.force {
+            return Err(e);
+        }
+        eprintln!("--force: starting over in {}: {e}", out.display());
+        sweep::start_over(&out)?;
+    }
     if let Some(shards) = args.print_sbatch {
         // Absolute paths: the batch job may start in another folder.
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
-        // Fail now, not in every array task, when OUT holds another sweep.
-        let overrides = args.engine.overrides();
-        let jobs = spec.jobs(overrides)?;
-        sweep::identity_of(&spec, overrides, &jobs).check(&out)?;
         // The options of this command line that every task must repeat.
         let mut sweep_args = Vec::new();
         let backend = match (args.engine.backend, args.gpus) {

@@ -44,8 +44,8 @@ pub enum Lookup {
     /// An entry was there but unusable (the reason); rebuilt and replaced.
     Rebuilt(String),
     /// Built, but the entry could not be written (the reason: a full disk, a read-only or
-    /// vanished folder). The values are used as built and this handle stores nothing more:
-    /// the run goes on as without a cache, and says so once.
+    /// vanished folder). The values are used as built and this handle neither reads nor
+    /// stores any more: the run goes on as without a cache, and says so once.
     NotStored(String),
 }
 
@@ -55,7 +55,8 @@ pub struct AtomCache {
     dir: PathBuf,
     last_dataset: Mutex<Option<(String, Dataset)>>,
     last_matrix: Mutex<Option<(String, Vec<f32>)>>,
-    /// Set by the first failed write: later builds are not written (nor warned about again).
+    /// Set by the first failed write: from then on the cache is not used (nor warned about
+    /// again).
     writes_failed: std::sync::atomic::AtomicBool,
 }
 
@@ -123,6 +124,9 @@ impl AtomCache {
         {
             return Ok((ds.clone(), Lookup::Hit));
         }
+        if self.off() {
+            return Ok((build()?, Lookup::Miss));
+        }
         let found = match read_entry(&path, "dataset", key) {
             Ok(Some((header, payload))) => match decode_dataset(header, &payload) {
                 Ok(ds) => {
@@ -186,6 +190,9 @@ impl AtomCache {
         {
             return Ok((values.clone(), Lookup::Hit));
         }
+        if self.off() {
+            return Ok((build()?, Lookup::Miss));
+        }
         let found = match read_entry(&path, kind, key) {
             Ok(Some((h, payload))) if h.rows == rows && h.cols == cols => {
                 if payload.len() == 4 * rows * cols {
@@ -232,6 +239,13 @@ impl AtomCache {
             values,
             stored.unwrap_or(found.map_or(Lookup::Miss, Lookup::Rebuilt)),
         ))
+    }
+
+    /// Whether a write failed: the cache is then out of use for this handle (neither read nor
+    /// written; the folder may be gone or unwritable, and each job would warn again).
+    fn off(&self) -> bool {
+        self.writes_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes an entry unless an earlier write failed; `Some(NotStored)` on the first failure

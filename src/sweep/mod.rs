@@ -437,6 +437,13 @@ pub fn open_folder(out: &Path, force: bool) -> Result<PathBuf> {
     )
 }
 
+/// Replaces the sweep folder `out` by an empty one (atomically, through [`OutputDir`]): for
+/// `--force` when its recorded identity no longer matches the sweep.
+pub fn start_over(out: &Path) -> Result<()> {
+    OutputDir::create(&Destination::new(out, "sweep").force(true))?.finish()?;
+    Ok(())
+}
+
 /// Whether `dir` holds a sweep's output (as fslens wrote it): written by `fslens sweep`
 /// (its marker says so), or, from before markers, holding `jobs/` and nothing but the layout's
 /// own entries (`jobs`, `failed`, `cache`, the merged files, Slurm logs, the merge lock,
