@@ -125,7 +125,7 @@ pub fn npy_layout(path: &Path) -> std::result::Result<Vec<usize>, String> {
     let reader = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
     let npy = npyz::NpyFile::new(reader).map_err(|e| format!("bad header ({e})"))?;
     let item = match npy.dtype() {
-        npyz::DType::Plain(ts) => ts.size_field() as u64,
+        npyz::DType::Plain(ts) => ts.size_field(),
         other => return Err(format!("unexpected dtype {}", other.descr())),
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();

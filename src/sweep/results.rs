@@ -45,8 +45,11 @@ pub struct Row {
     /// Sampler → the checkpoint metrics over t ([`CURVE_METRICS`]), the final time last, in
     /// the order metrics.json lists them.
     #[serde(skip)]
-    pub curves: BTreeMap<String, Vec<(f64, BTreeMap<String, f64>)>>,
+    pub curves: BTreeMap<String, Curve>,
 }
+
+/// A sampler's checkpoint metrics of one job: (t, metric name → value) per checkpoint.
+pub type Curve = Vec<(f64, BTreeMap<String, f64>)>;
 
 /// The per-checkpoint numbers of metrics.json plotted over t in the sweep report.
 pub const CURVE_METRICS: [&str; 4] = [
