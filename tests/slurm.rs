@@ -1,4 +1,4 @@
-//! A 2-task Slurm array through a real single-node cluster (scripts/slurm-localhost.sh starts
+//! A 2-task Slurm array (and its final afterany merge job) through a real single-node cluster (scripts/slurm-localhost.sh starts
 //! one; CI sets FSLENS_SLURM=1 after starting it). Without FSLENS_SLURM=1 the test prints why
 //! it does nothing; the sbatch generator itself is tested in tests/sweep.rs either way.
 
@@ -52,11 +52,22 @@ clusters = 4
         .current_dir(&dir)
         .output()
         .expect("sbatch is installed");
-    let logs: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+    // The array tasks' logs (the final merge job logs to slurm-merge-<id>.out).
+    let log_files = |prefix: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with(prefix)
+                    && !(prefix == "slurm-" && name.starts_with("slurm-merge-"))
+            })
+            .collect()
+    };
+    let logs: Vec<String> = log_files("slurm-")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
         .collect();
     assert!(
         submitted.status.success(),
@@ -75,5 +86,26 @@ clusters = 4
     let rows = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     assert_eq!(rows.lines().count(), 6, "{rows}");
     assert!(out.join("report.html").is_file());
+    // Task 0 submitted the final merge (afterany on the array): it runs once the array ended.
+    let t0 = std::time::Instant::now();
+    loop {
+        let queued = Command::new("squeue")
+            .args(["-h", "-n", "fslens-merge", "-o", "%i"])
+            .output()
+            .expect("squeue is installed");
+        let pending = !String::from_utf8_lossy(&queued.stdout).trim().is_empty();
+        if !pending && !log_files("slurm-merge-").is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "the final merge job did not run; task logs: {logs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let merge_log = std::fs::read_to_string(&log_files("slurm-merge-")[0]).unwrap();
+    assert!(!merge_log.contains("error"), "{merge_log}");
+    let merged = std::fs::read_to_string(out.join("merge.json")).unwrap();
+    assert!(merged.contains("\"jobs\": 6"), "{merged}");
     let _ = std::fs::remove_dir_all(&dir);
 }

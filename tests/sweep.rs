@@ -526,3 +526,262 @@ fn the_cache_holds_each_set_once_and_rebuilds_corrupt_entries() {
     assert!(!out.join("cache").exists(), "--cache replaces OUT/cache");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `n` images of 8×8 as a float32 .npy (values in [-1, 1], a fixed pattern shifted by `shift`).
+fn write_images(path: &Path, n: usize, shift: f32) {
+    let d = 64;
+    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    let mut header = header.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header);
+    for i in 0..n * d {
+        let v = (((i * 37 + i / d * 11) % 97) as f32 / 48.0 - 1.0 + shift).clamp(-1.0, 1.0);
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A tiny sweep over file data: 60 images of data.npy, `seeds` jobs.
+fn npy_scratch(name: &str, seeds: &str, particles: usize) -> PathBuf {
+    let dir = scratch_dir(&format!("sweep-{name}"));
+    write_images(&dir.join("data.npy"), 60, 0.0);
+    std::fs::write(dir.join("base.toml"), npy_base(particles)).unwrap();
+    std::fs::write(
+        dir.join("sweep.toml"),
+        format!("base = \"base.toml\"\n[axes]\nseed = {seeds}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+fn npy_base(particles: usize) -> String {
+    format!(
+        "seed = 0\nbackend = \"cpu\"\n[data]\nkind = \"npy\"\npath = \"data.npy\"\n\
+         [measurement]\noperator = \"downsample:2\"\nsigma = 0.1\n\
+         [sampling]\nsamplers = [\"exact\", \"fsr\"]\nparticles = {particles}\nsteps = 12\n\
+         checkpoints = [0.5]\n[diagnostics]\nclusters = 3\n"
+    )
+}
+
+#[test]
+fn a_resume_after_the_data_or_base_config_changed_is_refused() {
+    let dir = npy_scratch("identity", "[0]", 8);
+    let out = dir.join("out");
+    let args = |extra: &[&str]| sweep_args("--json", &dir, "sweep.toml", &out, extra);
+    fslens(&args(&[]));
+    let first = complete_jobs(&out);
+    assert_eq!(first.len(), 1);
+    let identity = read_json(&out.join("sweep.json"));
+    assert!(
+        identity["data"]["data.path=data.npy"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "{} ",
+                std::fs::metadata(dir.join("data.npy")).unwrap().len()
+            )),
+        "{identity}"
+    );
+
+    // The data file changed (same size, other values): refused, naming the file and the fixes.
+    write_images(&dir.join("data.npy"), 60, 0.25);
+    let e = common::fslens_fails(
+        &args(&[]),
+        &["data.path=data.npy", "contents changed", "--force", "--out"],
+    );
+    assert!(!String::from_utf8_lossy(&e.stdout).contains("job_start"));
+    write_images(&dir.join("data.npy"), 60, 0.0);
+
+    // The base config changed: refused, naming the key and both values.
+    std::fs::write(dir.join("base.toml"), npy_base(16)).unwrap();
+    common::fslens_fails(&args(&[]), &["`sampling.particles`: 8 -> 16", "--force"]);
+    std::fs::write(dir.join("base.toml"), npy_base(8)).unwrap();
+
+    // Restored: the resume is accepted and has nothing to do.
+    let again = json_lines(&fslens(&args(&[])).stdout);
+    assert_eq!(again.last().unwrap()["skipped"], 1);
+    assert!(again.iter().all(|r| r["event"] != "job_start"));
+
+    // Changed data with --force starts over; the job of other data has another id.
+    write_images(&dir.join("data.npy"), 60, 0.25);
+    fslens(&args(&["--force"]));
+    let second = complete_jobs(&out);
+    assert_eq!(second.len(), 1);
+    assert!(second.is_disjoint(&first), "{first:?} {second:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damaged_jobs_are_named_by_merge_and_rerun_by_the_next_sweep() {
+    let dir = npy_scratch("damaged", "[0, 1, 2]", 8);
+    let out = dir.join("out");
+    fslens(&sweep_args("--quiet", &dir, "sweep.toml", &out, &[]));
+    let ids: Vec<String> = complete_jobs(&out).into_iter().collect();
+    assert_eq!(ids.len(), 3);
+    let job = |id: &str| out.join("jobs").join(id);
+    let metrics_before: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| std::fs::read(job(id).join("metrics.json")).unwrap())
+        .collect();
+    // Damage: a truncated summary.json, and an npy cut short (its header intact).
+    let summary = std::fs::read(job(&ids[0]).join("summary.json")).unwrap();
+    std::fs::write(
+        job(&ids[0]).join("summary.json"),
+        &summary[..summary.len() / 2],
+    )
+    .unwrap();
+    let npy = std::fs::read(job(&ids[1]).join("samples_fsr.npy")).unwrap();
+    std::fs::write(job(&ids[1]).join("samples_fsr.npy"), &npy[..npy.len() - 8]).unwrap();
+
+    // merge writes the intact job and names the damaged ones, with the reason.
+    let merged = fslens(&["merge", s(&out)]);
+    let stderr = String::from_utf8_lossy(&merged.stderr);
+    assert!(
+        stderr.contains(&format!("damaged job {}", ids[0])) && stderr.contains("summary.json"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("damaged job {}", ids[1]))
+            && stderr.contains("samples_fsr.npy")
+            && stderr.contains("truncated"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("merged 1 job(s) (0 failed, 2 damaged"),
+        "{stderr}"
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], ids[2].as_str());
+    let summary_json = read_json(&out.join("merge.json"));
+    let damaged: BTreeSet<&str> = summary_json["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(damaged, BTreeSet::from([ids[0].as_str(), ids[1].as_str()]));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("1 complete job(s), 0 failed, 2 damaged"),
+        "{html}"
+    );
+    assert!(html.contains("Damaged jobs"));
+
+    // The next sweep reruns exactly the damaged jobs, saying so on stderr.
+    let rerun = fslens(&sweep_args("--json", &dir, "sweep.toml", &out, &[]));
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    for id in &ids[..2] {
+        assert!(
+            stderr.contains(&format!("job {id} (seed=")) && stderr.contains("damaged"),
+            "{stderr}"
+        );
+    }
+    let started: BTreeSet<String> = json_lines(&rerun.stdout)
+        .iter()
+        .filter(|r| r["event"] == "job_start")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(started, BTreeSet::from([ids[0].clone(), ids[1].clone()]));
+    assert_eq!(complete_jobs(&out).len(), 3);
+    // Rerun from scratch, the jobs give what they gave before (the runs are seeded).
+    for (id, before) in ids.iter().zip(&metrics_before) {
+        assert!(std::fs::read(job(id).join("metrics.json")).unwrap() == *before);
+    }
+    // Merged again: every job, each linked to its own report.
+    fslens(&["--quiet", "merge", s(&out)]);
+    assert_eq!(results(&out).len(), 3);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for id in &ids {
+        let href = format!("href=\"jobs/{id}/report.html\"");
+        assert!(html.contains(&href), "{href}");
+        assert!(job(id).join("report.html").is_file());
+    }
+    assert!(html.contains("mode_tv over t"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_sbatch_script_merges_after_a_failed_job() {
+    let dir = scratch("sbatch-fail");
+    // One job fails when its data are loaded (5000 held out of 300), one succeeds.
+    std::fs::write(
+        dir.join("fail.toml"),
+        "base = \"base.toml\"\n[axes]\n\"truth.held_out\" = [5000, 1]\n",
+    )
+    .unwrap();
+    let out = dir.join("o");
+    let printed = fslens(&[
+        "sweep",
+        s(&dir.join("fail.toml")),
+        "--out",
+        s(&out),
+        "--print-sbatch",
+        "1",
+        "--gpus",
+        "1",
+    ]);
+    let script = String::from_utf8(printed.stdout).unwrap();
+    assert!(script.contains("#SBATCH --gres=gpu:1\n"), "{script}");
+    assert!(script.contains("--backend gpu"), "{script}");
+    assert!(script.contains("--dependency=afterany:"), "{script}");
+    assert!(script.contains("export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\""));
+    // --gpus contradicts --backend cpu.
+    common::fslens_fails(
+        &[
+            "sweep",
+            s(&dir.join("fail.toml")),
+            "--out",
+            s(&out),
+            "--print-sbatch",
+            "1",
+            "--gpus",
+            "1",
+            "--backend",
+            "cpu",
+        ],
+        &["--gpus", "--backend cpu"],
+    );
+    // Run by hand as the only array task (CPU jobs: the base config says so and no GPU is
+    // needed here): the sweep fails, the merge still runs, and the task reports the failure.
+    let cpu_script = script.replace(" --backend gpu", "");
+    let task = Command::new("bash")
+        .args(["-c", &cpu_script])
+        .env("SLURM_ARRAY_TASK_ID", "0")
+        .env("SLURM_CPUS_PER_TASK", "1")
+        .output()
+        .unwrap();
+    assert!(!task.status.success(), "the task reports its failed job");
+    let merged = read_json(&out.join("merge.json"));
+    assert_eq!(merged["jobs"], 1, "{merged}");
+    assert_eq!(merged["failed"].as_array().unwrap().len(), 1, "{merged}");
+    assert!(out.join("results.csv").is_file() && out.join("report.html").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cache_that_cannot_be_used_falls_back_to_no_cache() {
+    let dir = npy_scratch("nocache", "[0]", 8);
+    // The cache path is a file: the cache cannot be created; the sweep runs without it.
+    std::fs::write(dir.join("cache-file"), b"not a folder").unwrap();
+    let out = dir.join("out");
+    let run = fslens(&sweep_args(
+        "--quiet",
+        &dir,
+        "sweep.toml",
+        &out,
+        &["--cache", s(&dir.join("cache-file"))],
+    ));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("cannot use the cache") && stderr.contains("without it"),
+        "{stderr}"
+    );
+    assert_eq!(complete_jobs(&out).len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

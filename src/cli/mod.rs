@@ -280,7 +280,8 @@ struct SweepArgs {
     /// The sweep file (TOML): `base = "run.toml"` or a [base] table, and [axes].
     config: PathBuf,
     /// Output folder (shared by all shards); default: runs/<sweep file name>. A sweep folder is
-    /// resumed; another folder fslens wrote is replaced; any other is refused (see --force).
+    /// resumed (refused when its base config or data changed: --force starts over); another
+    /// folder fslens wrote is replaced; any other is refused (see --force).
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -292,12 +293,18 @@ struct SweepArgs {
     #[command(flatten)]
     engine: EngineArgs,
     /// Print a Slurm batch script that runs the sweep as an array of N tasks (one shard
-    /// each, then a merge) and exit: `fslens sweep S.toml --out O --print-sbatch 4 | sbatch`.
+    /// each, then a merge, also after a failed job; plus a final merge job that Slurm starts
+    /// after every task ended, `--dependency=afterany`) and exit:
+    /// `fslens sweep S.toml --out O --print-sbatch 4 | sbatch`.
     #[arg(long, value_name = "N")]
     print_sbatch: Option<usize>,
     /// Extra #SBATCH lines for --print-sbatch, e.g. --sbatch-arg=--time=02:00:00.
     #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
     sbatch_args: Vec<String>,
+    /// With --print-sbatch: N GPUs per array task (#SBATCH --gres=gpu:N), and the jobs run on
+    /// the GPU backend.
+    #[arg(long, value_name = "N", requires = "print_sbatch")]
+    gpus: Option<u32>,
     /// Folder of the atom cache (loaded data sets and measured atoms, checksummed) shared
     /// by the jobs; default OUT/cache.
     #[arg(long, value_name = "DIR")]

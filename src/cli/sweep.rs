@@ -32,13 +32,34 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
     // Before anything is written there (the cache lives in OUT/cache); Slurm opens the
     // --output log under OUT before the script runs, so --print-sbatch needs OUT too.
     sweep::open_folder(&out, args.output.force)?;
+    // A folder holding this sweep computed from another base config or data is refused (the
+    // error names what changed), or with --force discarded: before the cache under it opens.
+    let overrides = args.engine.overrides();
+    let all = spec.jobs(overrides)?;
+    if let Err(e) = sweep::identity_of(&spec, overrides, &all).check(&out) {
+        if !args.output.force {
+            return Err(e);
+        }
+        eprintln!("--force: starting over in {}: {e}", out.display());
+        sweep::start_over(&out)?;
+    }
     if let Some(shards) = args.print_sbatch {
         // Absolute paths: the batch job may start in another folder.
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let binary = std::env::current_exe().map_err(|e| Error::io("fslens executable", e))?;
         // The options of this command line that every task must repeat.
         let mut sweep_args = Vec::new();
-        if let Some(b) = args.engine.backend {
+        let backend = match (args.engine.backend, args.gpus) {
+            (Some(fslens::engine::BackendKind::Cpu), Some(_)) => {
+                return Err(Error::config(
+                    "--gpus",
+                    "requests GPUs for jobs told --backend cpu; drop one of the two",
+                ));
+            }
+            (None, Some(_)) => Some(fslens::engine::BackendKind::Gpu),
+            (b, _) => b,
+        };
+        if let Some(b) = backend {
             sweep_args.extend(["--backend".to_string(), b.name().to_string()]);
         }
         if let Some(st) = args.engine.storage {
@@ -58,9 +79,12 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
             sweep::sbatch_script(
                 &abs(&args.config),
                 &abs(&out),
-                shards,
                 &binary,
-                &args.sbatch_args,
+                &sweep::SlurmRequest {
+                    shards,
+                    gpus: args.gpus,
+                    extra_sbatch: args.sbatch_args.clone(),
+                },
                 &sweep_args
             )
         );
@@ -76,7 +100,14 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         None
     } else {
         let dir = args.cache.clone().unwrap_or_else(|| out.join("cache"));
-        Some(fslens::data::cache::AtomCache::open(&dir)?)
+        // A cache is an optimisation: one that cannot be created is warned about, not fatal.
+        match fslens::data::cache::AtomCache::open(&dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("warning: cannot use the cache ({e}); running without it");
+                None
+            }
+        }
     };
     let mut reporter = SweepReporter::new(quiet, json);
     let outcome = sweep::run(
@@ -135,6 +166,15 @@ pub fn merge(
             .ok_or_else(|| Error::input("merge needs at least one sweep output folder"))?,
     };
     let done = sweep::merge::merge(dirs, &out, force)?;
+    // Damaged jobs are named whatever the output mode: the merge is missing them.
+    for d in &done.damaged {
+        eprintln!(
+            "merge: left out damaged job {} in {}: {}",
+            d.id,
+            d.source.display(),
+            d.reason
+        );
+    }
     if json {
         println!(
             "{}",
@@ -142,9 +182,10 @@ pub fn merge(
         );
     } else if !quiet {
         eprintln!(
-            "merged {} job(s) ({} failed{}) into {}/results.csv, results.jsonl, report.html",
+            "merged {} job(s) ({} failed, {} damaged{}) into {}/results.csv, results.jsonl, merge.json, report.html",
             done.jobs,
             done.failed,
+            done.damaged.len(),
             if done.duplicates > 0 {
                 format!(", {} duplicate(s) ignored", done.duplicates)
             } else {
@@ -254,6 +295,22 @@ impl SweepObserver for SweepReporter {
                 describe_axes(&job.axes)
             );
         }
+    }
+
+    fn damaged(&mut self, job: &Job, why: &str) {
+        // Never silent, --quiet or not: a finished job is being thrown away.
+        let line = format!(
+            "job {} ({}) was complete but is damaged ({why}); rerunning it",
+            job.id,
+            describe_axes(&job.axes)
+        );
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "damaged", "id": job.id, "reason": why})
+            );
+        }
+        eprintln!("{line}");
     }
 
     fn warning(&mut self, job: &Job, message: &str) {

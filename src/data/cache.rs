@@ -43,6 +43,10 @@ pub enum Lookup {
     Miss,
     /// An entry was there but unusable (the reason); rebuilt and replaced.
     Rebuilt(String),
+    /// Built, but the entry could not be written (the reason: a full disk, a read-only or
+    /// vanished folder). The values are used as built and this handle neither reads nor
+    /// stores any more: the run goes on as without a cache, and says so once.
+    NotStored(String),
 }
 
 /// The cache folder, and the last entries used.
@@ -51,6 +55,9 @@ pub struct AtomCache {
     dir: PathBuf,
     last_dataset: Mutex<Option<(String, Dataset)>>,
     last_matrix: Mutex<Option<(String, Vec<f32>)>>,
+    /// Set by the first failed write: from then on the cache is not used (nor warned about
+    /// again).
+    writes_failed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,6 +99,7 @@ impl AtomCache {
             dir: dir.to_path_buf(),
             last_dataset: Mutex::new(None),
             last_matrix: Mutex::new(None),
+            writes_failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -115,6 +123,9 @@ impl AtomCache {
             && k == key
         {
             return Ok((ds.clone(), Lookup::Hit));
+        }
+        if self.off() {
+            return Ok((build()?, Lookup::Miss));
         }
         let found = match read_entry(&path, "dataset", key) {
             Ok(Some((header, payload))) => match decode_dataset(header, &payload) {
@@ -155,9 +166,12 @@ impl AtomCache {
             eight_bit: ds.eight_bit,
             as_u8,
         };
-        write_entry(&path, &header, &payload)?;
+        let stored = self.store(&path, &header, &payload);
         *self.last_dataset.lock().expect("cache memo") = Some((key.into(), ds.clone()));
-        Ok((ds, found.map_or(Lookup::Miss, Lookup::Rebuilt)))
+        Ok((
+            ds,
+            stored.unwrap_or(found.map_or(Lookup::Miss, Lookup::Rebuilt)),
+        ))
     }
 
     /// The rows × cols float32 matrix stored under (`kind`, `key`), or `build()` stored there.
@@ -175,6 +189,9 @@ impl AtomCache {
             && *k == memo_key
         {
             return Ok((values.clone(), Lookup::Hit));
+        }
+        if self.off() {
+            return Ok((build()?, Lookup::Miss));
         }
         let found = match read_entry(&path, kind, key) {
             Ok(Some((h, payload))) if h.rows == rows && h.cols == cols => {
@@ -216,9 +233,35 @@ impl AtomCache {
             eight_bit: false,
             as_u8: false,
         };
-        write_entry(&path, &header, &payload)?;
+        let stored = self.store(&path, &header, &payload);
         *self.last_matrix.lock().expect("cache memo") = Some((memo_key, values.clone()));
-        Ok((values, found.map_or(Lookup::Miss, Lookup::Rebuilt)))
+        Ok((
+            values,
+            stored.unwrap_or(found.map_or(Lookup::Miss, Lookup::Rebuilt)),
+        ))
+    }
+
+    /// Whether a write failed: the cache is then out of use for this handle (neither read nor
+    /// written; the folder may be gone or unwritable, and each job would warn again).
+    fn off(&self) -> bool {
+        self.writes_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes an entry unless an earlier write failed; `Some(NotStored)` on the first failure
+    /// (a cache is an optimisation: failing to fill it must not fail the run).
+    fn store(&self, path: &Path, header: &Header, payload: &[u8]) -> Option<Lookup> {
+        use std::sync::atomic::Ordering;
+        if self.writes_failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        match write_entry(path, header, payload) {
+            Ok(()) => None,
+            Err(e) => {
+                self.writes_failed.store(true, Ordering::Relaxed);
+                Some(Lookup::NotStored(e.to_string()))
+            }
+        }
     }
 }
 
@@ -394,6 +437,30 @@ mod tests {
         assert_eq!(how, Lookup::Hit);
         assert_eq!(bits(&mem.images), bits(&ds.images));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_falls_back_to_no_cache() {
+        let dir = scratch("nowrite");
+        let cache = AtomCache::open(&dir).unwrap();
+        // The folder replaced by a file: every write fails, for root too.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"not a folder").unwrap();
+        let ds = generate(Family::Shapes, 10, 16, 1, 2).unwrap();
+        let (got, how) = cache.dataset("k", || Ok(ds.clone())).unwrap();
+        assert!(
+            matches!(&how, Lookup::NotStored(why) if !why.is_empty()),
+            "{how:?}"
+        );
+        assert_eq!(bits(&got.images), bits(&ds.images));
+        // Said once: later builds go on quietly, the values as built.
+        let values = vec![1.5f32, -2.0];
+        let (m, how) = cache
+            .matrix("measured", "m", 1, 2, || Ok(values.clone()))
+            .unwrap();
+        assert_eq!(how, Lookup::Miss);
+        assert_eq!(m, values);
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

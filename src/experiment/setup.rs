@@ -286,6 +286,10 @@ fn report_lookup(
             "cache entry {} was not used ({why}); rebuilt it",
             cache.entry_path(kind, key).display()
         )),
+        Lookup::NotStored(why) => observer.warning(&format!(
+            "could not write cache entry {} ({why}); going on without storing to the cache (same results; later jobs load and measure again)",
+            cache.entry_path(kind, key).display()
+        )),
     }
 }
 

@@ -242,7 +242,7 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// A number for a table cell: `–` for NaN, `∞` for infinities, 3 significant decimals.
-fn num(v: f64) -> String {
+pub fn num(v: f64) -> String {
     if v.is_nan() {
         "–".into()
     } else if v.is_infinite() {

@@ -27,6 +27,8 @@
 //! - `OUT/failed/<id>/error.txt`: the error of the last failed attempt (replaced atomically;
 //!   removed when the job later succeeds). Failed jobs are retried by the next run.
 
+pub mod check;
+pub mod identity;
 pub mod merge;
 pub mod page;
 pub mod results;
@@ -69,6 +71,8 @@ pub struct Job {
     /// Axis key → the value of this job, in the sweep's axis order.
     pub axes: Vec<(String, toml::Value)>,
     pub config: RunConfig,
+    /// Fingerprints of the data files the job reads ([`identity::data_fingerprint`]).
+    pub data: BTreeMap<String, String>,
 }
 
 /// Length of a job id in hex digits (48 bits: collisions are negligible below ~10⁶ jobs).
@@ -213,6 +217,7 @@ impl Sweep {
     pub fn jobs(&self, overrides: Overrides) -> Result<Vec<Job>> {
         let total = self.len();
         let mut jobs = Vec::with_capacity(total);
+        let mut fingerprints = identity::Fingerprints::default();
         for index in 0..total {
             // Mixed-radix digits of index, last axis least significant.
             let mut rest = index;
@@ -250,11 +255,13 @@ impl Sweep {
                     format!("job {index} ({}): {e}", describe_axes(&axes)),
                 )
             })?;
+            let data = identity::data_fingerprint(&config, &self.base_dir, &mut fingerprints);
             jobs.push(Job {
                 index,
-                id: job_id(&config),
+                id: job_id(&config, &data),
                 axes,
                 config,
+                data,
             });
         }
         Ok(jobs)
@@ -304,11 +311,17 @@ pub fn canonical_json(cfg: &RunConfig) -> String {
     serde_json::to_string(&value).expect("a JSON value always serialises")
 }
 
-/// id = hex(SHA-256("fslens-job-v1\n" ‖ canonical_json(cfg)))[..12].
-pub fn job_id(cfg: &RunConfig) -> String {
+/// id = hex(SHA-256("fslens-job-v2\n" ‖ canonical_json(cfg) ‖ "\n" ‖ the data fingerprint,
+/// a line `file fingerprint` per data file))[..12]: the same config over other data is another
+/// job.
+pub fn job_id(cfg: &RunConfig, data: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
-    h.update(b"fslens-job-v1\n");
+    h.update(b"fslens-job-v2\n");
     h.update(canonical_json(cfg).as_bytes());
+    h.update(b"\n");
+    for (file, fp) in data {
+        h.update(format!("{file} {fp}\n").as_bytes());
+    }
     let digest = h.finalize();
     digest
         .iter()
@@ -359,6 +372,8 @@ pub trait SweepObserver {
     fn job_finished(&mut self, _job: &Job, _seconds: f64, _error: Option<&str>) {}
     /// A warning from inside a job's run.
     fn warning(&mut self, _job: &Job, _message: &str) {}
+    /// A finished job's folder failed [`check::job_folder`] (`why`); it is discarded and rerun.
+    fn damaged(&mut self, _job: &Job, _why: &str) {}
 }
 
 /// A sweep observer that ignores everything.
@@ -422,6 +437,13 @@ pub fn open_folder(out: &Path, force: bool) -> Result<PathBuf> {
     )
 }
 
+/// Replaces the sweep folder `out` by an empty one (atomically, through [`OutputDir`]): for
+/// `--force` when its recorded identity no longer matches the sweep.
+pub fn start_over(out: &Path) -> Result<()> {
+    OutputDir::create(&Destination::new(out, "sweep").force(true))?.finish()?;
+    Ok(())
+}
+
 /// Whether `dir` holds a sweep's output (as fslens wrote it): written by `fslens sweep`
 /// (its marker says so), or, from before markers, holding `jobs/` and nothing but the layout's
 /// own entries (`jobs`, `failed`, `cache`, the merged files, Slurm logs, the merge lock,
@@ -448,6 +470,8 @@ fn looks_like_a_sweep_folder(dir: &Path) -> bool {
                 | "cache"
                 | "results.csv"
                 | "results.jsonl"
+                | "sweep.json"
+                | "merge.json"
                 | "report.html"
                 | ".merge.lock"
         ) || (name.starts_with("slurm-") && name.ends_with(".out"))
@@ -471,25 +495,38 @@ pub fn run(
     cache: Option<&AtomCache>,
     observer: &mut dyn SweepObserver,
 ) -> Result<Outcome> {
-    let jobs: Vec<Job> = sweep
-        .jobs(overrides)?
-        .into_iter()
-        .filter(|j| shard.contains(j))
-        .collect();
+    let all = sweep.jobs(overrides)?;
     open_folder(out, false)?;
+    // Refuse to resume a sweep folder whose jobs were computed from another base or data.
+    let identity = identity_of(sweep, overrides, &all);
+    identity.check(out)?;
+    identity.record(out)?;
+    let jobs: Vec<Job> = all.into_iter().filter(|j| shard.contains(j)).collect();
     let jobs_dir = out.join("jobs");
     std::fs::create_dir_all(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
-    let complete = |job: &Job| jobs_dir.join(&job.id).is_dir();
+    // A job counts as done when its folder exists and is intact; a damaged one is moved out
+    // of the way (and rerun below).
+    let mut done = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let dir = jobs_dir.join(&job.id);
+        let ok = dir.is_dir()
+            && match check::job_folder(&dir, &job.id) {
+                Ok(()) => true,
+                Err(why) => {
+                    observer.damaged(job, &why);
+                    discard(&jobs_dir, &job.id)?;
+                    false
+                }
+            };
+        done.push(ok);
+    }
     let mut outcome = Outcome {
         jobs: jobs.len(),
-        skipped: jobs.iter().filter(|j| complete(j)).count(),
+        skipped: done.iter().filter(|&&d| d).count(),
         ..Default::default()
     };
     observer.begin(outcome.jobs, outcome.skipped);
-    for job in &jobs {
-        if complete(job) {
-            continue;
-        }
+    for (job, _) in jobs.iter().zip(&done).filter(|(_, d)| !**d) {
         observer.job_started(job);
         let t0 = Instant::now();
         let result = run_job(sweep, job, &jobs_dir, cache, observer);
@@ -511,6 +548,13 @@ pub fn run(
         }
     }
     Ok(outcome)
+}
+
+/// The identity of `sweep` run with `overrides` whose jobs are `jobs` (all of them, every
+/// shard's: shards must agree on it).
+pub fn identity_of(sweep: &Sweep, overrides: Overrides, jobs: &[Job]) -> identity::Identity {
+    let data = jobs.iter().flat_map(|j| j.data.clone()).collect();
+    identity::Identity::of(sweep, overrides, data)
 }
 
 /// Runs one job into `jobs_dir/<id>` (staged); the error text on failure, panics included.
@@ -555,10 +599,19 @@ fn run_job(
     }
 }
 
-/// A killed run leaves `.<id>.partial-<pid>`; the job is rerun from scratch, so its leftovers
-/// go. (Shards own disjoint jobs, so this never touches another live shard's staging.)
+/// Removes a damaged job folder: renamed to a hidden name first (so no reader sees it as
+/// complete while it is deleted), then deleted.
+fn discard(jobs_dir: &Path, id: &str) -> Result<()> {
+    let from = jobs_dir.join(id);
+    let to = jobs_dir.join(format!(".{id}.damaged-{}", std::process::id()));
+    std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+    std::fs::remove_dir_all(&to).map_err(|e| Error::io(&to, e))
+}
+
+/// A killed run leaves `.<id>.partial-<pid>` (or `.<id>.damaged-<pid>` when killed while
+/// discarding a damaged job); the job is rerun from scratch, so its leftovers go. (Shards own disjoint jobs, so this never touches another live shard's staging.)
 fn remove_stale_staging(jobs_dir: &Path, id: &str) {
-    let prefix = format!(".{id}.partial-");
+    let prefix = format!(".{id}.");
     if let Ok(entries) = std::fs::read_dir(jobs_dir) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
@@ -598,33 +651,78 @@ impl Observer for JobObserver<'_> {
     }
 }
 
-/// A Slurm batch script that runs `sweep_file` as an array of `shards` tasks, one shard each,
-/// each task then merging what is complete. The merges hold `OUT/.merge.lock` (flock): every
-/// merge starts after its own shard ended, so the one that takes the lock last starts after
-/// every shard ended and leaves the complete merge (an unlocked earlier merge could otherwise
-/// overwrite it with a stale one).
+/// What `--print-sbatch` asks of Slurm beyond the sweep itself.
+#[derive(Clone, Debug, Default)]
+pub struct SlurmRequest {
+    /// Array tasks (shards).
+    pub shards: usize,
+    /// GPUs per task: `#SBATCH --gres=gpu:N` (the caller also passes `--backend gpu`).
+    pub gpus: Option<u32>,
+    /// Extra `#SBATCH` lines, as given (`--time=02:00:00`).
+    pub extra_sbatch: Vec<String>,
+}
+
+/// A Slurm batch script that runs `sweep_file` as an array of `shards` tasks, one shard each.
+///
+/// The merge must happen whatever became of the tasks, so there are two:
+/// - each task merges what is complete after its shard, also when a job of it failed (the
+///   sweep's exit status is kept and returned after the merge, so Slurm still marks the task
+///   failed). The merges hold `OUT/.merge.lock` (flock), so they never interleave.
+/// - task 0 submits a final merge job with `--dependency=afterany:<array job>`: Slurm starts it
+///   after every task has ended in any state (completed, failed, timed out, cancelled, node
+///   failure), which an in-task merge cannot promise (a task killed at its time limit never
+///   reaches its merge line). `afterok` would never start after a failed task; `afterany` is
+///   the dependency Slurm defines for "after, however it ended". If the submission is refused
+///   (a cluster that forbids sbatch inside jobs), the task says so and the in-task merges
+///   remain.
+///
+/// `RAYON_NUM_THREADS` follows `SLURM_CPUS_PER_TASK` (the CPU backend and the rest of fslens
+/// use rayon, whose default is every core of the node, not the task's share).
 pub fn sbatch_script(
     sweep_file: &Path,
     out: &Path,
-    shards: usize,
     binary: &Path,
-    extra_sbatch: &[String],
+    request: &SlurmRequest,
     sweep_args: &[String],
 ) -> String {
     let q = |p: &Path| shell_quote(&p.display().to_string());
+    let shards = request.shards.max(1);
     let mut s = String::new();
     s.push_str("#!/bin/bash\n");
     s.push_str("#SBATCH --job-name=fslens-sweep\n");
-    s.push_str(&format!("#SBATCH --array=0-{}\n", shards.max(1) - 1));
+    s.push_str(&format!("#SBATCH --array=0-{}\n", shards - 1));
     s.push_str("#SBATCH --ntasks=1\n");
     s.push_str(&format!(
         "#SBATCH --output={}/slurm-%A_%a.out\n",
         out.display()
     ));
-    for line in extra_sbatch {
+    if let Some(n) = request.gpus {
+        s.push_str(&format!("#SBATCH --gres=gpu:{n}\n"));
+    }
+    for line in &request.extra_sbatch {
         s.push_str(&format!("#SBATCH {line}\n"));
     }
-    s.push_str("set -euo pipefail\n");
+    s.push_str("set -uo pipefail\n");
+    s.push_str("# One thread per CPU of this task (rayon's default is every core of the node).\n");
+    s.push_str("if [ -n \"${SLURM_CPUS_PER_TASK:-}\" ]; then export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"; fi\n");
+    let merge = format!(
+        "flock {} {} --quiet merge {}",
+        q(&out.join(".merge.lock")),
+        q(binary),
+        q(out)
+    );
+    s.push_str("# The final merge: Slurm starts it after every task ended, however (afterany).\n");
+    s.push_str(
+        "if [ \"${SLURM_ARRAY_TASK_ID:-}\" = 0 ] && [ -n \"${SLURM_ARRAY_JOB_ID:-}\" ]; then\n",
+    );
+    s.push_str(&format!(
+        "  sbatch --job-name=fslens-merge --dependency=afterany:\"$SLURM_ARRAY_JOB_ID\" --ntasks=1 --output={}/slurm-merge-%j.out --wrap {} \\\n    || echo \"warning: could not submit the final merge job; run {} merge {} when the tasks end\" >&2\n",
+        out.display(),
+        shell_quote(&merge),
+        binary.display(),
+        out.display()
+    ));
+    s.push_str("fi\n");
     s.push_str(&format!(
         "# One shard of {shards} per array task; a rerun of the array skips completed jobs.\n"
     ));
@@ -632,18 +730,16 @@ pub fn sbatch_script(
         .iter()
         .map(|a| format!(" {}", shell_quote(a)))
         .collect();
+    s.push_str("status=0\n");
     s.push_str(&format!(
-        "{} --quiet sweep {} --out {}{extra} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\"\n",
+        "{} --quiet sweep {} --out {}{extra} --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\" || status=$?\n",
         q(binary),
         q(sweep_file),
         q(out)
     ));
-    s.push_str(&format!(
-        "flock {} {} --quiet merge {}\n",
-        q(&out.join(".merge.lock")),
-        q(binary),
-        q(out)
-    ));
+    s.push_str("# Merge what is complete now, after a failed job too; the task keeps the sweep's status.\n");
+    s.push_str(&format!("{merge} || status=$?\n"));
+    s.push_str("exit $status\n");
     s
 }
 
@@ -731,7 +827,7 @@ steps = 10
         assert_eq!(a[0].id, b[2].id);
         assert_eq!(a[1].id, b[1].id);
         // Same as hashing the config directly, and a different config gives another id.
-        assert_eq!(a[0].id, job_id(&a[0].config));
+        assert_eq!(a[0].id, job_id(&a[0].config, &a[0].data));
         assert_eq!(a[0].id.len(), ID_HEX_DIGITS);
         // Writing a default explicitly does not change the id: it hashes the resolved config.
         let explicit = sweep("\"sampling.t_min\" = [1e-3]\nseed = [0]\n")
@@ -815,24 +911,55 @@ steps = 10
     }
 
     #[test]
-    fn sbatch_script_runs_one_shard_per_task() {
+    fn sbatch_script_runs_one_shard_per_task_and_always_merges() {
+        let request = SlurmRequest {
+            shards: 4,
+            gpus: Some(2),
+            extra_sbatch: vec!["--time=01:00:00".to_string()],
+        };
         let s = sbatch_script(
             Path::new("sweeps/my sweep.toml"),
             Path::new("/scratch/out"),
-            4,
             Path::new("/opt/fslens"),
-            &["--time=01:00:00".to_string()],
+            &request,
             &["--backend".to_string(), "gpu".to_string()],
         );
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(s.contains("#SBATCH --array=0-3\n"));
         assert!(s.contains("#SBATCH --time=01:00:00\n"));
+        assert!(s.contains("#SBATCH --gres=gpu:2\n"));
+        // Every #SBATCH line comes before the first command (sbatch stops reading them there).
+        let first_command = s.find("\nset ").unwrap();
+        assert!(s.rfind("#SBATCH").unwrap() < first_command);
         assert!(s.contains(
-            "/opt/fslens --quiet sweep 'sweeps/my sweep.toml' --out /scratch/out --backend gpu --shard \"${SLURM_ARRAY_TASK_ID}/4\""
+            "if [ -n \"${SLURM_CPUS_PER_TASK:-}\" ]; then export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"; fi\n"
         ));
-        assert!(
-            s.contains("flock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out\n")
+        // The final merge depends on the whole array with afterany, never afterok.
+        assert!(s.contains("--dependency=afterany:\"$SLURM_ARRAY_JOB_ID\""));
+        assert!(!s.contains("afterok"));
+        assert!(s.contains(
+            "--wrap 'flock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out'"
+        ));
+        // A failed sweep does not stop the in-task merge (no `set -e`; its status is kept).
+        assert!(!s.contains("set -e"));
+        assert!(s.contains(
+            "/opt/fslens --quiet sweep 'sweeps/my sweep.toml' --out /scratch/out --backend gpu --shard \"${SLURM_ARRAY_TASK_ID}/4\" || status=$?\n"
+        ));
+        assert!(s.contains(
+            "\nflock /scratch/out/.merge.lock /opt/fslens --quiet merge /scratch/out || status=$?\nexit $status\n"
+        ));
+        // Without GPUs, no gres line.
+        let cpu = sbatch_script(
+            Path::new("s.toml"),
+            Path::new("/o"),
+            Path::new("/b"),
+            &SlurmRequest {
+                shards: 1,
+                ..Default::default()
+            },
+            &[],
         );
+        assert!(!cpu.contains("--gres") && cpu.contains("#SBATCH --array=0-0\n"));
         // The shard expression the script passes parses for every task id.
         for i in 0..4 {
             assert!(Shard::parse(&format!("{i}/4")).is_ok());

@@ -43,6 +43,31 @@ pub struct Row {
     pub wall_seconds: f64,
     /// Which sweep output folder it came from.
     pub source: PathBuf,
+    /// Sampler → the checkpoint metrics over t ([`CURVE_METRICS`]), the final time last, in
+    /// the order metrics.json lists them.
+    #[serde(skip)]
+    pub curves: BTreeMap<String, Curve>,
+}
+
+/// A sampler's checkpoint metrics of one job: (t, metric name → value) per checkpoint.
+pub type Curve = Vec<(f64, BTreeMap<String, f64>)>;
+
+/// The per-checkpoint numbers of metrics.json plotted over t in the sweep report.
+pub const CURVE_METRICS: [&str; 4] = [
+    "mode_tv",
+    "hallucination_rate",
+    "off_support_rate",
+    "spread_ratio",
+];
+
+/// A checkpoint record's [`CURVE_METRICS`] and its t.
+fn curve_point(record: &Value) -> Option<(f64, BTreeMap<String, f64>)> {
+    let t = record["t"].as_f64()?;
+    let values = CURVE_METRICS
+        .iter()
+        .filter_map(|k| record[*k].as_f64().map(|v| (k.to_string(), v)))
+        .collect();
+    Some((t, values))
 }
 
 /// A job that failed and has no complete folder in any merged directory.
@@ -51,6 +76,17 @@ pub struct Failure {
     pub id: String,
     pub index: Option<usize>,
     pub error: String,
+}
+
+/// A job folder found under its final name that is not intact ([`super::check::job_folder`]):
+/// left out of the rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Damaged {
+    pub id: String,
+    /// What is wrong, naming the file.
+    pub reason: String,
+    /// The sweep output folder it is in.
+    pub source: PathBuf,
 }
 
 /// All rows of the merged directories.
@@ -62,6 +98,8 @@ pub struct Merged {
     /// Every sampler name that appears, sorted.
     pub samplers: Vec<String>,
     pub failures: Vec<Failure>,
+    /// Damaged job folders with no intact copy in another merged directory.
+    pub damaged: Vec<Damaged>,
     /// Jobs found complete in more than one directory (the first is kept).
     pub duplicates: usize,
 }
@@ -71,6 +109,7 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Merged> {
     let mut merged = Merged::default();
     let mut seen = BTreeSet::new();
     let mut failures = BTreeMap::new();
+    let mut damaged = BTreeMap::new();
     for dir in dirs {
         let jobs = dir.join("jobs");
         if !jobs.is_dir() {
@@ -80,11 +119,25 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Merged> {
             ));
         }
         for (id, path) in sorted_entries(&jobs)? {
-            if !seen.insert(id.clone()) {
+            if seen.contains(&id) {
                 merged.duplicates += 1;
                 continue;
             }
-            merged.rows.push(read_job(&path, dir)?);
+            let row = super::check::job_folder(&path, &id)
+                .and_then(|()| read_job(&path, dir).map_err(|e| e.to_string()));
+            match row {
+                Ok(row) => {
+                    seen.insert(id.clone());
+                    merged.rows.push(row);
+                }
+                Err(reason) => {
+                    damaged.entry(id.clone()).or_insert(Damaged {
+                        id,
+                        reason,
+                        source: dir.clone(),
+                    });
+                }
+            }
         }
         let failed = dir.join("failed");
         if failed.is_dir() {
@@ -104,6 +157,10 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Merged> {
     merged.failures = failures
         .into_values()
         .filter(|f| !seen.contains(&f.id))
+        .collect();
+    merged.damaged = damaged
+        .into_values()
+        .filter(|d| !seen.contains(&d.id))
         .collect();
     merged
         .rows
@@ -150,11 +207,20 @@ fn read_job(dir: &Path, source: &Path) -> Result<Row> {
     let metrics = read_json(&dir.join("metrics.json"))?;
     let summary = read_json(&dir.join("summary.json"))?;
     let mut samplers = BTreeMap::new();
+    let mut curves = BTreeMap::new();
     let by_name = metrics["samplers"]
         .as_object()
         .ok_or_else(|| Error::data(dir.join("metrics.json"), "has no `samplers` object"))?;
     for (name, m) in by_name {
         let fin = &m["metrics"];
+        let points: Vec<_> = m["checkpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(fin))
+            .filter_map(curve_point)
+            .collect();
+        curves.insert(name.clone(), points);
         let mut row = BTreeMap::new();
         for key in [
             "mode_tv",
@@ -197,6 +263,7 @@ fn read_job(dir: &Path, source: &Path) -> Result<Row> {
         samplers,
         wall_seconds: summary["total_seconds"].as_f64().unwrap_or(f64::NAN),
         source: source.to_path_buf(),
+        curves,
     })
 }
 
@@ -239,14 +306,29 @@ pub fn csv(merged: &Merged) -> String {
                 row.samplers
                     .get(s)
                     .and_then(|x| x.get(m))
-                    .map(|v| v.to_string())
+                    .map(|&v| csv_number(v))
                     .unwrap_or_default(),
             );
         }
-        cells.push(row.wall_seconds.to_string());
+        cells.push(csv_number(row.wall_seconds));
         out.push_str(&csv_line(&cells));
     }
     out
+}
+
+/// A number for results.csv, exact (shortest text that reads back to the same f64): plain
+/// decimals between 1e-4 and 1e7, exponent notation outside (`1.2e-7`, never `0.00000012`
+/// or a rounded `0.000000`), `0` for zero, `NaN`/`inf`/`-inf` as pandas reads them.
+pub fn csv_number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if v != 0.0 && (v.abs() < 1e-4 || v.abs() >= 1e7) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
 }
 
 fn csv_line(cells: &[String]) -> String {
@@ -288,6 +370,28 @@ mod tests {
     fn csv_quotes_what_needs_quoting() {
         let line = csv_line(&["a".into(), "b,c".into(), "say \"hi\"".into()]);
         assert_eq!(line, "a,\"b,c\",\"say \"\"hi\"\"\"\n");
+    }
+
+    #[test]
+    fn csv_numbers_use_exponents_for_tiny_and_huge_values() {
+        assert_eq!(csv_number(1.2e-7), "1.2e-7");
+        assert_eq!(csv_number(-3.5e-12), "-3.5e-12");
+        assert_eq!(csv_number(2.5e9), "2.5e9");
+        assert_eq!(csv_number(0.25), "0.25");
+        assert_eq!(csv_number(0.0), "0");
+        assert_eq!(csv_number(f64::NAN), "NaN");
+        // Every value reads back exactly.
+        for v in [
+            1.2e-7,
+            0.1 + 0.2,
+            1e-4,
+            9.99e-5,
+            123456.789,
+            1.0 / 3.0,
+            7e300,
+        ] {
+            assert_eq!(csv_number(v).parse::<f64>().unwrap(), v, "{v}");
+        }
     }
 
     #[test]
