@@ -66,14 +66,23 @@ fn assert_self_contained(html: &str) {
 fn compare_writes_a_self_contained_report() {
     let dir = scratch_dir("report");
 
-    // A linear operator: all six samplers run.
+    // A linear operator: all eight samplers run.
     let (out, stderr) = compare(&dir, "linear", "downsample:4");
     assert!(stderr.contains("report.html"), "{stderr}");
     let summary = read_json(&out.join("summary.json"));
     let names = names_in(&summary["samplers"]);
     assert_eq!(
         names,
-        ["exact", "fsr", "sigma-dps", "zeta-dps", "pigdm", "tmpd"]
+        [
+            "exact",
+            "fsr",
+            "sigma-dps",
+            "zeta-dps",
+            "pigdm",
+            "tmpd",
+            "daps",
+            "diffpir"
+        ]
     );
     assert!(summary.get("skipped_samplers").is_none());
     let metrics = read_json(&out.join("metrics.json"));
@@ -147,21 +156,23 @@ fn compare_writes_a_self_contained_report() {
         "tmpd",
         "pigdm",
         "zeta-dps",
+        "daps",
+        "diffpir",
     ] {
         assert!(html.contains(needle), "missing {needle:?}");
     }
-    // truth, measurement, top atoms and six sample grids, embedded.
-    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 9);
+    // truth, measurement, top atoms and eight sample grids, embedded.
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 11);
     screenshot(&out.join("report.html"), &dir.join("report.png"));
 
-    // A nonlinear operator: pigdm and tmpd are skipped, and the reason is said.
+    // A nonlinear operator: pigdm, tmpd, daps and diffpir are skipped, and the reason is said.
     let (out, stderr) = compare(&dir, "nonlinear", "saturation:gain=2");
-    for name in ["pigdm", "tmpd"] {
+    for name in ["pigdm", "tmpd", "daps", "diffpir"] {
         assert!(stderr.contains(&format!("skipping {name}")), "{stderr}");
     }
     let summary = read_json(&out.join("summary.json"));
     let skipped = names_in(&summary["skipped_samplers"]);
-    assert_eq!(skipped, ["pigdm", "tmpd"]);
+    assert_eq!(skipped, ["pigdm", "tmpd", "daps", "diffpir"]);
     assert_eq!(summary["samplers"].as_array().unwrap().len(), 4);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("pigdm was skipped"), "the report says why");
