@@ -71,6 +71,60 @@ pub struct RunConfig {
     pub sampling: SamplingConfig,
     #[serde(default)]
     pub diagnostics: DiagnosticsConfig,
+    /// `[converge]`: `fslens converge` only (analytic priors); ignored by other commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converge: Option<ConvergeConfig>,
+}
+
+/// The `[converge]` table of `fslens converge` (design §11): atom counts, times, draws.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergeConfig {
+    /// `sizes`: the atom counts N (default 10², 10³, …, 10⁶); nested draws from one stream.
+    #[serde(default = "default_sizes")]
+    pub sizes: Vec<usize>,
+    /// `times`: diffusion times in (0, 1] (snapped to the sampling grid), default
+    /// [0.01, 0.1, 0.3, 0.6].
+    #[serde(default = "default_converge_times")]
+    pub times: Vec<f64>,
+    /// `draws`: exact and analytic draws per (N, t) for the sliced Wasserstein distance, and
+    /// the particles of each sampler (default 1000).
+    #[serde(default = "default_draws")]
+    pub draws: usize,
+    /// `slices`: random directions of the sliced Wasserstein distance (default 64).
+    #[serde(default = "default_slices")]
+    pub slices: usize,
+    /// `samplers`: approximate samplers run beside (default fsr, sigma-dps, pigdm; [] for none).
+    #[serde(default = "default_converge_samplers")]
+    pub samplers: Vec<SamplerKind>,
+    /// `sampler_atoms`: the N the samplers run on (default 10⁴; must be one of `sizes`).
+    #[serde(default = "default_sampler_atoms")]
+    pub sampler_atoms: usize,
+}
+
+fn default_sizes() -> Vec<usize> {
+    vec![100, 1_000, 10_000, 100_000, 1_000_000]
+}
+fn default_converge_times() -> Vec<f64> {
+    vec![0.01, 0.1, 0.3, 0.6]
+}
+fn default_draws() -> usize {
+    1000
+}
+fn default_slices() -> usize {
+    64
+}
+fn default_converge_samplers() -> Vec<SamplerKind> {
+    vec![SamplerKind::Fsr, SamplerKind::SigmaDps, SamplerKind::Pigdm]
+}
+fn default_sampler_atoms() -> usize {
+    10_000
+}
+
+impl Default for ConvergeConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [converge] key has a default")
+    }
 }
 
 /// How the run's samplers are compared with the exact posterior (`[diagnostics]`).

@@ -11,6 +11,7 @@
 //! `data`; `choices` names the options of every floor. The engine knows no sampler; samplers
 //! print nothing; `report` turns numbers into files.
 
+pub mod analytic;
 pub mod arrays;
 pub mod bench;
 pub mod choices;

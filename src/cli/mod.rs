@@ -374,6 +374,13 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Convergence in N on an analytic prior (data.kind gaussian, gmm or discrete; a linear
+    /// operator): the finite-sample posterior of N draws against the closed-form posterior for
+    /// each N of `[converge] sizes` at each time of `times` (mean and covariance error,
+    /// component-weight TV, sliced Wasserstein), the fitted log-log slopes, and the samplers of
+    /// `[converge] samplers` at N = `sampler_atoms` beside them. Writes summary.json and
+    /// report.html; prints the table. See assets/configs/converge-gmm.toml.
+    Converge(RunArgs),
     /// Version, compute backends and GPU adapters, and which one `auto` picks.
     Info,
     /// Time one fsr step (a posterior pass over N atoms) at several batch sizes, as GFLOP/s
@@ -488,6 +495,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Score(args) => score(cli, args),
+        Command::Converge(args) => converge(cli, args),
         Command::Diagnose(args) => diagnose(cli, args),
         Command::Sweep(args) => {
             args.engine.apply_threads()?;
@@ -666,6 +674,28 @@ fn parse_shape(text: &str) -> Result<ImageShape> {
 }
 
 /// Runs a plan into `out` and prints the table of final metrics (or the JSON document).
+/// `fslens converge`: the measurement, its folder and its table.
+fn converge(cli: &Cli, args: &RunArgs) -> Result<()> {
+    args.engine.apply_threads()?;
+    let plan = RunPlan::load(&args.config, args.engine.overrides())?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.config, "", "-converge"));
+    let dest = args.output.destination(&out, "converge");
+    let mut reporter = Reporter::new(cli.quiet, cli.json);
+    let summary = fslens::experiment::converge::converge(&plan, &mut reporter)?;
+    let path = fslens::experiment::converge::write(&summary, &plan, &dest)?;
+    reporter.finish();
+    if cli.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else if !cli.quiet {
+        print!("{}", fslens::experiment::converge::table(&summary));
+        println!("wrote {} ({:.1} s)", path.display(), summary.wall_seconds);
+    }
+    Ok(())
+}
+
 fn run_plan(cli: &Cli, plan: &RunPlan, out: &Destination) -> Result<()> {
     let mut reporter = Reporter::new(cli.quiet, cli.json);
     let (path, summary) = fslens::experiment::run(plan, out, &mut reporter)?;

@@ -66,6 +66,11 @@ impl DataConfig {
                 (*dims.first()?, shape)
             }
             DataKind::Folder => return None,
+            DataKind::Gaussian | DataKind::Gmm | DataKind::Discrete => {
+                let prior = self.prior.clone().unwrap_or_default();
+                let dim = prior.expected_dim();
+                (self.count.unwrap_or(DEFAULT_COUNT), prior.shape(dim).ok()?)
+            }
         };
         let images = self.subset.map_or(read, |n| n.min(read));
         let [h, w] = self.crop.unwrap_or([read_shape.height, read_shape.width]);

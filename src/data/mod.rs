@@ -9,6 +9,7 @@
 //! glyphs). Then [`preprocess`] (subset, centre crop, resize, grayscale), [`split`] (the
 //! held-out ground truth) and [`spec`] (the `[data]` table of a run config).
 
+pub mod analytic;
 pub mod cache;
 pub mod cifar;
 pub mod expected;

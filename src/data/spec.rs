@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::analytic::{self, PriorConfig};
 use super::folder::FolderOptions;
 use super::npy::{NpyOptions, Range};
 use super::synthetic::Family;
@@ -50,6 +51,14 @@ pub enum DataKind {
     /// (N,H,W,C) or (N,D); optional `labels` `.npy`; `range`, `shape`.
     #[serde(rename = "npy")]
     Npy,
+    /// `"gaussian"`, `"gmm"`, `"discrete"`: `count` seeded draws (`seed`) from the analytic
+    /// prior of the `[data.prior]` table (module `data::analytic`).
+    #[serde(rename = "gaussian")]
+    Gaussian,
+    #[serde(rename = "gmm")]
+    Gmm,
+    #[serde(rename = "discrete")]
+    Discrete,
 }
 
 impl DataKind {
@@ -61,17 +70,38 @@ impl DataKind {
             DataKind::Cifar10 => "cifar10",
             DataKind::Folder => "folder",
             DataKind::Npy => "npy",
+            DataKind::Gaussian => "gaussian",
+            DataKind::Gmm => "gmm",
+            DataKind::Discrete => "discrete",
+        }
+    }
+
+    /// Whether `data.count` sets the number of images (synthetic and analytic kinds).
+    pub fn uses_count(self) -> bool {
+        self == DataKind::Synthetic || self.analytic().is_some()
+    }
+
+    /// The analytic family of an analytic kind (`gaussian`, `gmm`, `discrete`).
+    pub fn analytic(self) -> Option<analytic::Family> {
+        match self {
+            DataKind::Gaussian => Some(analytic::Family::Gaussian),
+            DataKind::Gmm => Some(analytic::Family::Gmm),
+            DataKind::Discrete => Some(analytic::Family::Discrete),
+            _ => None,
         }
     }
     /// Parses a kind name (for command-line use); a config error on `data.kind` otherwise.
     pub fn parse(s: &str) -> Result<DataKind> {
-        const ALL: [DataKind; 6] = [
+        const ALL: [DataKind; 9] = [
             DataKind::Synthetic,
             DataKind::FashionMnist,
             DataKind::Idx,
             DataKind::Cifar10,
             DataKind::Folder,
             DataKind::Npy,
+            DataKind::Gaussian,
+            DataKind::Gmm,
+            DataKind::Discrete,
         ];
         ALL.into_iter().find(|k| k.name() == s.trim()).ok_or_else(|| {
             Error::config(
@@ -95,6 +125,9 @@ pub const DEFAULT_SIZE: usize = 16;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
+    /// `prior`: gaussian, gmm, discrete: the `[data.prior]` table (see `data::analytic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<PriorConfig>,
     /// `kind`: "synthetic" (default when the table is absent) | "fashion-mnist" | "idx" |
     /// "cifar10" | "folder" | "npy".
     #[serde(default)]
@@ -180,6 +213,10 @@ impl DataConfig {
                 c.channels.get_or_insert(1);
                 c.seed.get_or_insert(0);
             }
+            DataKind::Gaussian | DataKind::Gmm | DataKind::Discrete => {
+                c.count.get_or_insert(DEFAULT_COUNT);
+                c.seed.get_or_insert(0);
+            }
             DataKind::FashionMnist => {
                 c.path.get_or_insert_with(default_fashion_mnist_dir);
                 c.split.get_or_insert_with(|| "train".into());
@@ -193,7 +230,7 @@ impl DataConfig {
     fn check_keys(&self) -> Result<()> {
         let k = self.kind;
         use DataKind::*;
-        let set: [(&str, bool, &[DataKind]); 10] = [
+        let set: [(&str, bool, &[DataKind]); 11] = [
             (
                 "path",
                 self.path.is_some(),
@@ -202,10 +239,19 @@ impl DataConfig {
             ("labels", self.labels.is_some(), &[Idx, Npy]),
             ("split", self.split.is_some(), &[FashionMnist, Cifar10]),
             ("synthetic", self.synthetic.is_some(), &[Synthetic]),
-            ("count", self.count.is_some(), &[Synthetic]),
+            (
+                "count",
+                self.count.is_some(),
+                &[Synthetic, Gaussian, Gmm, Discrete],
+            ),
             ("size", self.size.is_some(), &[Synthetic]),
             ("channels", self.channels.is_some(), &[Synthetic]),
-            ("seed", self.seed.is_some(), &[Synthetic]),
+            (
+                "seed",
+                self.seed.is_some(),
+                &[Synthetic, Gaussian, Gmm, Discrete],
+            ),
+            ("prior", self.prior.is_some(), &[Gaussian, Gmm, Discrete]),
             ("range", self.range.is_some(), &[Npy]),
             ("shape", self.shape.is_some(), &[Npy]),
         ];
@@ -338,6 +384,19 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
 /// The data set of `cfg.kind` as its loader reads it, before any preprocessing.
 fn load_kind(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
     let ds = match cfg.kind {
+        DataKind::Gaussian | DataKind::Gmm | DataKind::Discrete => {
+            let family = cfg.kind.analytic().expect("an analytic kind");
+            let prior = cfg.prior.clone().unwrap_or_default();
+            let seed = cfg.seed.unwrap_or(0);
+            let mixture = prior.mixture(family, seed)?;
+            analytic::draw_atoms(
+                &mixture,
+                family,
+                cfg.count.unwrap_or(DEFAULT_COUNT),
+                seed,
+                prior.shape(mixture.dim)?,
+            )?
+        }
         DataKind::Synthetic => {
             let family = Family::parse(cfg.synthetic.as_deref().unwrap_or("shapes"))?;
             synthetic::generate(

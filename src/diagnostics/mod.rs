@@ -9,6 +9,7 @@
 //! PSNR/SSIM/data fit use m(x_t) (and data fit also x_t/s). This module computes numbers
 //! only; the experiment writes them.
 
+pub mod convergence;
 pub mod image_quality;
 pub mod modes;
 pub mod projection;

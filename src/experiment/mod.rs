@@ -7,6 +7,7 @@
 
 mod cache_keys;
 pub mod classes;
+pub mod converge;
 pub mod diagnose;
 pub mod diagnose_trajectory;
 pub mod execute;

@@ -28,7 +28,6 @@ use super::setup::setup;
 use super::summary::{DatasetSummary, MeasurementSummary, ModesSummary, SkippedSampler, TopAtom};
 use crate::Result;
 use crate::choices::Choice;
-use crate::data::spec::DataKind;
 use crate::diagnostics::Modes;
 use crate::diffusion::integrate::{Level, recorded_levels};
 use crate::engine::WeightSet;
@@ -182,7 +181,7 @@ pub fn posterior_warnings(plan: &RunPlan, omega: &[f64]) -> Vec<String> {
     let cfg = &plan.config;
     let atoms_key = match (cfg.data.kind, cfg.data.subset) {
         (_, Some(_)) => "data.subset",
-        (DataKind::Synthetic, None) => "data.count",
+        (kind, None) if kind.uses_count() => "data.count",
         (_, None) => "data.subset",
     };
     let truth_key = if cfg.truth.file.is_some() {

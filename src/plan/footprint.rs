@@ -21,7 +21,6 @@
 use super::{RunPlan, SamplerSelection};
 use crate::Result;
 use crate::data::expected::ExpectedSize;
-use crate::data::spec::DataKind;
 use crate::engine::BackendKind;
 use crate::resources::{Need, check};
 
@@ -73,7 +72,7 @@ pub fn moments(plan: &RunPlan) -> Vec<Vec<Need>> {
 fn reading(plan: &RunPlan, e: &ExpectedSize) -> Need {
     let data = &plan.config.data;
     let (key, value, fix) = match data.kind {
-        DataKind::Synthetic => (
+        kind if kind.uses_count() => (
             "data.count".to_string(),
             e.read.to_string(),
             "lower data.count".to_string(),
@@ -121,7 +120,7 @@ fn atoms(plan: &RunPlan, e: &ExpectedSize, d: usize) -> Need {
             format!("[{h}, {w}]"),
             "choose a smaller data.resize",
         )
-    } else if config.data.kind == DataKind::Synthetic {
+    } else if config.data.kind.uses_count() {
         ("data.count", e.read.to_string(), "lower data.count")
     } else {
         (

@@ -258,7 +258,7 @@ pub fn num(v: f64) -> String {
     }
 }
 
-const STYLE: &str = "
+pub const STYLE: &str = "
 body { font-family: sans-serif; margin: 24px auto; max-width: 1340px; color: #222; }
 h1 { font-size: 24px; margin-bottom: 4px; }
 h2 { font-size: 19px; margin-top: 32px; border-bottom: 1px solid #ccc; padding-bottom: 4px; }

@@ -2,6 +2,7 @@
 //!
 //! Nothing here computes a statistic; it only draws and writes what others computed.
 
+pub mod convergence;
 pub mod html;
 pub mod images;
 pub mod plots;

@@ -139,7 +139,7 @@ pub fn viridis(f: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-fn plot_error<E: std::fmt::Debug>(e: E) -> Error {
+pub(crate) fn plot_error<E: std::fmt::Debug>(e: E) -> Error {
     Error::input(format!("drawing a plot failed: {e:?}"))
 }
 
@@ -195,7 +195,7 @@ fn time_range(times: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// Draws a legend of coloured swatches in one or more rows across `area` (pixel coordinates).
-fn draw_legend(
+pub(crate) fn draw_legend(
     area: &DrawingArea<SVGBackend, Shift>,
     entries: &[(String, RGBColor)],
     filled: bool,
@@ -231,7 +231,7 @@ fn draw_legend(
 
 /// Rows the legend needs for `entries` across `width` pixels (the same layout as
 /// [`draw_legend`]).
-fn legend_rows(entries: &[(String, RGBColor)], width: u32) -> u32 {
+pub(crate) fn legend_rows(entries: &[(String, RGBColor)], width: u32) -> u32 {
     let (mut x, mut rows) = (10i32, 1u32);
     for (name, _) in entries {
         let w = 30 + (name.chars().count() as i32) * 8 + 16;
