@@ -53,7 +53,8 @@ pub struct Lens {
 
 /// What a config adds to its prior: the truth, the measurement and its log-likelihoods.
 pub struct ConfigMeasurement {
-    pub truth: Vec<f32>,
+    /// None when the config gives y as data (`measurement.y`).
+    pub truth: Option<Vec<f32>>,
     pub truth_label: Option<u32>,
     pub truth_source: String,
     pub operator: Arc<dyn Operator>,

@@ -286,7 +286,8 @@ impl Prior {
     fn truth<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
         self.config
             .as_ref()
-            .map(|c| PyArray1::from_slice(py, &c.truth))
+            .and_then(|c| c.truth.as_deref())
+            .map(|t| PyArray1::from_slice(py, t))
     }
     /// The class of every atom, when known (from the config's data set, or given).
     #[getter]
