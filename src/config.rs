@@ -394,6 +394,12 @@ impl RunConfig {
     pub fn to_toml(&self) -> String {
         let mut resolved = self.clone();
         resolved.data = self.data.resolved();
-        toml::to_string_pretty(&resolved).expect("a run config always serialises")
+        if self.measurement.y.is_none() {
+            return toml::to_string_pretty(&resolved).expect("a run config always serialises");
+        }
+        // With a measured y the [truth] table is refused on reading: leave its defaults out.
+        let mut table = toml::Table::try_from(&resolved).expect("a run config always serialises");
+        table.remove("truth");
+        toml::to_string_pretty(&table).expect("a run config always serialises")
     }
 }
