@@ -198,7 +198,7 @@ pub fn setup(
             let mut measured = measured;
             operators::whiten_rows(&mut measured, &v);
             let log_likelihoods = operators::log_likelihoods(&measured, &y, 1.0)?;
-            let op: Box<dyn Operator> = Box::new(operators::Whitened::new(operator, v)?);
+            let op: Box<dyn Operator> = Box::new(operators::Whitened::new(operator.into(), v)?);
             return Ok(Setup {
                 atoms,
                 truth,
