@@ -16,6 +16,8 @@
 //! [measurement]
 //! operator = "box:x=4,y=4,w=8,h=8"
 //! sigma = 0.1              # or "sigma.npy": m per-entry σ_j (diagonal noise covariance)
+//! # y = "y.npy"            # a measured y (m values): no truth, nothing held out, no [truth]
+//! # offset = 0.0           # or "b.npy": y = A(x) + b + noise (the likelihood sees y − b)
 //!
 //! [sampling]
 //! samplers = ["exact", "fsr"]
@@ -208,6 +210,31 @@ pub struct MeasurementConfig {
     /// Measurement noise standard deviation: one σ > 0 for every entry of y, or a `.npy` of
     /// m per-entry σ_j (a diagonal covariance, relative to the config's folder).
     pub sigma: Sigma,
+    /// A measured y (`.npy` of m float32/float64 values, relative to the config's folder):
+    /// real data with no ground truth; then nothing is held out and `[truth]` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<PathBuf>,
+    /// An additive offset b of y = A(x) + b + noise: one number for every entry, or a `.npy`
+    /// of m values. The likelihood sees y − b.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<Offset>,
+}
+
+/// `measurement.offset`: a number, or the path of a `.npy` of m per-entry values.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Offset {
+    Scalar(f64),
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Offset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Offset::Scalar(b) => write!(f, "b = {b} on every entry"),
+            Offset::File(p) => write!(f, "b from {}", p.display()),
+        }
+    }
 }
 
 /// `measurement.sigma`: a number, or the path of a `.npy` of m per-entry values.
@@ -363,6 +390,31 @@ impl RunConfig {
     /// Parses TOML text; `origin` names the file in errors. Names are checked here (typed
     /// fields), ranges by [`crate::plan::RunPlan::new`].
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let cfg: Self = Self::parse_toml(text, origin)?;
+        if cfg.measurement.y.is_some()
+            && toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("truth"))
+        {
+            return Err(Error::config(
+                "truth",
+                "a [truth] table was given with measurement.y: a measured y has no ground \
+                 truth and holds no image out; drop [truth] (or drop measurement.y to simulate \
+                 y from a truth)",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// How many images the run holds out of the atoms: none with a truth file, a truth kept
+    /// among the atoms, or a measured y; else `truth.held_out`.
+    pub fn held_out(&self) -> usize {
+        if self.truth.file.is_some() || self.truth.in_atoms || self.measurement.y.is_some() {
+            0
+        } else {
+            self.truth.held_out
+        }
+    }
+
+    fn parse_toml(text: &str, origin: &Path) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
             // A sweep file (base + axes) given where a run config belongs.
             let sweep = toml::from_str::<toml::Table>(text)
@@ -396,6 +448,12 @@ impl RunConfig {
     pub fn to_toml(&self) -> String {
         let mut resolved = self.clone();
         resolved.data = self.data.resolved();
-        toml::to_string_pretty(&resolved).expect("a run config always serialises")
+        if self.measurement.y.is_none() {
+            return toml::to_string_pretty(&resolved).expect("a run config always serialises");
+        }
+        // With a measured y the [truth] table is refused on reading: leave its defaults out.
+        let mut table = toml::Table::try_from(&resolved).expect("a run config always serialises");
+        table.remove("truth");
+        toml::to_string_pretty(&table).expect("a run config always serialises")
     }
 }

@@ -53,7 +53,8 @@ pub struct Lens {
 
 /// What a config adds to its prior: the truth, the measurement and its log-likelihoods.
 pub struct ConfigMeasurement {
-    pub truth: Vec<f32>,
+    /// None when the config gives y as data (`measurement.y`).
+    pub truth: Option<Vec<f32>>,
     pub truth_label: Option<u32>,
     pub truth_source: String,
     pub operator: Arc<dyn Operator>,
@@ -575,6 +576,42 @@ impl Posterior {
         check_finite("y", &y, 0)?;
         let b = operators::atom_log_likelihoods(op.as_ref(), lens.images(), &y, sigma)?;
         Self::with_bias(lens, b, Some((op, y, sigma)))
+    }
+
+    /// The posterior of y = A(x) + N(0, diag(σ_j²)) with m per-entry σ_j, by the whitening
+    /// of a run's setup (design §2): b_i = −Σ_j (y_j − A(a_i)_j)²/(2σ_j²) in float64, the σ = 1
+    /// posterior of y_j/σ_j under A(x)_j/σ_j (its operator, y and σ = 1 are what it keeps).
+    pub fn with_entry_sigma(
+        lens: Arc<Lens>,
+        y: Vec<f32>,
+        operator: OperatorArg,
+        sigma: Vec<f64>,
+    ) -> Result<Self> {
+        let op = lens.operator(operator)?;
+        let m = op.output_len();
+        if sigma.len() != m {
+            return Err(Error::config(
+                "sigma",
+                format!(
+                    "has {} values but operator {} measures m = {m}; pass one σ_j per entry of \
+                     y, shape ({m},), or one number",
+                    sigma.len(),
+                    op.spec()
+                ),
+            ));
+        }
+        for (j, &s) in sigma.iter().enumerate() {
+            operators::check_sigma(s, "sigma").map_err(|e| match e {
+                Error::Config { problem, .. } => {
+                    Error::config("sigma", format!("entry {j}: {problem}"))
+                }
+                other => other,
+            })?;
+        }
+        let whitened: Arc<dyn Operator> = Arc::new(operators::Whitened::new(op, sigma.clone())?);
+        let mut y = y;
+        operators::whiten_rows(&mut y, &sigma);
+        Self::new(lens, y, OperatorArg::Built(whitened), 1.0)
     }
 
     /// The posterior whose log-likelihoods b_i = log p(y | a_i) are given (N values).

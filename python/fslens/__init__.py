@@ -462,8 +462,10 @@ class Prior:
         return self._core.denoiser_vjp(xs, ts, gs, means)
 
     # -- posteriors ------------------------------------------------------------------------
-    def posterior(self, y=None, operator=None, sigma: Optional[float] = None) -> "Posterior":
+    def posterior(self, y=None, operator=None, sigma=None) -> "Posterior":
         """The exact posterior of y = A(x_0) + N(0, σ² I) under this prior.
+
+        sigma : one σ > 0, or an array of m per-entry σ_j > 0 (noise N(0, diag(σ_j²))).
 
         operator : an (m, D) matrix, or an operator spec string of the configs
             (``identity``, ``box:x=8,y=8,w=12,h=12``, ``downsample:4``, ``blur:sigma=1.5``,
@@ -472,14 +474,23 @@ class Prior:
             config's.
         """
         if sigma is not None:
-            if not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
-                raise TypeError(f"sigma must be a positive float, got {type(sigma).__name__}")
-            sigma = float(sigma)
+            if isinstance(sigma, bool):
+                raise TypeError("sigma must be a positive float or an array of m values, got bool")
+            if isinstance(sigma, numbers.Real):
+                sigma = float(sigma)
+            else:
+                # m per-entry σ_j (diagonal noise): the library whitens y and A (design §2).
+                sigma = np.ascontiguousarray(_float_array(sigma, "sigma"), dtype=np.float64).reshape(-1)
         if operator is None:
             if self._core.operator is None:
                 raise ValueError(
                     "operator is missing: pass operator= (an (m, D) array or an operator spec "
                     "string such as 'downsample:4') and sigma="
+                )
+            if isinstance(sigma, np.ndarray):
+                raise TypeError(
+                    "sigma: per-entry σ_j replace the config's σ only with operator= given; "
+                    "for the config's operator set measurement.sigma = \"sigma.npy\" in the config"
                 )
             ys = None if y is None else _f32(_vector(y, "y"), "y")
             # The config's truth made the config's y: metrics default to it with that y.

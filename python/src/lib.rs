@@ -10,7 +10,7 @@ use numpy::ndarray::Array2;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use fslens::choices::Choice;
@@ -286,7 +286,8 @@ impl Prior {
     fn truth<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
         self.config
             .as_ref()
-            .map(|c| PyArray1::from_slice(py, &c.truth))
+            .and_then(|c| c.truth.as_deref())
+            .map(|t| PyArray1::from_slice(py, t))
     }
     /// The class of every atom, when known (from the config's data set, or given).
     #[getter]
@@ -390,10 +391,10 @@ impl Prior {
         py: Python<'_>,
         y: PyReadonlyArray1<'_, f32>,
         operator: String,
-        sigma: f64,
+        sigma: &Bound<'_, PyAny>,
     ) -> PyResult<Posterior> {
         let ys = slice(&y, "y")?.to_vec();
-        self.posterior(py, ys, OperatorArg::Spec(operator), sigma)
+        self.posterior(py, ys, OperatorArg::Spec(operator), noise(sigma)?)
     }
 
     /// The posterior of y under a dense (m, D) matrix.
@@ -402,7 +403,7 @@ impl Prior {
         py: Python<'_>,
         y: PyReadonlyArray1<'_, f32>,
         matrix: PyReadonlyArray2<'_, f32>,
-        sigma: f64,
+        sigma: &Bound<'_, PyAny>,
     ) -> PyResult<Posterior> {
         let ys = slice(&y, "y")?.to_vec();
         let rows = matrix.shape()[0];
@@ -414,7 +415,7 @@ impl Prior {
             )));
         }
         let values = slice(&matrix, "operator")?.to_vec();
-        self.posterior(py, ys, OperatorArg::Matrix { rows, values }, sigma)
+        self.posterior(py, ys, OperatorArg::Matrix { rows, values }, noise(sigma)?)
     }
 
     /// The posterior of the config's measurement (its operator, y and σ); with `y` and/or
@@ -455,7 +456,7 @@ impl Prior {
             py,
             ys,
             OperatorArg::Built(c.operator.clone()),
-            sigma.unwrap_or(c.sigma),
+            Noise::Scalar(sigma.unwrap_or(c.sigma)),
         )
     }
 
@@ -523,14 +524,36 @@ impl Prior {
         py: Python<'_>,
         y: Vec<f32>,
         operator: OperatorArg,
-        sigma: f64,
+        sigma: Noise,
     ) -> PyResult<Posterior> {
         let lens = self.lens.clone();
         let inner = py
-            .detach(|| fslens::lens::Posterior::new(lens, y, operator, sigma))
+            .detach(|| match sigma {
+                Noise::Scalar(s) => fslens::lens::Posterior::new(lens, y, operator, s),
+                Noise::PerEntry(v) => {
+                    fslens::lens::Posterior::with_entry_sigma(lens, y, operator, v)
+                }
+            })
             .map_err(err)?;
         Ok(Posterior { inner })
     }
+}
+
+/// The measurement noise as Python passes it: one σ, or m per-entry σ_j (a float64 array;
+/// the library checks and whitens them).
+enum Noise {
+    Scalar(f64),
+    PerEntry(Vec<f64>),
+}
+
+fn noise(sigma: &Bound<'_, PyAny>) -> PyResult<Noise> {
+    if let Ok(s) = sigma.extract::<f64>() {
+        return Ok(Noise::Scalar(s));
+    }
+    let a: PyReadonlyArray1<'_, f64> = sigma.extract().map_err(|_| {
+        PyTypeError::new_err("sigma must be a positive float or a float64 array of m values")
+    })?;
+    Ok(Noise::PerEntry(a.as_array().iter().copied().collect()))
 }
 
 /// A posterior of a prior: the atoms re-weighted by b_i = log p(y | a_i).

@@ -66,7 +66,7 @@ pub fn dataset(data: &DataConfig, base_dir: &Path) -> String {
 
 /// The key of the measured atoms of a run.
 pub fn measured(data_key: &str, cfg: &RunConfig, base_dir: &Path) -> String {
-    let selection = if cfg.truth.file.is_some() || cfg.truth.in_atoms {
+    let selection = if cfg.held_out() == 0 {
         "all atoms".to_string()
     } else {
         format!("held out {} with seed {}", cfg.truth.held_out, cfg.seed)

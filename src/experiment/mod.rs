@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod diagnose_trajectory;
 pub mod execute;
 pub mod flags;
+pub mod measured_y;
 pub mod outcome;
 pub mod outputs;
 pub mod page;

@@ -294,7 +294,10 @@ fn write_problem(
 fn write_problem_images(dir: &Path, setup: &Setup, omega: &[f64]) -> Result<Vec<(usize, f64)>> {
     let shape = setup.atoms.shape;
     let scale = default_scale(shape);
-    save_grid(&dir.join("truth.png"), &setup.truth, shape, 1, scale)?;
+    // A measured y has no truth: no truth.png (the report says so in its place).
+    if let Some(truth) = &setup.truth {
+        save_grid(&dir.join("truth.png"), truth, shape, 1, scale)?;
+    }
     if let Some(view) = setup.operator.view(&setup.y) {
         save_grid(
             &dir.join("measurement.png"),

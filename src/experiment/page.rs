@@ -255,6 +255,20 @@ fn sampler_row(
 /// The PNGs of the folder that exist (truth, measurement, heaviest atoms, sample grids), as
 /// figures.
 fn embed_pngs(dir: &Path, summary: &Summary, figures: &mut Vec<Figure>) -> Result<()> {
+    // Where truth.png would be: a measured y has no truth.
+    if summary.measurement.truth == super::setup::NO_TRUTH {
+        figures.push(Figure {
+            title: "Ground truth".into(),
+            caption: "y was read from measurement.y: truth-based metrics (PSNR, SSIM, distance to \
+                      the truth) are null."
+                .into(),
+            content: FigureContent::Svg(format!(
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"360\" height=\"40\">\
+                 <text x=\"8\" y=\"25\" font-size=\"14\">{}</text></svg>",
+                super::setup::NO_TRUTH
+            )),
+        });
+    }
     let mut png = |file: String, title: String, caption: String| -> Result<()> {
         let path = dir.join(&file);
         if path.is_file() {

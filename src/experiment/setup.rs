@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 
-use super::{Observer, cache_keys};
+use super::{Observer, cache_keys, measured_y};
 use crate::config::Sigma;
 use crate::data::Dataset;
 use crate::data::cache::{AtomCache, Lookup};
@@ -16,14 +16,23 @@ use crate::plan::RunPlan;
 use crate::samplers::Problem;
 use crate::{Error, Result};
 
+/// What the summary and the report say where the truth would be when y was given as data.
+pub const NO_TRUTH: &str = "no ground truth: y was given as data";
+
 /// The measurement problem before any sampler runs.
 pub struct Setup {
     pub atoms: Dataset,
-    pub truth: Vec<f32>,
+    /// The ground truth; none when y was given as data (`measurement.y`).
+    pub truth: Option<Vec<f32>>,
     pub truth_label: Option<u32>,
     /// Where the truth came from, for the summary (`held-out image 3 of …` or a path).
     pub truth_source: String,
+    /// Where y came from, for the summary: simulated from the truth, or the measured file.
+    pub y_source: String,
+    /// The offset b the likelihood removed from y (y − b), for the summary; none without one.
+    pub offset: Option<String>,
     pub operator: Box<dyn Operator>,
+    /// y − b (y itself without an offset), whitened to y_j/σ_j for per-entry σ_j.
     pub y: Vec<f32>,
     /// b_i = log p(y | a_i) for every atom, float64.
     pub log_likelihoods: Vec<f64>,
@@ -67,7 +76,7 @@ impl Setup {
                 y: &self.y,
                 sigma: self.sigma,
             }),
-            Some(&self.truth),
+            self.truth.as_deref(),
             plan.schedule,
             plan.diagnostics,
         )
@@ -134,7 +143,29 @@ pub fn setup(
         (Sigma::Scalar(s), None) => *s,
         (Sigma::File(_), None) => unreachable!("a sigma file was read above"),
     };
-    let mut y = measure(plan, operator.as_ref(), &truth, &sigma);
+    let offset = cfg
+        .measurement
+        .offset
+        .as_ref()
+        .map(|b| measured_y::read_offset(b, base_dir, operator.as_ref()))
+        .transpose()?;
+    let (raw_y, y_source) = match (&cfg.measurement.y, &truth) {
+        (Some(file), _) => (
+            measured_y::read_y(file, base_dir, operator.as_ref())?,
+            format!("measured: {}", base_dir.join(file).display()),
+        ),
+        (None, Some(x)) => (
+            measure(plan, operator.as_ref(), x, &sigma, offset.as_deref()),
+            "simulated: y = A(truth) + b + σ ε with the run's seed".to_string(),
+        ),
+        (None, None) => unreachable!("pick_truth gives a truth unless y is given"),
+    };
+    let mut y = measured_y::remove_offset(&raw_y, offset.as_deref());
+    let offset = cfg
+        .measurement
+        .offset
+        .as_ref()
+        .map(|b| format!("{b}, removed: the likelihood sees y − b"));
     observer.stage(&format!("measuring {} atoms", atoms.len()));
     let m = operator.output_len();
     let measure_atoms = || Ok(operators::measure_atoms(operator.as_ref(), &atoms.images));
@@ -167,12 +198,14 @@ pub fn setup(
             let mut measured = measured;
             operators::whiten_rows(&mut measured, &v);
             let log_likelihoods = operators::log_likelihoods(&measured, &y, 1.0)?;
-            let op: Box<dyn Operator> = Box::new(operators::Whitened::new(operator, v)?);
+            let op: Box<dyn Operator> = Box::new(operators::Whitened::new(operator.into(), v)?);
             return Ok(Setup {
                 atoms,
                 truth,
                 truth_label,
                 truth_source,
+                y_source,
+                offset,
                 operator: op,
                 y,
                 log_likelihoods,
@@ -187,6 +220,8 @@ pub fn setup(
         truth,
         truth_label,
         truth_source,
+        y_source,
+        offset,
         operator,
         y,
         log_likelihoods,
@@ -198,14 +233,23 @@ pub fn setup(
 /// The atoms and the truth taken from (or beside) them.
 struct TruthPick {
     atoms: Dataset,
-    truth: Vec<f32>,
+    truth: Option<Vec<f32>>,
     label: Option<u32>,
     source: String,
 }
 
-/// The truth of `[truth]`: a file, an atom kept among the atoms, or a held-out image.
+/// The truth of `[truth]`: a file, an atom kept among the atoms, or a held-out image; none
+/// (and every image an atom) when y was given as data.
 fn pick_truth(plan: &RunPlan, dataset: Dataset, base_dir: &Path) -> Result<TruthPick> {
     let cfg = &plan.config;
+    if cfg.measurement.y.is_some() {
+        return Ok(TruthPick {
+            atoms: dataset,
+            truth: None,
+            label: None,
+            source: NO_TRUTH.to_string(),
+        });
+    }
     if let Some(file) = &cfg.truth.file {
         let path = if file.is_absolute() {
             file.clone()
@@ -216,7 +260,7 @@ fn pick_truth(plan: &RunPlan, dataset: Dataset, base_dir: &Path) -> Result<Truth
             .map_err(|e| e.for_file_key("truth.file"))?;
         return Ok(TruthPick {
             atoms: dataset,
-            truth,
+            truth: Some(truth),
             label: None,
             source: path.display().to_string(),
         });
@@ -231,7 +275,7 @@ fn pick_truth(plan: &RunPlan, dataset: Dataset, base_dir: &Path) -> Result<Truth
         }
         return Ok(TruthPick {
             label: dataset.labels.as_ref().map(|l| l[i]),
-            truth: dataset.image(i).to_vec(),
+            truth: Some(dataset.image(i).to_vec()),
             atoms: dataset,
             source: format!("atom {i} (kept among the atoms)"),
         });
@@ -249,27 +293,32 @@ fn pick_truth(plan: &RunPlan, dataset: Dataset, base_dir: &Path) -> Result<Truth
     let (train, held) = crate::data::split::hold_out(&dataset, cfg.truth.held_out, cfg.seed)?;
     Ok(TruthPick {
         atoms: train,
-        truth: held.image(i).to_vec(),
+        truth: Some(held.image(i).to_vec()),
         label: held.labels.as_ref().map(|l| l[i]),
         source: format!("held-out image {i} of {}", held.len()),
     })
 }
 
-/// y = A(truth) + σ_j ε_j, with ε from the run's seed (σ_j = σ for a scalar noise).
+/// y = A(truth) + b_j + σ_j ε_j in float64, with ε from the run's seed (σ_j = σ for a
+/// scalar noise; b = 0 without an offset).
 fn measure(
     plan: &RunPlan,
     operator: &dyn Operator,
     truth: &[f32],
     sigma: &dyn Fn(usize) -> f64,
-) -> Vec<f32> {
-    let mut y = vec![0.0f32; operator.output_len()];
-    operator.forward(truth, &mut y);
+    offset: Option<&[f64]>,
+) -> Vec<f64> {
+    let mut ax = vec![0.0f32; operator.output_len()];
+    operator.forward(truth, &mut ax);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.config.seed ^ 0x6d65_6173_7572_6521);
-    for (j, yi) in y.iter_mut().enumerate() {
-        let e: f64 = rng.sample(rand_distr::StandardNormal);
-        *yi = (*yi as f64 + sigma(j) * e) as f32;
-    }
-    y
+    ax.iter()
+        .enumerate()
+        .map(|(j, &a)| {
+            let e: f64 = rng.sample(rand_distr::StandardNormal);
+            let b = offset.map_or(0.0, |b| b[j]);
+            a as f64 + b + sigma(j) * e
+        })
+        .collect()
 }
 
 fn report_lookup(

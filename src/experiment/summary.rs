@@ -115,6 +115,11 @@ pub struct MeasurementSummary {
     pub noise: String,
     pub truth: String,
     pub truth_label: Option<String>,
+    /// Where y came from: simulated from the truth, or `measured: <the y file>`.
+    pub y: String,
+    /// The offset b removed from y (the likelihood sees y − b); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
 }
 
 impl MeasurementSummary {
@@ -130,6 +135,8 @@ impl MeasurementSummary {
             truth_label: setup
                 .truth_label
                 .map(|l| super::classes::label_name(&setup.atoms, l)),
+            y: setup.y_source.clone(),
+            offset: setup.offset.clone(),
         }
     }
 }

@@ -4,20 +4,21 @@
 //! whitened problem. This holds for a nonlinear A too: its Jacobian row j scales by 1/σ_j.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{Gram, MeasurementView, Operator, check_sigma};
 use crate::{Error, Result};
 
 /// A(x)_j / σ_j; the adjoint J_A(x)ᵀ (r_j / σ_j).
 pub struct Whitened {
-    inner: Box<dyn Operator>,
+    inner: Arc<dyn Operator>,
     sigma: Vec<f64>,
 }
 
 impl Whitened {
     /// Wraps `inner` with the per-entry noise `sigma` (m values, each checked by
     /// [`read_sigma`] or the caller).
-    pub fn new(inner: Box<dyn Operator>, sigma: Vec<f64>) -> Result<Self> {
+    pub fn new(inner: Arc<dyn Operator>, sigma: Vec<f64>) -> Result<Self> {
         if sigma.len() != inner.output_len() {
             return Err(Error::input(format!(
                 "{} per-entry σ values for operator `{}` with m = {} outputs",
@@ -138,7 +139,7 @@ mod tests {
         ] {
             let mut raw = vec![0.0f32; 9];
             inner.forward(&x, &mut raw);
-            let w = Whitened::new(inner, sigma.clone()).unwrap();
+            let w = Whitened::new(Arc::from(inner), sigma.clone()).unwrap();
             let mut fx = vec![0.0f32; 9];
             w.forward(&x, &mut fx);
             for j in 0..9 {
@@ -169,13 +170,13 @@ mod tests {
         let mask = box_inpainting(shape, 0, 0, 1, 1).unwrap();
         let m = mask.output_len();
         assert_eq!(
-            Whitened::new(Box::new(mask), vec![0.5; m]).unwrap().gram(),
+            Whitened::new(Arc::new(mask), vec![0.5; m]).unwrap().gram(),
             Gram::ScaledIdentity(4.0)
         );
         let mask = box_inpainting(shape, 0, 0, 1, 1).unwrap();
         let uneven: Vec<f64> = (0..m).map(|j| 0.5 + j as f64).collect();
         assert_eq!(
-            Whitened::new(Box::new(mask), uneven).unwrap().gram(),
+            Whitened::new(Arc::new(mask), uneven).unwrap().gram(),
             Gram::General
         );
     }

@@ -103,11 +103,7 @@ fn reading(plan: &RunPlan, e: &ExpectedSize) -> Need {
 /// The atoms during the run: the data set and, on the CPU, the engine's copy.
 fn atoms(plan: &RunPlan, e: &ExpectedSize, d: usize) -> Need {
     let config = &plan.config;
-    let held_out = if config.truth.file.is_some() || config.truth.in_atoms {
-        0
-    } else {
-        config.truth.held_out
-    };
+    let held_out = config.held_out();
     let n = e.images.saturating_sub(held_out).max(1);
     let copies = if plan.engine.backend == BackendKind::Cpu {
         2

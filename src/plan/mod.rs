@@ -176,7 +176,7 @@ impl RunPlan {
             ));
         }
         let t = &config.truth;
-        if t.file.is_none() && !t.in_atoms && t.index >= t.held_out {
+        if config.held_out() > 0 && t.index >= t.held_out {
             return Err(Error::config(
                 "truth.index",
                 format!(
@@ -255,7 +255,7 @@ impl RunPlan {
     }
 
     /// The files the run reads (that exist): the config file, the data path and labels, the
-    /// truth file, and the files its operator spec names. An output folder holding one of them
+    /// truth file, the measurement's y, σ and offset files, and the files its operator spec names. An output folder holding one of them
     /// is not replaced without `--force`.
     pub fn input_files(&self) -> Vec<PathBuf> {
         let c = &self.config;
@@ -264,6 +264,14 @@ impl RunPlan {
         files.extend(c.data.path.as_deref().map(at));
         files.extend(c.data.labels.as_deref().map(at));
         files.extend(c.truth.file.as_deref().map(at));
+        files.extend(c.measurement.y.as_deref().map(at));
+        if let crate::config::Sigma::File(p) = &c.measurement.sigma {
+            files.push(at(p));
+        }
+        files.extend(c.measurement.offset.as_ref().and_then(|o| match o {
+            crate::config::Offset::File(p) => Some(at(p)),
+            crate::config::Offset::Scalar(_) => None,
+        }));
         files.extend(crate::operators::files_named(
             &c.measurement.operator,
             &self.base_dir,
