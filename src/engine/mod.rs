@@ -208,9 +208,9 @@ impl Choice for BackendKind {
 }
 crate::choice_by_name!(BackendKind);
 
-/// How the GPU stores the atoms (config `storage`, flag `--storage`): `auto` is u8 for 8-bit
-/// data sets (exact) and f32 otherwise; `u8` is refused for data with more than 256 distinct
-/// values and `f16` changes the prior (README "Atom storage"). The CPU backend stores f32.
+/// How a backend stores the atoms (config `storage`, flag `--storage`), on the GPU and the CPU
+/// alike: `auto` is u8 for 8-bit data sets (exact) and f32 otherwise; `u8` is refused for data
+/// with more than 256 distinct values and `f16` changes the prior (README "Atom storage").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StorageChoice {
     #[default]
@@ -241,8 +241,8 @@ impl StorageChoice {
     }
 }
 
-/// Builds the backend `kind` over the images of `atoms`, the GPU one with the atom storage
-/// `storage` (ignored by the CPU backend, which copies the images).
+/// Builds the backend `kind` over the images of `atoms` with the atom storage `storage` (the
+/// CPU backend copies the images for f32, encodes them for u8 / f16).
 pub fn create(
     kind: BackendKind,
     storage: StorageChoice,
@@ -257,8 +257,9 @@ pub fn create(
     )
 }
 
-/// Builds the backend `kind` over `images` (N × `d`): the CPU backend shares the store (no
-/// second copy in memory), the GPU one uploads it in `storage`.
+/// Builds the backend `kind` over `images` (N × `d`) in `storage`: the CPU backend shares an
+/// f32 store (no second copy in memory) or keeps a u8 / f16 encoding beside the caller's f32
+/// images; the GPU one uploads it.
 pub fn create_shared(
     kind: BackendKind,
     storage: gpu::Storage,
@@ -286,10 +287,12 @@ fn build(
             ..Default::default()
         };
         Ok(Box::new(gpu::GpuBackend::new(images, d, opts)?))
-    } else if let Some(store) = shared {
-        Ok(Box::new(cpu::CpuBackend::from_shared(store.clone(), d)?))
     } else {
-        Ok(Box::new(cpu::CpuBackend::new(images, d)?))
+        Ok(Box::new(match (storage, shared) {
+            (gpu::Storage::F32, Some(store)) => cpu::CpuBackend::from_shared(store.clone(), d)?,
+            (gpu::Storage::F32, None) => cpu::CpuBackend::new(images, d)?,
+            (s, _) => cpu::CpuBackend::with_storage(images, d, s)?,
+        }))
     }
 }
 
