@@ -426,58 +426,57 @@ pub fn run(
 
     let mut records = Vec::new();
     for (t, b, noise, x) in cases {
-            let (times, result, p, device_secs) =
-                time_fsr_step(backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
-            let secs = times.best;
-            // cpu: the peak of this case only, measured between its own steps under the same
-            // load; gpu: the nominal peak.
-            let peak_best = if on_gpu {
-                nominal_peak
-            } else {
-                Some(p).filter(|p| p.is_finite())
-            };
-            let mean_ess =
-                result.stats.iter().map(|s| s.ess).sum::<f64>() / result.stats.len() as f64;
-            let (base_secs, base_desc, base_diff) = match &python {
-                Ok(()) => match run_numpy(opts, &workdir, &x, b, d, noise, &result.means) {
-                    Ok((s, desc, diff)) => (Some(s), Some(desc), Some(diff)),
-                    Err(e) => (None, Some(format!("baseline failed: {e}")), None),
-                },
-                Err(why) => (None, Some(why.clone()), None),
-            };
-            let gflops = 4.0 * (b * n * d) as f64 / secs / 1e9;
-            let rec = BenchRecord {
-                backend: backend.describe(),
-                kernel: "fsr-step".into(),
-                b,
-                n,
-                d,
-                storage: opts.storage.name().into(),
-                t,
-                data: data.clone(),
-                seconds_per_step: secs,
-                median_seconds_per_step: times.median,
-                gflops,
-                peak_gflops: peak_best,
-                fraction_of_peak: peak_best.map(|p| gflops / p),
-                baseline_seconds_per_step: base_secs,
-                baseline: base_desc,
-                baseline_max_rel_diff: base_diff,
-                mean_ess,
-                ratio_to_fsr: None,
-                device_seconds_per_step: device_secs.seconds,
-                device_seconds_by_kernel: device_secs.by_kernel,
-                peak_rss_mb: peak_rss_mb(),
-                rss_mb: rss_mb(),
-                atom_store_mb,
-            };
-            on_record(&rec);
-            if opts.dps {
-                let dps = dps_record(backend, &x, noise, opts.repeats, &rec)?;
-                on_record(&dps);
-                records.push(dps);
-            }
-            records.push(rec);
+        let (times, result, p, device_secs) =
+            time_fsr_step(backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
+        let secs = times.best;
+        // cpu: the peak of this case only, measured between its own steps under the same
+        // load; gpu: the nominal peak.
+        let peak_best = if on_gpu {
+            nominal_peak
+        } else {
+            Some(p).filter(|p| p.is_finite())
+        };
+        let mean_ess = result.stats.iter().map(|s| s.ess).sum::<f64>() / result.stats.len() as f64;
+        let (base_secs, base_desc, base_diff) = match &python {
+            Ok(()) => match run_numpy(opts, &workdir, &x, b, d, noise, &result.means) {
+                Ok((s, desc, diff)) => (Some(s), Some(desc), Some(diff)),
+                Err(e) => (None, Some(format!("baseline failed: {e}")), None),
+            },
+            Err(why) => (None, Some(why.clone()), None),
+        };
+        let gflops = 4.0 * (b * n * d) as f64 / secs / 1e9;
+        let rec = BenchRecord {
+            backend: backend.describe(),
+            kernel: "fsr-step".into(),
+            b,
+            n,
+            d,
+            storage: opts.storage.name().into(),
+            t,
+            data: data.clone(),
+            seconds_per_step: secs,
+            median_seconds_per_step: times.median,
+            gflops,
+            peak_gflops: peak_best,
+            fraction_of_peak: peak_best.map(|p| gflops / p),
+            baseline_seconds_per_step: base_secs,
+            baseline: base_desc,
+            baseline_max_rel_diff: base_diff,
+            mean_ess,
+            ratio_to_fsr: None,
+            device_seconds_per_step: device_secs.seconds,
+            device_seconds_by_kernel: device_secs.by_kernel,
+            peak_rss_mb: peak_rss_mb(),
+            rss_mb: rss_mb(),
+            atom_store_mb,
+        };
+        on_record(&rec);
+        if opts.dps {
+            let dps = dps_record(backend, &x, noise, opts.repeats, &rec)?;
+            on_record(&dps);
+            records.push(dps);
+        }
+        records.push(rec);
     }
     let _ = std::fs::remove_dir_all(&workdir);
     Ok(records)

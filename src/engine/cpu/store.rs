@@ -23,7 +23,10 @@ pub(super) enum AtomStore {
     F32(Arc<Vec<f32>>),
     /// One code per value; value = table[code]. The table is the distinct values sorted by
     /// [`f32::total_cmp`], padded with zeros to 256 entries.
-    U8 { codes: Vec<u8>, table: Box<[f32; 256]> },
+    U8 {
+        codes: Vec<u8>,
+        table: Box<[f32; 256]>,
+    },
     /// Binary16, rounded to nearest even with subnormals flushed to ±0 (as on the GPU).
     F16(Vec<half::f16>),
 }
