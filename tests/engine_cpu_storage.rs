@@ -174,10 +174,15 @@ fn u8_storage_of_non_8_bit_atoms_is_an_error_naming_storage() {
     assert!(text.contains("600") && text.contains("f32"), "{text}");
     // The same through the engine factory a run config uses.
     let shared = std::sync::Arc::new(atoms);
-    let err =
-        fslens::engine::create_shared(fslens::engine::BackendKind::Cpu, Storage::U8, &shared, 3)
-            .err()
-            .unwrap();
+    let err = fslens::engine::create_shared(
+        fslens::engine::BackendKind::Cpu,
+        fslens::engine::StorageChoice::Fixed(Storage::U8),
+        false,
+        &shared,
+        3,
+    )
+    .err()
+    .unwrap();
     assert_eq!(err.key(), Some("storage"), "{err}");
     // f16 takes any finite data; non-finite atoms are refused before encoding.
     assert!(CpuBackend::with_storage(&shared, 3, Storage::F16).is_ok());
