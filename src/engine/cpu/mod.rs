@@ -105,7 +105,7 @@ impl CpuBackend {
 
     /// The backend over a checked, encoded store; norms from the decoded values.
     fn from_store(store: AtomStore, d: usize) -> Result<CpuBackend> {
-        let n = store_len(&store, d);
+        let n = store.len() / d;
         let mut scratch = Vec::new();
         let mut norms64 = Vec::with_capacity(n);
         // Decoded in blocks of 256 atoms, as the passes will see them.
@@ -486,16 +486,6 @@ fn check_atoms(atoms: &[f32], d: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// N of a store of N × D values.
-fn store_len(store: &AtomStore, d: usize) -> usize {
-    let values = match store {
-        AtomStore::F32(a) => a.len(),
-        AtomStore::U8 { codes, .. } => codes.len(),
-        AtomStore::F16(h) => h.len(),
-    };
-    values / d
 }
 
 fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {

@@ -81,6 +81,15 @@ impl AtomStore {
         }
     }
 
+    /// Values stored (N·D).
+    pub(super) fn len(&self) -> usize {
+        match self {
+            AtomStore::F32(a) => a.len(),
+            AtomStore::U8 { codes, .. } => codes.len(),
+            AtomStore::F16(h) => h.len(),
+        }
+    }
+
     /// Bytes the store holds (N·D·{4, 1, 2}, plus the u8 table).
     pub(super) fn bytes(&self) -> usize {
         match self {
