@@ -55,7 +55,7 @@ pub struct BenchOptions {
     pub script: PathBuf,
     /// "cpu" or "gpu".
     pub backend: String,
-    /// Atom storage on the GPU (the CPU backend stores f32 only).
+    /// Atom storage (GPU and CPU: f32, u8 for 8-bit data, f16).
     pub storage: Storage,
     /// GPU: dimensions staged per step (the kernel's `DK` override; None: its default).
     pub tile_dims: Option<usize>,
@@ -218,9 +218,12 @@ pub struct BenchRecord {
     /// GPU only, where kernels are timed separately: that step's device seconds per kernel
     /// (distances, split_weights, weighted_sums, merge_partials).
     pub device_seconds_by_kernel: Option<BTreeMap<String, f64>>,
-    /// VmHWM of this process, MB.
+    /// VmHWM of this process, MB (includes the float32 atoms loaded before the backend
+    /// encoded them).
     pub peak_rss_mb: f64,
-    /// N·D·4 bytes, MB.
+    /// VmRSS of this process after the step, MB: what stays resident while stepping.
+    pub rss_mb: f64,
+    /// Bytes of the atom store (N·D·{4, 1, 2} for f32, u8, f16), MB.
     pub atom_store_mb: f64,
 }
 
@@ -365,6 +368,18 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Resident memory of this process now (VmRSS), MB; NaN where /proc is missing.
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 /// Runs every case on `opts.backend`, calling `on_record` as each finishes.
 pub fn run(
     opts: &BenchOptions,
@@ -386,76 +401,82 @@ pub fn run(
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let (atoms, data) = load_atoms(opts, &mut rng)?;
     let (n, d) = (atoms.len() / opts.dim, opts.dim);
+    // Everything that reads the float32 atoms comes first, so that the backend can take the
+    // only copy (a u8 or f16 CPU store then drops it: the resident memory is the store's).
+    let bias = inpainting_bias(&atoms, d, &mut rng);
+    let workdir = std::env::temp_dir().join(format!("fslens-bench-{}", std::process::id()));
+    let python = prepare_baseline(opts, &workdir, &atoms, d, &bias)?;
+    let schedule = Schedule::default();
+    let mut cases = Vec::new();
+    for &t in &opts.times {
+        let noise = schedule.noise(t);
+        for &b in &opts.batches {
+            cases.push((t, b, noise, noisy_particles(&atoms, d, b, noise, &mut rng)));
+        }
+    }
     let mut subject = Subject::new(opts, atoms, d, on_gpu, threads)?;
     let nominal_peak = if on_gpu {
         nominal_gpu_peak_gflops(&subject.backend().describe())
     } else {
         None
     };
-    let bias = inpainting_bias(subject.atoms(), d, &mut rng);
     let bias_id = subject.backend_mut().add_bias(&bias)?;
-    let (backend, atoms) = (subject.backend(), subject.atoms());
-    let workdir = std::env::temp_dir().join(format!("fslens-bench-{}", std::process::id()));
-    let python = prepare_baseline(opts, &workdir, atoms, d, &bias)?;
+    let atom_store_mb = subject.store_bytes(n * d, opts.storage) as f64 / 1e6;
+    let backend = subject.backend();
 
-    let schedule = Schedule::default();
     let mut records = Vec::new();
-    for &t in &opts.times {
-        let noise = schedule.noise(t);
-        for &b in &opts.batches {
-            let x = noisy_particles(atoms, d, b, noise, &mut rng);
-            let (times, result, p, device_secs) =
-                time_fsr_step(backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
-            let secs = times.best;
-            // cpu: the peak of this case only, measured between its own steps under the same
-            // load; gpu: the nominal peak.
-            let peak_best = if on_gpu {
-                nominal_peak
-            } else {
-                Some(p).filter(|p| p.is_finite())
-            };
-            let mean_ess =
-                result.stats.iter().map(|s| s.ess).sum::<f64>() / result.stats.len() as f64;
-            let (base_secs, base_desc, base_diff) = match &python {
-                Ok(()) => match run_numpy(opts, &workdir, &x, b, d, noise, &result.means) {
-                    Ok((s, desc, diff)) => (Some(s), Some(desc), Some(diff)),
-                    Err(e) => (None, Some(format!("baseline failed: {e}")), None),
-                },
-                Err(why) => (None, Some(why.clone()), None),
-            };
-            let gflops = 4.0 * (b * n * d) as f64 / secs / 1e9;
-            let rec = BenchRecord {
-                backend: backend.describe(),
-                kernel: "fsr-step".into(),
-                b,
-                n,
-                d,
-                storage: opts.storage.name().into(),
-                t,
-                data: data.clone(),
-                seconds_per_step: secs,
-                median_seconds_per_step: times.median,
-                gflops,
-                peak_gflops: peak_best,
-                fraction_of_peak: peak_best.map(|p| gflops / p),
-                baseline_seconds_per_step: base_secs,
-                baseline: base_desc,
-                baseline_max_rel_diff: base_diff,
-                mean_ess,
-                ratio_to_fsr: None,
-                device_seconds_per_step: device_secs.seconds,
-                device_seconds_by_kernel: device_secs.by_kernel,
-                peak_rss_mb: peak_rss_mb(),
-                atom_store_mb: (n * d) as f64 * opts.storage.bytes_per_value() / 1e6,
-            };
-            on_record(&rec);
-            if opts.dps {
-                let dps = dps_record(backend, &x, noise, opts.repeats, &rec)?;
-                on_record(&dps);
-                records.push(dps);
-            }
-            records.push(rec);
+    for (t, b, noise, x) in cases {
+        let (times, result, p, device_secs) =
+            time_fsr_step(backend, &x, noise, bias_id, opts.repeats, peak.as_mut())?;
+        let secs = times.best;
+        // cpu: the peak of this case only, measured between its own steps under the same
+        // load; gpu: the nominal peak.
+        let peak_best = if on_gpu {
+            nominal_peak
+        } else {
+            Some(p).filter(|p| p.is_finite())
+        };
+        let mean_ess = result.stats.iter().map(|s| s.ess).sum::<f64>() / result.stats.len() as f64;
+        let (base_secs, base_desc, base_diff) = match &python {
+            Ok(()) => match run_numpy(opts, &workdir, &x, b, d, noise, &result.means) {
+                Ok((s, desc, diff)) => (Some(s), Some(desc), Some(diff)),
+                Err(e) => (None, Some(format!("baseline failed: {e}")), None),
+            },
+            Err(why) => (None, Some(why.clone()), None),
+        };
+        let gflops = 4.0 * (b * n * d) as f64 / secs / 1e9;
+        let rec = BenchRecord {
+            backend: backend.describe(),
+            kernel: "fsr-step".into(),
+            b,
+            n,
+            d,
+            storage: opts.storage.name().into(),
+            t,
+            data: data.clone(),
+            seconds_per_step: secs,
+            median_seconds_per_step: times.median,
+            gflops,
+            peak_gflops: peak_best,
+            fraction_of_peak: peak_best.map(|p| gflops / p),
+            baseline_seconds_per_step: base_secs,
+            baseline: base_desc,
+            baseline_max_rel_diff: base_diff,
+            mean_ess,
+            ratio_to_fsr: None,
+            device_seconds_per_step: device_secs.seconds,
+            device_seconds_by_kernel: device_secs.by_kernel,
+            peak_rss_mb: peak_rss_mb(),
+            rss_mb: rss_mb(),
+            atom_store_mb,
+        };
+        on_record(&rec);
+        if opts.dps {
+            let dps = dps_record(backend, &x, noise, opts.repeats, &rec)?;
+            on_record(&dps);
+            records.push(dps);
         }
+        records.push(rec);
     }
     let _ = std::fs::remove_dir_all(&workdir);
     Ok(records)
@@ -479,15 +500,6 @@ fn check_options(opts: &BenchOptions) -> Result<bool> {
             ));
         }
     };
-    if !on_gpu && opts.storage != Storage::F32 {
-        return Err(Error::config(
-            "--storage",
-            format!(
-                "the cpu backend stores atoms as f32 only, not {}; use --backend gpu",
-                opts.storage.name()
-            ),
-        ));
-    }
     Ok(on_gpu)
 }
 
@@ -800,7 +812,7 @@ pub fn nominal_gpu_peak_gflops(adapter: &str) -> Option<f64> {
 #[allow(clippy::large_enum_variant)] // one value per bench run
 enum Subject {
     Cpu(CpuBackend),
-    Gpu(GpuBackend, Vec<f32>),
+    Gpu(GpuBackend),
 }
 
 impl Subject {
@@ -826,31 +838,37 @@ impl Subject {
                     ..Default::default()
                 },
             )?;
-            return Ok(Subject::Gpu(gpu, atoms));
+            return Ok(Subject::Gpu(gpu));
         }
-        // from_vec: the backend owns the only host copy, so peak RSS counts the atoms once.
-        let mut cpu = CpuBackend::from_vec(atoms, d)?.with_threads(threads)?;
+        // from_vec: the backend owns the only host copy, so peak RSS counts the atoms once;
+        // a u8 / f16 store encodes them and the float32 copy is dropped here.
+        let cpu = match opts.storage {
+            Storage::F32 => CpuBackend::from_vec(atoms, d)?,
+            other => CpuBackend::with_storage(&atoms, d, other)?,
+        };
+        let mut cpu = cpu.with_threads(threads)?;
         if let Some((chunk, rows)) = opts.blocking {
             cpu = cpu.with_blocking(chunk, rows)?;
         }
         Ok(Subject::Cpu(cpu))
     }
-    fn atoms(&self) -> &[f32] {
+    /// Bytes of the atom store: the CPU's as held, the GPU's `values` in `storage`.
+    fn store_bytes(&self, values: usize, storage: Storage) -> usize {
         match self {
-            Subject::Cpu(cpu) => cpu.atom_store(),
-            Subject::Gpu(_, atoms) => atoms,
+            Subject::Cpu(cpu) => cpu.store_bytes(),
+            Subject::Gpu(_) => (values as f64 * storage.bytes_per_value()) as usize,
         }
     }
     fn backend(&self) -> &dyn Backend {
         match self {
             Subject::Cpu(cpu) => cpu,
-            Subject::Gpu(gpu, _) => gpu,
+            Subject::Gpu(gpu) => gpu,
         }
     }
     fn backend_mut(&mut self) -> &mut dyn Backend {
         match self {
             Subject::Cpu(cpu) => cpu,
-            Subject::Gpu(gpu, _) => gpu,
+            Subject::Gpu(gpu) => gpu,
         }
     }
 }

@@ -242,16 +242,22 @@ impl Lens {
         schedule: Schedule,
         base_dir: PathBuf,
     ) -> Result<Self> {
-        let storage = engine.storage.resolve(&atoms);
         let Dataset {
             images,
             shape,
             labels,
             class_names,
+            eight_bit,
             ..
         } = atoms;
         let images = Arc::new(images);
-        let backend = crate::engine::create_shared(engine.backend, storage, &images, shape.dim())?;
+        let backend = crate::engine::create_shared(
+            engine.backend,
+            engine.storage,
+            eight_bit,
+            &images,
+            shape.dim(),
+        )?;
         Ok(Lens {
             description: backend.describe(),
             backend: RwLock::new(backend),

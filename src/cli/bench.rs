@@ -179,6 +179,10 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
                     .collect();
                 eprintln!("{:<15} device time: {}", "", parts.join(", "));
             }
+            eprintln!(
+                "{:<15} memory: {} atom store {:.0} MB, resident {:.0} MB (peak {:.0} MB)",
+                "", r.storage, r.atom_store_mb, r.rss_mb, r.peak_rss_mb
+            );
         }
     })?;
     Ok(())

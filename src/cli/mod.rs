@@ -74,7 +74,7 @@ struct EngineArgs {
     /// adapter exists).
     #[arg(long, value_parser = parse_backend)]
     backend: Option<BackendKind>,
-    /// GPU atom storage: auto (u8 for 8-bit data, else f32) | f32 | u8 | f16 (default: the
+    /// Atom storage (GPU and CPU): auto (u8 for 8-bit data, else f32) | f32 | u8 | f16 (default: the
     /// config's `storage`, else auto).
     #[arg(long, value_parser = parse_storage)]
     storage: Option<StorageChoice>,

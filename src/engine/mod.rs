@@ -208,9 +208,9 @@ impl Choice for BackendKind {
 }
 crate::choice_by_name!(BackendKind);
 
-/// How the GPU stores the atoms (config `storage`, flag `--storage`): `auto` is u8 for 8-bit
-/// data sets (exact) and f32 otherwise; `u8` is refused for data with more than 256 distinct
-/// values and `f16` changes the prior (README "Atom storage"). The CPU backend stores f32.
+/// How a backend stores the atoms (config `storage`, flag `--storage`), on the GPU and the CPU
+/// alike: `auto` is u8 for 8-bit data sets (exact) on the GPU and f32 otherwise; `u8` is refused for data
+/// with more than 256 distinct values and `f16` changes the prior (README "Atom storage").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StorageChoice {
     #[default]
@@ -239,10 +239,23 @@ impl StorageChoice {
             StorageChoice::Fixed(s) => s,
         }
     }
+
+    /// The storage on the backend that runs: on the GPU as [`StorageChoice::resolve`]; on the
+    /// CPU `auto` is f32, because every CPU caller keeps the f32 images anyway (the lens for
+    /// its exact draws, a run for the exact sampler) and shares them with an f32 store, where
+    /// a u8 store would sit beside them; `u8`/`f16` are honoured on both.
+    pub fn resolve_on(self, on_gpu: bool, eight_bit: bool) -> gpu::Storage {
+        match self {
+            StorageChoice::Auto if on_gpu && eight_bit => gpu::Storage::U8,
+            StorageChoice::Auto => gpu::Storage::F32,
+            StorageChoice::Fixed(s) => s,
+        }
+    }
 }
 
-/// Builds the backend `kind` over the images of `atoms`, the GPU one with the atom storage
-/// `storage` (ignored by the CPU backend, which copies the images).
+/// Builds the backend `kind` over the images of `atoms` with the atom storage `storage`
+/// ([`StorageChoice::resolve_on`]; the CPU backend copies the images for f32, encodes them
+/// for u8 / f16).
 pub fn create(
     kind: BackendKind,
     storage: StorageChoice,
@@ -250,27 +263,32 @@ pub fn create(
 ) -> Result<Box<dyn Backend>> {
     build(
         kind,
-        storage.resolve(atoms),
+        storage,
+        atoms.eight_bit,
         &atoms.images,
         atoms.dim(),
         None,
     )
 }
 
-/// Builds the backend `kind` over `images` (N × `d`): the CPU backend shares the store (no
-/// second copy in memory), the GPU one uploads it in `storage`.
+/// Builds the backend `kind` over `images` (N × `d`, `eight_bit` when they are 8-bit) in
+/// `storage` ([`StorageChoice::resolve_on`]): the CPU backend shares an f32 store (no second
+/// copy in memory) or keeps a u8 / f16 encoding beside the caller's f32 images; the GPU one
+/// uploads it.
 pub fn create_shared(
     kind: BackendKind,
-    storage: gpu::Storage,
+    storage: StorageChoice,
+    eight_bit: bool,
     images: &std::sync::Arc<Vec<f32>>,
     d: usize,
 ) -> Result<Box<dyn Backend>> {
-    build(kind, storage, images, d, Some(images))
+    build(kind, storage, eight_bit, images, d, Some(images))
 }
 
 fn build(
     kind: BackendKind,
-    storage: gpu::Storage,
+    storage: StorageChoice,
+    eight_bit: bool,
     images: &[f32],
     d: usize,
     shared: Option<&std::sync::Arc<Vec<f32>>>,
@@ -280,16 +298,19 @@ fn build(
         BackendKind::Gpu => true,
         BackendKind::Auto => auto_uses_gpu(),
     };
+    let storage = storage.resolve_on(on_gpu, eight_bit);
     if on_gpu {
         let opts = gpu::GpuOptions {
             storage,
             ..Default::default()
         };
         Ok(Box::new(gpu::GpuBackend::new(images, d, opts)?))
-    } else if let Some(store) = shared {
-        Ok(Box::new(cpu::CpuBackend::from_shared(store.clone(), d)?))
     } else {
-        Ok(Box::new(cpu::CpuBackend::new(images, d)?))
+        Ok(Box::new(match (storage, shared) {
+            (gpu::Storage::F32, Some(store)) => cpu::CpuBackend::from_shared(store.clone(), d)?,
+            (gpu::Storage::F32, None) => cpu::CpuBackend::new(images, d)?,
+            (s, _) => cpu::CpuBackend::with_storage(images, d, s)?,
+        }))
     }
 }
 

@@ -103,7 +103,7 @@ impl ChunkBuffers {
         c: usize,
     ) {
         let d = be.d;
-        let atoms = be.atoms[i0 * d..].as_ptr();
+        let atoms = be.chunk_atoms(&self.decoded, i0, c).as_ptr();
         if m <= SMALL_GEMM_ROWS {
             // Few rows: a column-major destination keeps the GEMM in its m = rows orientation,
             // where the atoms (rhs, unit row stride) are read in place instead of being packed

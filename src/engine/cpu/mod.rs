@@ -4,19 +4,23 @@
 //! The parts: [`pass`] (one pass: chunks, tasks and their exact merge), [`window`] (the
 //! precision fix of design §7: which logits are recomputed by direct differences), [`gemm`]
 //! (the `gemm` crate calls), [`simd`] (the elementwise kernels, compiled for AVX-512/AVX2) and
-//! [`weight_cache`] (the prior weights kept for the C·g passes that follow a pass).
+//! [`weight_cache`] (the prior weights kept for the C·g passes that follow a pass) and [`store`]
+//! (the atoms as f32, u8 codes or f16, decoded chunk by chunk for the GEMMs).
 
 mod gemm;
 mod pass;
 mod simd;
+mod store;
 mod weight_cache;
 mod window;
 
 use std::sync::{Arc, Mutex};
 
+use super::gpu::Storage;
 use super::{Backend, BiasId, Noise, PassOutput, WeightSet, WeightedMean};
 use crate::{Error, Result};
 use pass::{ChunkBuffers, RowJob};
+use store::AtomStore;
 use weight_cache::PriorWeights;
 
 /// Logits more than this far below the running max get weight exactly 0 (float32 copy of
@@ -37,12 +41,12 @@ struct StoredBias {
 /// CPU implementation of [`Backend`]. The algorithm is in the docs of the modules `pass` (one
 /// pass) and `window` (precision).
 pub struct CpuBackend {
-    /// The atom store, N × D; shared (not copied) with whoever built the backend from an
-    /// [`Arc`] ([`CpuBackend::from_shared`]).
-    atoms: Arc<Vec<f32>>,
+    /// The atom store, N × D: f32 shared (not copied) with whoever built the backend from an
+    /// [`Arc`] ([`CpuBackend::from_shared`]), or u8 / f16 ([`CpuBackend::with_storage`]).
+    store: AtomStore,
     n: usize,
     d: usize,
-    /// ‖a_i‖², summed in float64 and rounded once.
+    /// ‖a_i‖² of the stored (decoded) atoms, summed in float64 and rounded once.
     norms2: Vec<f32>,
     /// max_i ‖a_i‖.
     max_norm: f64,
@@ -86,38 +90,40 @@ impl CpuBackend {
     /// As [`CpuBackend::new`], sharing the atom store with the caller (no second copy in
     /// memory: the lens keeps the same store for its exact draws).
     pub fn from_shared(atoms: Arc<Vec<f32>>, d: usize) -> Result<CpuBackend> {
-        if d == 0 {
-            return Err(Error::input(
-                "cpu backend: the dimension D must be at least 1",
-            ));
+        check_atoms(&atoms, d)?;
+        Self::from_store(AtomStore::F32(atoms), d)
+    }
+
+    /// As [`CpuBackend::new`], keeping the atoms in `storage` (config key `storage`): f32
+    /// (4 bytes a value), u8 (1 byte, exact, only for atoms with at most 256 distinct
+    /// values, else an error naming `storage`) or f16 (2 bytes; rounds the atoms, so it
+    /// changes the prior). The passes decode one chunk at a time (module `store`).
+    pub fn with_storage(atoms: &[f32], d: usize, storage: Storage) -> Result<CpuBackend> {
+        check_atoms(atoms, d)?;
+        Self::from_store(AtomStore::encode(atoms, storage)?, d)
+    }
+
+    /// The backend over a checked, encoded store; norms from the decoded values.
+    fn from_store(store: AtomStore, d: usize) -> Result<CpuBackend> {
+        let n = store.len() / d;
+        let mut scratch = Vec::new();
+        let mut norms64 = Vec::with_capacity(n);
+        // Decoded in blocks of 256 atoms, as the passes will see them.
+        for i0 in (0..n).step_by(256) {
+            let c = 256.min(n - i0);
+            store.load(i0 * d, c * d, &mut scratch);
+            let vals = store.values(&scratch, i0 * d, c * d);
+            norms64.extend(
+                vals.chunks(d)
+                    .map(|a| a.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()),
+            );
         }
-        if atoms.is_empty() || !atoms.len().is_multiple_of(d) {
-            return Err(Error::input(format!(
-                "cpu backend: {} atom values do not split into rows of D = {d} \
-                 (need a non-empty N × D array)",
-                atoms.len()
-            )));
-        }
-        if let Some(pos) = atoms.iter().position(|a| !a.is_finite()) {
-            return Err(Error::input(format!(
-                "cpu backend: atom {} has a non-finite value {} at coordinate {}; \
-                 clean the data set first",
-                pos / d,
-                atoms[pos],
-                pos % d
-            )));
-        }
-        let n = atoms.len() / d;
-        let norms64: Vec<f64> = atoms
-            .chunks(d)
-            .map(|a| a.iter().map(|&v| (v as f64) * (v as f64)).sum())
-            .collect();
         let max_norm = norms64.iter().cloned().fold(0.0, f64::max).sqrt();
         // As many as rayon's global pool: the CLI's --threads sizes it before any engine is
         // built, else RAYON_NUM_THREADS, else every core.
         let threads = rayon::current_num_threads();
         Ok(CpuBackend {
-            atoms,
+            store,
             n,
             d,
             norms2: norms64.iter().map(|&v| v as f32).collect(),
@@ -168,9 +174,27 @@ impl CpuBackend {
         self.threads
     }
 
-    /// The atoms, N × D row-major.
-    pub fn atom_store(&self) -> &[f32] {
-        &self.atoms
+    /// The atoms, N × D row-major float32, when they are stored as f32 (None for u8 / f16:
+    /// [`CpuBackend::atom_values`] decodes one).
+    pub fn atom_store(&self) -> Option<&[f32]> {
+        self.store.as_f32()
+    }
+
+    /// Atom `i` as the passes compute with it (decoded from u8 / f16); panics past N.
+    pub fn atom_values(&self, i: usize) -> Vec<f32> {
+        let mut scratch = Vec::new();
+        self.store.load(i * self.d, self.d, &mut scratch);
+        self.store.values(&scratch, i * self.d, self.d).to_vec()
+    }
+
+    /// How the atoms are stored.
+    pub fn storage(&self) -> Storage {
+        self.store.storage()
+    }
+
+    /// Bytes the atom store holds (N·D·4 for f32, N·D for u8, N·D·2 for f16).
+    pub fn store_bytes(&self) -> usize {
+        self.store.bytes()
     }
 
     /// For tests and diagnostics: the normalised weights w_i of one row, computed by the same
@@ -290,17 +314,20 @@ impl CpuBackend {
         }
     }
 
-    pub(super) fn atom(&self, i: usize) -> &[f32] {
-        &self.atoms[i * self.d..(i + 1) * self.d]
+    /// The float32 atoms of the chunk [i0, i0 + c) (c × D): the store in place, or the
+    /// chunk `bufs` decoded ([`ChunkBuffers::distances`] loads it).
+    pub(super) fn chunk_atoms<'a>(&'a self, decoded: &'a [f32], i0: usize, c: usize) -> &'a [f32] {
+        self.store.values(decoded, i0 * self.d, c * self.d)
     }
 }
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
         format!(
-            "cpu ({} thread{}, f32, gemm)",
+            "cpu ({} thread{}, {}, gemm)",
             self.threads,
-            if self.threads == 1 { "" } else { "s" }
+            if self.threads == 1 { "" } else { "s" },
+            self.store.storage().name()
         )
     }
     fn atoms(&self) -> usize {
@@ -433,6 +460,32 @@ impl Backend for CpuBackend {
         }
         Ok(out)
     }
+}
+
+/// N × D atoms: D ≥ 1, a non-empty whole number of rows, every value finite.
+fn check_atoms(atoms: &[f32], d: usize) -> Result<()> {
+    if d == 0 {
+        return Err(Error::input(
+            "cpu backend: the dimension D must be at least 1",
+        ));
+    }
+    if atoms.is_empty() || !atoms.len().is_multiple_of(d) {
+        return Err(Error::input(format!(
+            "cpu backend: {} atom values do not split into rows of D = {d} \
+             (need a non-empty N × D array)",
+            atoms.len()
+        )));
+    }
+    if let Some(pos) = atoms.iter().position(|a| !a.is_finite()) {
+        return Err(Error::input(format!(
+            "cpu backend: atom {} has a non-finite value {} at coordinate {}; \
+             clean the data set first",
+            pos / d,
+            atoms[pos],
+            pos % d
+        )));
+    }
+    Ok(())
 }
 
 fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {

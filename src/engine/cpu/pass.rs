@@ -104,7 +104,7 @@ impl CpuBackend {
                                     bufs.rel.as_ptr(),
                                     c,
                                     1,
-                                    self.atoms[i0 * self.d..].as_ptr(),
+                                    self.chunk_atoms(&bufs.decoded, i0, c).as_ptr(),
                                     self.d,
                                     1,
                                 );
@@ -200,7 +200,7 @@ impl CpuBackend {
                                 bufs.rel.as_ptr(),
                                 c,
                                 1,
-                                self.atoms[i0 * d..].as_ptr(),
+                                self.chunk_atoms(&bufs.decoded, i0, c).as_ptr(),
                                 d,
                                 1,
                             );
@@ -298,6 +298,9 @@ pub(super) struct ChunkBuffers {
     pub(super) lhs: Vec<f32>,
     /// Column-major GEMM output for small row counts (see `distances`).
     pub(super) dots_cm: Vec<f32>,
+    /// The chunk's atoms decoded to float32 (c × D) for a u8 / f16 store; unused for f32,
+    /// whose GEMMs read the store in place (module `store`).
+    pub(super) decoded: Vec<f32>,
 }
 
 impl ChunkBuffers {
@@ -311,7 +314,14 @@ impl ChunkBuffers {
             cand: Vec::new(),
             lhs: Vec::new(),
             dots_cm: Vec::new(),
+            decoded: Vec::new(),
         }
+    }
+
+    /// Decodes the atoms [i0, i0 + c) for the chunk's GEMMs and direct distances (nothing
+    /// for an f32 store); every chunk loads before its first use.
+    pub(super) fn load(&mut self, be: &CpuBackend, i0: usize, c: usize) {
+        be.store.load(i0 * be.d, c * be.d, &mut self.decoded);
     }
 
     /// d̃_bi = ‖x_b‖² + s²‖a_i‖² − 2s⟨x_b, a_i⟩ for the chunk (layout B × c); with `g`, also the
@@ -324,6 +334,7 @@ impl ChunkBuffers {
         c: usize,
         g: Option<&[f32]>,
     ) {
+        self.load(be, i0, c);
         let rows = job.rows;
         let (lhs, m) = match g {
             None => (job.x.as_ptr(), rows),

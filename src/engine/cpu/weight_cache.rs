@@ -191,6 +191,7 @@ impl CpuBackend {
                         if !weighted {
                             continue;
                         }
+                        bufs.load(self, i0, c);
                         // SAFETY: g holds rows × D values.
                         unsafe { bufs.products(self, g.as_ptr(), rows, i0, c) };
                         for (b, &k) in kept.iter().enumerate() {
@@ -218,7 +219,7 @@ impl CpuBackend {
                                 bufs.rel.as_ptr(),
                                 c,
                                 1,
-                                self.atoms[i0 * d..].as_ptr(),
+                                self.chunk_atoms(&bufs.decoded, i0, c).as_ptr(),
                                 d,
                                 1,
                             );

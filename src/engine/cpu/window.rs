@@ -68,6 +68,8 @@ impl CpuBackend {
     ) {
         let inv2v = (1.0 / (2.0 * job.noise.v)) as f32;
         let (b32, b64) = self.bias_values(set, i0..i0 + c);
+        let d = self.d;
+        let atoms = self.chunk_atoms(&bufs.decoded, i0, c);
         for b in 0..job.rows {
             let dist = &bufs.dots[b * c..(b + 1) * c];
             let rel = &mut bufs.rel[b * c..(b + 1) * c];
@@ -114,7 +116,7 @@ impl CpuBackend {
                 for i in 0..c {
                     if rel[i] >= cut {
                         let d2 = if exact[i].is_nan() {
-                            let v = direct_dist2(xb, self.atom(i0 + i), job.noise.s);
+                            let v = direct_dist2(xb, &atoms[i * d..(i + 1) * d], job.noise.s);
                             exact[i] = v;
                             touched.push(b * c + i);
                             v
@@ -160,6 +162,8 @@ impl ChunkBuffers {
         c: usize,
         best: &mut [(f64, usize)],
     ) {
+        let d = be.d;
+        let atoms = be.chunk_atoms(&self.decoded, i0, c);
         for b in 0..job.rows {
             let dist = &self.dots[b * c..(b + 1) * c];
             let cmin = self.dmin[b] as f64;
@@ -169,7 +173,7 @@ impl ChunkBuffers {
                 if dist[i] <= cut {
                     let ex = &mut self.exact[b * c + i];
                     if ex.is_nan() {
-                        *ex = direct_dist2(job.row(b), be.atom(i0 + i), job.noise.s);
+                        *ex = direct_dist2(job.row(b), &atoms[i * d..(i + 1) * d], job.noise.s);
                         self.touched.push(b * c + i);
                     }
                     if *ex < best[b].0 {
