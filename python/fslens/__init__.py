@@ -474,8 +474,11 @@ class Prior:
             config's.
         """
         if sigma is not None:
-            if isinstance(sigma, bool):
-                raise TypeError("sigma must be a positive float or an array of m values, got bool")
+            if isinstance(sigma, (bool, str, bytes)):
+                raise TypeError(
+                    "sigma must be a positive float or an array of m values, "
+                    f"got {type(sigma).__name__}"
+                )
             if isinstance(sigma, numbers.Real):
                 sigma = float(sigma)
             else:
