@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::annealed::{LevelStep, linear_only};
 use super::likelihood::{Context, residuals};
-use super::solve::{CgOptions, SolveStats, conjugate_gradients};
+use super::solve::{CgOptions, SolveStats, conjugate_gradients, shifted_gram};
 use crate::Result;
 use crate::engine::Noise;
 use crate::operators::{Gram, Operator};
@@ -59,7 +59,7 @@ impl Diffpir {
                 let rows = r.len() / m;
                 let (u, solves) =
                     conjugate_gradients(rows, m, &r, None, &self.cg, &mut |act, p| {
-                        Ok(gram_plus(op, act, p, rho, means))
+                        Ok(shifted_gram(op, act, p, means, 1.0, rho))
                     })?;
                 self.stats.record(&solves);
                 u
@@ -79,28 +79,6 @@ impl Diffpir {
             });
         Ok(out)
     }
-}
-
-/// (A Aᵀ + ρ I) p for the rows `act` of a CG solve (p holds those rows, m values each).
-fn gram_plus(op: &dyn Operator, act: &[usize], p: &[f64], rho: f64, means: &[f32]) -> Vec<f64> {
-    let d = op.input_shape().dim();
-    let m = op.output_len();
-    let mut out = vec![0.0f64; p.len()];
-    out.par_chunks_mut(m)
-        .zip(p.par_chunks(m))
-        .zip(act.par_iter())
-        .for_each(|((o, pb), &b)| {
-            let pf: Vec<f32> = pb.iter().map(|&v| v as f32).collect();
-            let mut at = vec![0.0f32; d];
-            // Linear A: the adjoint ignores the point; pass the row's mean anyway.
-            op.adjoint(&means[b * d..(b + 1) * d], &pf, &mut at);
-            let mut aat = vec![0.0f32; m];
-            op.forward(&at, &mut aat);
-            for ((oi, &pi), &qi) in o.iter_mut().zip(pb).zip(&aat) {
-                *oi = f64::from(qi) + rho * pi;
-            }
-        });
-    out
 }
 
 impl LevelStep for Diffpir {

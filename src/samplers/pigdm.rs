@@ -7,10 +7,8 @@
 //! otherwise conjugate gradients with the matvec σ² u + (v/ᾱ) A(Aᵀ u) (no engine pass), so a
 //! step is two passes whatever the operator.
 
-use rayon::prelude::*;
-
 use super::likelihood::{Context, Likelihood, denoiser_vjp, pull_back, residuals};
-use super::solve::{CgOptions, SolveStats, conjugate_gradients};
+use super::solve::{CgOptions, SolveStats, conjugate_gradients, shifted_gram};
 use crate::Result;
 use crate::engine::Noise;
 use crate::operators::Gram;
@@ -48,27 +46,11 @@ impl Pigdm {
             }
             Gram::General => {
                 let op = ctx.operator;
-                let d = op.input_shape().dim();
                 let m = op.output_len();
                 let rows = r.len() / m;
                 let (u, solves) =
                     conjugate_gradients(rows, m, r, None, &self.cg, &mut |act, p| {
-                        let mut out = vec![0.0f64; p.len()];
-                        out.par_chunks_mut(m)
-                            .zip(p.par_chunks(m))
-                            .zip(act.par_iter())
-                            .for_each(|((o, pb), &b)| {
-                                let pf: Vec<f32> = pb.iter().map(|&v| v as f32).collect();
-                                let mut at = vec![0.0f32; d];
-                                // Linear A: the adjoint ignores the point; pass the row's mean anyway.
-                                op.adjoint(&means[b * d..(b + 1) * d], &pf, &mut at);
-                                let mut aat = vec![0.0f32; m];
-                                op.forward(&at, &mut aat);
-                                for ((oi, &pi), &qi) in o.iter_mut().zip(pb).zip(&aat) {
-                                    *oi = sigma2 * pi + rt2 * f64::from(qi);
-                                }
-                            });
-                        Ok(out)
+                        Ok(shifted_gram(op, act, p, means, rt2, sigma2))
                     })?;
                 self.stats.record(&solves);
                 Ok(u)

@@ -7,6 +7,9 @@
 //! engine pass for TMPD — only sees the rows still iterating), or densely by Cholesky when the
 //! caller has the matrices.
 
+use rayon::prelude::*;
+
+use crate::operators::Operator;
 use crate::{Error, Result};
 
 /// Conjugate-gradient settings: stop a row when ‖r_k‖ ≤ tolerance · ‖b‖ (the recursively
@@ -238,6 +241,36 @@ pub fn conjugate_gradients(
         })
         .collect();
     Ok((u, stats))
+}
+
+/// shift·p + gram·(A Aᵀ p) for the rows `act` of a conjugate-gradients solve (p holds those
+/// rows, m values each; `means` the rows' points, which a linear A's adjoint ignores): ΠGDM's
+/// (σ² I + r² A Aᵀ) and DiffPIR's (A Aᵀ + ρ I).
+pub fn shifted_gram(
+    op: &dyn Operator,
+    act: &[usize],
+    p: &[f64],
+    means: &[f32],
+    gram: f64,
+    shift: f64,
+) -> Vec<f64> {
+    let d = op.input_shape().dim();
+    let m = op.output_len();
+    let mut out = vec![0.0f64; p.len()];
+    out.par_chunks_mut(m)
+        .zip(p.par_chunks(m))
+        .zip(act.par_iter())
+        .for_each(|((o, pb), &b)| {
+            let pf: Vec<f32> = pb.iter().map(|&v| v as f32).collect();
+            let mut at = vec![0.0f32; d];
+            op.adjoint(&means[b * d..(b + 1) * d], &pf, &mut at);
+            let mut aat = vec![0.0f32; m];
+            op.forward(&at, &mut aat);
+            for ((oi, &pi), &qi) in o.iter_mut().zip(pb).zip(&aat) {
+                *oi = shift * pi + gram * f64::from(qi);
+            }
+        });
+    out
 }
 
 /// Solves S u = b in place (b becomes u) for one SPD m × m matrix S (row-major, overwritten
