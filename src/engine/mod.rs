@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod logsumexp;
 pub mod reference;
+pub mod shards;
 
 use crate::choices::Choice;
 use crate::data::Dataset;
