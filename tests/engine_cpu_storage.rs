@@ -171,7 +171,10 @@ fn u8_storage_of_non_8_bit_atoms_is_an_error_naming_storage() {
         .unwrap();
     assert_eq!(err.key(), Some("storage"), "{err}");
     let text = err.to_string();
-    assert!(text.contains("600") && text.contains("f32"), "{text}");
+    assert!(
+        text.contains("more than 256") && text.contains("f32"),
+        "{text}"
+    );
     // The same through the engine factory a run config uses.
     let shared = std::sync::Arc::new(atoms);
     let err = fslens::engine::create_shared(

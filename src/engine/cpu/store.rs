@@ -44,18 +44,22 @@ impl AtomStore {
                     .collect(),
             )),
             Storage::U8 => {
-                let mut distinct: Vec<f32> = atoms.to_vec();
+                // A set of bit patterns, not a sorted copy of the atoms: the encoding must not
+                // need the f32 footprint a second time. It stops at the 257th value.
+                let mut seen = std::collections::HashSet::with_capacity(257);
+                for v in atoms {
+                    if seen.insert(v.to_bits()) && seen.len() > 256 {
+                        break;
+                    }
+                }
+                let mut distinct: Vec<f32> = seen.into_iter().map(f32::from_bits).collect();
                 distinct.sort_unstable_by(|a, b| a.total_cmp(b));
-                distinct.dedup_by(|a, b| a.to_bits() == b.to_bits());
                 if distinct.len() > 256 {
                     return Err(Error::config(
                         "storage",
-                        format!(
-                            "u8 atom storage holds at most 256 distinct atom values (an 8-bit \
-                             source); these atoms have {} — use storage = \"f32\" (exact) or \
-                             \"f16\", or \"auto\", which picks u8 only for 8-bit data",
-                            distinct.len()
-                        ),
+                        "u8 atom storage holds at most 256 distinct atom values (an 8-bit \
+                         source); these atoms have more than 256 — use storage = \"f32\" (exact) or \
+                         \"f16\", or \"auto\", which picks u8 only for 8-bit data",
                     ));
                 }
                 let codes = atoms
