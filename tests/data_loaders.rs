@@ -486,3 +486,39 @@ fn folder_parallel_decoding_equals_serial() {
     assert_eq!(a.shape, ImageShape::new(3, 3, 3));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A run config of kind imagenet-npz plans and sets up: the atoms are the subset less the
+/// held-out images, 32×32×3, 8-bit.
+#[test]
+fn imagenet_npz_run_setup() {
+    let d = scratch("npz-run");
+    std::fs::create_dir_all(d.join("imagenet32")).unwrap();
+    write_batch(
+        &d.join("imagenet32/train_data_batch_1.npz"),
+        30,
+        32,
+        4,
+        true,
+    );
+    write_batch(
+        &d.join("imagenet32/train_data_batch_2.npz"),
+        30,
+        32,
+        5,
+        true,
+    );
+    let cfg = d.join("run.toml");
+    std::fs::write(
+        &cfg,
+        "seed = 1\nbackend = \"cpu\"\n[data]\nkind = \"imagenet-npz\"\npath = \"imagenet32\"\nsubset = 40\nsubset_seed = 2\n[truth]\nheld_out = 4\n[measurement]\noperator = \"downsample:4\"\nsigma = 0.1\n[sampling]\nsamplers = [\"exact\"]\nparticles = 8\nsteps = 20\n",
+    )
+    .unwrap();
+    let plan = fslens::plan::RunPlan::load(&cfg, Default::default()).unwrap();
+    let setup =
+        fslens::experiment::setup::setup(&plan, &mut fslens::experiment::Silent, None).unwrap();
+    assert_eq!(setup.atoms.len(), 36);
+    assert_eq!(setup.atoms.shape, ImageShape::new(32, 32, 3));
+    assert!(setup.atoms.eight_bit);
+    assert_eq!(setup.y.len(), 8 * 8 * 3);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -378,21 +378,19 @@ fn read_part(part: Part<'_>, header: BatchHeader) -> Result<Vec<u32>> {
     for (j, &r) in keep.iter().enumerate() {
         // Rows between kept ones are inflated and dropped (a zip member is a stream).
         let skip = ((r - at) * width) as u64;
-        let skipped = std::io::copy(&mut (&mut data).take(skip), &mut std::io::sink());
-        data.read_exact(&mut row)
-            .and(skipped.and_then(|n| {
-                if n == skip {
-                    Ok(())
-                } else {
-                    Err(std::io::ErrorKind::UnexpectedEof.into())
-                }
-            }))
-            .map_err(|e| {
-                Error::data(
-                    file,
-                    format!("member data.npy is truncated or damaged at row {r} ({e}); re-download the batch"),
-                )
-            })?;
+        let mut next_row = || -> std::io::Result<()> {
+            let skipped = std::io::copy(&mut (&mut data).take(skip), &mut std::io::sink())?;
+            if skipped < skip {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            data.read_exact(&mut row)
+        };
+        next_row().map_err(|e| {
+            Error::data(
+                file,
+                format!("member data.npy is truncated or damaged at row {r} ({e}); re-download the batch"),
+            )
+        })?;
         at = r + 1;
         let dst = &mut out[j * width..(j + 1) * width];
         for p in 0..plane {
