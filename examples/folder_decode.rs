@@ -20,11 +20,13 @@ fn main() -> anyhow::Result<()> {
     // compress, not like flat fills.
     for i in 0..count as u32 {
         image::RgbImage::from_fn(side, side, |x, y| {
-            let h = (x * 2654435761u32 ^ y * 40503 ^ i * 97).wrapping_mul(2246822519) >> 29;
+            let h = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503) ^ i.wrapping_mul(97))
+                .wrapping_mul(2246822519)
+                >> 29;
             image::Rgb([
-                (x * 4 + i) as u8,
+                (x * 4).wrapping_add(i) as u8,
                 (y * 3 + h) as u8,
-                ((x + y) * 2 + i * 7) as u8,
+                ((x + y) * 2).wrapping_add(i.wrapping_mul(7)) as u8,
             ])
         })
         .save(dir.join(format!("{i:06}.png")))?;
