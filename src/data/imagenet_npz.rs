@@ -350,13 +350,14 @@ fn read_labels(archive: &mut Archive, file: &Path, rows: usize) -> Result<Vec<u3
         .collect()
 }
 
+/// The integers of a plain array of T, widened (labels.npy may be any integer type).
 fn ints<T: npyz::Deserialize + Into<i128>, R: Read>(
     npy: npyz::NpyFile<R>,
 ) -> std::io::Result<Vec<i128>> {
     Ok(npy.into_vec::<T>()?.into_iter().map(Into::into).collect())
 }
 
-/// One batch's part of the output: its files, the rows kept (indices within the batch,
+/// One batch's part of the output: its file, the rows kept (indices within the batch,
 /// increasing) and where their pixels go.
 struct Part<'a> {
     file: &'a Path,
