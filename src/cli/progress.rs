@@ -59,6 +59,36 @@ impl Observer for Reporter {
         }
     }
 
+    fn loading(&mut self, done: usize, total: usize) {
+        if self.json {
+            let decile = done * 10 / total.max(1);
+            if decile != self.last_json_decile {
+                self.last_json_decile = decile;
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"event": "loading", "done": done, "total": total})
+                );
+            }
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "  decoding [{bar:30}] {pos}/{len} images  {elapsed} (eta {eta})",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        bar.set_position(done as u64);
+    }
+
     fn progress(&mut self, sampler: &str, p: Progress) {
         if self.json {
             let decile = p.done * 10 / p.total.max(1);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::spec::{DEFAULT_COUNT, DEFAULT_SIZE, DataConfig, DataKind};
 use super::synthetic::{MAX_SIZE, MIN_SIZE};
-use super::{ImageShape, idx, npy};
+use super::{ImageShape, idx, imagenet_npz, npy};
 
 /// How many images a data set will hold, and of which shape, at each stage of loading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,23 @@ impl DataConfig {
                 (*dims.first()?, shape)
             }
             DataKind::Folder => return None,
+            // The loader reads only the rows `subset` keeps: `read` counts those.
+            DataKind::ImagenetNpz => {
+                let p = path.as_deref()?;
+                let split = imagenet_npz::Split::parse(self.split.as_deref()).ok()?;
+                let files = imagenet_npz::batch_files(p, split).ok()?;
+                let mut total = 0;
+                let mut side = 0;
+                for f in &files {
+                    let h = imagenet_npz::batch_header(f).ok()?;
+                    total += h.rows;
+                    side = h.side;
+                }
+                (
+                    self.subset.map_or(total, |n| n.min(total)),
+                    ImageShape::new(side, side, 3),
+                )
+            }
             DataKind::Gaussian | DataKind::Gmm | DataKind::Discrete => {
                 let prior = self.prior.clone().unwrap_or_default();
                 let dim = prior.expected_dim();

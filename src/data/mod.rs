@@ -5,8 +5,8 @@
 //! no backend and no operator.
 //!
 //! Sources: [`idx`] (MNIST/Fashion-MNIST), [`cifar`] (CIFAR-10 binary batches), [`folder`]
-//! (PNG/JPEG files), [`npy`] (numpy arrays), [`synthetic`] (built-in seeded shapes and
-//! glyphs). Then [`preprocess`] (subset, centre crop, resize, grayscale), [`split`] (the
+//! (PNG/JPEG files), [`npy`] (numpy arrays), [`imagenet_npz`] (downsampled ImageNet .npz
+//! batches), [`synthetic`] (built-in seeded shapes and glyphs). Then [`preprocess`] (subset, centre crop, resize, grayscale), [`split`] (the
 //! held-out ground truth) and [`spec`] (the `[data]` table of a run config).
 
 pub mod analytic;
@@ -16,13 +16,14 @@ pub mod expected;
 pub mod folder;
 pub mod idx;
 pub mod image_file;
+pub mod imagenet_npz;
 pub mod npy;
 pub mod preprocess;
 pub mod spec;
 pub mod split;
 pub mod synthetic;
 
-pub use spec::{DataConfig, DataKind, load};
+pub use spec::{DataConfig, DataKind, load, load_with_progress};
 
 /// The pixel value of an 8-bit intensity: x = 2k/255 − 1, the float32 nearest to the exact
 /// rational (computed in float64, rounded once).

@@ -21,7 +21,7 @@ use super::analytic::{self, PriorConfig};
 use super::folder::FolderOptions;
 use super::npy::{NpyOptions, Range};
 use super::synthetic::Family;
-use super::{Dataset, cifar, folder, idx, npy, preprocess, synthetic};
+use super::{Dataset, cifar, folder, idx, imagenet_npz, npy, preprocess, synthetic};
 use crate::{Error, Result};
 
 /// Where the data come from (`data.kind`).
@@ -51,6 +51,11 @@ pub enum DataKind {
     /// (N,H,W,C) or (N,D); optional `labels` `.npy`; `range`, `shape`.
     #[serde(rename = "npy")]
     Npy,
+    /// `"imagenet-npz"`: downsampled ImageNet (32×32, 64×64) `.npz` batches: `path` is the
+    /// folder they are unpacked in (then `split` = "train" reads train_data_batch_1..k.npz,
+    /// "val" val_data.npz) or one `.npz` batch (module `data::imagenet_npz`).
+    #[serde(rename = "imagenet-npz")]
+    ImagenetNpz,
     /// `"gaussian"`, `"gmm"`, `"discrete"`: `count` seeded draws (`seed`) from the analytic
     /// prior of the `[data.prior]` table (module `data::analytic`).
     #[serde(rename = "gaussian")]
@@ -70,6 +75,7 @@ impl DataKind {
             DataKind::Cifar10 => "cifar10",
             DataKind::Folder => "folder",
             DataKind::Npy => "npy",
+            DataKind::ImagenetNpz => "imagenet-npz",
             DataKind::Gaussian => "gaussian",
             DataKind::Gmm => "gmm",
             DataKind::Discrete => "discrete",
@@ -92,13 +98,14 @@ impl DataKind {
     }
     /// Parses a kind name (for command-line use); a config error on `data.kind` otherwise.
     pub fn parse(s: &str) -> Result<DataKind> {
-        const ALL: [DataKind; 9] = [
+        const ALL: [DataKind; 10] = [
             DataKind::Synthetic,
             DataKind::FashionMnist,
             DataKind::Idx,
             DataKind::Cifar10,
             DataKind::Folder,
             DataKind::Npy,
+            DataKind::ImagenetNpz,
             DataKind::Gaussian,
             DataKind::Gmm,
             DataKind::Discrete,
@@ -107,7 +114,7 @@ impl DataKind {
             Error::config(
                 "data.kind",
                 format!(
-                    "\"{s}\" is not a data kind; use one of \"synthetic\", \"fashion-mnist\", \"idx\", \"cifar10\", \"folder\", \"npy\""
+                    "\"{s}\" is not a data kind; use one of \"synthetic\", \"fashion-mnist\", \"idx\", \"cifar10\", \"folder\", \"npy\", \"imagenet-npz\""
                 ),
             )
         })
@@ -129,11 +136,12 @@ pub struct DataConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior: Option<PriorConfig>,
     /// `kind`: "synthetic" (default when the table is absent) | "fashion-mnist" | "idx" |
-    /// "cifar10" | "folder" | "npy".
+    /// "cifar10" | "folder" | "npy" | "imagenet-npz".
     #[serde(default)]
     pub kind: DataKind,
     /// `path`: the data file or folder (idx: the image file; cifar10: the batches folder
-    /// or one .bin; folder: the folder; npy: the array; fashion-mnist: the folder, default
+    /// or one .bin; folder: the folder; npy: the array; imagenet-npz: the folder of .npz
+    /// batches or one batch; fashion-mnist: the folder, default
     /// $FSLENS_FASHION_MNIST or /usr/share/datasets/fashion-mnist). Relative paths are
     /// taken from the config file's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,7 +149,8 @@ pub struct DataConfig {
     /// `labels`: idx: an IDX label file; npy: a .npy of N non-negative integers. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<PathBuf>,
-    /// `split`: fashion-mnist and cifar10 folders: "train" (default) or "test".
+    /// `split`: fashion-mnist and cifar10 folders: "train" (default) or "test";
+    /// imagenet-npz folders: "train" (default) or "val".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
     /// `synthetic`: the built-in set, "shapes" (default; disk, square, triangle, ring,
@@ -234,10 +243,14 @@ impl DataConfig {
             (
                 "path",
                 self.path.is_some(),
-                &[FashionMnist, Idx, Cifar10, Folder, Npy],
+                &[FashionMnist, Idx, Cifar10, Folder, Npy, ImagenetNpz],
             ),
             ("labels", self.labels.is_some(), &[Idx, Npy]),
-            ("split", self.split.is_some(), &[FashionMnist, Cifar10]),
+            (
+                "split",
+                self.split.is_some(),
+                &[FashionMnist, Cifar10, ImagenetNpz],
+            ),
             ("synthetic", self.synthetic.is_some(), &[Synthetic]),
             (
                 "count",
@@ -315,10 +328,21 @@ fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
 /// Loads and preprocesses the data set that `cfg` describes; relative paths are taken from
 /// `base_dir` (the folder of the config file). See the module notes for the order.
 pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
+    load_with_progress(cfg, base_dir, &mut |_, _| {})
+}
+
+/// [`load`] that reports the decoding of a folder of images as `progress(done, total)` files
+/// (called on this thread; other kinds report nothing). The loader prints nothing: the
+/// caller (the command line) draws the bar.
+pub fn load_with_progress(
+    cfg: &DataConfig,
+    base_dir: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Dataset> {
     cfg.check_keys()?;
     // A file error names the key that named the file: data.labels or data.path.
     let labels = cfg.labels.as_deref().map(|l| resolve(base_dir, l));
-    let mut ds = load_kind(cfg, base_dir).map_err(|e| {
+    let mut ds = load_kind(cfg, base_dir, progress).map_err(|e| {
         let key = match (e.path(), &labels) {
             (Some(p), Some(l)) if p == l => "data.labels",
             _ => "data.path",
@@ -331,7 +355,8 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
             format!("{} holds no images; the data set is empty", ds.source),
         ));
     }
-    if let Some(n) = cfg.subset {
+    // The imagenet-npz loader applies the subset while reading (it reads only those rows).
+    if let Some(n) = cfg.subset.filter(|_| cfg.kind != DataKind::ImagenetNpz) {
         if n == 0 || n > ds.len() {
             return Err(Error::config(
                 "data.subset",
@@ -382,7 +407,11 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
 }
 
 /// The data set of `cfg.kind` as its loader reads it, before any preprocessing.
-fn load_kind(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
+fn load_kind(
+    cfg: &DataConfig,
+    base_dir: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Dataset> {
     let ds = match cfg.kind {
         DataKind::Gaussian | DataKind::Gmm | DataKind::Discrete => {
             let family = cfg.kind.analytic().expect("an analytic kind");
@@ -443,12 +472,34 @@ fn load_kind(cfg: &DataConfig, base_dir: &Path) -> Result<Dataset> {
             let p = cfg.path_or_error(base_dir, "a folder of PNG/JPEG images")?;
             check_pair("data.crop", cfg.crop)?;
             check_pair("data.resize", cfg.resize)?;
-            folder::load(
+            folder::load_with_progress(
                 &p,
                 &FolderOptions {
                     crop: cfg.crop,
                     resize: cfg.resize,
                 },
+                progress,
+            )?
+        }
+        DataKind::ImagenetNpz => {
+            let p = cfg.path_or_error(
+                base_dir,
+                "the folder of downsampled ImageNet .npz batches (train_data_batch_1.npz … val_data.npz) or one batch",
+            )?;
+            let split = imagenet_npz::Split::parse(cfg.split.as_deref())?;
+            if !p.is_dir() && cfg.split.is_some() {
+                return Err(Error::config(
+                    "data.split",
+                    format!(
+                        "applies to a folder of batches, but data.path {} is one batch file; remove data.split or point data.path at the folder",
+                        p.display()
+                    ),
+                ));
+            }
+            imagenet_npz::load(
+                &p,
+                split,
+                imagenet_npz::Rows::of(cfg.subset, cfg.subset_seed),
             )?
         }
         DataKind::Npy => {

@@ -39,6 +39,9 @@ pub trait Observer {
     fn stage(&mut self, _message: &str) {}
     /// A sampler made progress.
     fn progress(&mut self, _sampler: &str, _progress: Progress) {}
+    /// Loading the data set made progress: `done` of `total` image files decoded (a folder
+    /// of images; other kinds report nothing).
+    fn loading(&mut self, _done: usize, _total: usize) {}
     /// Something the user must hear about (a solve that did not converge, …); also written
     /// to summary.json.
     fn warning(&mut self, _message: &str) {}

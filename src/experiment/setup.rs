@@ -94,7 +94,11 @@ pub fn setup(
     let cfg = &plan.config;
     let base_dir = plan.base_dir.as_path();
     observer.stage("loading data");
-    let load = || crate::data::spec::load(&cfg.data, base_dir);
+    let mut load = || {
+        crate::data::spec::load_with_progress(&cfg.data, base_dir, &mut |done, total| {
+            observer.loading(done, total)
+        })
+    };
     let (dataset, data_key) = match cache {
         None => (load()?, String::new()),
         Some(c) => {
