@@ -49,6 +49,8 @@ Examples:
   fslens sweep assets/configs/sweep-demo.toml --out sw   # a grid of runs; rerun to resume
   fslens sweep sw.toml --out sw --shard 0/4  # one of 4 shards (one per Slurm array task)
   fslens merge sw                            # results.csv, results.jsonl, report.html
+  mpirun -n 4 fslens run my.toml --out res   # atoms split over 4 MPI ranks (run, compare, score,
+                                             # bench; a build with --features mpi)
   fslens info                                # version, backends, GPU adapters
   fslens bench --json                        # one fsr step vs the GEMM peak and a numpy baseline";
 
@@ -557,7 +559,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
             sweep::merge(dirs, out.as_deref(), output.force, cli.quiet, cli.json)
         }
         Command::Info => {
-            print_info(cli);
+            if fslens::engine::ranks::rank() == 0 {
+                print_info(cli);
+            }
             Ok(())
         }
         Command::Bench(args) => bench::bench(args, cli.quiet, cli.json),
@@ -786,6 +790,7 @@ fn print_info(cli: &Cli) {
             "auto_picks": auto,
             "adapters": adapters,
             "atom_storage": ATOM_STORAGE_NOTE,
+            "mpi": MPI_NOTE,
         });
         println!("{info}");
         return;
@@ -824,7 +829,15 @@ fn print_info(cli: &Cli) {
         "adapter choice: FSLENS_ADAPTER=<name substring> picks one; WGPU_BACKEND=vulkan|gl|metal|dx12 limits the APIs searched"
     );
     println!("gpu atom storage: {ATOM_STORAGE_NOTE}");
+    println!("mpi: {MPI_NOTE}");
 }
+
+/// Whether this binary can run as MPI ranks (README "Several machines (MPI)").
+const MPI_NOTE: &str = if cfg!(feature = "mpi") {
+    "built in: under mpirun/srun with more than one rank, run, compare, score and bench split the atoms over the ranks"
+} else {
+    "not built (cargo build --features mpi); under mpirun/srun with more than one rank this binary refuses to run"
+};
 
 /// What each GPU atom storage costs in accuracy (measured by the engine_gpu test
 /// `f16_prior_shift_on_8bit_data`; see src/engine/gpu/mod.rs).
