@@ -99,7 +99,7 @@ fn on_ranks(
     size: usize,
     atoms_of: impl Fn(usize) -> Vec<f32> + Sync,
 ) -> Vec<fslens::Result<(Vec<PassOutput>, Vec<Vec<f32>>)>> {
-    let worlds = LocalGroup::new(size);
+    let worlds = LocalGroup::ranks(size);
     std::thread::scope(|scope| {
         let handles: Vec<_> = worlds
             .into_iter()
@@ -204,7 +204,7 @@ fn ranks_with_different_atoms_are_refused() {
 /// A transport is a plain trait object: the in-process group reports its layout.
 #[test]
 fn local_group_gathers_in_rank_order() {
-    let worlds: Vec<Arc<dyn Transport>> = LocalGroup::new(3);
+    let worlds: Vec<Arc<dyn Transport>> = LocalGroup::ranks(3);
     let got: Vec<Vec<Vec<f64>>> = std::thread::scope(|scope| {
         let hs: Vec<_> = worlds
             .iter()

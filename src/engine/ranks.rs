@@ -429,7 +429,7 @@ impl Backend for RankBackend {
 }
 
 /// The ranks of a job as threads of one process: the transport of the tests (and of anyone
-/// who wants the rank layer without MPI). [`LocalGroup::new`] returns one transport per rank;
+/// who wants the rank layer without MPI). [`LocalGroup::ranks`] returns one transport per rank;
 /// each rank's calls must come from its own thread.
 pub struct LocalGroup {
     rank: usize,
@@ -443,7 +443,7 @@ struct Exchange {
 
 impl LocalGroup {
     /// `size` transports, rank 0 first.
-    pub fn new(size: usize) -> Vec<Arc<dyn Transport>> {
+    pub fn ranks(size: usize) -> Vec<Arc<dyn Transport>> {
         let shared = Arc::new(Exchange {
             slots: Mutex::new(vec![Vec::new(); size]),
             barrier: Barrier::new(size),

@@ -95,7 +95,7 @@ impl Transport for MpiWorld {
                 values.len()
             ))
         })?;
-        let mut counts = vec![0 as mpi::Count; self.size];
+        let mut counts: Vec<mpi::Count> = vec![0; self.size];
         comm.all_gather_into(&len, &mut counts[..]);
         let mut displs = Vec::with_capacity(self.size);
         let mut total: mpi::Count = 0;
