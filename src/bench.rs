@@ -182,6 +182,8 @@ impl DeviceTime {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchRecord {
     pub backend: String,
+    /// MPI ranks the atoms were split over (1 without MPI; README "Several machines (MPI)").
+    pub ranks: usize,
     pub kernel: String,
     #[serde(rename = "B")]
     pub b: usize,
@@ -447,6 +449,7 @@ pub fn run(
         let gflops = 4.0 * (b * n * d) as f64 / secs / 1e9;
         let rec = BenchRecord {
             backend: backend.describe(),
+            ranks: crate::engine::ranks::world().map_or(1, |w| w.size()),
             kernel: "fsr-step".into(),
             b,
             n,
@@ -813,11 +816,39 @@ pub fn nominal_gpu_peak_gflops(adapter: &str) -> Option<f64> {
 enum Subject {
     Cpu(CpuBackend),
     Gpu(GpuBackend),
+    /// Under several MPI ranks: this rank's shard joined to the others', with the bytes of
+    /// this rank's atom store.
+    Ranks(crate::engine::ranks::RankBackend, usize),
 }
 
 impl Subject {
-    /// The backend `opts` asks for, holding `atoms` (N×d).
+    /// The backend `opts` asks for, holding `atoms` (N×d); under several MPI ranks, this
+    /// rank's shard of them (the rest is dropped here).
     fn new(
+        opts: &BenchOptions,
+        atoms: Vec<f32>,
+        d: usize,
+        on_gpu: bool,
+        threads: usize,
+    ) -> Result<Subject> {
+        let Some(world) = crate::engine::ranks::world() else {
+            return Subject::local(opts, atoms, d, on_gpu, threads);
+        };
+        let mut store = 0;
+        let joined = crate::engine::ranks::build(world.clone(), &atoms, d, |shard| {
+            let local = Subject::local(opts, shard.to_vec(), d, on_gpu, threads)?;
+            store = local.store_bytes(shard.len(), opts.storage);
+            Ok(match local {
+                Subject::Cpu(cpu) => Box::new(cpu) as Box<dyn Backend>,
+                Subject::Gpu(gpu) => Box::new(gpu),
+                Subject::Ranks(r, _) => Box::new(r),
+            })
+        })?;
+        Ok(Subject::Ranks(joined, store))
+    }
+
+    /// The backend `opts` asks for over `atoms` in this process.
+    fn local(
         opts: &BenchOptions,
         atoms: Vec<f32>,
         d: usize,
@@ -857,18 +888,21 @@ impl Subject {
         match self {
             Subject::Cpu(cpu) => cpu.store_bytes(),
             Subject::Gpu(_) => (values as f64 * storage.bytes_per_value()) as usize,
+            Subject::Ranks(_, bytes) => *bytes,
         }
     }
     fn backend(&self) -> &dyn Backend {
         match self {
             Subject::Cpu(cpu) => cpu,
             Subject::Gpu(gpu) => gpu,
+            Subject::Ranks(r, _) => r,
         }
     }
     fn backend_mut(&mut self) -> &mut dyn Backend {
         match self {
             Subject::Cpu(cpu) => cpu,
             Subject::Gpu(gpu) => gpu,
+            Subject::Ranks(r, _) => r,
         }
     }
 }

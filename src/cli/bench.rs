@@ -102,7 +102,8 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
         times: t.clone(),
         atoms: *atoms,
         dim: *dim,
-        baseline: !no_baseline,
+        // Under MPI rank 0 alone runs the baseline (and prints).
+        baseline: !no_baseline && fslens::engine::ranks::rank() == 0,
         dps: *dps,
         repeats: (*repeats).max(1),
         threads: *threads,
@@ -121,8 +122,9 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
     }
     if !json && !quiet {
         eprintln!(
-            "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10} {:>10} {:>8} {:>8} {:>7} {:>10} {:>10}",
+            "{:<15} {:>5} {:>6} {:>6} {:>6} {:>8} {:>10} {:>10} {:>8} {:>8} {:>7} {:>10} {:>10}",
             "kernel",
+            "ranks",
             "t",
             "B",
             "N",
@@ -156,8 +158,9 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
                 .device_seconds_per_step
                 .map_or("-".into(), |s| format!("{s:.4}"));
             eprintln!(
-                "{:<15} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>10} {:>8.1} {:>8} {:>7} {:>10} {:>10}",
+                "{:<15} {:>5} {:>6} {:>6} {:>6} {:>8} {:>10.4} {:>10} {:>8.1} {:>8} {:>7} {:>10} {:>10}",
                 r.kernel,
+                r.ranks,
                 r.t,
                 r.b,
                 r.n,

@@ -4,6 +4,7 @@
 
 mod bench;
 mod progress;
+mod ranks;
 mod results;
 mod sweep;
 
@@ -48,6 +49,8 @@ Examples:
   fslens sweep assets/configs/sweep-demo.toml --out sw   # a grid of runs; rerun to resume
   fslens sweep sw.toml --out sw --shard 0/4  # one of 4 shards (one per Slurm array task)
   fslens merge sw                            # results.csv, results.jsonl, report.html
+  mpirun -n 4 fslens run my.toml --out res   # atoms split over 4 MPI ranks (run, compare, score,
+                                             # bench; a build with --features mpi)
   fslens info                                # version, backends, GPU adapters
   fslens bench --json                        # one fsr step vs the GEMM peak and a numpy baseline";
 
@@ -437,13 +440,64 @@ pub fn main() -> ExitCode {
         }
     };
     remove_outputs_on_signals();
-    match dispatch(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let ranks = match ranks::Ranks::start() {
+        Ok(ranks) => ranks,
         Err(e) => {
             results::print_error(cli.json, &e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cli = cli;
+    if let Some((rank, _)) = ranks.world()
+        && rank != 0
+    {
+        // Rank 0 alone prints and writes (README "Several machines (MPI)").
+        cli.quiet = true;
+        cli.json = false;
+    }
+    let result = refuse_under_ranks(&cli, &ranks)
+        .and_then(|()| ranks.check_command())
+        .and_then(|()| dispatch(&cli));
+    match result {
+        Ok(()) => {
+            drop(ranks); // MPI_Finalize, on every rank
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if let Some((rank, size)) = ranks.world() {
+                eprintln!("fslens: rank {rank} of {size} stopped the job:");
+            }
+            results::print_error(cli.json, &e);
+            ranks.abort_on_error();
             ExitCode::FAILURE
         }
     }
+}
+
+/// Under several MPI ranks only run, compare, score, bench and info run (the others would
+/// write from every rank, or do not use the engine enough to gain).
+fn refuse_under_ranks(cli: &Cli, ranks: &ranks::Ranks) -> Result<()> {
+    let Some((_, size)) = ranks.world() else {
+        return Ok(());
+    };
+    let name = match &cli.command {
+        Command::Run(_)
+        | Command::Compare(_)
+        | Command::Score(_)
+        | Command::Bench(_)
+        | Command::Info => return Ok(()),
+        Command::Demo { .. } => "demo",
+        Command::Plan(_) => "plan",
+        Command::Converge(_) => "converge",
+        Command::Diagnose(_) => "diagnose",
+        Command::Sweep(_) => "sweep",
+        Command::Merge { .. } => "merge",
+    };
+    Err(fslens::Error::input(format!(
+        "fslens {name} does not run as {size} MPI ranks: under mpirun/srun only run, compare, \
+         score and bench do; start {name} as one process (a sweep spreads over machines with \
+         --shard and a Slurm array instead)"
+    )))
 }
 
 fn dispatch(cli: &Cli) -> Result<()> {
@@ -505,7 +559,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
             sweep::merge(dirs, out.as_deref(), output.force, cli.quiet, cli.json)
         }
         Command::Info => {
-            print_info(cli);
+            if fslens::engine::ranks::rank() == 0 {
+                print_info(cli);
+            }
             Ok(())
         }
         Command::Bench(args) => bench::bench(args, cli.quiet, cli.json),
@@ -553,6 +609,9 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
     inputs.extend(operator_files.iter().map(|p| ("--operator", p.as_path())));
     fslens::output::file::refuse_overwriting_inputs(&args.out, "--out", &inputs)?;
     let (b, d, scored) = fslens::experiment::score::score(&req)?;
+    if fslens::engine::ranks::rank() != 0 {
+        return Ok(()); // rank 0 writes --out
+    }
     for w in &scored.warnings {
         eprintln!("fslens score: warning: {w}");
     }
@@ -697,6 +756,11 @@ fn converge(cli: &Cli, args: &RunArgs) -> Result<()> {
 }
 
 fn run_plan(cli: &Cli, plan: &RunPlan, out: &Destination) -> Result<()> {
+    if fslens::engine::ranks::rank() != 0 {
+        // The same work as rank 0 (its share of every engine pass), no folder: rank 0 writes.
+        fslens::experiment::execute(plan, &mut fslens::experiment::Silent, None)?;
+        return Ok(());
+    }
     let mut reporter = Reporter::new(cli.quiet, cli.json);
     let (path, summary) = fslens::experiment::run(plan, out, &mut reporter)?;
     reporter.finish();
@@ -726,6 +790,7 @@ fn print_info(cli: &Cli) {
             "auto_picks": auto,
             "adapters": adapters,
             "atom_storage": ATOM_STORAGE_NOTE,
+            "mpi": MPI_NOTE,
         });
         println!("{info}");
         return;
@@ -764,7 +829,15 @@ fn print_info(cli: &Cli) {
         "adapter choice: FSLENS_ADAPTER=<name substring> picks one; WGPU_BACKEND=vulkan|gl|metal|dx12 limits the APIs searched"
     );
     println!("gpu atom storage: {ATOM_STORAGE_NOTE}");
+    println!("mpi: {MPI_NOTE}");
 }
+
+/// Whether this binary can run as MPI ranks (README "Several machines (MPI)").
+const MPI_NOTE: &str = if cfg!(feature = "mpi") {
+    "built in: under mpirun/srun with more than one rank, run, compare, score and bench split the atoms over the ranks"
+} else {
+    "not built (cargo build --features mpi); under mpirun/srun with more than one rank this binary refuses to run"
+};
 
 /// What each GPU atom storage costs in accuracy (measured by the engine_gpu test
 /// `f16_prior_shift_on_8bit_data`; see src/engine/gpu/mod.rs).

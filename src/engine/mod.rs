@@ -13,6 +13,7 @@
 pub mod cpu;
 pub mod gpu;
 pub mod logsumexp;
+pub mod ranks;
 pub mod reference;
 pub mod shards;
 
@@ -286,7 +287,26 @@ pub fn create_shared(
     build(kind, storage, eight_bit, images, d, Some(images))
 }
 
+/// The backend over `images`; under an installed world of several ranks ([`ranks`]), this
+/// rank's [`ranks::RankBackend`] over its shard (the local backend then copies its shard only).
 fn build(
+    kind: BackendKind,
+    storage: StorageChoice,
+    eight_bit: bool,
+    images: &[f32],
+    d: usize,
+    shared: Option<&std::sync::Arc<Vec<f32>>>,
+) -> Result<Box<dyn Backend>> {
+    if let Some(world) = ranks::world() {
+        let joined = ranks::build(world.clone(), images, d, |shard| {
+            build_local(kind, storage, eight_bit, shard, d, None)
+        })?;
+        return Ok(Box::new(joined));
+    }
+    build_local(kind, storage, eight_bit, images, d, shared)
+}
+
+fn build_local(
     kind: BackendKind,
     storage: StorageChoice,
     eight_bit: bool,

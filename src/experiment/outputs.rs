@@ -286,6 +286,7 @@ fn write_problem(
         total_seconds: 0.0,
         external: None,
         warnings: Vec::new(),
+        ranks: crate::engine::ranks::layout(setup.atoms.len()),
     })
 }
 

@@ -35,6 +35,10 @@ pub struct Summary {
     /// (e.g. a posterior on one effective atom; samples that look like [0, 1] data).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Under MPI (several ranks): how many, and which atoms each held (README "Several
+    /// machines (MPI)").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<crate::engine::ranks::RankLayout>,
 }
 
 /// The samples or trajectory `fslens diagnose` scored (produced by another program).
