@@ -1112,6 +1112,81 @@ mod tests {
     }
 
     #[test]
+    fn a_set_larger_than_ram_is_refused_in_memory_and_accepted_mapped() {
+        use crate::resources::{AtomPlacement, Memory, shortfall};
+        // A 1 GB machine and N = 1e6 atoms of D = 784: 3.1 GB as float32, 0.78 GB mapped.
+        let memory = Memory {
+            bytes: 1e9,
+            source: "a test's machine".into(),
+        };
+        let opts = super::BenchOptions {
+            atoms: 1_000_000,
+            data: None,
+            ..Default::default()
+        };
+        let (key, text) = shortfall(&super::memory_needs(&opts, false), Some(&memory)).unwrap();
+        assert_eq!(key, "--atoms");
+        assert!(
+            text.contains("3.14 GB for the atoms") && text.contains("--atom-store mapped"),
+            "{text}"
+        );
+        // Mapped: 24 bytes an atom in RAM (norms and the bias), the atoms on disk.
+        let needs = super::memory_needs(&opts, true);
+        assert_eq!(shortfall(&needs, Some(&memory)), None);
+        assert_eq!(needs[0].bytes, 24e6);
+        // auto maps exactly when the float32 atoms pass half the memory.
+        let f32_bytes = 4.0 * 784e6;
+        assert!(AtomPlacement::Auto.maps(f32_bytes, Some(&memory)));
+        assert!(!AtomPlacement::Auto.maps(0.49e9, Some(&memory)));
+        assert!(!AtomPlacement::Auto.maps(f32_bytes, None));
+        assert!(!AtomPlacement::Memory.maps(f32_bytes, Some(&memory)));
+        assert!(AtomPlacement::Mapped.maps(1.0, Some(&memory)));
+        // Still refused mapped: a batch that cannot fit.
+        let opts = super::BenchOptions {
+            batches: vec![100_000_000],
+            ..opts
+        };
+        let (key, _) = shortfall(&super::memory_needs(&opts, true), Some(&memory)).unwrap();
+        assert_eq!(key, "--batch");
+    }
+
+    #[test]
+    fn the_mapped_bench_matches_the_in_memory_bench() {
+        let dir = std::env::temp_dir().join(format!("fslens-bench-map-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = super::BenchOptions {
+            atoms: 3000,
+            dim: 64,
+            data: None,
+            batches: vec![8],
+            times: vec![0.3],
+            repeats: 1,
+            baseline: false,
+            peak_size: 64,
+            threads: Some(2),
+            cache_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let memory = super::run(&opts, &mut |_| {}).unwrap();
+        let mapped_opts = super::BenchOptions {
+            atom_store: crate::resources::AtomPlacement::Mapped,
+            ..opts.clone()
+        };
+        // Twice: the entry written (in blocks of rows), then read from the cache.
+        for _ in 0..2 {
+            let mapped = super::run(&mapped_opts, &mut |_| {}).unwrap();
+            assert_eq!(mapped[0].storage, "u8 mapped");
+            assert!(mapped[0].backend.contains("u8 mapped"));
+            // Same atoms, particles and bias: the same posterior (mean ESS bit for bit).
+            assert_eq!(mapped[0].mean_ess.to_bits(), memory[0].mean_ess.to_bits());
+            assert_eq!(mapped[0].atom_store_mb, 3000.0 * 64.0 / 1e6);
+        }
+        let entries = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(entries, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn sizes_beyond_the_machine_are_refused_before_any_work() {
         if crate::resources::memory().is_none() {
             return;

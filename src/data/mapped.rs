@@ -383,3 +383,113 @@ pub fn open_or_write(
     }
     MappedAtoms::open(&path, Some(key))
 }
+
+/// The cache key of a source file: its canonical path, size and modification time (a
+/// changed file gets a new entry) and `what` (how it is read).
+pub fn file_key(path: &Path, what: &str) -> Result<String> {
+    let canonical = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let meta = std::fs::metadata(&canonical).map_err(|e| Error::io(path, e))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |t| t.as_nanos());
+    Ok(super::cache::key_of(&format!(
+        "{what}: {} ({} bytes, modified {mtime})",
+        canonical.display(),
+        meta.len()
+    )))
+}
+
+/// Writes the (N, D) array of the .npy file `npy` as the entry `path` (key `key`), streaming
+/// (one row block in memory): uint8 as u8 intensities, float32 and float64 as float32 (the
+/// values `fslens score` reads in memory). `flag` names the input in errors.
+pub fn write_npy_entry(npy: &Path, path: &Path, key: &str, flag: &str) -> Result<()> {
+    let file = std::fs::File::open(npy).map_err(|e| Error::io(npy, e))?;
+    let reader = npyz::NpyFile::new(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| Error::data(npy, format!("{flag}: not a readable .npy file ({e})")))?;
+    let shape: Vec<usize> = reader.shape().iter().map(|&s| s as usize).collect();
+    let (n, d) = match shape.as_slice() {
+        [r, d] if *r > 0 && *d > 0 => (*r, *d),
+        s => {
+            return Err(Error::data(
+                npy,
+                format!("{flag} must be a non-empty array of shape (rows, D); got {s:?}"),
+            ));
+        }
+    };
+    if reader.order() == npyz::Order::Fortran {
+        return Err(Error::data(
+            npy,
+            format!(
+                "{flag} is in Fortran order; save it with numpy.save(path, \
+                 numpy.ascontiguousarray(a))"
+            ),
+        ));
+    }
+    let descr = reader.dtype().descr();
+    let encoding = if descr.ends_with("u1") {
+        Encoding::U8
+    } else {
+        Encoding::F32
+    };
+    let source = npy.display().to_string();
+    let mut w = EntryWriter::create(path, key, ImageShape::new(1, d, 1), n, &source, encoding)?;
+    let bad = |e: std::io::Error| Error::data(npy, format!("{flag}: unreadable data ({e})"));
+    let block = 4096 * d;
+    match descr.as_str() {
+        "|u1" => {
+            let mut buf = Vec::with_capacity(block);
+            for v in reader
+                .data::<u8>()
+                .map_err(|e| Error::data(npy, e.to_string()))?
+            {
+                buf.push(v.map_err(bad)?);
+                if buf.len() == block {
+                    w.push_u8(&buf)?;
+                    buf.clear();
+                }
+            }
+            w.push_u8(&buf)?;
+        }
+        "<f4" | "<f8" | ">f4" | ">f8" => {
+            let mut buf = Vec::with_capacity(block);
+            let mut push = |v: f32, w: &mut EntryWriter| -> Result<()> {
+                buf.push(v);
+                if buf.len() == block {
+                    w.push_f32(&buf)?;
+                    buf.clear();
+                }
+                Ok(())
+            };
+            if descr.ends_with("f4") {
+                for v in reader
+                    .data::<f32>()
+                    .map_err(|e| Error::data(npy, e.to_string()))?
+                {
+                    push(v.map_err(bad)?, &mut w)?;
+                }
+            } else {
+                for v in reader
+                    .data::<f64>()
+                    .map_err(|e| Error::data(npy, e.to_string()))?
+                {
+                    push(v.map_err(bad)? as f32, &mut w)?;
+                }
+            }
+            w.push_f32(&buf)?;
+        }
+        other => {
+            return Err(Error::data(
+                npy,
+                format!(
+                    "{flag}: a mapped atom store reads uint8, float32 or float64 arrays, not \
+                     {other:?}; convert it with numpy (a.astype(numpy.float32))"
+                ),
+            ));
+        }
+    }
+    // A payload shorter than the header promised ends the iterator early: `finish` says so.
+    w.finish()
+        .map_err(|e| Error::data(npy, format!("{flag}: {e} (the file is truncated?)")))
+}
