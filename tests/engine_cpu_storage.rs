@@ -10,7 +10,7 @@ use common::fashion::first_train_images;
 use fslens::engine::cpu::CpuBackend;
 use fslens::engine::gpu::{Storage, stored_values};
 use fslens::engine::reference::ReferenceBackend;
-use fslens::engine::{Backend, Noise, WeightSet};
+use fslens::engine::{Backend, WeightSet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
