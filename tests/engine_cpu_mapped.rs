@@ -250,3 +250,123 @@ fn damaged_entries_are_errors_naming_the_file_and_the_fix() {
     assert_eq!(left, vec![std::ffi::OsString::from("dataset-k.bin")]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `fslens score` over mapped atoms: a uint8 and a float32 .npy, streamed into entries,
+/// give the in-memory score bit for bit (prior and fsr with a matrix operator, whose bias
+/// is computed block by block from the map), and the binary takes `--atom-store mapped`.
+#[test]
+fn score_over_mapped_atoms_equals_the_in_memory_score() {
+    use fslens::diffusion::Schedule;
+    use fslens::engine::BackendKind;
+    use fslens::experiment::score::{Method, ScoreRequest, score, score_with};
+    use fslens::plan::EngineChoice;
+    use fslens::resources::AtomPlacement;
+    use fslens::samplers::{SamplerKind, SamplerOptions};
+    let dir = scratch("score");
+    let cache = dir.join("cache");
+    let mut rng = ChaCha8Rng::seed_from_u64(24);
+    let (n, d, m) = (400, 16, 6);
+    let codes: Vec<u8> = (0..n * d).map(|_| rng.random()).collect();
+    let table = fslens::data::u8_pixel_table();
+    let atoms: Vec<f32> = codes.iter().map(|&k| table[k as usize]).collect();
+    fslens::arrays::write_npy(&dir.join("A8.npy"), &[n, d], &codes).unwrap();
+    fslens::arrays::write_npy_f32(&dir.join("A.npy"), &[n, d], &atoms).unwrap();
+    let matrix: Vec<f32> = (0..m * d).map(|_| rng.random_range(-0.5f32..0.5)).collect();
+    fslens::arrays::write_npy_f32(&dir.join("M.npy"), &[m, d], &matrix).unwrap();
+    let y: Vec<f32> = (0..m)
+        .map(|r| {
+            (0..d)
+                .map(|c| matrix[r * d + c] * atoms[7 * d + c])
+                .sum::<f32>()
+                + 0.01
+        })
+        .collect();
+    fslens::arrays::write_npy_f32(&dir.join("y.npy"), &[m], &y).unwrap();
+    let nz = noise(0.4);
+    let x = particles(&mut rng, &atoms, d, 5, nz);
+    fslens::arrays::write_npy_f32(&dir.join("x.npy"), &[5, d], &x).unwrap();
+    for atoms_file in ["A8.npy", "A.npy"] {
+        for method in [Method::Prior, Method::Posterior(SamplerKind::Fsr)] {
+            let req = ScoreRequest {
+                atoms: dir.join(atoms_file),
+                x: dir.join("x.npy"),
+                t: 0.4,
+                method,
+                y: Some(dir.join("y.npy")),
+                operator: Some(format!("matrix:{}", dir.join("M.npy").display())),
+                sigma: Some(0.1),
+                shape: None,
+                engine: EngineChoice {
+                    backend: BackendKind::Cpu,
+                    ..Default::default()
+                },
+                schedule: Schedule::default(),
+                options: SamplerOptions::default(),
+            };
+            let (_, _, want) = score(&req).unwrap();
+            let (b, dd, got) = score_with(&req, AtomPlacement::Mapped, Some(&cache)).unwrap();
+            assert_eq!((b, dd), (5, d));
+            assert_eq!(
+                bits(&got.values),
+                bits(&want.values),
+                "{atoms_file} {method:?}"
+            );
+        }
+    }
+    // One entry per source file, u8 for the uint8 array (1 byte a value).
+    let mut sizes: Vec<u64> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes[0] < (n * d + 1024) as u64 && sizes[1] > (4 * n * d) as u64);
+    // The binary, mapped: the same score file as in memory.
+    let run = |store: &str, out: &str| {
+        common::fslens(&[
+            "score",
+            "--atoms",
+            common::s(&dir.join("A8.npy")),
+            "--x",
+            common::s(&dir.join("x.npy")),
+            "--t",
+            "0.4",
+            "--method",
+            "prior",
+            "--backend",
+            "cpu",
+            "--atom-store",
+            store,
+            "--cache-dir",
+            common::s(&cache),
+            "--out",
+            common::s(&dir.join(out)),
+        ]);
+        fslens::arrays::read_npy(&dir.join(out)).unwrap().data
+    };
+    assert_eq!(run("mapped", "sm.npy"), run("memory", "si.npy"));
+    // A mapped store on the GPU is refused, naming the flag.
+    common::fslens_fails(
+        &[
+            "score",
+            "--atoms",
+            common::s(&dir.join("A8.npy")),
+            "--x",
+            common::s(&dir.join("x.npy")),
+            "--t",
+            "0.4",
+            "--method",
+            "prior",
+            "--backend",
+            "gpu",
+            "--atom-store",
+            "mapped",
+            "--cache-dir",
+            common::s(&cache),
+            "--out",
+            common::s(&dir.join("g.npy")),
+        ],
+        &["--backend", "mapped atom store runs on the CPU"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -427,7 +427,7 @@ pub fn write_npy_entry(npy: &Path, path: &Path, key: &str, flag: &str) -> Result
             ),
         ));
     }
-    let descr = reader.dtype().descr();
+    let descr = reader.dtype().descr().trim_matches('\'').to_string();
     let encoding = if descr.ends_with("u1") {
         Encoding::U8
     } else {
