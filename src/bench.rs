@@ -15,7 +15,7 @@ use crate::engine::cpu::CpuBackend;
 use crate::engine::gpu::{GpuBackend, GpuOptions, Storage};
 use crate::engine::{Backend, BiasId, Noise, WeightSet, WeightedMean};
 use crate::{Error, Result};
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use std::collections::BTreeMap;
@@ -65,6 +65,11 @@ pub struct BenchOptions {
     pub sums_block_rows: Option<usize>,
     /// GPU: workgroups to aim for in the weighted-sums dispatch (None: the backend's default).
     pub workgroups: Option<usize>,
+    /// Where the atoms are held (`--atom-store`): memory, or a data-cache entry mapped from
+    /// `cache_dir` (CPU only; the atoms are 8-bit, so the entry holds u8 intensities).
+    pub atom_store: crate::resources::AtomPlacement,
+    /// Folder of the mapped entries (None: [`crate::data::mapped::default_cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for BenchOptions {
@@ -93,6 +98,8 @@ impl Default for BenchOptions {
             tile_rows: None,
             sums_block_rows: None,
             workgroups: None,
+            atom_store: crate::resources::AtomPlacement::Memory,
+            cache_dir: None,
         }
     }
 }
@@ -223,8 +230,13 @@ pub struct BenchRecord {
     /// VmHWM of this process, MB (includes the float32 atoms loaded before the backend
     /// encoded them).
     pub peak_rss_mb: f64,
-    /// VmRSS of this process after the step, MB: what stays resident while stepping.
+    /// VmRSS of this process after the step, MB: what stays resident while stepping (for a
+    /// mapped store this includes the pages of the file the kernel keeps mapped, which it
+    /// can drop under pressure).
     pub rss_mb: f64,
+    /// RssAnon after the step, MB: resident memory that is not file pages, what a mapped
+    /// store leaves in RAM.
+    pub rss_anon_mb: f64,
     /// Bytes of the atom store (N·D·{4, 1, 2} for f32, u8, f16), MB.
     pub atom_store_mb: f64,
 }
@@ -372,11 +384,20 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Resident memory of this process now (VmRSS), MB; NaN where /proc is missing.
 pub fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// Resident anonymous memory now (RssAnon: not file pages), MB; NaN where /proc is missing.
+pub fn rss_anon_mb() -> f64 {
+    status_mb("RssAnon:")
+}
+
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
@@ -388,7 +409,8 @@ pub fn run(
     on_record: &mut dyn FnMut(&BenchRecord),
 ) -> Result<Vec<BenchRecord>> {
     let on_gpu = check_options(opts)?;
-    check_memory(opts)?;
+    let mapped = maps_atoms(opts, on_gpu)?;
+    crate::resources::check(&memory_needs(opts, mapped))?;
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
@@ -401,8 +423,15 @@ pub fn run(
         Some(p)
     };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let (atoms, data) = load_atoms(opts, &mut rng)?;
-    let (n, d) = (atoms.len() / opts.dim, opts.dim);
+    let (atoms, data) = if mapped {
+        let m = map_atoms(opts)?;
+        let data = format!("{} (mapped from {})", m.source(), m.path().display());
+        (BenchAtoms::Mapped(std::sync::Arc::new(m)), data)
+    } else {
+        let (a, data) = load_atoms(opts)?;
+        (BenchAtoms::Memory(a), data)
+    };
+    let (n, d) = (atoms.rows(opts.dim), opts.dim);
     // Everything that reads the float32 atoms comes first, so that the backend can take the
     // only copy (a u8 or f16 CPU store then drops it: the resident memory is the store's).
     let bias = inpainting_bias(&atoms, d, &mut rng);
@@ -416,6 +445,7 @@ pub fn run(
             cases.push((t, b, noise, noisy_particles(&atoms, d, b, noise, &mut rng)));
         }
     }
+    let storage = if mapped { Storage::U8 } else { opts.storage };
     let mut subject = Subject::new(opts, atoms, d, on_gpu, threads)?;
     let nominal_peak = if on_gpu {
         nominal_gpu_peak_gflops(&subject.backend().describe())
@@ -423,7 +453,7 @@ pub fn run(
         None
     };
     let bias_id = subject.backend_mut().add_bias(&bias)?;
-    let atom_store_mb = subject.store_bytes(n * d, opts.storage) as f64 / 1e6;
+    let atom_store_mb = subject.store_bytes(n * d, storage) as f64 / 1e6;
     let backend = subject.backend();
 
     let mut records = Vec::new();
@@ -454,7 +484,7 @@ pub fn run(
             b,
             n,
             d,
-            storage: opts.storage.name().into(),
+            storage: format!("{}{}", storage.name(), if mapped { " mapped" } else { "" }),
             t,
             data: data.clone(),
             seconds_per_step: secs,
@@ -471,6 +501,7 @@ pub fn run(
             device_seconds_by_kernel: device_secs.by_kernel,
             peak_rss_mb: peak_rss_mb(),
             rss_mb: rss_mb(),
+            rss_anon_mb: rss_anon_mb(),
             atom_store_mb,
         };
         on_record(&rec);
@@ -506,27 +537,82 @@ fn check_options(opts: &BenchOptions) -> Result<bool> {
     Ok(on_gpu)
 }
 
-/// Refuses sizes this machine cannot hold, before anything is allocated: the atoms (N × D × 4
-/// bytes; with Fashion-MNIST, at most the file's images) and, at the largest batch B, the
-/// particles and their means (2 × B × D × 4 bytes).
-fn check_memory(opts: &BenchOptions) -> Result<()> {
-    let d = opts.dim as f64;
-    let available = match &opts.data {
-        Some(dir) => {
-            crate::data::idx::image_header(&dir.join("train-images-idx3-ubyte.gz")).map(|h| h.0)
-        }
+/// The number of atoms the bench uses: `--atoms`, at most the Fashion-MNIST file's images
+/// (None when its header cannot be read: the read reports why).
+fn atom_count(opts: &BenchOptions) -> Option<usize> {
+    match &opts.data {
+        Some(dir) => crate::data::idx::image_header(&dir.join("train-images-idx3-ubyte.gz"))
+            .map(|h| opts.atoms.min(h.0)),
         None => Some(opts.atoms),
-    };
+    }
+}
+
+/// Whether the atoms are mapped (`--atom-store`; auto: when their float32 images exceed
+/// [`crate::resources::AUTO_MAP_FRACTION`] of the memory). Mapped stores run on the CPU.
+fn maps_atoms(opts: &BenchOptions, on_gpu: bool) -> Result<bool> {
+    let n = atom_count(opts).unwrap_or(opts.atoms);
+    let f32_bytes = n as f64 * opts.dim as f64 * 4.0;
+    let memory = crate::resources::memory();
+    let mapped = !on_gpu && opts.atom_store.maps(f32_bytes, memory.as_ref());
+    if on_gpu && opts.atom_store == crate::resources::AtomPlacement::Mapped {
+        return Err(Error::config(
+            "--atom-store",
+            "a mapped atom store runs on the CPU backend only (the GPU holds its atoms in \
+             device memory); use --backend cpu, or --atom-store memory",
+        ));
+    }
+    if mapped && opts.storage == Storage::F16 {
+        return Err(Error::config(
+            "--storage",
+            "a mapped atom store keeps the 8-bit intensities of its entry (u8), not f16; drop \
+             --storage or use --atom-store memory",
+        ));
+    }
+    if mapped {
+        let dir = cache_dir(opts);
+        let entry = dir.join(format!("dataset-{}.bin", entry_key(opts, n)?));
+        if !entry.exists() {
+            crate::resources::check_disk(
+                "--cache-dir",
+                &dir,
+                n as f64 * opts.dim as f64,
+                "free space there, choose another --cache-dir, or lower --atoms",
+            )?;
+        }
+    }
+    Ok(mapped)
+}
+
+/// What the bench holds in memory: the atoms (N × D × 4 bytes in memory; mapped, only the
+/// per-atom arrays: norms, the bias in float64 and the engine's float32/float64 copy,
+/// 24 × N bytes, since the entry is disk and page cache) and, at the largest batch B, the
+/// particles and their means (2 × B × D × 4 bytes).
+fn memory_needs(opts: &BenchOptions, mapped: bool) -> Vec<crate::resources::Need> {
+    let d = opts.dim as f64;
     let mut needs = Vec::new();
-    if let Some(file_n) = available {
-        let n = opts.atoms.min(file_n);
+    if let Some(n) = atom_count(opts) {
+        let (what, formula, bytes, fix) = if mapped {
+            (
+                "the per-atom arrays of a mapped store",
+                format!("N × 24 bytes, N = {n}"),
+                n as f64 * 24.0,
+                "lower --atoms",
+            )
+        } else {
+            (
+                "the atoms",
+                format!("N × D × 4 bytes, N = {n}, D = {}", opts.dim),
+                n as f64 * d * 4.0,
+                "lower --atoms, or use --atom-store mapped (the atoms stay on disk)",
+            )
+        };
         needs.push(crate::resources::Need {
             key: "--atoms".into(),
             value: opts.atoms.to_string(),
-            what: "the atoms".into(),
-            formula: format!("N × D × 4 bytes, N = {n}, D = {}", opts.dim),
-            bytes: n as f64 * d * 4.0,
-            fix: "lower --atoms".into(),
+            what: what.into(),
+            formula,
+            bytes,
+            fix: fix.into(),
         });
     }
     let b = opts.batches.iter().copied().max().unwrap_or(0);
@@ -538,17 +624,64 @@ fn check_memory(opts: &BenchOptions) -> Result<()> {
         bytes: 2.0 * b as f64 * d * 4.0,
         fix: "lower --batch".into(),
     });
-    crate::resources::check(&needs)
+    needs
+}
+
+fn cache_dir(opts: &BenchOptions) -> PathBuf {
+    opts.cache_dir
+        .clone()
+        .unwrap_or_else(crate::data::mapped::default_cache_dir)
+}
+
+/// The cache key of the bench's atoms: the random stream, or the Fashion-MNIST file with its
+/// size and modification time (a changed file gets a new entry).
+fn entry_key(opts: &BenchOptions, n: usize) -> Result<String> {
+    let what = match &opts.data {
+        None => format!(
+            "bench atoms: random 8-bit, seed {}, chacha8 stream 1 bytes, N = {n}, D = {}",
+            opts.seed, opts.dim
+        ),
+        Some(dir) => {
+            let path = std::fs::canonicalize(dir.join("train-images-idx3-ubyte.gz"))
+                .map_err(|e| Error::io(dir.join("train-images-idx3-ubyte.gz"), e))?;
+            let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |t| t.as_nanos());
+            format!(
+                "bench atoms: {} ({} bytes, modified {mtime}), first N = {n}",
+                path.display(),
+                meta.len()
+            )
+        }
+    };
+    Ok(crate::data::cache::key_of(&what))
+}
+
+/// The seeded random atoms' intensities, `len` bytes from their own stream (so that the
+/// particles and the bias draw the same numbers whether the atoms are generated or mapped).
+fn random_intensities(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    rng
 }
 
 /// The first `opts.atoms` images of the Fashion-MNIST folder `opts.data`, or seeded random
-/// 8-bit-like atoms, with a description for the records.
-fn load_atoms(opts: &BenchOptions, rng: &mut ChaCha8Rng) -> Result<(Vec<f32>, String)> {
+/// 8-bit atoms, with a description for the records.
+fn load_atoms(opts: &BenchOptions) -> Result<(Vec<f32>, String)> {
     let table = crate::data::u8_pixel_table();
+    let (codes, what) = intensities(opts)?;
+    Ok((codes.iter().map(|&k| table[k as usize]).collect(), what))
+}
+
+/// The atoms' 8-bit intensities (N × D) and their description.
+fn intensities(opts: &BenchOptions) -> Result<(Vec<u8>, String)> {
     match &opts.data {
         Some(dir) => {
             let path = dir.join("train-images-idx3-ubyte.gz");
-            let (h, w, bytes) = crate::data::idx::read_images(&path)?;
+            let (h, w, mut bytes) = crate::data::idx::read_images(&path)?;
             let d = h * w;
             if d != opts.dim {
                 return Err(Error::config(
@@ -557,23 +690,87 @@ fn load_atoms(opts: &BenchOptions, rng: &mut ChaCha8Rng) -> Result<(Vec<f32>, St
                 ));
             }
             let n = opts.atoms.min(bytes.len() / d);
-            let atoms: Vec<f32> = bytes[..n * d].iter().map(|&k| table[k as usize]).collect();
-            Ok((atoms, path.display().to_string()))
+            bytes.truncate(n * d);
+            Ok((bytes, path.display().to_string()))
         }
-        None => Ok((
-            (0..opts.atoms * opts.dim)
-                .map(|_| table[rng.random_range(0..256usize)])
-                .collect(),
-            format!("random 8-bit, seed {}", opts.seed),
-        )),
+        None => {
+            let mut codes = vec![0u8; opts.atoms * opts.dim];
+            random_intensities(opts.seed).fill_bytes(&mut codes);
+            Ok((codes, format!("random 8-bit, seed {}", opts.seed)))
+        }
+    }
+}
+
+/// The bench's atoms as a mapped u8 entry in the cache folder, written first when absent:
+/// random atoms a block of rows at a time (never all in memory), Fashion-MNIST from its bytes.
+fn map_atoms(opts: &BenchOptions) -> Result<crate::data::mapped::MappedAtoms> {
+    use crate::data::mapped::{Encoding, EntryWriter, open_or_write};
+    let n = atom_count(opts).unwrap_or(opts.atoms);
+    let d = opts.dim;
+    let key = entry_key(opts, n)?;
+    let side = (d as f64).sqrt() as usize;
+    let shape = if side * side == d {
+        crate::data::ImageShape::new(side, side, 1)
+    } else {
+        crate::data::ImageShape::new(1, d, 1)
+    };
+    open_or_write(&cache_dir(opts), &key, |path| {
+        let (source, mut w) = match &opts.data {
+            None => {
+                let source = format!("random 8-bit, seed {}", opts.seed);
+                (source.clone(), None)
+            }
+            Some(_) => {
+                let (codes, source) = intensities(opts)?;
+                (source, Some(codes))
+            }
+        };
+        let mut writer = EntryWriter::create(path, &key, shape, n, &source, Encoding::U8)?;
+        match w.take() {
+            Some(codes) => writer.push_u8(&codes)?,
+            None => {
+                let mut rng = random_intensities(opts.seed);
+                let mut block = vec![0u8; 4096 * d];
+                for r0 in (0..n).step_by(4096) {
+                    let rows = 4096.min(n - r0);
+                    // fill_bytes continues one byte stream across calls (whole words per
+                    // call: blocks are a multiple of 4 bytes except the last).
+                    rng.fill_bytes(&mut block[..rows * d]);
+                    writer.push_u8(&block[..rows * d])?;
+                }
+            }
+        }
+        writer.finish()
+    })
+}
+
+/// The atoms the bench reads besides the backend: in memory, or the mapped entry.
+enum BenchAtoms {
+    Memory(Vec<f32>),
+    Mapped(std::sync::Arc<crate::data::mapped::MappedAtoms>),
+}
+
+impl BenchAtoms {
+    fn rows(&self, d: usize) -> usize {
+        match self {
+            BenchAtoms::Memory(a) => a.len() / d,
+            BenchAtoms::Mapped(m) => m.rows(),
+        }
+    }
+    /// Rows [r0, r1) as float32.
+    fn block(&self, d: usize, r0: usize, r1: usize) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            BenchAtoms::Memory(a) => std::borrow::Cow::Borrowed(&a[r0 * d..r1 * d]),
+            BenchAtoms::Mapped(m) => std::borrow::Cow::Owned(m.rows_f32(r0, r1)),
+        }
     }
 }
 
 /// The posterior bias of a box-inpainting measurement of the last atom: σ = 0.05, the box
 /// hides the middle half of the image; b_i = −‖M(y − a_i)‖²/(2σ²).
-fn inpainting_bias(atoms: &[f32], d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+fn inpainting_bias(atoms: &BenchAtoms, d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let sigma = 0.05;
-    let n = atoms.len() / d;
+    let n = atoms.rows(d);
     let side = (d as f64).sqrt() as usize;
     let keep: Vec<bool> = (0..d)
         .map(|k| {
@@ -581,14 +778,16 @@ fn inpainting_bias(atoms: &[f32], d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
             !((side / 4..3 * side / 4).contains(&r) && (side / 4..3 * side / 4).contains(&c))
         })
         .collect();
-    let truth = &atoms[(n - 1) * d..];
+    let truth = atoms.block(d, n - 1, n);
     let y: Vec<f64> = truth
         .iter()
         .map(|&a| a as f64 + sigma * rng.sample::<f64, _>(StandardNormal))
         .collect();
-    atoms
-        .chunks(d)
-        .map(|a| {
+    let mut bias = Vec::with_capacity(n);
+    // In blocks of rows: a mapped store is decoded a block at a time.
+    for r0 in (0..n).step_by(4096) {
+        let block = atoms.block(d, r0, n.min(r0 + 4096));
+        bias.extend(block.chunks(d).map(|a| {
             -a.iter()
                 .zip(&y)
                 .zip(&keep)
@@ -596,8 +795,9 @@ fn inpainting_bias(atoms: &[f32], d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
                 .map(|((&a, &y), _)| (y - a as f64).powi(2))
                 .sum::<f64>()
                 / (2.0 * sigma * sigma)
-        })
-        .collect()
+        }));
+    }
+    bias
 }
 
 /// Writes the atoms and the bias for the numpy baseline into `workdir`: Ok when the baseline
@@ -605,13 +805,18 @@ fn inpainting_bias(atoms: &[f32], d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
 fn prepare_baseline(
     opts: &BenchOptions,
     workdir: &Path,
-    atoms: &[f32],
+    atoms: &BenchAtoms,
     d: usize,
     bias: &[f64],
 ) -> Result<std::result::Result<(), String>> {
     if !opts.baseline {
         return Ok(Err("baseline not requested".to_string()));
     }
+    let BenchAtoms::Memory(atoms) = atoms else {
+        return Ok(Err(
+            "no numpy baseline over a mapped store (numpy would load the float32 atoms)".into(),
+        ));
+    };
     if let Err(why) = numpy_available() {
         return Ok(Err(why));
     }
@@ -624,17 +829,17 @@ fn prepare_baseline(
 
 /// `b` particles x_t = s·a_j + √v·ε around random atoms a_j, as a noisy cloud at t would be.
 fn noisy_particles(
-    atoms: &[f32],
+    atoms: &BenchAtoms,
     d: usize,
     b: usize,
     noise: Noise,
     rng: &mut ChaCha8Rng,
 ) -> Vec<f32> {
-    let n = atoms.len() / d;
+    let n = atoms.rows(d);
     let mut x = Vec::with_capacity(b * d);
     for _ in 0..b {
         let j = rng.random_range(0..n);
-        x.extend(atoms[j * d..(j + 1) * d].iter().map(|&a| {
+        x.extend(atoms.block(d, j, j + 1).iter().map(|&a| {
             (noise.s * a as f64 + noise.v.sqrt() * rng.sample::<f64, _>(StandardNormal)) as f32
         }));
     }
@@ -668,6 +873,8 @@ fn dps_record(
         device_seconds_per_step: device.seconds,
         device_seconds_by_kernel: device.by_kernel,
         peak_rss_mb: peak_rss_mb(),
+        rss_mb: rss_mb(),
+        rss_anon_mb: rss_anon_mb(),
         ..fsr.clone()
     })
 }
@@ -826,11 +1033,22 @@ impl Subject {
     /// rank's shard of them (the rest is dropped here).
     fn new(
         opts: &BenchOptions,
-        atoms: Vec<f32>,
+        atoms: BenchAtoms,
         d: usize,
         on_gpu: bool,
         threads: usize,
     ) -> Result<Subject> {
+        let atoms = match atoms {
+            BenchAtoms::Memory(a) => a,
+            // A mapped set stays one process's: ranks shard in-memory atoms only.
+            BenchAtoms::Mapped(m) => {
+                let cpu = CpuBackend::from_mapped(m)?.with_threads(threads)?;
+                return Ok(Subject::Cpu(match opts.blocking {
+                    Some((chunk, rows)) => cpu.with_blocking(chunk, rows)?,
+                    None => cpu,
+                }));
+            }
+        };
         let Some(world) = crate::engine::ranks::world() else {
             return Subject::local(opts, atoms, d, on_gpu, threads);
         };
@@ -926,6 +1144,81 @@ mod tests {
         assert_eq!(peak("NVIDIA L40S"), Some(91_600.0));
         assert_eq!(peak("NVIDIA L4"), Some(30_300.0));
         assert_eq!(peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+    }
+
+    #[test]
+    fn a_set_larger_than_ram_is_refused_in_memory_and_accepted_mapped() {
+        use crate::resources::{AtomPlacement, Memory, shortfall};
+        // A 1 GB machine and N = 1e6 atoms of D = 784: 3.1 GB as float32, 0.78 GB mapped.
+        let memory = Memory {
+            bytes: 1e9,
+            source: "a test's machine".into(),
+        };
+        let opts = super::BenchOptions {
+            atoms: 1_000_000,
+            data: None,
+            ..Default::default()
+        };
+        let (key, text) = shortfall(&super::memory_needs(&opts, false), Some(&memory)).unwrap();
+        assert_eq!(key, "--atoms");
+        assert!(
+            text.contains("3.14 GB for the atoms") && text.contains("--atom-store mapped"),
+            "{text}"
+        );
+        // Mapped: 24 bytes an atom in RAM (norms and the bias), the atoms on disk.
+        let needs = super::memory_needs(&opts, true);
+        assert_eq!(shortfall(&needs, Some(&memory)), None);
+        assert_eq!(needs[0].bytes, 24e6);
+        // auto maps exactly when the float32 atoms pass half the memory.
+        let f32_bytes = 4.0 * 784e6;
+        assert!(AtomPlacement::Auto.maps(f32_bytes, Some(&memory)));
+        assert!(!AtomPlacement::Auto.maps(0.49e9, Some(&memory)));
+        assert!(!AtomPlacement::Auto.maps(f32_bytes, None));
+        assert!(!AtomPlacement::Memory.maps(f32_bytes, Some(&memory)));
+        assert!(AtomPlacement::Mapped.maps(1.0, Some(&memory)));
+        // Still refused mapped: a batch that cannot fit.
+        let opts = super::BenchOptions {
+            batches: vec![100_000_000],
+            ..opts
+        };
+        let (key, _) = shortfall(&super::memory_needs(&opts, true), Some(&memory)).unwrap();
+        assert_eq!(key, "--batch");
+    }
+
+    #[test]
+    fn the_mapped_bench_matches_the_in_memory_bench() {
+        let dir = std::env::temp_dir().join(format!("fslens-bench-map-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = super::BenchOptions {
+            atoms: 3000,
+            dim: 64,
+            data: None,
+            batches: vec![8],
+            times: vec![0.3],
+            repeats: 1,
+            baseline: false,
+            peak_size: 64,
+            threads: Some(2),
+            cache_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let memory = super::run(&opts, &mut |_| {}).unwrap();
+        let mapped_opts = super::BenchOptions {
+            atom_store: crate::resources::AtomPlacement::Mapped,
+            ..opts.clone()
+        };
+        // Twice: the entry written (in blocks of rows), then read from the cache.
+        for _ in 0..2 {
+            let mapped = super::run(&mapped_opts, &mut |_| {}).unwrap();
+            assert_eq!(mapped[0].storage, "u8 mapped");
+            assert!(mapped[0].backend.contains("u8 mapped"));
+            // Same atoms, particles and bias: the same posterior (mean ESS bit for bit).
+            assert_eq!(mapped[0].mean_ess.to_bits(), memory[0].mean_ess.to_bits());
+            assert_eq!(mapped[0].atom_store_mb, 3000.0 * 64.0 / 1e6);
+        }
+        let entries = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(entries, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -174,6 +174,95 @@ pub fn shortfall(needs: &[Need], memory: Option<&Memory>) -> Option<(String, Str
     ))
 }
 
+/// Where an atom set is held (flag `--atom-store`): in memory (float32 or the engine's
+/// encoding, counted against RAM), or `mapped`, a data-cache file memory-mapped read-only
+/// ([`crate::data::mapped`]), which costs disk and page cache: the kernel keeps what fits and
+/// drops the rest, so it is not counted against RAM. `auto` maps when the float32 images
+/// would take more than [`AUTO_MAP_FRACTION`] of the machine's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AtomPlacement {
+    #[default]
+    Auto,
+    Memory,
+    Mapped,
+}
+
+impl crate::choices::Choice for AtomPlacement {
+    const KEY: &'static str = "--atom-store";
+    const WHAT: &'static str = "atom store";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", AtomPlacement::Auto),
+        ("memory", AtomPlacement::Memory),
+        ("mapped", AtomPlacement::Mapped),
+    ];
+}
+crate::choice_by_name!(AtomPlacement);
+
+/// `auto` maps an atom set whose float32 images exceed this fraction of [`memory`]: the rest
+/// is left for the copies a run makes of them and for everything else on the machine.
+pub const AUTO_MAP_FRACTION: f64 = 0.5;
+
+impl AtomPlacement {
+    /// Whether the atoms are mapped, for float32 images of `f32_bytes` on a machine of
+    /// `memory` (unknown memory: `auto` keeps them in memory, as before).
+    pub fn maps(self, f32_bytes: f64, memory: Option<&Memory>) -> bool {
+        match self {
+            AtomPlacement::Memory => false,
+            AtomPlacement::Mapped => true,
+            AtomPlacement::Auto => memory.is_some_and(|m| f32_bytes > AUTO_MAP_FRACTION * m.bytes),
+        }
+    }
+}
+
+/// Free bytes for an unprivileged writer on the file system of `dir` (the nearest existing
+/// folder above it); None where it cannot be asked.
+pub fn disk_free(dir: &Path) -> Option<f64> {
+    let mut dir = dir.to_path_buf();
+    while !dir.exists() {
+        if !dir.pop() {
+            return None;
+        }
+    }
+    if dir.as_os_str().is_empty() {
+        dir = ".".into();
+    }
+    disk_free_at(&dir)
+}
+
+#[cfg(unix)]
+fn disk_free_at(dir: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed struct the call fills.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as f64 * st.f_frsize as f64)
+}
+
+#[cfg(not(unix))]
+fn disk_free_at(_dir: &Path) -> Option<f64> {
+    None
+}
+
+/// Refuses writing `bytes` into `dir` (config key or flag `key`) when its file system has
+/// less free space, with `fix` as the advice; nothing is checked where the space is unknown.
+pub fn check_disk(key: &str, dir: &Path, bytes: f64, fix: &str) -> Result<()> {
+    match disk_free(dir) {
+        Some(free) if bytes > free => Err(Error::config(
+            key,
+            format!(
+                "the mapped atom entry needs {} on disk in {}, which has {} free; {fix}",
+                human_bytes(bytes),
+                dir.display(),
+                human_bytes(free)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,11 @@ use super::EngineArgs;
 use fslens::Result;
 use fslens::engine::gpu::Storage;
 use fslens::engine::{BackendKind, StorageChoice};
+use fslens::resources::AtomPlacement;
+
+fn parse_atom_store(text: &str) -> Result<AtomPlacement> {
+    <AtomPlacement as fslens::choices::Choice>::parse_for(text, "--atom-store")
+}
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -43,6 +48,14 @@ pub struct BenchArgs {
     /// on the GPU, whose atoms here are 8-bit, f32 on the CPU).
     #[command(flatten)]
     engine: EngineArgs,
+    /// Where the atoms are held: memory, mapped (a u8 data-cache entry under --cache-dir,
+    /// memory-mapped and streamed chunk by chunk: CPU only, for atom sets larger than RAM) or
+    /// auto (mapped when the float32 atoms exceed half the machine's memory).
+    #[arg(long, default_value = "auto", value_parser = parse_atom_store)]
+    atom_store: AtomPlacement,
+    /// Folder of mapped atom entries (default: $XDG_CACHE_HOME/fslens or ~/.cache/fslens).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     /// GPU: dimensions the distances kernel stages through workgroup memory per step, a
     /// multiple of 16 (default 16)
     #[arg(long)]
@@ -91,6 +104,8 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
         tile_rows,
         sums_block_rows,
         workgroups,
+        atom_store,
+        cache_dir,
     } = args;
     let (backend, storage) = engine_of(engine);
     let threads = &engine.threads;
@@ -113,6 +128,8 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
         tile_rows: *tile_rows,
         sums_block_rows: *sums_block_rows,
         workgroups: *workgroups,
+        atom_store: *atom_store,
+        cache_dir: cache_dir.clone(),
         ..Default::default()
     };
     if *random {
@@ -183,8 +200,9 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
                 eprintln!("{:<15} device time: {}", "", parts.join(", "));
             }
             eprintln!(
-                "{:<15} memory: {} atom store {:.0} MB, resident {:.0} MB (peak {:.0} MB)",
-                "", r.storage, r.atom_store_mb, r.rss_mb, r.peak_rss_mb
+                "{:<15} memory: {} atom store {:.0} MB, resident {:.0} MB (anonymous {:.0} MB, \
+                 peak {:.0} MB)",
+                "", r.storage, r.atom_store_mb, r.rss_mb, r.rss_anon_mb, r.peak_rss_mb
             );
         }
     })?;

@@ -90,6 +90,10 @@ fn parse_backend(text: &str) -> Result<BackendKind> {
     <BackendKind as fslens::choices::Choice>::parse_for(text, "--backend")
 }
 
+fn parse_atom_store(text: &str) -> Result<fslens::resources::AtomPlacement> {
+    <fslens::resources::AtomPlacement as fslens::choices::Choice>::parse_for(text, "--atom-store")
+}
+
 fn parse_storage(text: &str) -> Result<StorageChoice> {
     <StorageChoice as fslens::choices::Choice>::parse_for(text, "--storage")
 }
@@ -229,6 +233,14 @@ struct ScoreArgs {
     shape: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
+    /// Where the atoms are held: memory, mapped (streamed once into a data-cache entry under
+    /// --cache-dir, memory-mapped, CPU only: for atom sets larger than RAM) or auto (mapped
+    /// when the float32 atoms exceed half the machine's memory).
+    #[arg(long, default_value = "auto", value_parser = parse_atom_store)]
+    atom_store: fslens::resources::AtomPlacement,
+    /// Folder of mapped atom entries (default: $XDG_CACHE_HOME/fslens or ~/.cache/fslens).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 0.01)]
     beta_min: f64,
     #[arg(long, default_value_t = 20.0)]
@@ -608,7 +620,8 @@ fn score(cli: &Cli, args: &ScoreArgs) -> Result<()> {
         .unwrap_or_default();
     inputs.extend(operator_files.iter().map(|p| ("--operator", p.as_path())));
     fslens::output::file::refuse_overwriting_inputs(&args.out, "--out", &inputs)?;
-    let (b, d, scored) = fslens::experiment::score::score(&req)?;
+    let (b, d, scored) =
+        fslens::experiment::score::score_with(&req, args.atom_store, args.cache_dir.as_deref())?;
     if fslens::engine::ranks::rank() != 0 {
         return Ok(()); // rank 0 writes --out
     }

@@ -31,8 +31,8 @@ use sha2::{Digest, Sha256};
 use super::{Dataset, ImageShape, pixel_from_u8, pixel_to_u8};
 use crate::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"FSLCACH1";
-const PREFIX: usize = 8 + 32 + 8;
+pub(super) const MAGIC: &[u8; 8] = b"FSLCACH1";
+pub(super) const PREFIX: usize = 8 + 32 + 8;
 
 /// What a lookup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,25 +61,25 @@ pub struct AtomCache {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Header {
-    kind: String,
-    key: String,
+pub(super) struct Header {
+    pub(super) kind: String,
+    pub(super) key: String,
     /// Rows and values per row of the f32 payload.
-    rows: usize,
-    cols: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     #[serde(default)]
-    shape: Option<ImageShape>,
+    pub(super) shape: Option<ImageShape>,
     #[serde(default)]
-    source: String,
+    pub(super) source: String,
     #[serde(default)]
-    labels: bool,
+    pub(super) labels: bool,
     #[serde(default)]
-    class_names: Option<Vec<String>>,
+    pub(super) class_names: Option<Vec<String>>,
     #[serde(default)]
-    eight_bit: bool,
+    pub(super) eight_bit: bool,
     /// Pixels stored as u8 intensities rather than f32.
     #[serde(default)]
-    as_u8: bool,
+    pub(super) as_u8: bool,
 }
 
 /// hex(SHA-256(text)).

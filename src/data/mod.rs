@@ -6,7 +6,8 @@
 //!
 //! Sources: [`idx`] (MNIST/Fashion-MNIST), [`cifar`] (CIFAR-10 binary batches), [`folder`]
 //! (PNG/JPEG files), [`npy`] (numpy arrays), [`imagenet_npz`] (downsampled ImageNet .npz
-//! batches), [`synthetic`] (built-in seeded shapes and glyphs). Then [`preprocess`] (subset, centre crop, resize, grayscale), [`split`] (the
+//! batches), [`synthetic`] (built-in seeded shapes and glyphs). [`mapped`] keeps an atom set
+//! larger than RAM on disk, memory-mapped. Then [`preprocess`] (subset, centre crop, resize, grayscale), [`split`] (the
 //! held-out ground truth) and [`spec`] (the `[data]` table of a run config).
 
 pub mod analytic;
@@ -17,6 +18,7 @@ pub mod folder;
 pub mod idx;
 pub mod image_file;
 pub mod imagenet_npz;
+pub mod mapped;
 pub mod npy;
 pub mod preprocess;
 pub mod spec;

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 
 use crate::arrays::read_npy;
 use crate::choices::Choice;
-use crate::data::{Dataset, ImageShape};
+use crate::data::ImageShape;
+use crate::data::mapped::MappedAtoms;
 use crate::diffusion::{Schedule, check_time};
-use crate::engine::WeightSet;
+use crate::engine::{Backend, WeightSet};
 use crate::operators::Operator;
 use crate::plan::EngineChoice;
+use crate::resources::AtomPlacement;
 use crate::samplers::likelihood::{Context, check_operator, posterior_score};
 use crate::samplers::score::tweedie_score;
 use crate::samplers::{SamplerKind, SamplerOptions};
@@ -117,8 +119,10 @@ fn read_rows_of(path: &Path, what: &str) -> Result<(usize, usize, Vec<f32>, bool
 
 /// Refuses inputs this machine cannot hold, from their headers alone: the atoms and the
 /// particles are each read as float64 and kept as float32, the atoms copied once more by the
-/// engine and the particles' score written as float32 (16 bytes a value either way).
-fn check_memory(req: &ScoreRequest) -> Result<()> {
+/// engine and the particles' score written as float32 (16 bytes a value either way). Mapped
+/// atoms (`mapped`) hold only their per-atom arrays in memory (norms, the bias in float64
+/// and the engine's float32/float64 copy: 24 bytes an atom); the entry is disk and page cache.
+fn check_memory(req: &ScoreRequest, mapped: bool) -> Result<()> {
     let mut needs = Vec::new();
     for (key, path, what) in [
         ("--atoms", &req.atoms, "the atoms"),
@@ -129,6 +133,18 @@ fn check_memory(req: &ScoreRequest) -> Result<()> {
             return Ok(());
         };
         let values: f64 = shape.iter().map(|&s| s as f64).product();
+        if mapped && key == "--atoms" {
+            let n = shape.first().copied().unwrap_or(1) as f64;
+            needs.push(crate::resources::Need {
+                key: key.into(),
+                value: format!("{} (shape {shape:?})", path.display()),
+                what: "the per-atom arrays of a mapped store".into(),
+                formula: format!("N × 24 bytes, N = {n:.0}"),
+                bytes: n * 24.0,
+                fix: "pass fewer rows in --atoms".into(),
+            });
+            continue;
+        }
         needs.push(crate::resources::Need {
             key: key.into(),
             value: format!("{} (shape {shape:?})", path.display()),
@@ -142,7 +158,12 @@ fn check_memory(req: &ScoreRequest) -> Result<()> {
                 }
             ),
             bytes: values * 16.0,
-            fix: format!("pass fewer rows in {key}"),
+            fix: if key == "--atoms" {
+                "pass fewer rows in --atoms, or use --atom-store mapped (the atoms stay on disk)"
+                    .into()
+            } else {
+                format!("pass fewer rows in {key}")
+            },
         });
     }
     crate::resources::check(&needs)
@@ -150,9 +171,28 @@ fn check_memory(req: &ScoreRequest) -> Result<()> {
 
 /// Computes the requested score; returns (B, D, the B × D values with any warnings).
 pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Scored)> {
+    score_with(req, AtomPlacement::Memory, None)
+}
+
+/// [`score`] with the atoms held as `placement` says (`--atom-store`): `mapped` streams the
+/// .npy once into a data-cache entry under `cache_dir` (default
+/// [`crate::data::mapped::default_cache_dir`]), maps it and runs the CPU backend over the map,
+/// so the float32 atoms are never in memory; `auto` maps when they would take more than
+/// [`crate::resources::AUTO_MAP_FRACTION`] of the memory.
+pub fn score_with(
+    req: &ScoreRequest,
+    placement: AtomPlacement,
+    cache_dir: Option<&Path>,
+) -> Result<(usize, usize, Scored)> {
     check_time("--t", req.t)?;
-    check_memory(req)?;
-    let (n, d, atoms, eight_bit) = read_rows(&req.atoms, "--atoms")?;
+    let mapped = {
+        let values = crate::arrays::npy_shape(&req.atoms)
+            .map_or(0.0, |s| s.iter().map(|&v| v as f64).product::<f64>());
+        placement.maps(4.0 * values, crate::resources::memory().as_ref())
+    };
+    check_memory(req, mapped)?;
+    let atoms = ScoreAtoms::read(req, mapped, cache_dir)?;
+    let (n, d) = (atoms.rows(), atoms.dim());
     let (b, dx, x, _) = read_rows(&req.x, "--x")?;
     if dx != d {
         return Err(Error::data(
@@ -173,20 +213,12 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Scored)> {
             ),
         ));
     }
-    let dataset = Dataset {
-        source: req.atoms.display().to_string(),
-        shape,
-        images: atoms,
-        labels: None,
-        class_names: None,
-        eight_bit,
-    };
-    debug_assert_eq!(dataset.len(), n);
+    debug_assert!(n > 0);
     req.options
         .validate(&|k| format!("--{}", k.replace('_', "-")))?;
     let noise = req.schedule.noise(req.t);
     let method = req.method.name();
-    let create = || crate::engine::create(req.engine.backend, req.engine.storage, &dataset);
+    let create = || atoms.engine(req.engine);
     let kind = match req.method {
         Method::Prior => {
             let engine = create()?;
@@ -198,7 +230,7 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Scored)> {
     let (op, y, sigma) = measurement(req, shape, method)?;
     if kind == SamplerKind::Fsr {
         let mut engine = create()?;
-        let bias = crate::operators::atom_log_likelihoods(op.as_ref(), &dataset.images, &y, sigma)?;
+        let bias = atoms.log_likelihoods(op.as_ref(), &y, sigma)?;
         let set = WeightSet::Biased(engine.add_bias(&bias)?);
         let s = tweedie_score(engine.as_ref(), &x, noise, set)?;
         return Ok((b, d, s.into()));
@@ -226,6 +258,118 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Scored)> {
             warnings: likelihood.solve_warning().into_iter().collect(),
         },
     ))
+}
+
+/// The atoms of `fslens score`: read into memory, or a mapped data-cache entry.
+enum ScoreAtoms {
+    /// (rows, D, values, 8-bit) as [`read_rows`] returns them (the values shared with an
+    /// f32 CPU engine, not copied).
+    Memory(usize, usize, std::sync::Arc<Vec<f32>>, bool),
+    Mapped(std::sync::Arc<MappedAtoms>),
+}
+
+impl ScoreAtoms {
+    fn read(req: &ScoreRequest, mapped: bool, cache_dir: Option<&Path>) -> Result<ScoreAtoms> {
+        if !mapped {
+            let (n, d, values, eight_bit) = read_rows(&req.atoms, "--atoms")?;
+            return Ok(ScoreAtoms::Memory(
+                n,
+                d,
+                std::sync::Arc::new(values),
+                eight_bit,
+            ));
+        }
+        let key = crate::data::mapped::file_key(&req.atoms, "fslens score --atoms")
+            .map_err(|e| e.for_file_key("--atoms"))?;
+        let dir = cache_dir.map_or_else(crate::data::mapped::default_cache_dir, Path::to_path_buf);
+        let m = crate::data::mapped::open_or_write(&dir, &key, |entry| {
+            let bytes = crate::arrays::npy_shape(&req.atoms)
+                .map_or(0.0, |s| s.iter().map(|&v| v as f64).product::<f64>() * 4.0);
+            crate::resources::check_disk(
+                "--cache-dir",
+                &dir,
+                bytes,
+                "free space there or choose another --cache-dir",
+            )?;
+            crate::data::mapped::write_npy_entry(&req.atoms, entry, &key, "--atoms")
+        })?;
+        Ok(ScoreAtoms::Mapped(std::sync::Arc::new(m)))
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            ScoreAtoms::Memory(n, ..) => *n,
+            ScoreAtoms::Mapped(m) => m.rows(),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        match self {
+            ScoreAtoms::Memory(_, d, ..) => *d,
+            ScoreAtoms::Mapped(m) => m.dim(),
+        }
+    }
+
+    /// The engine over the atoms: any backend in memory; the CPU backend over a map (the
+    /// entry's own encoding: `--storage` may only repeat it).
+    fn engine(&self, choice: EngineChoice) -> Result<Box<dyn Backend>> {
+        let m = match self {
+            ScoreAtoms::Memory(_, d, values, eight_bit) => {
+                return crate::engine::create_shared(
+                    choice.backend,
+                    choice.storage,
+                    *eight_bit,
+                    values,
+                    *d,
+                );
+            }
+            ScoreAtoms::Mapped(m) => m,
+        };
+        if choice.backend == crate::engine::BackendKind::Gpu {
+            return Err(Error::config(
+                "--backend",
+                "a mapped atom store runs on the CPU backend only; use --backend cpu, or \
+                 --atom-store memory",
+            ));
+        }
+        let cpu = crate::engine::cpu::CpuBackend::from_mapped(m.clone())?;
+        if let crate::engine::StorageChoice::Fixed(s) = choice.storage
+            && s != cpu.storage()
+        {
+            return Err(Error::config(
+                "--storage",
+                format!(
+                    "a mapped atom store keeps its entry's encoding ({}), not {}; drop \
+                     --storage or use --atom-store memory",
+                    cpu.storage().name(),
+                    s.name()
+                ),
+            ));
+        }
+        Ok(Box::new(cpu))
+    }
+
+    /// The log-likelihood bias of every atom; a mapped store is decoded a block of rows at a
+    /// time (whole blocks of [`crate::operators::atom_log_likelihoods`], so the values are
+    /// those of the in-memory call).
+    fn log_likelihoods(&self, op: &dyn Operator, y: &[f32], sigma: f64) -> Result<Vec<f64>> {
+        match self {
+            ScoreAtoms::Memory(_, _, values, _) => {
+                crate::operators::atom_log_likelihoods(op, values, y, sigma)
+            }
+            ScoreAtoms::Mapped(m) => {
+                const ROWS: usize = 2048 * 8;
+                let mut out = Vec::with_capacity(m.rows());
+                for r0 in (0..m.rows()).step_by(ROWS) {
+                    let block = m.rows_f32(r0, m.rows().min(r0 + ROWS));
+                    out.extend(crate::operators::atom_log_likelihoods(
+                        op, &block, y, sigma,
+                    )?);
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 /// The operator, y and σ that the posterior methods need, with errors naming the flag.

@@ -520,3 +520,50 @@ pub fn check_bias_removal(label: &str, make: &MakeBackend<'_>) {
         "{label}: removing an id never issued"
     );
 }
+
+/// Every output of a pass and of the C·g passes (cached prior weights and a biased set, which
+/// recomputes) of `a` and `b`, compared bit for bit.
+pub fn assert_same_outputs(
+    label: &str,
+    a: &mut fslens::engine::cpu::CpuBackend,
+    b: &mut fslens::engine::cpu::CpuBackend,
+    x: &[f32],
+    nz: Noise,
+    bias: &[f64],
+) {
+    let (ia, ib) = (a.add_bias(bias).unwrap(), b.add_bias(bias).unwrap());
+    let (sa, sb) = (
+        [WeightSet::Prior, WeightSet::Biased(ia)],
+        [WeightSet::Prior, WeightSet::Biased(ib)],
+    );
+    let pa = a.weighted_means(x, nz, &sa).unwrap();
+    let pb = b.weighted_means(x, nz, &sb).unwrap();
+    for k in 0..2 {
+        assert_eq!(
+            bits(&pa.sets[k].means),
+            bits(&pb.sets[k].means),
+            "{label}: means of set {k}"
+        );
+        assert_eq!(
+            pa.sets[k].stats, pb.sets[k].stats,
+            "{label}: stats of set {k}"
+        );
+    }
+    assert_eq!(pa.nearest, pb.nearest, "{label}: nearest");
+    let g: Vec<f32> = {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        (0..x.len())
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect()
+    };
+    for k in 0..2 {
+        let m = &pa.sets[k].means;
+        let ca = a.covariance_products(x, nz, sa[k], m, &g).unwrap();
+        let cb = b.covariance_products(x, nz, sb[k], m, &g).unwrap();
+        assert_eq!(bits(&ca), bits(&cb), "{label}: C·g of set {k}");
+    }
+    let wa = a.weights(&x[..a.dim()], nz, sa[1]).unwrap();
+    let wb = b.weights(&x[..b.dim()], nz, sb[1]).unwrap();
+    assert_eq!(wa, wb, "{label}: weights");
+}

@@ -103,6 +103,14 @@ impl CpuBackend {
         Self::from_store(AtomStore::encode(atoms, storage)?, d)
     }
 
+    /// The backend over a memory-mapped data-cache entry (module `store`, variant
+    /// `Mapped`): the atoms stay in the file and the page cache; the passes decode one chunk
+    /// at a time. A float32 entry with a non-finite value is refused, naming the file.
+    pub fn from_mapped(atoms: Arc<crate::data::mapped::MappedAtoms>) -> Result<CpuBackend> {
+        let d = atoms.dim();
+        Self::from_store(AtomStore::Mapped(atoms), d)
+    }
+
     /// The backend over a checked, encoded store; norms from the decoded values.
     fn from_store(store: AtomStore, d: usize) -> Result<CpuBackend> {
         let n = store.len() / d;
@@ -113,6 +121,21 @@ impl CpuBackend {
             let c = 256.min(n - i0);
             store.load(i0 * d, c * d, &mut scratch);
             let vals = store.values(&scratch, i0 * d, c * d);
+            // Only a mapped float32 entry can bring a non-finite value this far (the other
+            // stores were built from checked atoms).
+            if let AtomStore::Mapped(m) = &store
+                && let Some(pos) = vals.iter().position(|v| !v.is_finite())
+            {
+                return Err(Error::data(
+                    m.path(),
+                    format!(
+                        "atom {} has a non-finite value at coordinate {}; clean the source and \
+                         delete this cache entry",
+                        i0 + pos / d,
+                        pos % d
+                    ),
+                ));
+            }
             norms64.extend(
                 vals.chunks(d)
                     .map(|a| a.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()),
@@ -185,6 +208,11 @@ impl CpuBackend {
         let mut scratch = Vec::new();
         self.store.load(i * self.d, self.d, &mut scratch);
         self.store.values(&scratch, i * self.d, self.d).to_vec()
+    }
+
+    /// Whether the atoms are a memory-mapped file ([`CpuBackend::from_mapped`]).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.store, AtomStore::Mapped(_))
     }
 
     /// How the atoms are stored.
@@ -324,10 +352,11 @@ impl CpuBackend {
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
         format!(
-            "cpu ({} thread{}, {}, gemm)",
+            "cpu ({} thread{}, {}{}, gemm)",
             self.threads,
             if self.threads == 1 { "" } else { "s" },
-            self.store.storage().name()
+            self.store.storage().name(),
+            if self.is_mapped() { " mapped" } else { "" }
         )
     }
     fn atoms(&self) -> usize {

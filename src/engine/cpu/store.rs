@@ -11,9 +11,15 @@
 //! exact. So a u8 store gives every downstream float bit for bit as the f32 store of the
 //! same atoms, and an f16 store gives bit for bit the f32 store of the f16-rounded atoms
 //! ([`crate::engine::gpu::f16_stored`]).
+//!
+//! A fourth store, `Mapped`, reads a memory-mapped data-cache entry (u8 intensities or
+//! float32, [`crate::data::mapped`]) and decodes it chunk by chunk in the same place, so an
+//! atom set larger than RAM streams from the page cache; its decoded chunks are the values
+//! of the in-memory store of the same atoms, bit for bit.
 
 use std::sync::Arc;
 
+use crate::data::mapped::{Encoding, MappedAtoms};
 use crate::engine::gpu::{Storage, f16_stored};
 use crate::{Error, Result};
 
@@ -29,6 +35,10 @@ pub(super) enum AtomStore {
     },
     /// Binary16, rounded to nearest even with subnormals flushed to ±0 (as on the GPU).
     F16(Vec<half::f16>),
+    /// A data-cache entry memory-mapped read-only (u8 intensities or float32), decoded one
+    /// chunk at a time like `U8`: the atoms stay on disk and in the page cache, not in the
+    /// process's memory ([`crate::data::mapped`]).
+    Mapped(Arc<MappedAtoms>),
 }
 
 impl AtomStore {
@@ -82,6 +92,10 @@ impl AtomStore {
             AtomStore::F32(_) => Storage::F32,
             AtomStore::U8 { .. } => Storage::U8,
             AtomStore::F16(_) => Storage::F16,
+            AtomStore::Mapped(m) => match m.encoding() {
+                Encoding::U8 => Storage::U8,
+                Encoding::F32 => Storage::F32,
+            },
         }
     }
 
@@ -91,20 +105,23 @@ impl AtomStore {
             AtomStore::F32(a) => a.len(),
             AtomStore::U8 { codes, .. } => codes.len(),
             AtomStore::F16(h) => h.len(),
+            AtomStore::Mapped(m) => m.rows() * m.dim(),
         }
     }
 
-    /// Bytes the store holds (N·D·{4, 1, 2}, plus the u8 table).
+    /// Bytes the store holds (N·D·{4, 1, 2}, plus the u8 table; a mapped store's file
+    /// payload, which lives in the page cache).
     pub(super) fn bytes(&self) -> usize {
         match self {
             AtomStore::F32(a) => a.len() * 4,
             AtomStore::U8 { codes, .. } => codes.len() + 256 * 4,
             AtomStore::F16(h) => h.len() * 2,
+            AtomStore::Mapped(m) => m.payload_bytes(),
         }
     }
 
-    /// Decodes the values [v0, v0 + len) into `scratch` (resized as needed) for a u8 or f16
-    /// store; nothing for an f32 store, which [`AtomStore::values`] reads in place.
+    /// Decodes the values [v0, v0 + len) into `scratch` (resized as needed) for a u8, f16 or
+    /// mapped store; nothing for an f32 store, which [`AtomStore::values`] reads in place.
     pub(super) fn load(&self, v0: usize, len: usize, scratch: &mut Vec<f32>) {
         match self {
             AtomStore::F32(_) => {}
@@ -118,6 +135,10 @@ impl AtomStore {
                 use half::slice::HalfFloatSliceExt;
                 scratch.resize(len, 0.0);
                 h[v0..v0 + len].convert_to_f32_slice(&mut scratch[..len]);
+            }
+            AtomStore::Mapped(m) => {
+                scratch.resize(len, 0.0);
+                m.decode(v0, &mut scratch[..len]);
             }
         }
     }
