@@ -499,8 +499,7 @@ fn check_options(opts: &BenchOptions) -> Result<bool> {
     }
     if opts.backend == "cpu" {
         opts.devices
-            .check_backend(crate::engine::BackendKind::Cpu)
-            .map_err(|e| Error::config("--devices", e.to_string()))?;
+            .check_backend(crate::engine::BackendKind::Cpu)?;
     }
     let on_gpu = match opts.backend.as_str() {
         "cpu" => false,

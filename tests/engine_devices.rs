@@ -90,7 +90,10 @@ fn split_devices_equal_one_device() {
     let mut one = GpuBackend::new(&atoms, d, GpuOptions::default()).unwrap();
     let (mut split, shards) = on_devices(&atoms, d, Storage::F32, same_adapter(3));
     let text = split.describe();
-    assert!(text.starts_with("3 shards: atoms 0..100 on gpu: "), "{text}");
+    assert!(
+        text.starts_with("3 shards: atoms 0..100 on gpu: "),
+        "{text}"
+    );
     assert!(text.contains("atoms 200..300 on gpu: "), "{text}");
     assert!(shards.iter().all(|s| s.adapter == preferred_adapter()));
     let bvec = bias(&mut rng, &atoms, d, 0.3);
@@ -242,7 +245,10 @@ fn run_on_two_devices_equals_one_device() {
         "{backend}"
     );
     let recorded = std::fs::read_to_string(two.join("config.toml")).unwrap();
-    assert!(recorded.contains(&format!("devices = \"{pair}\"")), "{recorded}");
+    assert!(
+        recorded.contains(&format!("devices = \"{pair}\"")),
+        "{recorded}"
+    );
 
     // Refusals: devices on the CPU backend, an adapter that does not exist, a bad spelling.
     let out = dir.join("bad");

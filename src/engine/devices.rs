@@ -39,7 +39,9 @@ pub struct DeviceList {
 
 impl DeviceList {
     pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
-        self.indices[..self.len as usize].iter().map(|&i| i as usize)
+        self.indices[..self.len as usize]
+            .iter()
+            .map(|&i| i as usize)
     }
 }
 
@@ -101,7 +103,11 @@ impl Devices {
                     .filter(|a| Some(api_rank(&a.backend)) == best_api)
                     .map(|a| Some(a.index))
                     .collect();
-                Ok(if chosen.is_empty() { vec![None] } else { chosen })
+                Ok(if chosen.is_empty() {
+                    vec![None]
+                } else {
+                    chosen
+                })
             }
             Devices::List(list) => list
                 .indices()
@@ -161,7 +167,12 @@ fn no_such_adapter(i: usize, adapters: &[AdapterInfoRow]) -> Error {
     }
     let listed: Vec<String> = adapters
         .iter()
-        .map(|a| format!("{} = {} ({}, {})", a.index, a.name, a.backend, a.device_type))
+        .map(|a| {
+            format!(
+                "{} = {} ({}, {})",
+                a.index, a.name, a.backend, a.device_type
+            )
+        })
         .collect();
     Error::config(
         "devices",
@@ -304,10 +315,18 @@ mod tests {
             let d: Devices = text.parse().unwrap();
             assert_eq!(d.to_string(), text);
         }
-        assert_eq!(Devices::parse_for(" 0, 1 ", "x").unwrap().to_string(), "0,1");
+        assert_eq!(
+            Devices::parse_for(" 0, 1 ", "x").unwrap().to_string(),
+            "0,1"
+        );
         for bad in ["", "gpu", "0,", "-1", "256", "0;1", "1.5"] {
-            let e = Devices::parse_for(bad, "--devices").unwrap_err().to_string();
-            assert!(e.contains("--devices") && e.contains("\"all\""), "{bad}: {e}");
+            let e = Devices::parse_for(bad, "--devices")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--devices") && e.contains("\"all\""),
+                "{bad}: {e}"
+            );
         }
         let many = vec!["0"; MAX_DEVICES + 1].join(",");
         assert!(Devices::parse_for(&many, "devices").is_err());
@@ -339,7 +358,13 @@ mod tests {
             .resolve(&rows)
             .unwrap_err()
             .to_string();
-        for want in ["devices", "adapter 2", "0 = adapter0", "1 = adapter1", "0 to 1"] {
+        for want in [
+            "devices",
+            "adapter 2",
+            "0 = adapter0",
+            "1 = adapter1",
+            "0 to 1",
+        ] {
             assert!(e.contains(want), "{want}: {e}");
         }
         let e = d.resolve(&[]).unwrap_err().to_string();

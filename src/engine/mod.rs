@@ -19,8 +19,8 @@ pub mod shards;
 
 use crate::choices::Choice;
 use crate::data::Dataset;
-pub use devices::Devices;
 use crate::{Error, Result};
+pub use devices::Devices;
 
 /// Which weights a pass uses: the prior (no bias) or a registered bias vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

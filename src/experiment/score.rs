@@ -186,12 +186,14 @@ pub fn score(req: &ScoreRequest) -> Result<(usize, usize, Scored)> {
         .validate(&|k| format!("--{}", k.replace('_', "-")))?;
     let noise = req.schedule.noise(req.t);
     let method = req.method.name();
-    let create = || crate::engine::create(
+    let create = || {
+        crate::engine::create(
             req.engine.backend,
             req.engine.storage,
             req.engine.devices,
             &dataset,
-        );
+        )
+    };
     let kind = match req.method {
         Method::Prior => {
             let engine = create()?;
