@@ -48,7 +48,8 @@ Examples:
   fslens sweep assets/configs/sweep-demo.toml --out sw   # a grid of runs; rerun to resume
   fslens sweep sw.toml --out sw --shard 0/4  # one of 4 shards (one per Slurm array task)
   fslens merge sw                            # results.csv, results.jsonl, report.html
-  fslens info                                # version, backends, GPU adapters
+  fslens run my.toml --backend gpu --devices all   # the atoms split across every GPU
+  fslens info                                # version, backends, GPU adapters (numbered for --devices)
   fslens bench --json                        # one fsr step vs the GEMM peak and a numpy baseline";
 
 #[derive(Parser, Debug)]
