@@ -254,7 +254,7 @@ pub fn open_gpus(
     devices: &Devices,
 ) -> Result<(Box<dyn Backend>, Vec<DeviceShard>)> {
     let targets = devices.resolve(&list_adapters())?;
-    let n = if d == 0 { 0 } else { images.len() / d };
+    let n = images.len().checked_div(d).unwrap_or(0);
     let offsets = if targets.len() == 1 {
         vec![0, n]
     } else {
