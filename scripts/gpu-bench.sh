@@ -13,7 +13,9 @@
 #      (benches/fsr_step_torch.py: chunked, online log-sum-exp, TF32 off, CUDA events);
 #   4. prints a table: time/step (wall, and on the device from timestamp queries), TFLOP/s, % of
 #      the GPU's nominal fp32 peak, ratio to PyTorch; then the σ-DPS step's cost over the fsr
-#      step's (`fslens bench --dps`, first storage type, B ∈ {16, 256}; target ≤ 2.2).
+#      step's (`fslens bench --dps`, first storage type, B ∈ {16, 256}; target ≤ 2.2); then
+#      the fsr step on two devices opened on the one GPU (`--devices I,I`, the atoms split in
+#      two halves, merged exactly) beside the one-device time: the overhead of the split.
 #
 # Environment (all optional):
 #   FSLENS_BIN        prebuilt fslens binary (skips the build)
@@ -32,6 +34,8 @@
 #   BENCH_TILE_ROWS   rows per tile of the GEMM-shaped kernels, 16 or 64 (default: by B)
 #   BENCH_WORKGROUPS  workgroups the weighted-sums dispatch aims for (default 1024)
 #   BENCH_SUMS_BLOCK  rows per thread of the weighted-sums register block, 4 or 8 (default 4)
+#   BENCH_DEVICES     the device list of the split run (default: the preferred adapter twice,
+#                     "I,I"; "" skips it)
 #   BENCH_TUNE=0      skip the tuning table (B = 256, f32: tile dims, rows, workgroups and
 #                     sums block, one factor at a time around the defaults)
 #   BENCH_OUT         folder for logs and JSON lines (default gpu-bench-<date>)
@@ -137,6 +141,20 @@ log "fslens bench --dps: storage $dps_storage, N = $n, D = $d, B = 16,256"
   --dim "$d" --t "$t" --repeats "$repeats" --no-baseline "${data_arg[@]}" "${tile[@]}" \
   >>"$dps_jsonl" 2>>"$out/bench.log" || { log "bench --dps failed: see $out/bench.log"; status=1; }
 
+# The same fsr step on two devices of the one GPU: what splitting the atoms costs.
+split_jsonl=$out/split.jsonl
+: >"$split_jsonl"
+preferred=$("$bin" --json info 2>/dev/null | "$python" -c \
+  'import json, sys; print(next(a["index"] for a in json.load(sys.stdin)["adapters"] if a["preferred"]))' \
+  2>/dev/null || echo 0)
+devices=${BENCH_DEVICES-$preferred,$preferred}
+if [[ -n $devices ]]; then
+  log "fslens bench --devices $devices: storage $dps_storage, N = $n, D = $d, B = 16,256"
+  "$bin" --json bench --backend gpu --devices "$devices" --storage "$dps_storage" --batch 16,256 \
+    --atoms "$n" --dim "$d" --t "$t" --repeats "$repeats" --no-baseline "${data_arg[@]}" "${tile[@]}" \
+    >>"$split_jsonl" 2>>"$out/bench.log" || { log "bench --devices failed: see $out/bench.log"; status=1; }
+fi
+
 # 3. PyTorch float32.
 tjsonl=$out/torch.jsonl
 : >"$tjsonl"
@@ -211,6 +229,22 @@ while IFS= read -r r; do
   awk -v b="$b" -v f="$fsr_ms" -v s="$secs" 'BEGIN {
     printf "%6d %12.3f %12.3f %9.2fx\n", b, 1000 * f, 1000 * s, s / f }'
 done <"$dps_jsonl"
+if [[ -s $split_jsonl ]]; then
+  echo
+  echo "fsr step on $(awk -F'"devices":' 'NR == 1 { print gsub(/"adapter"/, "", $2) }' "$split_jsonl") devices ($devices) vs one device, storage $dps_storage, t = $t (device ms: summed over the devices):"
+  printf "%6s %12s %12s %10s %12s\n" B "one ms" "split ms" "ratio" "device ms"
+  while IFS= read -r r; do
+    [[ -z $r ]] && continue
+    b=$(field B "$r"); secs=$(field seconds_per_step "$r"); dev=$(field device_seconds_per_step "$r")
+    one=$(grep "\"storage\":\"$dps_storage\"" "$jsonl" | grep "\"B\":$b,\"N\":$n,\"D\":$d," | head -1)
+    osecs=$( [[ -n $one ]] && field seconds_per_step "$one" )
+    awk -v b="$b" -v o="$osecs" -v s="$secs" -v dv="$dev" 'BEGIN {
+      om = (o == "") ? "-" : sprintf("%.3f", 1000 * o);
+      ra = (o == "") ? "-" : sprintf("%.2fx", s / o);
+      dm = (dv == "null" || dv == "") ? "-" : sprintf("%.3f", 1000 * dv);
+      printf "%6d %12s %12.3f %10s %12s\n", b, om, 1000 * s, ra, dm }'
+  done <"$split_jsonl"
+fi
 if [[ -s $tune_jsonl ]]; then
   echo
   echo "tuning, f32, B = 256, N = $n, D = $d (best of 3):"

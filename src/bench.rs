@@ -12,7 +12,7 @@
 
 use crate::diffusion::Schedule;
 use crate::engine::cpu::CpuBackend;
-use crate::engine::gpu::{GpuBackend, GpuOptions, Storage};
+use crate::engine::gpu::{GpuOptions, Storage};
 use crate::engine::{Backend, BiasId, Noise, WeightSet, WeightedMean};
 use crate::{Error, Result};
 use rand::{Rng, RngCore, SeedableRng};
@@ -70,6 +70,8 @@ pub struct BenchOptions {
     pub atom_store: crate::resources::AtomPlacement,
     /// Folder of the mapped entries (None: [`crate::data::mapped::default_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
+    /// GPU: the devices the atoms are split across (`--devices`; default one device).
+    pub devices: crate::engine::Devices,
 }
 
 impl Default for BenchOptions {
@@ -100,6 +102,7 @@ impl Default for BenchOptions {
             workgroups: None,
             atom_store: crate::resources::AtomPlacement::Memory,
             cache_dir: None,
+            devices: Default::default(),
         }
     }
 }
@@ -239,6 +242,9 @@ pub struct BenchRecord {
     pub rss_anon_mb: f64,
     /// Bytes of the atom store (N·D·{4, 1, 2} for f32, u8, f16), MB.
     pub atom_store_mb: f64,
+    /// GPU: every device with its adapter and its shard of the atoms (one entry: no split).
+    /// With several, `device_seconds_per_step` is the sum over the devices, which run at once.
+    pub devices: Vec<crate::engine::devices::DeviceShard>,
 }
 
 /// Wall times of the timed repeats of a step.
@@ -448,7 +454,7 @@ pub fn run(
     let storage = if mapped { Storage::U8 } else { opts.storage };
     let mut subject = Subject::new(opts, atoms, d, on_gpu, threads)?;
     let nominal_peak = if on_gpu {
-        nominal_gpu_peak_gflops(&subject.backend().describe())
+        devices_peak_gflops(subject.devices())
     } else {
         None
     };
@@ -503,6 +509,7 @@ pub fn run(
             rss_mb: rss_mb(),
             rss_anon_mb: rss_anon_mb(),
             atom_store_mb,
+            devices: subject.devices().to_vec(),
         };
         on_record(&rec);
         if opts.dps {
@@ -523,6 +530,10 @@ fn check_options(opts: &BenchOptions) -> Result<bool> {
             "bench",
             "batches, atoms and dim must be positive",
         ));
+    }
+    if opts.backend == "cpu" {
+        opts.devices
+            .check_backend(crate::engine::BackendKind::Cpu)?;
     }
     let on_gpu = match opts.backend.as_str() {
         "cpu" => false,
@@ -1017,12 +1028,26 @@ pub fn nominal_gpu_peak_gflops(adapter: &str) -> Option<f64> {
         .map(|&(_, g)| g)
 }
 
+/// The nominal peak of the distinct adapters the devices run on (a repeated adapter counts
+/// once: two devices on one GPU share its peak); None when one is unknown.
+fn devices_peak_gflops(devices: &[crate::engine::devices::DeviceShard]) -> Option<f64> {
+    let mut seen = Vec::new();
+    let mut total = 0.0;
+    for dev in devices {
+        if !seen.contains(&dev.adapter) {
+            seen.push(dev.adapter);
+            total += nominal_gpu_peak_gflops(&dev.name)?;
+        }
+    }
+    Some(total)
+}
+
 /// The backend under test and the host atoms the bench reads (particles, the baseline's
-/// .npy): the CPU backend's own store, or the copy a GPU backend was built from.
-#[allow(clippy::large_enum_variant)] // one value per bench run
+/// .npy): the CPU backend's own store, or the copy a GPU backend was built from (one device or
+/// several, each with its shard).
 enum Subject {
     Cpu(CpuBackend),
-    Gpu(GpuBackend),
+    Gpu(Box<dyn Backend>, Vec<crate::engine::devices::DeviceShard>),
     /// Under several MPI ranks: this rank's shard joined to the others', with the bytes of
     /// this rank's atom store.
     Ranks(crate::engine::ranks::RankBackend, usize),
@@ -1058,7 +1083,7 @@ impl Subject {
             store = local.store_bytes(shard.len(), opts.storage);
             Ok(match local {
                 Subject::Cpu(cpu) => Box::new(cpu) as Box<dyn Backend>,
-                Subject::Gpu(gpu) => Box::new(gpu),
+                Subject::Gpu(gpu, _) => gpu,
                 Subject::Ranks(r, _) => Box::new(r),
             })
         })?;
@@ -1074,20 +1099,18 @@ impl Subject {
         threads: usize,
     ) -> Result<Subject> {
         if on_gpu {
-            let gpu = GpuBackend::new(
-                &atoms,
-                d,
-                GpuOptions {
-                    storage: opts.storage,
-                    tile_dims: opts.tile_dims,
-                    tile_rows: opts.tile_rows,
-                    sums_block_rows: opts.sums_block_rows,
-                    target_workgroups: opts.workgroups,
-                    trusted_shaders: true,
-                    ..Default::default()
-                },
-            )?;
-            return Ok(Subject::Gpu(gpu));
+            let opts_gpu = GpuOptions {
+                storage: opts.storage,
+                tile_dims: opts.tile_dims,
+                tile_rows: opts.tile_rows,
+                sums_block_rows: opts.sums_block_rows,
+                target_workgroups: opts.workgroups,
+                trusted_shaders: true,
+                ..Default::default()
+            };
+            let (gpu, devices) =
+                crate::engine::devices::open_gpus(&atoms, d, &opts_gpu, &opts.devices)?;
+            return Ok(Subject::Gpu(gpu, devices));
         }
         // from_vec: the backend owns the only host copy, so peak RSS counts the atoms once;
         // a u8 / f16 store encodes them and the float32 copy is dropped here.
@@ -1105,21 +1128,28 @@ impl Subject {
     fn store_bytes(&self, values: usize, storage: Storage) -> usize {
         match self {
             Subject::Cpu(cpu) => cpu.store_bytes(),
-            Subject::Gpu(_) => (values as f64 * storage.bytes_per_value()) as usize,
+            Subject::Gpu(..) => (values as f64 * storage.bytes_per_value()) as usize,
             Subject::Ranks(_, bytes) => *bytes,
+        }
+    }
+    /// The GPU devices and their shards (none on the CPU, none listed under ranks).
+    fn devices(&self) -> &[crate::engine::devices::DeviceShard] {
+        match self {
+            Subject::Cpu(_) | Subject::Ranks(..) => &[],
+            Subject::Gpu(_, devices) => devices,
         }
     }
     fn backend(&self) -> &dyn Backend {
         match self {
             Subject::Cpu(cpu) => cpu,
-            Subject::Gpu(gpu) => gpu,
+            Subject::Gpu(gpu, _) => gpu.as_ref(),
             Subject::Ranks(r, _) => r,
         }
     }
     fn backend_mut(&mut self) -> &mut dyn Backend {
         match self {
             Subject::Cpu(cpu) => cpu,
-            Subject::Gpu(gpu) => gpu,
+            Subject::Gpu(gpu, _) => gpu.as_mut(),
             Subject::Ranks(r, _) => r,
         }
     }

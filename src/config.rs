@@ -3,6 +3,7 @@
 //! ```toml
 //! seed = 0                 # one seed for the held-out split, the noise of y and every sampler
 //! backend = "auto"         # auto | cpu | gpu
+//! # devices = "0,1"        # GPU only: "best" (default, one device), "all", or adapter indices
 //!
 //! [data]                   # see data::spec::DataConfig
 //! kind = "synthetic"
@@ -51,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::spec::DataConfig;
 use crate::diagnostics::projection::DirectionSpec;
 use crate::diffusion::integrate::IntegratorKind;
-use crate::engine::{BackendKind, StorageChoice};
+use crate::engine::{BackendKind, Devices, StorageChoice};
 use crate::samplers::SamplerKind;
 use crate::{Error, Result};
 
@@ -65,6 +66,10 @@ pub struct RunConfig {
     /// GPU atom storage: auto (u8 for 8-bit data, else f32), f32, u8 or f16.
     #[serde(default)]
     pub storage: StorageChoice,
+    /// GPU devices: "best" (one device on the best adapter), "all" (every hardware adapter)
+    /// or adapter indices "0,1" as `fslens info` lists them; the atoms are split across them.
+    #[serde(default, skip_serializing_if = "Devices::is_best")]
+    pub devices: Devices,
     pub data: DataConfig,
     #[serde(default)]
     pub truth: TruthConfig,

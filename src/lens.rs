@@ -254,6 +254,7 @@ impl Lens {
         let backend = crate::engine::create_shared(
             engine.backend,
             engine.storage,
+            engine.devices,
             eight_bit,
             &images,
             shape.dim(),

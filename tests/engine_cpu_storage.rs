@@ -133,6 +133,7 @@ fn u8_storage_of_non_8_bit_atoms_is_an_error_naming_storage() {
     let err = fslens::engine::create_shared(
         fslens::engine::BackendKind::Cpu,
         fslens::engine::StorageChoice::Fixed(Storage::U8),
+        fslens::engine::Devices::Best,
         false,
         &shared,
         3,

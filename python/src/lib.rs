@@ -78,6 +78,8 @@ fn overrides(backend: Option<&str>, storage: Option<&str>) -> PyResult<Overrides
             .map(|s| StorageChoice::parse_for(s, "storage"))
             .transpose()
             .map_err(err)?,
+        // Several GPUs (`devices`) are not exposed to Python: one device, or the config's.
+        devices: None,
     })
 }
 
@@ -85,6 +87,7 @@ fn engine_choice(backend: &str, storage: &str) -> PyResult<EngineChoice> {
     Ok(EngineChoice {
         backend: BackendKind::parse_for(backend, "backend").map_err(err)?,
         storage: StorageChoice::parse_for(storage, "storage").map_err(err)?,
+        devices: Default::default(),
     })
 }
 

@@ -78,7 +78,7 @@ fn engine_of(engine: &EngineArgs) -> (String, Storage) {
     let on_gpu = match engine.backend.unwrap_or_default() {
         BackendKind::Cpu => false,
         BackendKind::Gpu => true,
-        BackendKind::Auto => fslens::engine::auto_uses_gpu(),
+        BackendKind::Auto => engine.devices.unwrap_or_default().auto_uses_gpu(),
     };
     let storage = match engine.storage.unwrap_or_default() {
         StorageChoice::Fixed(s) => s,
@@ -130,6 +130,7 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
         workgroups: *workgroups,
         atom_store: *atom_store,
         cache_dir: cache_dir.clone(),
+        devices: engine.devices.unwrap_or_default(),
         ..Default::default()
     };
     if *random {
@@ -198,6 +199,24 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
                     .map(|(k, s)| format!("{k} {:.0} %", 100.0 * s / total))
                     .collect();
                 eprintln!("{:<15} device time: {}", "", parts.join(", "));
+            }
+            if r.devices.len() > 1 {
+                let split: Vec<String> = r
+                    .devices
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "atoms {}..{} on adapter {} ({})",
+                            s.atoms.0, s.atoms.1, s.adapter, s.name
+                        )
+                    })
+                    .collect();
+                eprintln!(
+                    "{:<15} split over {} devices: {}",
+                    "",
+                    r.devices.len(),
+                    split.join("; ")
+                );
             }
             eprintln!(
                 "{:<15} memory: {} atom store {:.0} MB, resident {:.0} MB (anonymous {:.0} MB, \

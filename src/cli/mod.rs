@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use fslens::Result;
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
-use fslens::engine::{BackendKind, StorageChoice};
+use fslens::engine::{BackendKind, Devices, StorageChoice};
 use fslens::experiment::diagnose::{DiagnoseRequest, PixelConvention};
 use fslens::experiment::diagnose_trajectory::{TrajectoryRequest, diagnose_trajectory};
 use fslens::experiment::score::{Method, ScoreRequest};
@@ -49,9 +49,10 @@ Examples:
   fslens sweep assets/configs/sweep-demo.toml --out sw   # a grid of runs; rerun to resume
   fslens sweep sw.toml --out sw --shard 0/4  # one of 4 shards (one per Slurm array task)
   fslens merge sw                            # results.csv, results.jsonl, report.html
+  fslens run my.toml --backend gpu --devices all   # the atoms split across every GPU
   mpirun -n 4 fslens run my.toml --out res   # atoms split over 4 MPI ranks (run, compare, score,
                                              # bench; a build with --features mpi)
-  fslens info                                # version, backends, GPU adapters
+  fslens info                                # version, backends, GPU adapters (numbered for --devices)
   fslens bench --json                        # one fsr step vs the GEMM peak and a numpy baseline";
 
 #[derive(Parser, Debug)]
@@ -81,6 +82,12 @@ struct EngineArgs {
     /// config's `storage`, else auto).
     #[arg(long, value_parser = parse_storage)]
     storage: Option<StorageChoice>,
+    /// GPU devices: best (one device on the best adapter) | all (every hardware adapter) |
+    /// adapter indices as `fslens info` lists them, e.g. 0,1 (0,0: two devices on adapter 0).
+    /// The atoms are split evenly across them and the results merged exactly (equal to one
+    /// device within float rounding). Default: the config's `devices`, else best.
+    #[arg(long, value_parser = parse_devices)]
+    devices: Option<Devices>,
     /// CPU worker threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
     threads: Option<usize>,
@@ -98,12 +105,17 @@ fn parse_storage(text: &str) -> Result<StorageChoice> {
     <StorageChoice as fslens::choices::Choice>::parse_for(text, "--storage")
 }
 
+fn parse_devices(text: &str) -> Result<Devices> {
+    Devices::parse_for(text, "--devices")
+}
+
 impl EngineArgs {
     /// The choices that replace a config's.
     fn overrides(&self) -> Overrides {
         Overrides {
             backend: self.backend,
             storage: self.storage,
+            devices: self.devices,
         }
     }
 
@@ -112,6 +124,7 @@ impl EngineArgs {
         EngineChoice {
             backend: self.backend.unwrap_or_default(),
             storage: self.storage.unwrap_or_default(),
+            devices: self.devices.unwrap_or_default(),
         }
     }
 
@@ -821,7 +834,8 @@ fn print_info(cli: &Cli) {
     }
     for a in &adapters {
         println!(
-            "gpu adapter{}: {} ({}, {}; {})",
+            "gpu adapter {}{}: {} ({}, {}; {})",
+            a.index,
             if a.preferred { " [preferred]" } else { "" },
             a.name,
             a.backend,
@@ -840,6 +854,9 @@ fn print_info(cli: &Cli) {
     }
     println!(
         "adapter choice: FSLENS_ADAPTER=<name substring> picks one; WGPU_BACKEND=vulkan|gl|metal|dx12 limits the APIs searched"
+    );
+    println!(
+        "several devices: --devices all | 0,1 (the adapter numbers above; 0,0 = two devices on adapter 0) splits the atoms across them"
     );
     println!("gpu atom storage: {ATOM_STORAGE_NOTE}");
     println!("mpi: {MPI_NOTE}");

@@ -65,6 +65,9 @@ pub fn sweep(args: &SweepArgs, quiet: bool, json: bool) -> Result<()> {
         if let Some(st) = args.engine.storage {
             sweep_args.extend(["--storage".to_string(), st.name().to_string()]);
         }
+        if let Some(dev) = args.engine.devices {
+            sweep_args.extend(["--devices".to_string(), dev.to_string()]);
+        }
         if let Some(n) = args.engine.threads {
             sweep_args.extend(["--threads".to_string(), n.to_string()]);
         }

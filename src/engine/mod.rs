@@ -11,6 +11,7 @@
 //! C·g = Σ_i w_i (a_i − m)⟨a_i − m, g⟩ (design §3). It knows nothing of samplers.
 
 pub mod cpu;
+pub mod devices;
 pub mod gpu;
 pub mod logsumexp;
 pub mod ranks;
@@ -20,6 +21,7 @@ pub mod shards;
 use crate::choices::Choice;
 use crate::data::Dataset;
 use crate::{Error, Result};
+pub use devices::Devices;
 
 /// Which weights a pass uses: the prior (no bias) or a registered bias vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -257,15 +259,17 @@ impl StorageChoice {
 
 /// Builds the backend `kind` over the images of `atoms` with the atom storage `storage`
 /// ([`StorageChoice::resolve_on`]; the CPU backend copies the images for f32, encodes them
-/// for u8 / f16).
+/// for u8 / f16) on `devices` (GPU only; several split the atoms, [`devices`]).
 pub fn create(
     kind: BackendKind,
     storage: StorageChoice,
+    devices: Devices,
     atoms: &Dataset,
 ) -> Result<Box<dyn Backend>> {
     build(
         kind,
         storage,
+        devices,
         atoms.eight_bit,
         &atoms.images,
         atoms.dim(),
@@ -274,17 +278,18 @@ pub fn create(
 }
 
 /// Builds the backend `kind` over `images` (N × `d`, `eight_bit` when they are 8-bit) in
-/// `storage` ([`StorageChoice::resolve_on`]): the CPU backend shares an f32 store (no second
-/// copy in memory) or keeps a u8 / f16 encoding beside the caller's f32 images; the GPU one
-/// uploads it.
+/// `storage` ([`StorageChoice::resolve_on`]) on `devices`: the CPU backend shares an f32 store
+/// (no second copy in memory) or keeps a u8 / f16 encoding beside the caller's f32 images; the
+/// GPU one uploads it (each device its own shard).
 pub fn create_shared(
     kind: BackendKind,
     storage: StorageChoice,
+    devices: Devices,
     eight_bit: bool,
     images: &std::sync::Arc<Vec<f32>>,
     d: usize,
 ) -> Result<Box<dyn Backend>> {
-    build(kind, storage, eight_bit, images, d, Some(images))
+    build(kind, storage, devices, eight_bit, images, d, Some(images))
 }
 
 /// The backend over `images`; under an installed world of several ranks ([`ranks`]), this
@@ -292,23 +297,27 @@ pub fn create_shared(
 fn build(
     kind: BackendKind,
     storage: StorageChoice,
+    devices: Devices,
     eight_bit: bool,
     images: &[f32],
     d: usize,
     shared: Option<&std::sync::Arc<Vec<f32>>>,
 ) -> Result<Box<dyn Backend>> {
+    devices.check_backend(kind)?;
     if let Some(world) = ranks::world() {
         let joined = ranks::build(world.clone(), images, d, |shard| {
-            build_local(kind, storage, eight_bit, shard, d, None)
+            build_local(kind, storage, devices, eight_bit, shard, d, None)
         })?;
         return Ok(Box::new(joined));
     }
-    build_local(kind, storage, eight_bit, images, d, shared)
+    build_local(kind, storage, devices, eight_bit, images, d, shared)
 }
 
+/// The backend over `images` in this process.
 fn build_local(
     kind: BackendKind,
     storage: StorageChoice,
+    devices: Devices,
     eight_bit: bool,
     images: &[f32],
     d: usize,
@@ -317,22 +326,42 @@ fn build_local(
     let on_gpu = match kind {
         BackendKind::Cpu => false,
         BackendKind::Gpu => true,
-        BackendKind::Auto => auto_uses_gpu(),
+        BackendKind::Auto => devices.auto_uses_gpu(),
     };
     let storage = storage.resolve_on(on_gpu, eight_bit);
     if on_gpu {
-        let opts = gpu::GpuOptions {
-            storage,
-            ..Default::default()
-        };
-        Ok(Box::new(gpu::GpuBackend::new(images, d, opts)?))
+        build_gpu(storage, devices, images, d)
     } else {
-        Ok(Box::new(match (storage, shared) {
-            (gpu::Storage::F32, Some(store)) => cpu::CpuBackend::from_shared(store.clone(), d)?,
-            (gpu::Storage::F32, None) => cpu::CpuBackend::new(images, d)?,
-            (s, _) => cpu::CpuBackend::with_storage(images, d, s)?,
-        }))
+        build_cpu(storage, images, d, shared)
     }
+}
+
+/// The GPU backend on `devices` (one device, or a [`shards::ShardedBackend`] over several).
+fn build_gpu(
+    storage: gpu::Storage,
+    devices: Devices,
+    images: &[f32],
+    d: usize,
+) -> Result<Box<dyn Backend>> {
+    let opts = gpu::GpuOptions {
+        storage,
+        ..Default::default()
+    };
+    Ok(devices::open_gpus(images, d, &opts, &devices)?.0)
+}
+
+/// The CPU backend, sharing the caller's f32 store when there is one.
+fn build_cpu(
+    storage: gpu::Storage,
+    images: &[f32],
+    d: usize,
+    shared: Option<&std::sync::Arc<Vec<f32>>>,
+) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(match (storage, shared) {
+        (gpu::Storage::F32, Some(store)) => cpu::CpuBackend::from_shared(store.clone(), d)?,
+        (gpu::Storage::F32, None) => cpu::CpuBackend::new(images, d)?,
+        (s, _) => cpu::CpuBackend::with_storage(images, d, s)?,
+    }))
 }
 
 /// Whether `auto` picks the GPU: only when the preferred adapter is real hardware.

@@ -226,6 +226,11 @@ impl ShardedBackend {
         })
     }
 
+    /// offsets[k] = first atom of shard k; the last entry is N.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
     /// The shards, in atom order.
     pub fn shards(&self) -> &[Box<dyn Backend>] {
         &self.shards
@@ -282,8 +287,17 @@ impl ShardedBackend {
 
 impl Backend for ShardedBackend {
     fn describe(&self) -> String {
-        let parts: Vec<String> = self.shards.iter().map(|s| s.describe()).collect();
-        format!("{} shards: {}", self.shards.len(), parts.join(" + "))
+        // Every shard with its atoms: "2 shards: atoms 0..500 on gpu: …; atoms 500..1000 on …".
+        let parts: Vec<String> = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let (a, b) = (self.offsets[k], self.offsets[k + 1]);
+                format!("atoms {a}..{b} on {}", s.describe())
+            })
+            .collect();
+        format!("{} shards: {}", self.shards.len(), parts.join("; "))
     }
 
     fn atoms(&self) -> usize {

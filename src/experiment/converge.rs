@@ -392,8 +392,12 @@ impl SamplerRun<'_> {
         observer: &mut dyn Observer,
     ) -> Result<Vec<SamplerRecord>> {
         observer.stage("building the engine");
-        let mut engine =
-            crate::engine::create(self.plan.engine.backend, self.plan.engine.storage, atoms)?;
+        let mut engine = crate::engine::create(
+            self.plan.engine.backend,
+            self.plan.engine.storage,
+            self.plan.engine.devices,
+            atoms,
+        )?;
         let posterior = engine.add_bias(b)?;
         let problem = Problem {
             backend: engine.as_ref(),

@@ -364,7 +364,12 @@ pub fn score_samples(
         observer.warning(w);
     }
     observer.stage("building the engine");
-    let engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
+    let engine = crate::engine::create(
+        plan.engine.backend,
+        plan.engine.storage,
+        plan.engine.devices,
+        &setup.atoms,
+    )?;
     let exact = setup.exact_posterior(plan, &omega);
 
     observer.stage("scoring the samples");

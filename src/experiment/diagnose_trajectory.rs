@@ -90,7 +90,12 @@ pub fn score_trajectory(
         &plan.schedule,
     )?;
     observer.stage("building the engine");
-    let engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
+    let engine = crate::engine::create(
+        plan.engine.backend,
+        plan.engine.storage,
+        plan.engine.devices,
+        &setup.atoms,
+    )?;
     let omega = crate::engine::logsumexp::softmax(&setup.log_likelihoods);
     let exact = setup.exact_posterior(plan, &omega);
     let direction = Direction::new(&exact, plan.config.diagnostics.direction)?;

@@ -40,7 +40,12 @@ pub fn execute(
         observer.warning(w);
     }
     observer.stage("building the engine");
-    let mut engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
+    let mut engine = crate::engine::create(
+        plan.engine.backend,
+        plan.engine.storage,
+        plan.engine.devices,
+        &setup.atoms,
+    )?;
     let posterior = engine.add_bias(&setup.log_likelihoods)?;
     let engine: &dyn Backend = engine.as_ref();
     let problem = setup.problem(plan, engine, posterior);

@@ -114,7 +114,12 @@ pub fn plan_report(plan: &RunPlan, observer: &mut dyn Observer) -> Result<PlanRe
     let exact_weights = modes.exact_weights(&omega);
     observer.stage("building the engine");
     let built = Instant::now();
-    let mut engine = crate::engine::create(plan.engine.backend, plan.engine.storage, &setup.atoms)?;
+    let mut engine = crate::engine::create(
+        plan.engine.backend,
+        plan.engine.storage,
+        plan.engine.devices,
+        &setup.atoms,
+    )?;
     let posterior = engine.add_bias(&setup.log_likelihoods)?;
     let engine_seconds = built.elapsed().as_secs_f64();
     observer.stage("timing one step of each sampler");

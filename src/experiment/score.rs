@@ -318,6 +318,7 @@ impl ScoreAtoms {
                 return crate::engine::create_shared(
                     choice.backend,
                     choice.storage,
+                    choice.devices,
                     *eight_bit,
                     values,
                     *d,

@@ -15,23 +15,25 @@ use std::path::{Path, PathBuf};
 use crate::config::{DEFAULT_CHECKPOINTS, RunConfig};
 use crate::diffusion::Schedule;
 use crate::diffusion::integrate::{Integrator, TimeGrid};
-use crate::engine::{BackendKind, StorageChoice};
+use crate::engine::{BackendKind, Devices, StorageChoice};
 use crate::samplers::solve::CgOptions;
 use crate::samplers::{SamplerKind, SamplerOptions, Settings};
 use crate::{Error, Result};
 
-/// The engine a run asks for: the backend and the GPU's atom storage.
+/// The engine a run asks for: the backend, the atom storage and the GPU devices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineChoice {
     pub backend: BackendKind,
     pub storage: StorageChoice,
+    pub devices: Devices,
 }
 
-/// Command-line choices that replace the config's (`--backend`, `--storage`).
+/// Command-line choices that replace the config's (`--backend`, `--storage`, `--devices`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
     pub backend: Option<BackendKind>,
     pub storage: Option<StorageChoice>,
+    pub devices: Option<Devices>,
 }
 
 /// Which samplers a run runs.
@@ -121,6 +123,10 @@ impl RunPlan {
         if let Some(storage) = overrides.storage {
             config.storage = storage;
         }
+        if let Some(devices) = overrides.devices {
+            config.devices = devices;
+        }
+        config.devices.check_backend(config.backend)?;
         if let crate::config::Sigma::Scalar(sigma) = config.measurement.sigma {
             crate::operators::check_sigma(sigma, "measurement.sigma")?;
         }
@@ -190,6 +196,7 @@ impl RunPlan {
             engine: EngineChoice {
                 backend: config.backend,
                 storage: config.storage,
+                devices: config.devices,
             },
             settings,
             options,
@@ -427,10 +434,34 @@ mod tests {
     }
 
     #[test]
+    fn devices_are_recorded_and_need_the_gpu_backend() {
+        let two: Devices = "0,0".parse().unwrap();
+        let plan = RunPlan::demo(Overrides {
+            backend: Some(BackendKind::Gpu),
+            devices: Some(two),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(plan.engine.devices, two);
+        assert!(plan.config.to_toml().contains("devices = \"0,0\""));
+        // The default is not written: configs without the key stay as they were.
+        let plain = RunPlan::demo(Overrides::default()).unwrap();
+        assert!(!plain.config.to_toml().contains("devices"));
+        let err = RunPlan::demo(Overrides {
+            backend: Some(BackendKind::Cpu),
+            devices: Some(two),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.key(), Some("devices"), "{err}");
+    }
+
+    #[test]
     fn overrides_replace_the_config_and_are_recorded() {
         let plan = RunPlan::demo(Overrides {
             backend: Some(BackendKind::Cpu),
             storage: Some(StorageChoice::Fixed(crate::engine::gpu::Storage::F16)),
+            devices: None,
         })
         .unwrap();
         assert_eq!(plan.engine.backend, BackendKind::Cpu);

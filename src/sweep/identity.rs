@@ -178,6 +178,9 @@ impl Identity {
         if let Some(st) = overrides.storage {
             table.insert("storage".into(), toml::Value::String(st.name().into()));
         }
+        if let Some(dev) = overrides.devices {
+            table.insert("devices".into(), toml::Value::String(dev.to_string()));
+        }
         // A base that is a run config by itself is compared resolved (writing a default out
         // is no change); one that needs the axes to be complete, as written.
         let base = match toml::Value::Table(table.clone()).try_into::<RunConfig>() {

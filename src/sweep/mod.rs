@@ -213,7 +213,8 @@ impl Sweep {
     }
 
     /// Expands the cartesian product in order (last axis fastest). `overrides` replace every
-    /// job's backend and storage (they are part of the id: results differ by engine).
+    /// job's backend, storage and devices (they are part of the id: results differ by engine,
+    /// devices by float rounding).
     pub fn jobs(&self, overrides: Overrides) -> Result<Vec<Job>> {
         let total = self.len();
         let mut jobs = Vec::with_capacity(total);
@@ -238,6 +239,9 @@ impl Sweep {
             }
             if let Some(st) = overrides.storage {
                 table.insert("storage".into(), toml::Value::String(st.name().into()));
+            }
+            if let Some(dev) = overrides.devices {
+                table.insert("devices".into(), toml::Value::String(dev.to_string()));
             }
             let config: RunConfig = toml::Value::Table(table).try_into().map_err(|e| {
                 Error::data(

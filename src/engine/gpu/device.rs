@@ -12,6 +12,9 @@ use crate::{Error, Result};
 /// One adapter as `fslens info` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AdapterInfoRow {
+    /// Its position in [`list_adapters`]: what `devices = "0,1"` and
+    /// [`super::GpuOptions::adapter_index`] name.
+    pub index: usize,
     pub name: String,
     pub backend: String,
     pub device_type: String,
@@ -94,6 +97,7 @@ pub fn list_adapters() -> Vec<AdapterInfoRow> {
             let lim = a.limits();
             let feat = a.features();
             AdapterInfoRow {
+                index: i,
                 name: info.name,
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
@@ -116,6 +120,8 @@ pub fn list_adapters() -> Vec<AdapterInfoRow> {
 
 /// A device with the adapter's own limits, and slots where asynchronous failures land.
 pub(crate) struct Gpu {
+    /// The adapter's index in [`list_adapters`].
+    pub index: usize,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -127,9 +133,19 @@ pub(crate) struct Gpu {
 }
 
 impl Gpu {
-    pub fn open(filter: Option<&str>) -> Result<Gpu> {
+    /// Opens the adapter `index` of [`list_adapters`] when given, else the best adapter
+    /// whose name passes `filter`.
+    pub fn open(filter: Option<&str>, index: Option<usize>) -> Result<Gpu> {
         let list = adapters();
-        let Some(i) = pick(&list, filter) else {
+        if let Some(i) = index
+            && i >= list.len()
+        {
+            let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
+            return Err(backend_error(format!(
+                "there is no adapter {i}: adapters found (by index): {names:?}"
+            )));
+        }
+        let Some(i) = index.or_else(|| pick(&list, filter)) else {
             let names: Vec<String> = list.iter().map(|a| a.get_info().name).collect();
             return Err(backend_error(match name_filter(filter) {
                 Some(f) => format!(
@@ -170,6 +186,7 @@ impl Gpu {
                 .get_or_insert(format!("uncaptured error: {e}"));
         }));
         Ok(Gpu {
+            index: i,
             device,
             queue,
             info,

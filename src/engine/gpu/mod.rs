@@ -85,6 +85,10 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Keep only adapters whose name contains this text (overrides `FSLENS_ADAPTER`).
     pub adapter: Option<String>,
+    /// Open the adapter with this index in [`list_adapters`] (as `fslens info` numbers them)
+    /// instead of the best one; wins over `adapter` and `FSLENS_ADAPTER`. Opening the same
+    /// index twice gives two independent devices on one adapter (config `devices = "0,0"`).
+    pub adapter_index: Option<usize>,
     /// Create the shaders without runtime bounds checks (`create_shader_module_trusted`).
     /// Every index in the kernels is guarded explicitly, so this is safe for them.
     pub trusted_shaders: bool,
@@ -119,6 +123,7 @@ impl Default for GpuOptions {
             storage: Storage::F32,
             max_binding_bytes: None,
             adapter: None,
+            adapter_index: None,
             trusted_shaders: false,
             target_workgroups: None,
             tile_dims: None,
@@ -154,7 +159,7 @@ impl GpuBackend {
         let n = check_atoms(atoms, d)?;
         // Option errors before an adapter is opened.
         Tuning::row_options(&opts)?;
-        let gpu = Gpu::open(opts.adapter.as_deref())?;
+        let gpu = Gpu::open(opts.adapter.as_deref(), opts.adapter_index)?;
         let tuning = Tuning::new(&opts, &gpu, d)?;
         let dpad = atoms::padded_dim(d);
         let enc = atoms::encode(atoms, d, opts.storage)?;
@@ -215,6 +220,11 @@ impl GpuBackend {
     /// Number of storage bindings the atom store is split into.
     pub fn bindings(&self) -> usize {
         self.atoms.bindings()
+    }
+
+    /// The index of the adapter in use in [`list_adapters`].
+    pub fn adapter_index(&self) -> usize {
+        self.gpu.index
     }
 
     /// The adapter in use.
@@ -299,11 +309,12 @@ impl Backend for GpuBackend {
             .tile_rows
             .map_or("by batch".to_string(), |t| t.rows().to_string());
         format!(
-            "gpu: {} ({:?}, {:?}), {} atom storage in {} binding(s), tiles: {} dims, {rows} rows, \
+            "gpu: {} ({:?}, {:?}, adapter {}), {} atom storage in {} binding(s), tiles: {} dims, {rows} rows, \
              {}×4 sums block",
             self.gpu.info.name,
             self.gpu.info.backend,
             self.gpu.info.device_type,
+            self.gpu.index,
             self.atoms.storage.name(),
             self.atoms.bindings(),
             self.tuning.tile_dims,
