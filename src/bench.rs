@@ -65,6 +65,8 @@ pub struct BenchOptions {
     pub sums_block_rows: Option<usize>,
     /// GPU: workgroups to aim for in the weighted-sums dispatch (None: the backend's default).
     pub workgroups: Option<usize>,
+    /// CPU: certified pruning (`--prune on`); None: off. Refused with the GPU.
+    pub prune: Option<crate::engine::PruneOptions>,
 }
 
 impl Default for BenchOptions {
@@ -93,6 +95,7 @@ impl Default for BenchOptions {
             tile_rows: None,
             sums_block_rows: None,
             workgroups: None,
+            prune: None,
         }
     }
 }
@@ -824,6 +827,12 @@ impl Subject {
         on_gpu: bool,
         threads: usize,
     ) -> Result<Subject> {
+        if on_gpu && opts.prune.is_some() {
+            return Err(crate::Error::config(
+                "prune",
+                "certified pruning is built for the CPU backend only; bench it with --backend cpu",
+            ));
+        }
         if on_gpu {
             let gpu = GpuBackend::new(
                 &atoms,
@@ -849,6 +858,9 @@ impl Subject {
         let mut cpu = cpu.with_threads(threads)?;
         if let Some((chunk, rows)) = opts.blocking {
             cpu = cpu.with_blocking(chunk, rows)?;
+        }
+        if let Some(p) = opts.prune {
+            cpu = cpu.with_pruning(p)?;
         }
         Ok(Subject::Cpu(cpu))
     }

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::spec::DataConfig;
 use crate::diagnostics::projection::DirectionSpec;
 use crate::diffusion::integrate::IntegratorKind;
-use crate::engine::{BackendKind, StorageChoice};
+use crate::engine::{BackendKind, PruneChoice, StorageChoice};
 use crate::samplers::SamplerKind;
 use crate::{Error, Result};
 
@@ -65,6 +65,16 @@ pub struct RunConfig {
     /// GPU atom storage: auto (u8 for 8-bit data, else f32), f32, u8 or f16.
     #[serde(default)]
     pub storage: StorageChoice,
+    /// Certified pruning of the CPU backend: "off" (default) or "on" (design §8).
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub prune: PruneChoice,
+    /// ε of certified pruning: the largest mass the skipped atoms may carry relative to the
+    /// visited ones, per row (default 1e-7; (0, 0.01]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_epsilon: Option<f64>,
+    /// k of the pruning's k-means partition (default ⌈√N⌉).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_clusters: Option<usize>,
     pub data: DataConfig,
     #[serde(default)]
     pub truth: TruthConfig,
@@ -76,6 +86,10 @@ pub struct RunConfig {
     /// `[converge]`: `fslens converge` only (analytic priors); ignored by other commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub converge: Option<ConvergeConfig>,
+}
+
+fn is_off(p: &PruneChoice) -> bool {
+    *p == PruneChoice::Off
 }
 
 /// The `[converge]` table of `fslens converge` (design §11): atom counts, times, draws.

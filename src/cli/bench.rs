@@ -112,6 +112,8 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
         tile_rows: *tile_rows,
         sums_block_rows: *sums_block_rows,
         workgroups: *workgroups,
+        prune: (engine.prune == Some(fslens::engine::PruneChoice::On))
+            .then(fslens::engine::PruneOptions::default),
         ..Default::default()
     };
     if *random {

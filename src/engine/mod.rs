@@ -343,6 +343,33 @@ pub fn create(
     )
 }
 
+/// As [`create`], with certified pruning when `prune` is Some: the CPU backend
+/// ([`cpu::CpuBackend::with_pruning`]) for `cpu` and `auto` (pruning is a CPU feature, so
+/// `auto` picks the CPU); `gpu` is an error naming `prune` (not built for the GPU).
+pub fn create_pruned(
+    kind: BackendKind,
+    storage: StorageChoice,
+    prune: Option<PruneOptions>,
+    atoms: &Dataset,
+) -> Result<Box<dyn Backend>> {
+    let Some(opts) = prune else {
+        return create(kind, storage, atoms);
+    };
+    if kind == BackendKind::Gpu {
+        return Err(Error::config(
+            "prune",
+            "certified pruning is built for the CPU backend only; use backend = \"cpu\" or \
+             prune = \"off\"",
+        ));
+    }
+    let d = atoms.dim();
+    let cpu = match storage.resolve_on(false, atoms.eight_bit) {
+        gpu::Storage::F32 => cpu::CpuBackend::new(&atoms.images, d)?,
+        s => cpu::CpuBackend::with_storage(&atoms.images, d, s)?,
+    };
+    Ok(Box::new(cpu.with_pruning(opts)?))
+}
+
 /// Builds the backend `kind` over `images` (N × `d`, `eight_bit` when they are 8-bit) in
 /// `storage` ([`StorageChoice::resolve_on`]): the CPU backend shares an f32 store (no second
 /// copy in memory) or keeps a u8 / f16 encoding beside the caller's f32 images; the GPU one

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{DEFAULT_CHECKPOINTS, RunConfig};
 use crate::diffusion::Schedule;
 use crate::diffusion::integrate::{Integrator, TimeGrid};
-use crate::engine::{BackendKind, StorageChoice};
+use crate::engine::{BackendKind, PruneChoice, PruneOptions, StorageChoice};
 use crate::samplers::solve::CgOptions;
 use crate::samplers::{SamplerKind, SamplerOptions, Settings};
 use crate::{Error, Result};
@@ -32,6 +32,8 @@ pub struct EngineChoice {
 pub struct Overrides {
     pub backend: Option<BackendKind>,
     pub storage: Option<StorageChoice>,
+    /// `--prune`.
+    pub prune: Option<PruneChoice>,
 }
 
 /// Which samplers a run runs.
@@ -105,6 +107,8 @@ pub struct RunPlan {
     pub source: Option<PathBuf>,
     pub samplers: SamplerSelection,
     pub engine: EngineChoice,
+    /// Certified pruning (config `prune`, `prune_epsilon`, `prune_clusters`), when on.
+    pub prune: Option<PruneOptions>,
     pub settings: Settings,
     pub options: SamplerOptions,
     pub schedule: Schedule,
@@ -121,6 +125,10 @@ impl RunPlan {
         if let Some(storage) = overrides.storage {
             config.storage = storage;
         }
+        if let Some(prune) = overrides.prune {
+            config.prune = prune;
+        }
+        let prune = prune_options(&config)?;
         if let crate::config::Sigma::Scalar(sigma) = config.measurement.sigma {
             crate::operators::check_sigma(sigma, "measurement.sigma")?;
         }
@@ -191,6 +199,7 @@ impl RunPlan {
                 backend: config.backend,
                 storage: config.storage,
             },
+            prune,
             settings,
             options,
             schedule,
@@ -279,6 +288,41 @@ impl RunPlan {
         files.retain(|p| p.exists());
         files
     }
+}
+
+/// The pruning options of `config` (None when `prune` is off), checked: `prune_epsilon` in
+/// (0, 0.01], `prune_clusters` ≥ 1, and the backend not `gpu` (pruning is built for the CPU
+/// backend only; with `auto` it selects the CPU).
+fn prune_options(config: &RunConfig) -> Result<Option<PruneOptions>> {
+    if config.prune == PruneChoice::Off {
+        return Ok(None);
+    }
+    if config.backend == BackendKind::Gpu {
+        return Err(Error::config(
+            "prune",
+            "certified pruning is built for the CPU backend only (not built for the GPU); \
+             set backend = \"cpu\" (or \"auto\", which then picks the CPU), or prune = \"off\"",
+        ));
+    }
+    let epsilon = config
+        .prune_epsilon
+        .unwrap_or(crate::engine::DEFAULT_PRUNE_EPSILON);
+    if !(epsilon > 0.0 && epsilon <= 0.01) {
+        return Err(Error::config(
+            "prune_epsilon",
+            format!("is {epsilon}; must lie in (0, 0.01] (default 1e-7)"),
+        ));
+    }
+    if config.prune_clusters == Some(0) {
+        return Err(Error::config(
+            "prune_clusters",
+            "is 0; must be at least 1 (default ⌈√N⌉)",
+        ));
+    }
+    Ok(Some(PruneOptions {
+        epsilon,
+        clusters: config.prune_clusters,
+    }))
 }
 
 #[cfg(test)]
