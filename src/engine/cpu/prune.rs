@@ -331,21 +331,28 @@ impl CpuBackend {
                     let mut best = best0;
                     let mut scanned = 0;
                     let mut scratch = Vec::new();
+                    let rc = p.projection.row(job.row(b));
+                    let s = job.noise.s;
                     for c in (0..k).filter(|&c| !visit[c]) {
                         if geo.near[b * k + c] > best.0 {
                             continue;
                         }
+                        // Atom by atom: the projection bound (p values) before the direct
+                        // distance (D values).
                         let (a0, a1) = (p.clusters.start[c], p.clusters.start[c + 1]);
-                        self.store.load(a0 * d, (a1 - a0) * d, &mut scratch);
-                        let vals = self.store.values(&scratch, a0 * d, (a1 - a0) * d);
-                        for (j, a) in vals.chunks(d).enumerate() {
-                            let d2 = direct_dist2(job.row(b), a, job.noise.s);
-                            let idx = p.clusters.order[a0 + j];
+                        for i in a0..a1 {
+                            if p.projection.lower_d2(&rc, s, i) > best.0 {
+                                continue;
+                            }
+                            self.store.load(i * d, d, &mut scratch);
+                            let a = self.store.values(&scratch, i * d, d);
+                            let d2 = direct_dist2(job.row(b), a, s);
+                            let idx = p.clusters.order[i];
                             if d2 < best.0 || (d2 == best.0 && idx < best.1) {
                                 best = (d2, idx);
                             }
+                            scanned += 1;
                         }
-                        scanned += a1 - a0;
                     }
                     (best, scanned)
                 })
