@@ -38,8 +38,9 @@
 //!   skipped and max w̃ = max w · Z/Z_K, a relative change ≤ δ.
 //!
 //! The nearest atom does not depend on the weights: after the pass, every skipped cluster
-//! whose distance lower bound max(0, ‖x_b − s μ_c‖ − s r_c)² does not exceed the row's best
-//! distance is scanned by direct distances, so the nearest atom is the unpruned one.
+//! whose distance lower bound (below) does not exceed some row's best distance is scanned
+//! for distances only (the pass's distance GEMM and direct recomputation of candidates), so
+//! the nearest atom is the unpruned one.
 //!
 //! C·g passes (`covariance_products`) are not pruned: with kept prior weights they skip the
 //! chunks whose weights are all zero (the skipped clusters' weights are stored as 0, so they
@@ -51,7 +52,7 @@ use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::clusters::Clusters;
-use super::pass::{RowJob, TaskState};
+use super::pass::{ChunkBuffers, RowJob, TaskState};
 use super::projection::Projection;
 use super::weight_cache::{ChunkMaxima, WeightRows};
 use crate::engine::{PruneCounters, WeightSet, direct_dist2};
@@ -310,8 +311,10 @@ impl CpuBackend {
         }
     }
 
-    /// Scans the skipped clusters that may hold a row's nearest atom (distance lower bound
-    /// ≤ the row's best) by direct distances; returns the atoms scanned.
+    /// Finds the nearest atom among the skipped clusters that may hold one (some row's
+    /// distance lower bound ≤ its best so far): the same distance GEMM and direct
+    /// recomputation of candidates as the full pass (module `window`), without the weights;
+    /// returns the atoms scanned.
     fn nearest_in_skipped(
         &self,
         job: &RowJob,
@@ -320,50 +323,40 @@ impl CpuBackend {
         state: &mut TaskState,
     ) -> usize {
         let p = self.pruning_state();
-        let d = self.d;
         let k = geo.k;
-        let results: Vec<((f64, usize), usize)> = self.pool.install(|| {
-            state
-                .nearest
-                .par_iter()
-                .enumerate()
-                .map(|(b, &best0)| {
-                    let mut best = best0;
-                    let mut scanned = 0;
-                    let mut scratch = Vec::new();
-                    let rc = p.projection.row(job.row(b));
-                    let s = job.noise.s;
-                    for c in (0..k).filter(|&c| !visit[c]) {
-                        if geo.near[b * k + c] > best.0 {
-                            continue;
-                        }
-                        // Atom by atom: the projection bound (p values) before the direct
-                        // distance (D values).
-                        let (a0, a1) = (p.clusters.start[c], p.clusters.start[c + 1]);
-                        for i in a0..a1 {
-                            if p.projection.lower_d2(&rc, s, i) > best.0 {
-                                continue;
-                            }
-                            self.store.load(i * d, d, &mut scratch);
-                            let a = self.store.values(&scratch, i * d, d);
-                            let d2 = direct_dist2(job.row(b), a, s);
-                            let idx = p.clusters.order[i];
-                            if d2 < best.0 || (d2 == best.0 && idx < best.1) {
-                                best = (d2, idx);
-                            }
-                            scanned += 1;
-                        }
+        let rows = job.rows;
+        let scan: Vec<bool> = (0..k)
+            .map(|c| !visit[c] && (0..rows).any(|b| geo.near[b * k + c] <= state.nearest[b].0))
+            .collect();
+        let chunk = self.chunk_size(rows);
+        let chunks = p.chunks_of(&scan, chunk);
+        if chunks.is_empty() {
+            return 0;
+        }
+        let tasks = (4 * self.threads).min(chunks.len()).max(1);
+        let found: Vec<Vec<(f64, usize)>> = self.pool.install(|| {
+            (0..tasks)
+                .into_par_iter()
+                .map(|t| {
+                    let run = &chunks[chunks.len() * t / tasks..chunks.len() * (t + 1) / tasks];
+                    let mut best = state.nearest.clone();
+                    let mut bufs = ChunkBuffers::new(rows, chunk, 1);
+                    for &(i0, c) in run {
+                        bufs.distances(self, job, i0, c, None);
+                        bufs.nearest(self, job, i0, c, &mut best);
                     }
-                    (best, scanned)
+                    best
                 })
                 .collect()
         });
-        let mut total = 0;
-        for (slot, (best, scanned)) in state.nearest.iter_mut().zip(results) {
-            *slot = best;
-            total += scanned;
+        for best in found {
+            for (a, b) in state.nearest.iter_mut().zip(best) {
+                if b.0 < a.0 || (b.0 == a.0 && b.1 < a.1) {
+                    *a = b;
+                }
+            }
         }
-        total
+        chunks.iter().map(|c| c.1).sum()
     }
 }
 
