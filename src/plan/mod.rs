@@ -475,8 +475,20 @@ mod tests {
         let plan = RunPlan::demo(Overrides {
             backend: Some(BackendKind::Cpu),
             storage: Some(StorageChoice::Fixed(crate::engine::gpu::Storage::F16)),
+            prune: Some(PruneChoice::On),
         })
         .unwrap();
+        assert_eq!(plan.prune, Some(PruneOptions::default()));
+        assert!(plan.config.to_toml().contains("prune = \"on\""));
+        let e = RunPlan::demo(Overrides {
+            backend: Some(BackendKind::Gpu),
+            prune: Some(PruneChoice::On),
+            ..Default::default()
+        })
+        .err()
+        .expect("prune with the GPU is refused")
+        .to_string();
+        assert!(e.contains("prune"), "{e}");
         assert_eq!(plan.engine.backend, BackendKind::Cpu);
         assert_eq!(plan.config.backend, BackendKind::Cpu);
         assert!(plan.config.to_toml().contains("storage = \"f16\""));
