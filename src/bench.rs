@@ -72,6 +72,8 @@ pub struct BenchOptions {
     pub cache_dir: Option<PathBuf>,
     /// GPU: the devices the atoms are split across (`--devices`; default one device).
     pub devices: crate::engine::Devices,
+    /// CPU: certified pruning (`--prune on`); None: off. Refused with the GPU.
+    pub prune: Option<crate::engine::PruneOptions>,
 }
 
 impl Default for BenchOptions {
@@ -103,6 +105,7 @@ impl Default for BenchOptions {
             atom_store: crate::resources::AtomPlacement::Memory,
             cache_dir: None,
             devices: Default::default(),
+            prune: None,
         }
     }
 }
@@ -1098,6 +1101,12 @@ impl Subject {
         on_gpu: bool,
         threads: usize,
     ) -> Result<Subject> {
+        if on_gpu && opts.prune.is_some() {
+            return Err(crate::Error::config(
+                "prune",
+                "certified pruning is built for the CPU backend only; bench it with --backend cpu",
+            ));
+        }
         if on_gpu {
             let opts_gpu = GpuOptions {
                 storage: opts.storage,
@@ -1121,6 +1130,9 @@ impl Subject {
         let mut cpu = cpu.with_threads(threads)?;
         if let Some((chunk, rows)) = opts.blocking {
             cpu = cpu.with_blocking(chunk, rows)?;
+        }
+        if let Some(p) = opts.prune {
+            cpu = cpu.with_pruning(p)?;
         }
         Ok(Subject::Cpu(cpu))
     }

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::spec::DataConfig;
 use crate::diagnostics::projection::DirectionSpec;
 use crate::diffusion::integrate::IntegratorKind;
-use crate::engine::{BackendKind, Devices, StorageChoice};
+use crate::engine::{BackendKind, Devices, PruneChoice, StorageChoice};
 use crate::samplers::SamplerKind;
 use crate::{Error, Result};
 
@@ -70,6 +70,16 @@ pub struct RunConfig {
     /// or adapter indices "0,1" as `fslens info` lists them; the atoms are split across them.
     #[serde(default, skip_serializing_if = "Devices::is_best")]
     pub devices: Devices,
+    /// Certified pruning of the CPU backend: "off" (default) or "on" (design §8).
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub prune: PruneChoice,
+    /// ε of certified pruning: the largest mass the skipped atoms may carry relative to the
+    /// visited ones, per row (default 1e-7; (0, 0.01]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_epsilon: Option<f64>,
+    /// k of the pruning's k-means partition (default ⌈√N⌉).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_clusters: Option<usize>,
     pub data: DataConfig,
     #[serde(default)]
     pub truth: TruthConfig,
@@ -81,6 +91,10 @@ pub struct RunConfig {
     /// `[converge]`: `fslens converge` only (analytic priors); ignored by other commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub converge: Option<ConvergeConfig>,
+}
+
+fn is_off(p: &PruneChoice) -> bool {
+    *p == PruneChoice::Off
 }
 
 /// The `[converge]` table of `fslens converge` (design §11): atom counts, times, draws.

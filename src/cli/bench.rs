@@ -131,6 +131,8 @@ pub fn bench(args: &BenchArgs, quiet: bool, json: bool) -> Result<()> {
         atom_store: *atom_store,
         cache_dir: cache_dir.clone(),
         devices: engine.devices.unwrap_or_default(),
+        prune: (engine.prune == Some(fslens::engine::PruneChoice::On))
+            .then(fslens::engine::PruneOptions::default),
         ..Default::default()
     };
     if *random {

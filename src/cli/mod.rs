@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use fslens::Result;
 use fslens::data::ImageShape;
 use fslens::diffusion::Schedule;
-use fslens::engine::{BackendKind, Devices, StorageChoice};
+use fslens::engine::{BackendKind, Devices, PruneChoice, StorageChoice};
 use fslens::experiment::diagnose::{DiagnoseRequest, PixelConvention};
 use fslens::experiment::diagnose_trajectory::{TrajectoryRequest, diagnose_trajectory};
 use fslens::experiment::score::{Method, ScoreRequest};
@@ -91,6 +91,15 @@ struct EngineArgs {
     /// CPU worker threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
     threads: Option<usize>,
+    /// Certified pruning of the CPU backend: off | on (default: the config's `prune`, else
+    /// off; ε and k from `prune_epsilon`, `prune_clusters`). Skips clusters of atoms whose
+    /// weight is provably ≤ ε relative to the visited ones; not built for the GPU.
+    #[arg(long, value_parser = parse_prune)]
+    prune: Option<PruneChoice>,
+}
+
+fn parse_prune(text: &str) -> Result<PruneChoice> {
+    <PruneChoice as fslens::choices::Choice>::parse_for(text, "--prune")
 }
 
 fn parse_backend(text: &str) -> Result<BackendKind> {
@@ -116,6 +125,7 @@ impl EngineArgs {
             backend: self.backend,
             storage: self.storage,
             devices: self.devices,
+            prune: self.prune,
         }
     }
 

@@ -140,7 +140,79 @@ pub trait Backend: Send + Sync {
     fn device_seconds_by_kernel(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
+    /// What certified pruning did since the previous call (the call resets the counters), where
+    /// the backend prunes (the CPU backend with [`PruneOptions`]); None elsewhere. The run
+    /// loop reads it after each step.
+    fn take_pruning(&self) -> Option<PruneCounters> {
+        None
+    }
 }
+
+/// Certified pruning of the CPU backend (config `prune`, `prune_epsilon`, `prune_clusters`;
+/// design §8 "Certified pruning").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PruneOptions {
+    /// ε: the largest mass, relative to the visited atoms' Σ e^ℓ, that the skipped clusters may
+    /// carry in any row (default 1e-7).
+    pub epsilon: f64,
+    /// k of the k-means partition (default ⌈√N⌉).
+    pub clusters: Option<usize>,
+}
+
+/// Default ε of [`PruneOptions`].
+pub const DEFAULT_PRUNE_EPSILON: f64 = 1e-7;
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            epsilon: DEFAULT_PRUNE_EPSILON,
+            clusters: None,
+        }
+    }
+}
+
+/// Counters of the pruned passes since the last reading ([`Backend::take_pruning`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PruneCounters {
+    /// Passes (row blocks of `weighted_means`) counted.
+    pub passes: u64,
+    /// Atoms the passes visited, summed over passes.
+    pub atoms_visited: u64,
+    /// N per pass, summed over passes (the unpruned cost).
+    pub atoms_total: u64,
+    /// The largest realised bound δ = max_b Σ_skipped n_c e^{ub_bc − log Z_b,kept} of the
+    /// passes, over rows and weight sets (0 when nothing was skipped).
+    pub max_bound: f64,
+    /// Atoms of skipped clusters whose distance was computed to keep the nearest atom exact.
+    pub nearest_checked: u64,
+}
+
+impl PruneCounters {
+    /// Adds `other` (sums, and the max of the bounds).
+    pub fn add(&mut self, other: &PruneCounters) {
+        self.passes += other.passes;
+        self.atoms_visited += other.atoms_visited;
+        self.atoms_total += other.atoms_total;
+        self.max_bound = self.max_bound.max(other.max_bound);
+        self.nearest_checked += other.nearest_checked;
+    }
+}
+
+/// Whether the CPU backend prunes (config `prune`, flag `--prune`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PruneChoice {
+    #[default]
+    Off,
+    On,
+}
+
+impl Choice for PruneChoice {
+    const KEY: &'static str = "prune";
+    const WHAT: &'static str = "certified pruning";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("off", PruneChoice::Off), ("on", PruneChoice::On)];
+}
+crate::choice_by_name!(PruneChoice);
 
 /// Checks a bias vector for `add_bias` (one finite value per atom) and returns its maximum,
 /// which backends subtract before storing it in float32.
@@ -275,6 +347,48 @@ pub fn create(
         atoms.dim(),
         None,
     )
+}
+
+/// As [`create`], with certified pruning when `prune` is Some: the CPU backend
+/// ([`cpu::CpuBackend::with_pruning`]) for `cpu` and `auto` (pruning is a CPU feature, so
+/// `auto` picks the CPU); `gpu` is an error naming `prune` (not built for the GPU).
+pub fn create_pruned(
+    kind: BackendKind,
+    storage: StorageChoice,
+    devices: Devices,
+    prune: Option<PruneOptions>,
+    atoms: &Dataset,
+) -> Result<Box<dyn Backend>> {
+    let Some(opts) = prune else {
+        return create(kind, storage, devices, atoms);
+    };
+    if kind == BackendKind::Gpu {
+        return Err(Error::config(
+            "prune",
+            "certified pruning is built for the CPU backend only; use backend = \"cpu\" or \
+             prune = \"off\"",
+        ));
+    }
+    devices.check_backend(BackendKind::Cpu)?;
+    let d = atoms.dim();
+    let storage = storage.resolve_on(false, atoms.eight_bit);
+    let pruned_cpu = |images: &[f32]| -> Result<Box<dyn Backend>> {
+        let cpu = match storage {
+            gpu::Storage::F32 => cpu::CpuBackend::new(images, d)?,
+            s => cpu::CpuBackend::with_storage(images, d, s)?,
+        };
+        Ok(Box::new(cpu.with_pruning(opts)?))
+    };
+    // Under several ranks each rank prunes its own shard.
+    if let Some(world) = ranks::world() {
+        return Ok(Box::new(ranks::build(
+            world.clone(),
+            &atoms.images,
+            d,
+            pruned_cpu,
+        )?));
+    }
+    pruned_cpu(&atoms.images)
 }
 
 /// Builds the backend `kind` over `images` (N × `d`, `eight_bit` when they are 8-bit) in

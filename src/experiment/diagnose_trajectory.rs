@@ -243,6 +243,7 @@ impl SeriesScorer<'_> {
             checkpoints,
             metrics,
             classes: class_weights_of_samples(self.atoms, &nearest),
+            pruning: None,
         })
     }
 }

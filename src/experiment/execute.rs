@@ -11,7 +11,7 @@ use super::outcome::modes_summary;
 pub use super::outcome::{Outcome, ProblemOutcome, SamplerId, SamplerOutcome};
 use super::plan_report::posterior_warnings;
 use super::setup::{Setup, setup};
-use super::summary::SkippedSampler;
+use super::summary::{PruningSteps, SkippedSampler};
 use crate::choices::Choice;
 use crate::data::Dataset;
 use crate::data::cache::AtomCache;
@@ -40,10 +40,11 @@ pub fn execute(
         observer.warning(w);
     }
     observer.stage("building the engine");
-    let mut engine = crate::engine::create(
+    let mut engine = crate::engine::create_pruned(
         plan.engine.backend,
         plan.engine.storage,
         plan.engine.devices,
+        plan.prune,
         &setup.atoms,
     )?;
     let posterior = engine.add_bias(&setup.log_likelihoods)?;
@@ -72,19 +73,21 @@ pub fn execute(
     };
     let mut samplers = Vec::new();
     for &kind in &kinds {
-        let (run, wall, analyses) = match exact_done.take() {
-            Some(done) if kind == SamplerKind::Exact => (done.0, done.1, Some(done.2)),
+        let (run, wall, analyses, pruning) = match exact_done.take() {
+            Some(done) if kind == SamplerKind::Exact => (done.0, done.1, Some(done.2), done.3),
             kept => {
                 exact_done = kept;
-                let (run, wall) = scoring.run_sampler(kind, observer)?;
-                (run, wall, None)
+                let (run, wall, pruning) = scoring.run_sampler(kind, observer)?;
+                (run, wall, None, pruning)
             }
         };
         for w in &run.warnings {
             observer.warning(w);
         }
         observer.stage(&format!("metrics of {}", kind.name()));
-        samplers.push(scoring.score_run(kind, run, wall, analyses)?);
+        let mut scored = scoring.score_run(kind, run, wall, analyses)?;
+        scored.pruning = pruning;
+        samplers.push(scored);
     }
     let exact_projection = exact_projection(plan, &exact_view, &direction, &samplers);
     let modes = modes_summary(&exact_view);
@@ -151,21 +154,48 @@ struct Scoring<'a> {
 }
 
 impl Scoring<'_> {
-    /// Runs `kind` with progress to `observer`; the run and its wall time.
-    fn run_sampler(&self, kind: SamplerKind, observer: &mut dyn Observer) -> Result<(Run, f64)> {
+    /// Runs `kind` with progress to `observer`; the run, its wall time and, when the engine
+    /// prunes, what pruning did in each step (read from the engine after every step).
+    fn run_sampler(
+        &self,
+        kind: SamplerKind,
+        observer: &mut dyn Observer,
+    ) -> Result<(Run, f64, Option<PruningSteps>)> {
         let sampler = kind.build(&self.plan.options);
         let name = kind.name();
         observer.stage(&format!("sampler {name}"));
+        let backend = self.problem.backend;
+        let mut pruning = backend.take_pruning().map(|_| PruningSteps {
+            atoms: backend.atoms(),
+            ..Default::default()
+        });
+        let settings = &self.plan.settings;
+        let grid = settings.grid();
+        let continuous = !settings.integrator.is_discrete();
         let t0 = Instant::now();
-        let run = sampler.sample(self.problem, &self.plan.settings, &mut |p| {
+        let run = sampler.sample(self.problem, settings, &mut |p| {
+            if let (Some(steps), Some(c)) = (pruning.as_mut(), backend.take_pruning()) {
+                let k = p.done.max(1) - 1;
+                steps
+                    .t
+                    .push((continuous && kind != SamplerKind::Exact).then(|| grid.time(k)));
+                steps.passes.push(c.passes);
+                steps.atoms_visited.push(c.atoms_visited);
+                steps.bound.push(c.max_bound);
+                steps.nearest_checked.push(c.nearest_checked);
+            }
             observer.progress(name, p)
         })?;
-        Ok((run, t0.elapsed().as_secs_f64()))
+        Ok((run, t0.elapsed().as_secs_f64(), pruning))
     }
 
     /// Runs the exact sampler and keeps each of its clouds as the exact cloud at that time.
-    fn run_exact(&mut self, observer: &mut dyn Observer) -> Result<(Run, f64, Vec<Analysis>)> {
-        let (run, wall) = self.run_sampler(SamplerKind::Exact, observer)?;
+    #[allow(clippy::type_complexity)]
+    fn run_exact(
+        &mut self,
+        observer: &mut dyn Observer,
+    ) -> Result<(Run, f64, Vec<Analysis>, Option<PruningSteps>)> {
+        let (run, wall, pruning) = self.run_sampler(SamplerKind::Exact, observer)?;
         let mut analyses = Vec::new();
         for (t, cloud) in clouds(&run, self.t_end) {
             let analysis = self.analyse(t, cloud)?;
@@ -174,7 +204,7 @@ impl Scoring<'_> {
                 .push(self.exact.exact_cloud_from(t, cloud, &analysis, true));
             analyses.push(analysis);
         }
-        Ok((run, wall, analyses))
+        Ok((run, wall, analyses, pruning))
     }
 
     /// One engine pass over a cloud at t: Tweedie means and nearest atoms.
@@ -221,6 +251,7 @@ impl Scoring<'_> {
         Ok(SamplerOutcome {
             sampler: SamplerId::BuiltIn(kind),
             classes: class_weights_of_samples(self.atoms, &nearest),
+            pruning: None,
             run,
             wall_seconds,
             denoised: last.denoised,

@@ -150,6 +150,8 @@ pub struct SamplerOutcome {
     pub metrics: CheckpointMetrics,
     /// Class frequencies of the final samples' nearest atoms.
     pub classes: Option<Vec<f64>>,
+    /// Certified pruning per step, when the engine prunes.
+    pub pruning: Option<super::summary::PruningSteps>,
 }
 
 /// A clean cloud scored at t = 0.

@@ -142,6 +142,7 @@ fn write_sampler(
     row.final_time = outcome.final_level.t;
     row.final_noise_variance = outcome.final_level.noise.v;
     row.passes_per_step = run.passes_per_step;
+    row.pruning = s.pruning.clone();
     row.full_checkpoint_times = full.iter().map(|&i| checkpoint_times[i]).collect();
     row.checkpoint_times = checkpoint_times;
     row.projection_times = s.projection.times.clone();
@@ -235,6 +236,7 @@ fn clean_row(
         steps: 0,
         seconds_per_step: None,
         passes_per_step: 0.0,
+        pruning: None,
         integrator: None,
         final_time: 0.0,
         final_noise_variance: 0.0,

@@ -158,6 +158,26 @@ pub struct ClassWeight {
     pub weight: f64,
 }
 
+/// What certified pruning did in each step of a sampler (summary.json `pruning`; only when
+/// `prune = "on"`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PruningSteps {
+    /// N, the atoms one unpruned pass visits.
+    pub atoms: usize,
+    /// The time at the start of each step (null for the discrete integrators).
+    pub t: Vec<Option<f64>>,
+    /// Passes over the atoms (row blocks) in each step.
+    pub passes: Vec<u64>,
+    /// Atoms visited in each step, summed over its passes (an unpruned step visits
+    /// passes × N).
+    pub atoms_visited: Vec<u64>,
+    /// The realised certified bound δ of each step: the max over its passes of
+    /// max_b Σ_skipped (mass bound)/Z_b,kept (≤ ε; design §8).
+    pub bound: Vec<f64>,
+    /// Atoms of skipped clusters scanned to keep the nearest atom exact, per step.
+    pub nearest_checked: Vec<u64>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct SamplerSummary {
     pub name: String,
@@ -191,6 +211,9 @@ pub struct SamplerSummary {
     /// `cg_not_converged`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub diagnostics: std::collections::BTreeMap<String, f64>,
+    /// Certified pruning per step (absent when pruning is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruning: Option<PruningSteps>,
     /// Warnings raised during the run (e.g. conjugate gradients that hit the iteration cap).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{DEFAULT_CHECKPOINTS, RunConfig};
 use crate::diffusion::Schedule;
 use crate::diffusion::integrate::{Integrator, TimeGrid};
-use crate::engine::{BackendKind, Devices, StorageChoice};
+use crate::engine::{BackendKind, Devices, PruneChoice, PruneOptions, StorageChoice};
 use crate::samplers::solve::CgOptions;
 use crate::samplers::{SamplerKind, SamplerOptions, Settings};
 use crate::{Error, Result};
@@ -34,6 +34,8 @@ pub struct Overrides {
     pub backend: Option<BackendKind>,
     pub storage: Option<StorageChoice>,
     pub devices: Option<Devices>,
+    /// `--prune`.
+    pub prune: Option<PruneChoice>,
 }
 
 /// Which samplers a run runs.
@@ -107,6 +109,8 @@ pub struct RunPlan {
     pub source: Option<PathBuf>,
     pub samplers: SamplerSelection,
     pub engine: EngineChoice,
+    /// Certified pruning (config `prune`, `prune_epsilon`, `prune_clusters`), when on.
+    pub prune: Option<PruneOptions>,
     pub settings: Settings,
     pub options: SamplerOptions,
     pub schedule: Schedule,
@@ -127,6 +131,10 @@ impl RunPlan {
             config.devices = devices;
         }
         config.devices.check_backend(config.backend)?;
+        if let Some(prune) = overrides.prune {
+            config.prune = prune;
+        }
+        let prune = prune_options(&config)?;
         if let crate::config::Sigma::Scalar(sigma) = config.measurement.sigma {
             crate::operators::check_sigma(sigma, "measurement.sigma")?;
         }
@@ -198,6 +206,7 @@ impl RunPlan {
                 storage: config.storage,
                 devices: config.devices,
             },
+            prune,
             settings,
             options,
             schedule,
@@ -286,6 +295,41 @@ impl RunPlan {
         files.retain(|p| p.exists());
         files
     }
+}
+
+/// The pruning options of `config` (None when `prune` is off), checked: `prune_epsilon` in
+/// (0, 0.01], `prune_clusters` ≥ 1, and the backend not `gpu` (pruning is built for the CPU
+/// backend only; with `auto` it selects the CPU).
+fn prune_options(config: &RunConfig) -> Result<Option<PruneOptions>> {
+    if config.prune == PruneChoice::Off {
+        return Ok(None);
+    }
+    if config.backend == BackendKind::Gpu {
+        return Err(Error::config(
+            "prune",
+            "certified pruning is built for the CPU backend only (not built for the GPU); \
+             set backend = \"cpu\" (or \"auto\", which then picks the CPU), or prune = \"off\"",
+        ));
+    }
+    let epsilon = config
+        .prune_epsilon
+        .unwrap_or(crate::engine::DEFAULT_PRUNE_EPSILON);
+    if !(epsilon > 0.0 && epsilon <= 0.01) {
+        return Err(Error::config(
+            "prune_epsilon",
+            format!("is {epsilon}; must lie in (0, 0.01] (default 1e-7)"),
+        ));
+    }
+    if config.prune_clusters == Some(0) {
+        return Err(Error::config(
+            "prune_clusters",
+            "is 0; must be at least 1 (default ⌈√N⌉)",
+        ));
+    }
+    Ok(Some(PruneOptions {
+        epsilon,
+        clusters: config.prune_clusters,
+    }))
 }
 
 #[cfg(test)]
@@ -462,8 +506,20 @@ mod tests {
             backend: Some(BackendKind::Cpu),
             storage: Some(StorageChoice::Fixed(crate::engine::gpu::Storage::F16)),
             devices: None,
+            prune: Some(PruneChoice::On),
         })
         .unwrap();
+        assert_eq!(plan.prune, Some(PruneOptions::default()));
+        assert!(plan.config.to_toml().contains("prune = \"on\""));
+        let e = RunPlan::demo(Overrides {
+            backend: Some(BackendKind::Gpu),
+            prune: Some(PruneChoice::On),
+            ..Default::default()
+        })
+        .err()
+        .expect("prune with the GPU is refused")
+        .to_string();
+        assert!(e.contains("prune"), "{e}");
         assert_eq!(plan.engine.backend, BackendKind::Cpu);
         assert_eq!(plan.config.backend, BackendKind::Cpu);
         assert!(plan.config.to_toml().contains("storage = \"f16\""));

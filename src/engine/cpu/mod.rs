@@ -7,8 +7,11 @@
 //! [`weight_cache`] (the prior weights kept for the C·g passes that follow a pass) and [`store`]
 //! (the atoms as f32, u8 codes or f16, decoded chunk by chunk for the GEMMs).
 
+mod clusters;
 mod gemm;
 mod pass;
+mod projection;
+mod prune;
 mod simd;
 mod store;
 mod weight_cache;
@@ -17,7 +20,9 @@ mod window;
 use std::sync::{Arc, Mutex};
 
 use super::gpu::Storage;
-use super::{Backend, BiasId, Noise, PassOutput, WeightSet, WeightedMean};
+use super::{
+    Backend, BiasId, Noise, PassOutput, PruneCounters, PruneOptions, WeightSet, WeightedMean,
+};
 use crate::{Error, Result};
 use pass::{ChunkBuffers, RowJob};
 use store::AtomStore;
@@ -36,6 +41,8 @@ struct StoredBias {
     b32: Vec<f32>,
     b64: Vec<f64>,
     shift: f64,
+    /// With pruning: the max of `b64` over each cluster (empty without).
+    cluster_max: Vec<f64>,
 }
 
 /// CPU implementation of [`Backend`]. The algorithm is in the docs of the modules `pass` (one
@@ -62,6 +69,9 @@ pub struct CpuBackend {
     /// The prior weights of the last pass that asked for them (module `weight_cache`).
     prior_weights: Mutex<Option<Arc<PriorWeights>>>,
     weight_cache_bytes: usize,
+    /// Certified pruning (module `prune`), when on: the atoms are then stored cluster by
+    /// cluster, and every index the backend returns is mapped back to the caller's order.
+    prune: Option<prune::Pruning>,
 }
 
 /// Default atoms per chunk for a block of `rows` rows. Small batches: 128 atoms (≈ 400 KB of
@@ -158,7 +168,80 @@ impl CpuBackend {
             row_block: DEFAULT_ROW_BLOCK,
             prior_weights: Mutex::new(None),
             weight_cache_bytes: DEFAULT_WEIGHT_CACHE_BYTES,
+            prune: None,
         })
+    }
+
+    /// Turns certified pruning on (module `prune`): partitions the atoms by k-means into
+    /// `opts.clusters` (default ⌈√N⌉) clusters and stores them cluster by cluster (an f32
+    /// store shared with the caller is copied: +N·D·4 bytes). Errors name `prune_epsilon`
+    /// (must lie in (0, 0.01]) and `prune_clusters` (1 ..= N).
+    pub fn with_pruning(mut self, opts: PruneOptions) -> Result<CpuBackend> {
+        if !(opts.epsilon > 0.0 && opts.epsilon <= 0.01) {
+            return Err(Error::config(
+                "prune_epsilon",
+                format!(
+                    "is {}; the certified relative mass must lie in (0, 0.01] (default 1e-7)",
+                    opts.epsilon
+                ),
+            ));
+        }
+        let k = match opts.clusters {
+            Some(k) if k == 0 || k > self.n => {
+                return Err(Error::config(
+                    "prune_clusters",
+                    format!("is {k}; must lie in 1 ..= N = {} (default ⌈√N⌉)", self.n),
+                ));
+            }
+            Some(k) => k,
+            None => (self.n as f64).sqrt().ceil() as usize,
+        };
+        let d = self.d;
+        let mut scratch = Vec::new();
+        self.store.load(0, self.n * d, &mut scratch);
+        let atoms = self.store.values(&scratch, 0, self.n * d);
+        let cl = clusters::kmeans(
+            atoms,
+            d,
+            k,
+            prune::KMEANS_ITERATIONS,
+            prune::KMEANS_SEED,
+            &self.pool,
+        );
+        let store = self.store.permuted(&cl.order, d)?;
+        let sorted: Vec<f32> = cl
+            .order
+            .iter()
+            .flat_map(|&i| atoms[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let projection = projection::Projection::new(&sorted, d, prune::KMEANS_SEED, &self.pool);
+        drop(sorted);
+        let norms2 = cl.order.iter().map(|&i| self.norms2[i]).collect();
+        for b in self.biases.iter_mut().flatten() {
+            b.b64 = cl.order.iter().map(|&i| b.b64[i]).collect();
+            b.b32 = cl.order.iter().map(|&i| b.b32[i]).collect();
+            b.cluster_max = cluster_max(&b.b64, &cl.start);
+        }
+        self.store = store;
+        self.norms2 = norms2;
+        self.prior_weights = Mutex::new(None);
+        self.prune = Some(prune::Pruning {
+            clusters: cl,
+            projection,
+            epsilon: opts.epsilon,
+            counters: Mutex::new(PruneCounters::default()),
+        });
+        Ok(self)
+    }
+
+    /// The caller's index of the atom at storage position `i`.
+    pub(super) fn original(&self, i: usize) -> usize {
+        self.prune.as_ref().map_or(i, |p| p.clusters.order[i])
+    }
+
+    /// The number of clusters when pruning is on.
+    pub fn prune_clusters(&self) -> Option<usize> {
+        self.prune.as_ref().map(|p| p.clusters.len())
     }
 
     /// Keeps the prior weights of a pass for the C·g passes that follow it when B·N·4 ≤
@@ -197,14 +280,28 @@ impl CpuBackend {
         self.threads
     }
 
-    /// The atoms, N × D row-major float32, when they are stored as f32 (None for u8 / f16:
+    /// The atoms, N × D row-major float32, when they are stored as f32 in the caller's order
+    /// (None for u8 / f16, and with pruning, which stores them permuted:
     /// [`CpuBackend::atom_values`] decodes one).
     pub fn atom_store(&self) -> Option<&[f32]> {
+        if self.prune.is_some() {
+            return None;
+        }
         self.store.as_f32()
     }
 
-    /// Atom `i` as the passes compute with it (decoded from u8 / f16); panics past N.
+    /// Atom `i` (the caller's index) as the passes compute with it (decoded from u8 / f16);
+    /// panics past N.
     pub fn atom_values(&self, i: usize) -> Vec<f32> {
+        let i = match &self.prune {
+            Some(p) => p
+                .clusters
+                .order
+                .iter()
+                .position(|&o| o == i)
+                .expect("i < N"),
+            None => i,
+        };
         let mut scratch = Vec::new();
         self.store.load(i * self.d, self.d, &mut scratch);
         self.store.values(&scratch, i * self.d, self.d).to_vec()
@@ -239,13 +336,20 @@ impl CpuBackend {
         self.check_pass(x_row, noise, &[set])?;
         let job = RowJob::new(self, x_row, noise);
         let chunk = self.chunk_size(1);
+        // With pruning, the chunks of the clusters a pass on this row visits.
+        let chunks = match &self.prune {
+            None => self.all_chunks(chunk),
+            Some(p) => p.chunks_of(
+                &self.pruned_sweep(&job, &[set], None, chunk, false).visit,
+                chunk,
+            ),
+        };
         let mut bufs = ChunkBuffers::new(1, chunk, 1);
         let mut m_run = vec![f64::NEG_INFINITY];
         let mut s0 = vec![0.0f64];
-        // ℓ_i − M_at_that_chunk and that M, for each atom.
-        let mut logits = Vec::with_capacity(self.n);
-        for i0 in (0..self.n).step_by(chunk) {
-            let c = chunk.min(self.n - i0);
+        // ℓ_i − M_at_that_chunk and that M, for each atom (−∞ for skipped atoms).
+        let mut logits = vec![f64::NEG_INFINITY; self.n];
+        for (i0, c) in chunks {
             bufs.distances(self, &job, i0, c, None);
             let old = m_run[0];
             self.relative_logits(&job, &mut bufs, i0, c, set, &mut m_run, &s0);
@@ -257,16 +361,26 @@ impl CpuBackend {
                 .filter(|&&r| r >= CLAMP)
                 .map(|&r| (r as f64).exp())
                 .sum::<f64>();
-            logits.extend(bufs.rel[..c].iter().map(|&r| {
-                if r < CLAMP {
+            for (o, &r) in logits[i0..i0 + c].iter_mut().zip(&bufs.rel[..c]) {
+                *o = if r < CLAMP {
                     f64::NEG_INFINITY
                 } else {
                     r as f64 + m_run[0]
-                }
-            }));
+                };
+            }
         }
         // The largest logit is the final running max (its relative logit is exactly 0).
-        Ok(super::logsumexp::softmax(&logits))
+        let w = super::logsumexp::softmax(&logits);
+        Ok(match &self.prune {
+            None => w,
+            Some(p) => {
+                let mut out = vec![0.0; self.n];
+                for (pos, &i) in p.clusters.order.iter().enumerate() {
+                    out[i] = w[pos];
+                }
+                out
+            }
+        })
     }
 
     fn check_pass(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<()> {
@@ -351,8 +465,16 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
+        let pruned = match &self.prune {
+            Some(p) => format!(
+                ", pruned: {} clusters, ε = {:e}",
+                p.clusters.len(),
+                p.epsilon
+            ),
+            None => String::new(),
+        };
         format!(
-            "cpu ({} thread{}, {}{}, gemm)",
+            "cpu ({} thread{}, {}{}, gemm{pruned})",
             self.threads,
             if self.threads == 1 { "" } else { "s" },
             self.store.storage().name(),
@@ -369,11 +491,20 @@ impl Backend for CpuBackend {
     /// Stores β − max β (float32 and float64); log Z adds max β back.
     fn add_bias(&mut self, bias: &[f64]) -> Result<BiasId> {
         let max = super::check_bias("cpu", bias, self.n)?;
-        let b64: Vec<f64> = bias.iter().map(|&b| b - max).collect();
+        // With pruning the atoms are stored in cluster order, and so is their bias.
+        let (b64, cluster_max): (Vec<f64>, Vec<f64>) = match &self.prune {
+            None => (bias.iter().map(|&b| b - max).collect(), Vec::new()),
+            Some(p) => {
+                let b: Vec<f64> = p.clusters.order.iter().map(|&i| bias[i] - max).collect();
+                let cm = cluster_max(&b, &p.clusters.start);
+                (b, cm)
+            }
+        };
         self.biases.push(Some(StoredBias {
             b32: b64.iter().map(|&b| b as f32).collect(),
             b64,
             shift: max,
+            cluster_max,
         }));
         Ok(BiasId(self.biases.len() - 1))
     }
@@ -387,6 +518,12 @@ impl Backend for CpuBackend {
 
     fn live_biases(&self) -> usize {
         self.biases.iter().filter(|b| b.is_some()).count()
+    }
+
+    fn take_pruning(&self) -> Option<PruneCounters> {
+        let p = self.prune.as_ref()?;
+        let mut c = p.counters.lock().unwrap_or_else(|e| e.into_inner());
+        Some(std::mem::take(&mut *c))
     }
 
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
@@ -489,6 +626,19 @@ impl Backend for CpuBackend {
         }
         Ok(out)
     }
+}
+
+/// The max of `b` over each cluster `start[c]..start[c + 1]`.
+fn cluster_max(b: &[f64], start: &[usize]) -> Vec<f64> {
+    start
+        .windows(2)
+        .map(|w| {
+            b[w[0]..w[1]]
+                .iter()
+                .cloned()
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect()
 }
 
 /// N × D atoms: D ≥ 1, a non-empty whole number of rows, every value finite.

@@ -49,46 +49,49 @@ impl CpuBackend {
 
     /// Writes rel[b·c + i] = ℓ_bi − M_b (float32) for the chunk, updating the running max M_b
 
-    /// One row block of `weighted_means`: returns per set the merged state and the nearest.
-    /// With `keep = Some((k, w))`, also the normalised weights of set k, written into `w`
-    /// (rows × N).
-    pub(super) fn means_block(
+    /// The chunks (first atom, atoms) of the whole atom set.
+    pub(super) fn all_chunks(&self, chunk: usize) -> Vec<(usize, usize)> {
+        (0..self.n)
+            .step_by(chunk)
+            .map(|i0| (i0, chunk.min(self.n - i0)))
+            .collect()
+    }
+
+    /// One sweep over `chunks` for the rows of `job`: the chunks cut into one contiguous run
+    /// per task (as [`CpuBackend::task_ranges`] cuts the whole set), each task's state, merged
+    /// exactly. With `keep = Some((k, w))` the weights e^{ℓ − M} of set k are written into
+    /// `w`'s columns of the chunks and the chunk maxima returned.
+    pub(super) fn sweep(
         &self,
-        x: &[f32],
-        noise: Noise,
+        job: &RowJob,
         sets: &[WeightSet],
-        keep: Option<(usize, &mut [f32])>,
-    ) -> (Vec<WeightedMean>, Vec<Neighbor>) {
-        let (keep, kept_rows) = match keep {
-            Some((k, w)) => (Some(k), Some(w)),
-            None => (None, None),
-        };
-        let mut kept_rows = kept_rows;
-        let writer = kept_rows.as_deref_mut().map(|w| WeightRows::new(w, self.n));
-        let job = RowJob::new(self, x, noise);
+        keep: Option<(usize, WeightRows)>,
+        chunks: &[(usize, usize)],
+    ) -> (TaskState, Vec<ChunkMaxima>) {
         let rows = job.rows;
-        let chunk = self.chunk_size(rows);
-        let ranges = self.task_ranges(chunk);
-        let tasks: Vec<(TaskState, ChunkMaxima)> = self.pool.install(|| {
-            ranges
-                .par_iter()
-                .map(|&(a0, a1)| {
+        let chunk = chunks.iter().map(|c| c.1).max().unwrap_or(1);
+        let tasks = (TASKS_PER_THREAD * self.threads).min(chunks.len()).max(1);
+        let runs: Vec<&[(usize, usize)]> = (0..tasks)
+            .map(|t| &chunks[chunks.len() * t / tasks..chunks.len() * (t + 1) / tasks])
+            .collect();
+        let out: Vec<(TaskState, ChunkMaxima)> = self.pool.install(|| {
+            runs.par_iter()
+                .map(|run| {
                     let mut st = TaskState::new(rows, self.d, sets.len());
                     let mut maxima = ChunkMaxima::default();
                     let mut bufs = ChunkBuffers::new(rows, chunk, 1);
-                    for i0 in (a0..a1).step_by(chunk) {
-                        let c = chunk.min(a1 - i0);
-                        bufs.distances(self, &job, i0, c, None);
+                    for &(i0, c) in run.iter() {
+                        bufs.distances(self, job, i0, c, None);
                         for (k, &set) in sets.iter().enumerate() {
                             let sk = &mut st.sets[k];
                             let old = sk.m.clone();
-                            self.relative_logits(&job, &mut bufs, i0, c, set, &mut sk.m, &sk.s0);
+                            self.relative_logits(job, &mut bufs, i0, c, set, &mut sk.m, &sk.s0);
                             sk.rescale(&old, self.d);
                             sk.add_weights(&mut bufs, c);
-                            if keep == Some(k)
-                                && let Some(wr) = writer
+                            if let Some((kk, wr)) = keep
+                                && kk == k
                             {
-                                // SAFETY: this task owns atoms a0..a1; the array is rows × N.
+                                // SAFETY: this task owns these chunks; the array is rows × N.
                                 unsafe { wr.write(&bufs.rel[..rows * c], rows, i0, c) };
                                 maxima.record(&sk.m, i0, c);
                             }
@@ -110,14 +113,50 @@ impl CpuBackend {
                                 );
                             }
                         }
-                        bufs.nearest(self, &job, i0, c, &mut st.nearest);
+                        bufs.nearest(self, job, i0, c, &mut st.nearest);
                     }
                     (st, maxima)
                 })
                 .collect()
         });
-        let (states, maxima): (Vec<TaskState>, Vec<ChunkMaxima>) = tasks.into_iter().unzip();
-        let merged = TaskState::merge(states, self.d);
+        let (states, maxima): (Vec<TaskState>, Vec<ChunkMaxima>) = out.into_iter().unzip();
+        (TaskState::merge(states, self.d), maxima)
+    }
+
+    /// One row block of `weighted_means`: returns per set the merged state and the nearest.
+    /// With `keep = Some((k, w))`, also the normalised weights of set k, written into `w`
+    /// (rows × N; 0 for the atoms a pruned pass skipped).
+    pub(super) fn means_block(
+        &self,
+        x: &[f32],
+        noise: Noise,
+        sets: &[WeightSet],
+        keep: Option<(usize, &mut [f32])>,
+    ) -> (Vec<WeightedMean>, Vec<Neighbor>) {
+        let (keep, mut kept_rows) = match keep {
+            Some((k, w)) => (Some(k), Some(w)),
+            None => (None, None),
+        };
+        let writer = kept_rows.as_deref_mut().map(|w| WeightRows::new(w, self.n));
+        let keep_w = keep.zip(writer);
+        let job = RowJob::new(self, x, noise);
+        let rows = job.rows;
+        let chunk = self.chunk_size(rows);
+        let (merged, maxima) = match &self.prune {
+            None => self.sweep(&job, sets, keep_w, &self.all_chunks(chunk)),
+            Some(p) => {
+                let swept = self.pruned_sweep(&job, sets, keep_w, chunk, true);
+                if let Some(w) = kept_rows.as_deref_mut() {
+                    let skipped: Vec<bool> = swept.visit.iter().map(|v| !v).collect();
+                    for (i0, c) in p.chunks_of(&skipped, chunk) {
+                        for row in w.chunks_mut(self.n) {
+                            row[i0..i0 + c].fill(0.0);
+                        }
+                    }
+                }
+                (swept.state, swept.maxima)
+            }
+        };
         let mut out = Vec::with_capacity(sets.len());
         let d = self.d;
         for (sk, &set) in merged.sets.iter().zip(sets) {
@@ -362,7 +401,7 @@ impl ChunkBuffers {
 }
 
 /// Online log-sum-exp state of one bias set over B rows.
-struct SetState {
+pub(super) struct SetState {
     m: Vec<f64>,
     s0: Vec<f64>,
     s2: Vec<f64>,
@@ -418,7 +457,7 @@ impl SetState {
     }
 
     /// The sums of row b.
-    fn row_sums(&self, b: usize) -> RowSums {
+    pub(super) fn row_sums(&self, b: usize) -> RowSums {
         RowSums {
             m: self.m[b],
             s0: self.s0[b],
@@ -438,10 +477,10 @@ impl SetState {
     }
 }
 
-struct TaskState {
-    sets: Vec<SetState>,
-    /// (dist2, index) per row.
-    nearest: Vec<(f64, usize)>,
+pub(super) struct TaskState {
+    pub(super) sets: Vec<SetState>,
+    /// (dist2, index in the caller's order) per row.
+    pub(super) nearest: Vec<(f64, usize)>,
 }
 
 impl TaskState {
@@ -454,7 +493,7 @@ impl TaskState {
 
     /// Exact merge: the common max is the max of the task maxima; each task's sums are scaled
     /// by e^{M_t − M} (zeroed below e^{−60}).
-    fn merge(mut states: Vec<TaskState>, d: usize) -> TaskState {
+    pub(super) fn merge(mut states: Vec<TaskState>, d: usize) -> TaskState {
         let mut first = states.remove(0);
         for st in states {
             for (a, b) in first.nearest.iter_mut().zip(&st.nearest) {

@@ -152,6 +152,33 @@ impl AtomStore {
         }
     }
 
+    /// The same store with its atoms (rows of `d` values) in `order`: row p of the result is
+    /// row order[p] of this one (the pruned backend's cluster order).
+    /// A mapped store is refused (pruning would rewrite the entry in cluster order: not built).
+    pub(super) fn permuted(&self, order: &[usize], d: usize) -> Result<AtomStore> {
+        fn rows<T: Copy>(v: &[T], order: &[usize], d: usize) -> Vec<T> {
+            order
+                .iter()
+                .flat_map(|&i| v[i * d..(i + 1) * d].iter().copied())
+                .collect()
+        }
+        Ok(match self {
+            AtomStore::F32(a) => AtomStore::F32(Arc::new(rows(a, order, d))),
+            AtomStore::U8 { codes, table } => AtomStore::U8 {
+                codes: rows(codes, order, d),
+                table: table.clone(),
+            },
+            AtomStore::F16(h) => AtomStore::F16(rows(h, order, d)),
+            AtomStore::Mapped(_) => {
+                return Err(Error::config(
+                    "prune",
+                    "certified pruning of a mapped atom store is not built; use prune = \"off\" \
+                     or --atom-store memory",
+                ));
+            }
+        })
+    }
+
     /// The float32 atom store when the store is f32 (shared, not copied); None otherwise.
     pub(super) fn as_f32(&self) -> Option<&[f32]> {
         match self {

@@ -176,8 +176,11 @@ impl ChunkBuffers {
                         *ex = direct_dist2(job.row(b), &atoms[i * d..(i + 1) * d], job.noise.s);
                         self.touched.push(b * c + i);
                     }
-                    if *ex < best[b].0 {
-                        best[b] = (*ex, i0 + i);
+                    // Indices in the caller's order (a pruned backend stores the atoms
+                    // permuted); ties go to the smaller one, as in the merge of tasks.
+                    let idx = be.original(i0 + i);
+                    if *ex < best[b].0 || (*ex == best[b].0 && idx < best[b].1) {
+                        best[b] = (*ex, idx);
                     }
                 }
             }
