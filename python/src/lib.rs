@@ -78,8 +78,10 @@ fn overrides(backend: Option<&str>, storage: Option<&str>) -> PyResult<Overrides
             .map(|s| StorageChoice::parse_for(s, "storage"))
             .transpose()
             .map_err(err)?,
-        // Several GPUs (`devices`) are not exposed to Python: one device, or the config's.
+        // Several GPUs (`devices`) and certified pruning (`prune`) are not exposed to
+        // Python: the config's, else one device and no pruning.
         devices: None,
+        prune: None,
     })
 }
 
