@@ -25,7 +25,7 @@ use std::sync::{Arc, Barrier, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
-use super::shards::{even_split, merge_covariance, merge_passes, shard_shares};
+use super::shards::{KeptParts, even_split, merge_passes, merge_shard_products};
 use super::{Backend, BiasId, Neighbor, Noise, PassOutput, RowStats, WeightSet, WeightedMean};
 use crate::{Error, Result};
 
@@ -208,14 +208,6 @@ fn decode(values: &[f64], sets: usize, rows: usize, d: usize) -> Result<PassOutp
     Ok(PassOutput { sets: out, nearest })
 }
 
-/// Every rank's part of the last pass (gathered), kept for C·g on the same particles.
-struct KeptPass {
-    x: Vec<f32>,
-    noise: Noise,
-    sets: Vec<WeightSet>,
-    parts: Vec<PassOutput>,
-}
-
 /// This rank's view of a backend whose atoms are split over the ranks (module docs).
 pub struct RankBackend {
     world: Arc<dyn Transport>,
@@ -226,7 +218,8 @@ pub struct RankBackend {
     /// The local backend's id of each bias registered here, by this backend's id.
     biases: BTreeMap<usize, BiasId>,
     next_bias: usize,
-    kept: Mutex<Option<KeptPass>>,
+    /// Every rank's part of the last pass (gathered), kept for C·g on the same particles.
+    kept: KeptParts,
 }
 
 impl RankBackend {
@@ -255,7 +248,7 @@ impl RankBackend {
             d,
             biases: BTreeMap::new(),
             next_bias: 0,
-            kept: Mutex::new(None),
+            kept: KeptParts::default(),
         })
     }
 
@@ -337,7 +330,7 @@ impl Backend for RankBackend {
             )));
         };
         self.local.remove_bias(local)?;
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.kept.clear();
         Ok(())
     }
 
@@ -348,12 +341,7 @@ impl Backend for RankBackend {
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
         let parts = self.gathered_passes(x, noise, sets)?;
         let out = merge_passes(&parts, &self.offsets, self.d);
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(KeptPass {
-            x: x.to_vec(),
-            noise,
-            sets: sets.to_vec(),
-            parts,
-        });
+        self.kept.keep(x, noise, sets, parts);
         Ok(out)
     }
 
@@ -366,59 +354,30 @@ impl Backend for RankBackend {
         g: &[f32],
     ) -> Result<Vec<f32>> {
         // The same decision on every rank: the kept parts are identical everywhere.
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let reusable = kept.as_ref().is_some_and(|k| {
-            k.noise == noise
-                && k.x.len() == x.len()
-                && k.x.iter().zip(x).all(|(a, b)| a.to_bits() == b.to_bits())
-                && k.sets.contains(&set)
-        });
-        if !reusable {
-            *kept = Some(KeptPass {
-                x: x.to_vec(),
-                noise,
-                sets: vec![set],
-                parts: self.gathered_passes(x, noise, &[set])?,
-            });
-        }
-        let Some(pass) = kept.as_ref() else {
-            return Err(Error::input(
-                "rank backend: no pass to take shard means from",
-            ));
-        };
-        let j = pass.sets.iter().position(|&s| s == set).unwrap_or(0);
-        let of_set: Vec<&WeightedMean> = pass.parts.iter().map(|p| &p.sets[j]).collect();
-        let r = self.world.rank();
-        let mine =
-            self.local
-                .covariance_products(x, noise, self.local_set(set)?, &of_set[r].means, g)?;
-        let wide: Vec<f64> = mine.iter().map(|&v| f64::from(v)).collect();
-        let gathered = self.world.all_gather(&wide)?;
-        if let Some(bad) = gathered.iter().position(|v| v.len() != x.len()) {
-            return Err(Error::input(format!(
-                "MPI: rank {bad} sent {} numbers for C·g where {} were expected",
-                gathered[bad].len(),
-                x.len()
-            )));
-        }
-        let cgs: Vec<Vec<f32>> = gathered
-            .iter()
-            .map(|v| v.iter().map(|&c| c as f32).collect())
-            .collect();
-        let shares = shard_shares(&of_set);
-        let shard_means: Vec<&[f32]> = of_set.iter().map(|p| p.means.as_slice()).collect();
-        let shard_cg: Vec<&[f32]> = cgs.iter().map(|c| c.as_slice()).collect();
-        Ok(merge_covariance(
-            &shares,
-            &shard_means,
-            &shard_cg,
-            means,
-            g,
-            self.d,
-        ))
+        let local_set = self.local_set(set)?;
+        let fresh = || self.gathered_passes(x, noise, &[set]);
+        self.kept.with_set(x, noise, set, fresh, |of_set| {
+            let r = self.world.rank();
+            let mine = self
+                .local
+                .covariance_products(x, noise, local_set, &of_set[r].means, g)?;
+            let wide: Vec<f64> = mine.iter().map(|&v| f64::from(v)).collect();
+            let gathered = self.world.all_gather(&wide)?;
+            if let Some(bad) = gathered.iter().position(|v| v.len() != x.len()) {
+                return Err(Error::input(format!(
+                    "MPI: rank {bad} sent {} numbers for C·g where {} were expected",
+                    gathered[bad].len(),
+                    x.len()
+                )));
+            }
+            let cgs: Vec<Vec<f32>> = gathered
+                .iter()
+                .map(|v| v.iter().map(|&c| c as f32).collect())
+                .collect();
+            Ok(merge_shard_products(of_set, &cgs, means, g, self.d))
+        })
     }
 
-    /// This rank's device seconds (each rank times its own shard).
     fn device_seconds(&self) -> Option<f64> {
         self.local.device_seconds()
     }

@@ -175,13 +175,84 @@ pub fn merge_covariance(
     out
 }
 
-/// The shards' last pass, kept for [`Backend::covariance_products`] (which needs each shard's
-/// share and own mean of the same weights).
+/// The shards' parts of the last pass, kept for [`Backend::covariance_products`], which needs
+/// each shard's share and own mean of the same weights. Shared by every backend that merges
+/// shards (in one process or over ranks).
+#[derive(Default)]
+pub struct KeptParts(Mutex<Option<KeptPass>>);
+
 struct KeptPass {
     x: Vec<f32>,
     noise: Noise,
     sets: Vec<WeightSet>,
     parts: Vec<PassOutput>,
+}
+
+impl KeptParts {
+    /// Keeps the parts of a pass over `x` at `noise` for `sets`.
+    pub fn keep(&self, x: &[f32], noise: Noise, sets: &[WeightSet], parts: Vec<PassOutput>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(KeptPass {
+            x: x.to_vec(),
+            noise,
+            sets: sets.to_vec(),
+            parts,
+        });
+    }
+
+    /// Forgets the kept pass (a bias it may name was removed).
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Calls `f` with every shard's result for `set` on `x` at `noise`: the kept pass when it
+    /// was on the same particles (bit for bit) and noise and asked for `set`, else the parts
+    /// `fresh` computes for `[set]` (then kept).
+    pub fn with_set<T>(
+        &self,
+        x: &[f32],
+        noise: Noise,
+        set: WeightSet,
+        fresh: impl FnOnce() -> Result<Vec<PassOutput>>,
+        f: impl FnOnce(&[&WeightedMean]) -> Result<T>,
+    ) -> Result<T> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let reusable = kept.as_ref().is_some_and(|k| {
+            k.noise == noise
+                && k.x.len() == x.len()
+                && k.x.iter().zip(x).all(|(a, b)| a.to_bits() == b.to_bits())
+                && k.sets.contains(&set)
+        });
+        if !reusable {
+            *kept = Some(KeptPass {
+                x: x.to_vec(),
+                noise,
+                sets: vec![set],
+                parts: fresh()?,
+            });
+        }
+        let Some(pass) = kept.as_ref() else {
+            return Err(Error::input("no pass to take the shards' means from"));
+        };
+        let j = pass.sets.iter().position(|&s| s == set).unwrap_or(0);
+        let of_set: Vec<&WeightedMean> = pass.parts.iter().map(|p| &p.sets[j]).collect();
+        f(&of_set)
+    }
+}
+
+/// C g of the whole set from one weight set's per-shard results `of_set` and the shards' own
+/// products `shard_cg` (each around its shard's mean): [`merge_covariance`] with the shares
+/// [`shard_shares`].
+pub fn merge_shard_products(
+    of_set: &[&WeightedMean],
+    shard_cg: &[Vec<f32>],
+    mean: &[f32],
+    g: &[f32],
+    d: usize,
+) -> Vec<f32> {
+    let shares = shard_shares(of_set);
+    let means: Vec<&[f32]> = of_set.iter().map(|p| p.means.as_slice()).collect();
+    let cgs: Vec<&[f32]> = shard_cg.iter().map(|c| c.as_slice()).collect();
+    merge_covariance(&shares, &means, &cgs, mean, g, d)
 }
 
 /// A backend over several backends, each holding a contiguous shard of the atoms (module docs).
@@ -195,7 +266,7 @@ pub struct ShardedBackend {
     /// The shards' own ids of each bias registered here, by this backend's id.
     biases: BTreeMap<usize, Vec<BiasId>>,
     next_bias: usize,
-    kept: Mutex<Option<KeptPass>>,
+    kept: KeptParts,
 }
 
 impl ShardedBackend {
@@ -222,7 +293,7 @@ impl ShardedBackend {
             d,
             biases: BTreeMap::new(),
             next_bias: 0,
-            kept: Mutex::new(None),
+            kept: KeptParts::default(),
         })
     }
 
@@ -331,7 +402,7 @@ impl Backend for ShardedBackend {
             s.remove_bias(sid)?;
         }
         // A kept pass may name the removed bias: forget it.
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.kept.clear();
         Ok(())
     }
 
@@ -342,12 +413,7 @@ impl Backend for ShardedBackend {
     fn weighted_means(&self, x: &[f32], noise: Noise, sets: &[WeightSet]) -> Result<PassOutput> {
         let parts = self.shard_passes(x, noise, sets)?;
         let out = merge_passes(&parts, &self.offsets, self.d);
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(KeptPass {
-            x: x.to_vec(),
-            noise,
-            sets: sets.to_vec(),
-            parts,
-        });
+        self.kept.keep(x, noise, sets, parts);
         Ok(out)
     }
 
@@ -359,46 +425,16 @@ impl Backend for ShardedBackend {
         means: &[f32],
         g: &[f32],
     ) -> Result<Vec<f32>> {
-        // Each shard's share and own mean of these weights: from the kept pass when it was on
-        // the same particles (bit for bit) and noise, else from a fresh pass (then kept).
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let reusable = kept.as_ref().is_some_and(|k| {
-            k.noise == noise
-                && k.x.len() == x.len()
-                && k.x.iter().zip(x).all(|(a, b)| a.to_bits() == b.to_bits())
-                && k.sets.contains(&set)
-        });
-        if !reusable {
-            *kept = Some(KeptPass {
-                x: x.to_vec(),
-                noise,
-                sets: vec![set],
-                parts: self.shard_passes(x, noise, &[set])?,
-            });
-        }
-        let Some(pass) = kept.as_ref() else {
-            return Err(Error::input(
-                "sharded backend: no pass to take shard means from",
-            ));
-        };
-        let j = pass.sets.iter().position(|&s| s == set).unwrap_or(0);
         let per_shard: Vec<WeightSet> = (0..self.shards.len())
             .map(|k| self.shard_set(set, k))
             .collect::<Result<_>>()?;
-        let of_set: Vec<&WeightedMean> = pass.parts.iter().map(|p| &p.sets[j]).collect();
-        let cgs = self
-            .on_shards(|k, s| s.covariance_products(x, noise, per_shard[k], &of_set[k].means, g))?;
-        let shares = shard_shares(&of_set);
-        let shard_means: Vec<&[f32]> = of_set.iter().map(|p| p.means.as_slice()).collect();
-        let shard_cg: Vec<&[f32]> = cgs.iter().map(|c| c.as_slice()).collect();
-        Ok(merge_covariance(
-            &shares,
-            &shard_means,
-            &shard_cg,
-            means,
-            g,
-            self.d,
-        ))
+        let fresh = || self.shard_passes(x, noise, &[set]);
+        self.kept.with_set(x, noise, set, fresh, |of_set| {
+            let cgs = self.on_shards(|k, s| {
+                s.covariance_products(x, noise, per_shard[k], &of_set[k].means, g)
+            })?;
+            Ok(merge_shard_products(of_set, &cgs, means, g, self.d))
+        })
     }
 
     fn device_seconds(&self) -> Option<f64> {
